@@ -1,0 +1,62 @@
+// swift-tools-version:6.0
+// StreamRec: distributed online-learning training cluster.
+// Module dependencies point one way: C shims → Numerics → Models → Features/Training → Checkpoint →
+// Cluster/Streaming → CLI. See docs/ARCHITECTURE.md.
+import PackageDescription
+
+// Kernels are bounds-checked in debug; release drops the checks because the hot loops are
+// validated by the layer tests against slow reference versions.
+let fastMath: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "StreamRec",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "streamrec", targets: ["streamrec"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        // MARK: C libraries (system-library targets; shim headers expose macros as functions)
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev"])]),
+        .systemLibrary(name: "CRdKafka", path: "Sources/CRdKafka", pkgConfig: "rdkafka",
+                       providers: [.apt(["librdkafka-dev"])]),
+        .systemLibrary(name: "CHiredis", path: "Sources/CHiredis", pkgConfig: "hiredis",
+                       providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+
+        // MARK: Swift modules, one job each
+        .target(name: "Numerics", dependencies: ["COpenBLAS"], swiftSettings: fastMath),
+        .target(name: "Features", dependencies: ["Numerics"], swiftSettings: fastMath),
+        .target(name: "Models", dependencies: ["Numerics", "Features"], swiftSettings: fastMath),
+        .target(name: "Checkpoint", dependencies: [
+            "Numerics",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "Training", dependencies: ["Numerics", "Features", "Models", "Checkpoint"],
+                swiftSettings: fastMath),
+        .target(name: "Cluster", dependencies: ["CMPI"]),
+        .target(name: "Streaming", dependencies: ["CRdKafka", "CHiredis"]),
+        .executableTarget(name: "streamrec", dependencies: [
+            "Numerics", "Features", "Models", "Training", "Checkpoint", "Cluster", "Streaming",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Yams",
+        ], path: "Sources/CLI"),
+
+        // MARK: Tests
+        .testTarget(name: "NumericsTests", dependencies: ["Numerics"]),
+        .testTarget(name: "FeaturesTests", dependencies: ["Features", "Numerics"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Numerics", "Features"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Numerics"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Features", "Checkpoint", "Numerics"]),
+        .testTarget(name: "NativeTests", dependencies: ["Cluster", "Streaming"]),
+        .testTarget(name: "CLITests", dependencies: []),
+    ]
+)

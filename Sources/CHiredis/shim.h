@@ -1,0 +1,2 @@
+// hiredis: synchronous Redis client.
+#include <hiredis.h>

@@ -1,0 +1,2 @@
+// OpenBLAS (CBLAS interface plus its thread-count control).
+#include <cblas.h>

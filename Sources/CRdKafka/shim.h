@@ -1,0 +1,3 @@
+// librdkafka, including the mock cluster API used by `streamrec broker`.
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
