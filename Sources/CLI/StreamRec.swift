@@ -5,5 +5,5 @@ struct StreamRec: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "streamrec",
         abstract: "Distributed online-learning training cluster: Kafka → features → MPI trainers → serving.",
-        subcommands: [])
+        subcommands: [Bench.self])
 }

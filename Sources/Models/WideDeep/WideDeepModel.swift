@@ -37,9 +37,17 @@ public final class WideDeepWorkspace: @unchecked Sendable {
         logits = FloatBuffer(count: capacity)
         probs = FloatBuffer(count: capacity)
         dlogits = FloatBuffer(count: capacity)
-        let widest = max(config.deepInputWidth, config.deepLayers.max() ?? 1)
-        gradA = FloatBuffer(count: capacity * widest)
-        gradB = FloatBuffer(count: capacity * widest)
+        // Backward alternates two buffers for input gradients, from the last layer down to x0:
+        // size each for the widest gradient it will hold.
+        // x0's gradient overwrites x0 itself (see computeGradients), so only hidden widths count.
+        var sizes = [0, 0], which = 0
+        for l in stride(from: config.deepLayers.count, through: 1, by: -1) {
+            let inWidth = l == 0 ? config.deepInputWidth : config.deepLayers[l - 1]
+            sizes[which] = max(sizes[which], inWidth)
+            which ^= 1
+        }
+        gradA = FloatBuffer(count: capacity * max(sizes[0], 1))
+        gradB = FloatBuffer(count: capacity * max(sizes[1], 1))
     }
 }
 
@@ -252,6 +260,16 @@ public final class WideDeepModel: @unchecked Sendable {
             let inWidth = l == 0 ? config.deepInputWidth : layers[l - 1]
             let inp = l == 0 ? ws.x0.pointer : ws.activations[l - 1].pointer
             let W = denseLayout.entries[2 * l], b = denseLayout.entries[2 * l + 1]
+            if l == 0 {
+                // x0 is last read by the weight gradient, so its own gradient can overwrite it
+                // (saves a B × F·D buffer, the largest in the model).
+                linear_backward(dinp: nil, dweight: dense + W.offset, dbias: dense + b.offset,
+                                dout: dout, inp: inp, weight: params + W.offset, B: B, I: inWidth, O: doutWidth)
+                BLAS.sgemm(.none, .transpose, m: B, n: inWidth, k: doutWidth, a: dout, b: params + W.offset,
+                           beta: 0, c: ws.x0.pointer)
+                dout = ws.x0.pointer
+                break
+            }
             dinp.slice(0, B * inWidth).update(repeating: 0)
             linear_backward(dinp: dinp.pointer, dweight: dense + W.offset, dbias: dense + b.offset,
                             dout: dout, inp: inp, weight: params + W.offset, B: B, I: inWidth, O: doutWidth)

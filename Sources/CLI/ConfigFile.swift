@@ -1,0 +1,68 @@
+import Foundation
+import Yams
+import Models
+import Training
+
+/// A `configs/*.yaml` file: `model:`, `train:` and named `presets:` that overlay both.
+struct ConfigFile {
+    var model: WideDeepConfig
+    var train: TrainSettings
+
+    /// Loads `path` (or the built-in defaults when nil) and applies `preset` if given.
+    static func load(path: String?, preset: String?) throws -> ConfigFile {
+        var root: [String: Any] = [:]
+        if let path {
+            let text: String
+            do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+                throw CLIError("cannot read config file \(path): \(error.localizedDescription)")
+            }
+            guard let loaded = try Yams.load(yaml: text) as? [String: Any] else {
+                throw CLIError("config file \(path) is not a YAML mapping")
+            }
+            root = loaded
+        }
+        if let preset {
+            let presets = root["presets"] as? [String: Any] ?? [:]
+            if let overlay = presets[preset] as? [String: Any] {
+                root = merge(root, overlay)
+            } else if let builtin = WideDeepConfig.preset(preset) {
+                var model = root["model"] as? [String: Any] ?? [:]
+                model["embedding_size"] = builtin.embeddingSize
+                model["deep_layers"] = builtin.deepLayers
+                root["model"] = model
+            } else {
+                throw CLIError("unknown preset '\(preset)'; known: \((Array(presets.keys) + ["large", "small"]).sorted().joined(separator: ", "))")
+            }
+        }
+        let model: WideDeepConfig = try decode(root["model"] ?? [String: Any](), what: "model")
+        let train: TrainSettings = try decode(root["train"] ?? [String: Any](), what: "train")
+        try model.validate()
+        return ConfigFile(model: model, train: train)
+    }
+
+    static func merge(_ base: [String: Any], _ overlay: [String: Any]) -> [String: Any] {
+        var out = base
+        for (k, v) in overlay {
+            if let sub = v as? [String: Any], let baseSub = base[k] as? [String: Any] {
+                out[k] = merge(baseSub, sub)
+            } else {
+                out[k] = v
+            }
+        }
+        return out
+    }
+
+    private static func decode<T: Decodable>(_ value: Any, what: String) throws -> T {
+        do {
+            let data = try JSONSerialization.data(withJSONObject: value)
+            return try JSONDecoder().decode(T.self, from: data)
+        } catch {
+            throw CLIError("config section '\(what)' is invalid: \(error)")
+        }
+    }
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
+}

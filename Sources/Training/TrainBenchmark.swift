@@ -1,0 +1,112 @@
+import Foundation
+import Numerics
+import Models
+import Features
+
+/// `streamrec bench train`: steady-state training speed on pre-encoded in-memory batches,
+/// compared with the sgemm throughput this same process reaches on the model's dominant GEMM.
+public struct TrainBenchmarkResult: Codable, Sendable {
+    public var preset: String
+    public var batchSize: Int
+    public var steps: Int
+    public var seconds: Double
+    public var samplesPerSecond: Double
+    public var flopsPerSample: Int
+    public var achievedGFLOPS: Double
+    public var sgemmGFLOPS: Double
+    public var sgemmShape: [Int]
+    public var ratio: Double
+    public var stepMilliseconds: Double
+    public var residentBytes: Int
+    public var modelStateBytes: Int
+    public var memoryRatio: Double
+    public var sparseRows: Int
+    public var blasThreads: Int
+
+    enum CodingKeys: String, CodingKey {
+        case preset, steps, seconds, ratio
+        case batchSize = "batch_size"
+        case samplesPerSecond = "samples_per_s", flopsPerSample = "flops_per_sample"
+        case achievedGFLOPS = "achieved_gflops", sgemmGFLOPS = "sgemm_gflops", sgemmShape = "sgemm_shape_mnk"
+        case stepMilliseconds = "step_ms", residentBytes = "resident_bytes", modelStateBytes = "model_state_bytes"
+        case memoryRatio = "memory_ratio", sparseRows = "sparse_rows", blasThreads = "blas_threads"
+    }
+}
+
+/// Resident set size of this process, from /proc (0 where unavailable).
+public func residentBytes() -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let parts = s.split(separator: " ")
+    guard parts.count > 1, let pages = Int(parts[1]) else { return 0 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+/// GFLOP/s of a row-major sgemm C[m×n] = A[m×k]·B[k×n], repeated for about `seconds`.
+public func measureSGEMM(m: Int, n: Int, k: Int, seconds: Double = 1.5) -> Double {
+    let a = FloatBuffer(count: m * k), b = FloatBuffer(count: k * n), c = FloatBuffer(count: m * n)
+    var rng = SplitMix64(seed: 1)
+    for i in 0..<a.count { a[i] = rng.uniform(-1, 1) }
+    for i in 0..<b.count { b[i] = rng.uniform(-1, 1) }
+    BLAS.sgemm(.none, .none, m: m, n: n, k: k, a: a.pointer, b: b.pointer, c: c.pointer)  // warm-up
+    var reps = 0
+    let start = DispatchTime.now().uptimeNanoseconds
+    var elapsed = 0.0
+    repeat {
+        BLAS.sgemm(.none, .none, m: m, n: n, k: k, a: a.pointer, b: b.pointer, c: c.pointer)
+        reps += 1
+        elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    } while elapsed < seconds
+    return 2.0 * Double(m) * Double(n) * Double(k) * Double(reps) / elapsed / 1e9
+}
+
+/// Criteo-like encoded batches: per-field cardinalities like the thresholded Criteo dictionary
+/// (≈185k ids in all), values drawn log-uniformly so a few ids are hot and most are rare.
+public func syntheticEncodedBatches(count: Int, batchSize: Int, fieldCount: Int = CriteoSchema.fieldCount, seed: UInt64 = 7) -> [FeatureBatch] {
+    let cardinalities = [3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000, 1500, 2000, 3000, 4000, 5000,
+                         6000, 8000, 10000, 12000, 15000, 18000, 20000, 22000, 25000, 30000]
+    var rng = SplitMix64(seed: seed)
+    var firstIds = [Int](), next = 64
+    for c in cardinalities { firstIds.append(next); next += c }
+    let dense = min(CriteoSchema.denseCount, fieldCount)
+    return (0..<count).map { _ in
+        var ids = [Int32](), w = [Float](), y = [Float]()
+        ids.reserveCapacity(batchSize * fieldCount); w.reserveCapacity(batchSize * fieldCount)
+        for _ in 0..<batchSize {
+            for f in 0..<fieldCount {
+                if f < dense {
+                    ids.append(Int32(f)); w.append(Float(rng.nextDouble()))
+                } else {
+                    let j = (f - dense) % cardinalities.count
+                    let v = Int(pow(Double(cardinalities[j]), rng.nextDouble())) - 1
+                    ids.append(Int32(firstIds[j] + v)); w.append(1)
+                }
+            }
+            y.append(rng.nextDouble() < 0.25 ? 1 : 0)
+        }
+        return FeatureBatch(fieldCount: fieldCount, ids: ids, weights: w, labels: y)
+    }
+}
+
+public func runTrainBenchmark(config: WideDeepConfig, preset: String, batchSize: Int = 1000,
+                              steps: Int, warmupSteps: Int = 3, batchPool: Int = 16) -> TrainBenchmarkResult {
+    let batches = syntheticEncodedBatches(count: batchPool, batchSize: batchSize, fieldCount: config.fieldCount)
+    let model = WideDeepModel(config: config)
+    let ws = model.makeWorkspace(capacity: batchSize), grads = model.makeGradients()
+    // Touch the whole vocabulary first so memory is measured at its steady state.
+    for i in 0..<max(warmupSteps, batchPool) { model.trainStep(batches[i % batchPool], workspace: ws, grads: grads) }
+    let start = DispatchTime.now().uptimeNanoseconds
+    for i in 0..<steps { model.trainStep(batches[i % batchPool], workspace: ws, grads: grads) }
+    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    let rss = residentBytes()
+    let shape = [batchSize, config.deepLayers[0], config.deepInputWidth]
+    let sgemm = measureSGEMM(m: shape[0], n: shape[1], k: shape[2])
+    let sps = Double(steps * batchSize) / seconds
+    let achieved = sps * Double(config.trainingFLOPsPerSample) / 1e9
+    return TrainBenchmarkResult(
+        preset: preset, batchSize: batchSize, steps: steps, seconds: seconds, samplesPerSecond: sps,
+        flopsPerSample: config.trainingFLOPsPerSample, achievedGFLOPS: achieved, sgemmGFLOPS: sgemm,
+        sgemmShape: shape, ratio: achieved / sgemm, stepMilliseconds: seconds * 1000 / Double(steps),
+        residentBytes: rss, modelStateBytes: model.parameterBytes,
+        memoryRatio: Double(rss) / Double(model.parameterBytes), sparseRows: model.sparseRowCount,
+        blasThreads: BLAS.threads)
+}

@@ -1,0 +1,30 @@
+/// Training-loop settings (the `train:` section of a config file).
+public struct TrainSettings: Codable, Sendable, Equatable {
+    public var batchSize = 1000
+    public var epochs = 1
+    public var checkpointEvery = 100
+    public var keepCheckpoints = 5
+    public var logEvery = 10
+    public var minFrequency = 10
+    public var blasThreads = 1
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case batchSize = "batch_size", epochs, checkpointEvery = "checkpoint_every"
+        case keepCheckpoints = "keep_checkpoints", logEvery = "log_every"
+        case minFrequency = "min_frequency", blasThreads = "blas_threads"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = TrainSettings()
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? d.batchSize
+        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? d.epochs
+        checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? d.checkpointEvery
+        keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? d.keepCheckpoints
+        logEvery = try c.decodeIfPresent(Int.self, forKey: .logEvery) ?? d.logEvery
+        minFrequency = try c.decodeIfPresent(Int.self, forKey: .minFrequency) ?? d.minFrequency
+        blasThreads = try c.decodeIfPresent(Int.self, forKey: .blasThreads) ?? d.blasThreads
+    }
+}
