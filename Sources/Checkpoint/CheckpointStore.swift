@@ -158,8 +158,8 @@ public struct CheckpointStore: Sendable {
         try io(directory.path) { try fm.createDirectory(at: directory, withIntermediateDirectories: true) }
         let name = Self.directoryName(step: step)
         let pid = getpid()
-        let temp = directory.appendingPathComponent(".tmp-\(name)-\(pid)")
-        let target = directory.appendingPathComponent(name)
+        let temp = directory.appendingPathComponent(".tmp-\(name)-\(pid)", isDirectory: true)
+        let target = directory.appendingPathComponent(name, isDirectory: true)
         if fm.fileExists(atPath: temp.path) {
             try io(temp.path) { try fm.removeItem(at: temp) }
         }
@@ -192,7 +192,7 @@ public struct CheckpointStore: Sendable {
             if fm.fileExists(atPath: target.path) {
                 // Same step written again: move the old one aside (it becomes a stale temp dir),
                 // put the new one in place, then delete the old one.
-                let aside = directory.appendingPathComponent(".tmp-replaced-\(name)-\(pid)")
+                let aside = directory.appendingPathComponent(".tmp-replaced-\(name)-\(pid)", isDirectory: true)
                 if fm.fileExists(atPath: aside.path) { try io(aside.path) { try fm.removeItem(at: aside) } }
                 try Self.rename(target, to: aside)
                 try Self.rename(temp, to: target)
@@ -269,7 +269,7 @@ public struct CheckpointStore: Sendable {
     /// step directory with a readable manifest. nil if there is none.
     public func latest() -> URL? {
         if let name = readLatestName(), Self.step(fromDirectoryName: name) != nil {
-            let url = directory.appendingPathComponent(name)
+            let url = directory.appendingPathComponent(name, isDirectory: true)
             if (try? Self.loadManifest(url)) != nil { return url }
         }
         for (_, url) in stepDirectories().reversed() where (try? Self.loadManifest(url)) != nil {
@@ -315,12 +315,12 @@ public struct CheckpointStore: Sendable {
         }
         if let step = Int(spec) {
             guard (0 ... Self.maxStep).contains(step) else { throw CheckpointError.invalidStep(step) }
-            let url = directory.appendingPathComponent(Self.directoryName(step: step))
+            let url = directory.appendingPathComponent(Self.directoryName(step: step), isDirectory: true)
             guard hasManifest(url) else { throw CheckpointError.notFound(spec: spec, reason: available()) }
             return url
         }
         var isDirectory: ObjCBool = false
-        let url = URL(fileURLWithPath: spec).standardizedFileURL
+        let url = URL(fileURLWithPath: spec, isDirectory: true).standardizedFileURL
         if fm.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
             if hasManifest(url) { return url }
             let root = CheckpointStore(directory: url, keep: keep)
@@ -330,7 +330,7 @@ public struct CheckpointStore: Sendable {
             }
             return latest
         }
-        let inside = directory.appendingPathComponent(spec)
+        let inside = directory.appendingPathComponent(spec, isDirectory: true)
         if hasManifest(inside) { return inside }
         throw CheckpointError.notFound(spec: spec, reason: "not a step number or a directory; " + available())
     }
@@ -347,7 +347,7 @@ public struct CheckpointStore: Sendable {
         let entries = (try? fm.contentsOfDirectory(atPath: directory.path)) ?? []
         return entries.compactMap { name -> (step: Int, url: URL)? in
             guard let step = Self.step(fromDirectoryName: name) else { return nil }
-            let url = directory.appendingPathComponent(name)
+            let url = directory.appendingPathComponent(name, isDirectory: true)
             var isDirectory: ObjCBool = false
             guard fm.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue else { return nil }
             return (step, url)
