@@ -328,3 +328,32 @@ func pythonNumpyReadsWhatWeWrite() throws {
         }
     }
 }
+
+// MARK: - Reference implementation
+
+/// Written by Python `safetensors` 0.8.0: `save_file({"z": np.arange(6, dtype=np.float32).reshape(2, 3),
+/// "q": np.array([1, 2], dtype=np.int64)}, path, metadata={"a": "b"})`.
+private let referenceFile = Data(base64Encoded: """
+    kAAAAAAAAAB7Il9fbWV0YWRhdGFfXyI6eyJhIjoiYiJ9LCJxIjp7ImR0eXBlIjoiSTY0Iiwic2hhcGUiOlsyXSwiZGF0YV9vZmZzZXRzIjpbMC\
+    wxNl19LCJ6Ijp7ImR0eXBlIjoiRjMyIiwic2hhcGUiOlsyLDNdLCJkYXRhX29mZnNldHMiOlsxNiw0MF19fSAgICAgICABAAAAAAAAAAIAAAAA\
+    AAAAAAAAAAAAgD8AAABAAABAQAAAgEAAAKBA
+    """)!
+
+@Test func readsAndReproducesTheReferenceImplementation() throws {
+    let file = try SafeTensorsFile(url: URL(fileURLWithPath: "/reference"), contents: referenceFile)
+    #expect(file.metadata == ["a": "b"])
+    #expect(file.names == ["q", "z"])
+    #expect(try file.int64s("q") == [1, 2])
+    #expect(try file.info("z").shape == [2, 3])
+    #expect(try file.floats("z") == [0, 1, 2, 3, 4, 5])
+
+    // Same tensors in the reference's order give the same bytes.
+    try withTempDirectory { dir in
+        let url = dir.appendingPathComponent("ours.safetensors")
+        try SafeTensorsWriter.write(to: url, metadata: ["a": "b"], tensors: [
+            SafeTensor(name: "q", shape: [2], data: .int64([1, 2])),
+            SafeTensor(name: "z", shape: [2, 3], data: .float([0, 1, 2, 3, 4, 5])),
+        ])
+        #expect(try Data(contentsOf: url) == referenceFile)
+    }
+}
