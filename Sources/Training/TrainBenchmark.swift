@@ -59,11 +59,38 @@ public func measureSGEMM(m: Int, n: Int, k: Int, seconds: Double = 1.5) -> Doubl
     return 2.0 * Double(m) * Double(n) * Double(k) * Double(reps) / elapsed / 1e9
 }
 
+let benchCardinalities = [3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000, 1500, 2000, 3000, 4000, 5000,
+                          6000, 8000, 10000, 12000, 15000, 18000, 20000, 22000, 25000, 30000]
+
+/// Batches whose categorical fields walk through every id of `benchCardinalities` once.
+func vocabularySweep(batchSize: Int, fieldCount: Int) -> [FeatureBatch] {
+    let dense = min(CriteoSchema.denseCount, fieldCount)
+    var firstIds = [Int](), next = 64
+    for c in benchCardinalities { firstIds.append(next); next += c }
+    let rows = benchCardinalities.max()!
+    var out: [FeatureBatch] = []
+    var r = 0
+    while r < rows {
+        let n = min(batchSize, rows - r)
+        var ids = [Int32](), w = [Float](), y = [Float]()
+        for k in 0..<n {
+            for f in 0..<fieldCount {
+                if f < dense { ids.append(Int32(f)); w.append(0.5); continue }
+                let j = (f - dense) % benchCardinalities.count
+                ids.append(Int32(firstIds[j] + (r + k) % benchCardinalities[j])); w.append(1)
+            }
+            y.append(Float((r + k) % 4 == 0 ? 1 : 0))
+        }
+        out.append(FeatureBatch(fieldCount: fieldCount, ids: ids, weights: w, labels: y))
+        r += n
+    }
+    return out
+}
+
 /// Criteo-like encoded batches: per-field cardinalities like the thresholded Criteo dictionary
 /// (≈185k ids in all), values drawn log-uniformly so a few ids are hot and most are rare.
 public func syntheticEncodedBatches(count: Int, batchSize: Int, fieldCount: Int = CriteoSchema.fieldCount, seed: UInt64 = 7) -> [FeatureBatch] {
-    let cardinalities = [3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000, 1500, 2000, 3000, 4000, 5000,
-                         6000, 8000, 10000, 12000, 15000, 18000, 20000, 22000, 25000, 30000]
+    let cardinalities = benchCardinalities
     var rng = SplitMix64(seed: seed)
     var firstIds = [Int](), next = 64
     for c in cardinalities { firstIds.append(next); next += c }
@@ -92,8 +119,12 @@ public func runTrainBenchmark(config: WideDeepConfig, preset: String, batchSize:
     let batches = syntheticEncodedBatches(count: batchPool, batchSize: batchSize, fieldCount: config.fieldCount)
     let model = WideDeepModel(config: config)
     let ws = model.makeWorkspace(capacity: batchSize), grads = model.makeGradients()
-    // Touch the whole vocabulary first so memory is measured at its steady state.
-    for i in 0..<max(warmupSteps, batchPool) { model.trainStep(batches[i % batchPool], workspace: ws, grads: grads) }
+    // Sweep the whole vocabulary once first, so memory is measured at the steady state of a
+    // model that has seen every id of a Criteo-sized dictionary, then warm up on the pool.
+    for batch in vocabularySweep(batchSize: batchSize, fieldCount: config.fieldCount) {
+        model.trainStep(batch, workspace: ws, grads: grads)
+    }
+    for i in 0..<warmupSteps { model.trainStep(batches[i % batchPool], workspace: ws, grads: grads) }
     let start = DispatchTime.now().uptimeNanoseconds
     for i in 0..<steps { model.trainStep(batches[i % batchPool], workspace: ws, grads: grads) }
     let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
