@@ -15,10 +15,13 @@ import Darwin
 /// |----------------------|-------------------------------------------|----------------------|
 /// | 0 ..< 13             | dense field i has a value (id = i)        | normalised value     |
 /// | 13 ..< 26            | dense field i is missing (id = 13 + i)    | 1                    |
-/// | 26 ..< 39            | categorical field j is out of vocabulary  | 1                    |
-/// |                      | (id = 26 + j)                             |                      |
-/// | 39 ..< nextId        | one id per known category, unique across  | 1                    |
+/// | 26 ..< 52            | categorical field j is out of vocabulary  | 1                    |
+/// |                      | (id = 26 + j, j = 0..<26)                 |                      |
+/// | 52 ..< nextId        | one id per known category, unique across  | 1                    |
 /// |                      | fields (`FeatureStats` assigns them)      |                      |
+///
+/// Note: there are 26 categorical fields, so the OOV range is 26 ..< 52 and the first category id
+/// is 52 (`13 + 13 + 26`), not 39: starting categories at 39 would collide with OOV ids 39…51.
 ///
 /// Category ids are assigned deterministically: by field, then by descending count, ties by the
 /// category's bytes (unsigned lexicographic). Online growth appends at `nextId`.
@@ -29,8 +32,8 @@ public enum FeatureIdLayout {
     public static let firstDenseMissingId: Int32 = 13
     /// First id of the per-field OOV range.
     public static let firstOOVId: Int32 = 26
-    /// First category id.
-    public static let firstCategoryId: Int32 = 39
+    /// First category id (= number of reserved ids: 13 dense + 13 missing + 26 OOV).
+    public static let firstCategoryId: Int32 = firstOOVId + Int32(CriteoSchema.categoricalCount)
 
     @inlinable public static func denseValueId(_ i: Int) -> Int32 { Int32(i) }
     @inlinable public static func denseMissingId(_ i: Int) -> Int32 { firstDenseMissingId + Int32(i) }

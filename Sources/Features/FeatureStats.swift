@@ -194,7 +194,7 @@ extension FeatureStats {
               header.next_id - Int(FeatureIdLayout.firstCategoryId) >= header.categories else {
             throw FeatureStatsError(.malformedHeader,
                 "\(source): header values out of range (need \(d) dense_min/dense_max, min_frequency ≥ 1, "
-                + "next_id ≥ 39 + categories); \(regenerate)")
+                + "next_id ≥ \(FeatureIdLayout.firstCategoryId) + categories); \(regenerate)")
         }
         self.init(minFrequency: header.min_frequency, denseMin: header.dense_min.map { Float($0) },
                   denseMax: header.dense_max.map { Float($0) }, rows: header.rows, rejected: header.rejected)
@@ -234,7 +234,7 @@ extension FeatureStats {
                 }
                 guard field < CriteoSchema.categoricalCount else { return bad("field \(field) is not in 0..<26") }
                 guard id >= Int64(FeatureIdLayout.firstCategoryId) && id < Int64(header.next_id) else {
-                    return bad("id \(id) is outside [39, next_id = \(header.next_id))")
+                    return bad("id \(id) is outside [\(FeatureIdLayout.firstCategoryId), next_id = \(header.next_id))")
                 }
                 guard count >= 0 else { return bad("negative count") }
                 let cat = UnsafeRawBufferPointer(rebasing: raw[p..<end])
@@ -334,7 +334,7 @@ public struct FeatureStatsBuilder: Sendable {
         }
     }
 
-    /// The statistics: categories with count ≥ `minFrequency` get ids from 39 upward, by field,
+    /// The statistics: categories with count ≥ `minFrequency` get ids from `FeatureIdLayout.firstCategoryId` (52) upward, by field,
     /// then descending count, ties by bytes.
     public func build(minFrequency: Int) -> FeatureStats {
         precondition(minFrequency >= 1, "minFrequency must be at least 1")
