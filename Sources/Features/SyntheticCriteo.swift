@@ -114,8 +114,8 @@ public struct SyntheticCriteo: Sendable {
         let denseBeta: [Double], denseMissing: [Double]
         let negativeWeight: Double
         // Interactions.
-        let fieldA = 4, fieldB = 7, denseK = 6, gamma1 = 1.2
-        let fieldC = 9, fieldD = 13, gamma2 = 0.8
+        let fieldA = 4, fieldB = 7, denseK = 6, gamma1 = 0.8
+        let fieldC = 9, fieldD = 13, gamma2 = 0.5
         let signA: [Float], signB: [Float], factorC: [Float], factorD: [Float]
         private(set) nonisolated(unsafe) var bias: Double  // set once, during init
 
