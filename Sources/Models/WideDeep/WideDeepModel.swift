@@ -22,7 +22,9 @@ public final class WideDeepWorkspace: @unchecked Sendable {
     let local: Int32Buffer
     let x0: FloatBuffer
     let activations: [FloatBuffer]
-    let deepOut, wideOut, logits, probs, dlogits: FloatBuffer
+    let deepOut, wideOut, logits, dlogits: FloatBuffer
+    /// Click probabilities of the last forward pass (first `batch.count` entries).
+    public let probs: FloatBuffer
     let gradA, gradB: FloatBuffer
 
     public init(config: WideDeepConfig, capacity: Int) {
@@ -80,6 +82,12 @@ public struct StepLoss: Sendable {
     public var count: Int
     public var wideLoss: Double { count > 0 ? logLossSum / Double(count) : 0 }
     public var deepLoss: Double { wideLoss + l2Term }
+
+    public init(logLossSum: Double, l2Term: Double, count: Int) {
+        self.logLossSum = logLossSum
+        self.l2Term = l2Term
+        self.count = count
+    }
 }
 
 public final class WideDeepModel: @unchecked Sendable {

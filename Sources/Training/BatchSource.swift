@@ -1,0 +1,114 @@
+import Foundation
+import Features
+
+/// A batch and where it came from.
+public struct SourcedBatch: Sendable {
+    public var batch: FeatureBatch
+    public var epoch: Int
+    /// Stream positions *after* this batch (e.g. file line, Redis stream id), for the manifest.
+    public var positions: [String: String]
+
+    public init(batch: FeatureBatch, epoch: Int, positions: [String: String]) {
+        self.batch = batch
+        self.epoch = epoch
+        self.positions = positions
+    }
+}
+
+/// Where a trainer's batches come from: a file now, Redis feature streams later.
+/// Owned and called by the trainer thread only.
+public protocol BatchSource: AnyObject {
+    /// The next batch, or nil when the input is exhausted.
+    func next() throws -> SourcedBatch?
+    /// Rows refused so far, by reason.
+    var rejections: RejectionCounts { get }
+}
+
+/// Reads a Criteo file `epochs` times, parsing and encoding on a background thread into a small
+/// bounded queue so parsing overlaps training and memory stays flat on big files.
+public final class FileBatchSource: BatchSource, @unchecked Sendable {
+    public let path: String
+    private let queue = BoundedQueue<Result<SourcedBatch?, Error>>(capacity: 4)
+    private let lock = NSLock()
+    private var _rejections = RejectionCounts(maxSamples: 50)
+    private var finished = false
+    /// Called (on the reader thread) for each refused row, e.g. to print it on stderr.
+    public var onReject: (@Sendable (LineRejection) -> Void)?
+
+    public init(path: String, encoder: FeatureEncoder, batchSize: Int, epochs: Int,
+                parser: CriteoParser = CriteoParser(), onReject: (@Sendable (LineRejection) -> Void)? = nil) throws {
+        self.path = path
+        self.onReject = onReject
+        _ = try LineReader(path: path, maxLineLength: parser.maxLineLength)  // fail fast on a missing file
+        let queue = self.queue
+        let thread = Thread { [weak self] in
+            do {
+                for epoch in 1...max(epochs, 1) {
+                    let reader = try LineReader(path: path, maxLineLength: parser.maxLineLength)
+                    var packer = BatchPacker(encoder: encoder, parser: parser, batchSize: batchSize)
+                    var lastLine = 0
+                    func emit(_ b: FeatureBatch) {
+                        self?.record(packer.takeRejections())
+                        queue.put(.success(SourcedBatch(batch: b, epoch: epoch, positions: ["file:\(path)": "epoch \(epoch) line \(lastLine)"])))
+                    }
+                    try reader.forEachLine { line, number in
+                        lastLine = number
+                        if let b = packer.add(line: line, lineNumber: number) { emit(b) }
+                    }
+                    if let b = packer.flush() { emit(b) }
+                    self?.record(packer.takeRejections())
+                }
+                queue.put(.success(nil))
+            } catch {
+                queue.put(.failure(error))
+            }
+        }
+        thread.name = "streamrec-file-reader"
+        thread.start()
+    }
+
+    private func record(_ rs: [LineRejection]) {
+        guard !rs.isEmpty else { return }
+        lock.lock(); for r in rs { _rejections.add(r) }; lock.unlock()
+        if let onReject { for r in rs { onReject(r) } }
+    }
+
+    public var rejections: RejectionCounts { lock.lock(); defer { lock.unlock() }; return _rejections }
+
+    public func next() throws -> SourcedBatch? {
+        if finished { return nil }
+        switch queue.take() {
+        case .success(let b?): return b
+        case .success(nil): finished = true; return nil
+        case .failure(let e): finished = true; throw e
+        }
+    }
+}
+
+/// A blocking FIFO with a fixed capacity: `put` waits while full, `take` while empty.
+public final class BoundedQueue<Element>: @unchecked Sendable {
+    private var items: [Element] = []
+    private let capacity: Int
+    private let condition = NSCondition()
+
+    public init(capacity: Int) { self.capacity = max(capacity, 1) }
+
+    public func put(_ e: Element) {
+        condition.lock()
+        while items.count >= capacity { condition.wait() }
+        items.append(e)
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    public func take() -> Element {
+        condition.lock()
+        while items.isEmpty { condition.wait() }
+        let e = items.removeFirst()
+        condition.broadcast()
+        condition.unlock()
+        return e
+    }
+
+    public var count: Int { condition.lock(); defer { condition.unlock() }; return items.count }
+}

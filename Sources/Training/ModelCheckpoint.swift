@@ -1,0 +1,106 @@
+import Foundation
+import Checkpoint
+import Features
+import Models
+
+/// Wide&Deep ↔ checkpoint directory: `model.safetensors` (parameters and optimizer state),
+/// `features.stats` (the dictionary snapshot the model was trained with) and `manifest.json`.
+/// A checkpoint serves on its own: config, dictionaries and normalisation all travel with it.
+public enum WideDeepCheckpoint {
+    public static let modelKind = "widedeep"
+    public static let statsFileName = "features.stats"
+
+    /// What a checkpoint records besides the tensors.
+    public struct Record: Sendable {
+        public var step: Int
+        public var samplesTrained: Int
+        public var wallTimeSeconds: Double
+        public var metrics: [String: Double]
+        public var streamPositions: [String: String]
+        public init(step: Int, samplesTrained: Int, wallTimeSeconds: Double,
+                    metrics: [String: Double] = [:], streamPositions: [String: String] = [:]) {
+            self.step = step
+            self.samplesTrained = samplesTrained
+            self.wallTimeSeconds = wallTimeSeconds
+            self.metrics = metrics
+            self.streamPositions = streamPositions
+        }
+    }
+
+    /// An in-memory copy of everything a checkpoint holds, cheap to take between steps and
+    /// safe to write from another thread while training goes on.
+    public struct Snapshot: @unchecked Sendable {
+        public let config: WideDeepConfig
+        public let tensors: [ModelTensor]
+        public let stats: [UInt8]
+        public let record: Record
+    }
+
+    public static func snapshot(model: WideDeepModel, stats: FeatureStats, record: Record) -> Snapshot {
+        Snapshot(config: model.config, tensors: model.exportTensors(includeOptimizer: true),
+                 stats: stats.serialized(), record: record)
+    }
+
+    /// Writes a snapshot as a new version in `store` (atomic; LATEST updated last).
+    @discardableResult
+    public static func write(_ snap: Snapshot, to store: CheckpointStore) throws -> URL {
+        let configJSON = try JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(snap.config))
+        let manifest = CheckpointManifest(
+            modelKind: modelKind, modelConfig: configJSON, step: snap.record.step,
+            samplesTrained: snap.record.samplesTrained, wallTimeSeconds: snap.record.wallTimeSeconds,
+            metrics: snap.record.metrics, streamPositions: snap.record.streamPositions,
+            dictionary: statsFileName)
+        let tensors = snap.tensors.map { t -> SafeTensor in
+            switch t.storage {
+            case .float32(let a): return SafeTensor(name: t.name, shape: t.shape, data: .float(a))
+            case .int32(let a): return SafeTensor(name: t.name, shape: t.shape, data: .int32(a))
+            }
+        }
+        return try store.write(step: snap.record.step, manifest: manifest, files: [
+            .safetensors(metadata: ["format": "streamrec-widedeep", "step": String(snap.record.step)], tensors: tensors),
+            .data(statsFileName, Data(snap.stats)),
+        ])
+    }
+
+    public struct Loaded: Sendable {
+        public let model: WideDeepModel
+        public let stats: FeatureStats
+        public let manifest: CheckpointManifest
+        public let directory: URL
+    }
+
+    /// Verifies (checksums, structure) and loads a checkpoint directory. Refuses anything that
+    /// does not verify, with every problem in the error.
+    public static func load(_ dir: URL, verify: Bool = true) throws -> Loaded {
+        if verify {
+            let problems = CheckpointStore.verify(dir)
+            if !problems.isEmpty {
+                throw CheckpointLoadError("checkpoint \(dir.path) failed verification: " +
+                                          problems.map(\.description).joined(separator: "; "))
+            }
+        }
+        let manifest = try CheckpointStore.loadManifest(dir)
+        guard manifest.modelKind == modelKind else {
+            throw CheckpointLoadError("checkpoint \(dir.path) holds a '\(manifest.modelKind)' model, expected '\(modelKind)'")
+        }
+        let config = try JSONDecoder().decode(WideDeepConfig.self, from: JSONEncoder().encode(manifest.modelConfig))
+        let file = try SafeTensorsFile(url: dir.appendingPathComponent(CheckpointStore.modelFileName))
+        var tensors: [String: ModelTensor] = [:]
+        for info in file.tensors {
+            switch info.dtype {
+            case .f32: tensors[info.name] = ModelTensor(name: info.name, shape: info.shape, storage: .float32(try file.floats(info.name)))
+            case .i32: tensors[info.name] = ModelTensor(name: info.name, shape: info.shape, storage: .int32(try file.int32s(info.name)))
+            default: throw CheckpointLoadError("tensor \(info.name) has unsupported dtype \(info.dtype.rawValue)")
+            }
+        }
+        let model = try WideDeepModel.load(config: config, tensors: tensors, step: manifest.step)
+        let statsName = manifest.dictionary ?? statsFileName
+        let stats = try FeatureStats.read(from: dir.appendingPathComponent(statsName))
+        return Loaded(model: model, stats: stats, manifest: manifest, directory: dir)
+    }
+}
+
+public struct CheckpointLoadError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
