@@ -57,6 +57,6 @@ let package = Package(
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Numerics"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Features", "Checkpoint", "Numerics"]),
         .testTarget(name: "NativeTests", dependencies: ["Cluster", "Streaming"]),
-        .testTarget(name: "CLITests", dependencies: []),
+        .testTarget(name: "CLITests", dependencies: ["streamrec"], exclude: ["Fixtures"]),
     ]
 )

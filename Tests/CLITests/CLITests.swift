@@ -1,0 +1,99 @@
+import Testing
+import Foundation
+
+@Suite(.serialized) struct CLITests {
+    /// `--help` is part of the interface: every subcommand explains itself and names its options.
+    @Test(arguments: [
+        (["--help"], ["gen", "stats", "train", "eval", "bench"]),
+        (["gen", "--help"], ["--rows", "--out", "--holdout-rows", "--seed", ".prob"]),
+        (["stats", "--help"], ["--data", "--out", "--min-frequency", "log1p", "OOV"]),
+        (["train", "--help"], ["--config", "--preset", "--data", "--stats", "--checkpoint-dir", "--checkpoint-every", "--epochs", "wide_loss"]),
+        (["eval", "--help"], ["--checkpoint", "--data", "auc"]),
+        (["bench", "train", "--help"], ["--json", "--steps", "sgemm"]),
+    ])
+    func helpExplainsEachCommand(_ args: [String], _ needles: [String]) throws {
+        let r = try StreamRecBinary.run(args)
+        #expect(r.status == 0)
+        for n in needles { #expect(r.stdout.contains(n), "`streamrec \(args.joined(separator: " "))` help lacks \(n)") }
+    }
+
+    @Test func unknownPresetIsAClearError() throws {
+        let dir = try tempDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "1\t" .write(to: dir.appendingPathComponent("d.tsv"), atomically: true, encoding: .utf8)
+        let r = try StreamRecBinary.run(["train", "--config", configPath, "--preset", "huge", "--data", dir.appendingPathComponent("d.tsv").path])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("unknown preset 'huge'"))
+    }
+
+    var configPath: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../configs/widedeep.yaml").standardized.path
+    }
+
+    /// gen → stats → train → eval through the real binary, small shapes.
+    @Test func endToEndPipeline() throws {
+        let dir = try tempDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("train.tsv").path
+        var r = try StreamRecBinary.run(["gen", "--rows", "3000", "--holdout-rows", "1000", "--out", data, "--seed", "4"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let test = dir.appendingPathComponent("train.test.tsv").path
+        #expect(FileManager.default.fileExists(atPath: test) && FileManager.default.fileExists(atPath: test + ".prob"))
+
+        let stats = dir.appendingPathComponent("stats.tsv").path
+        r = try StreamRecBinary.run(["stats", "--data", data, "--out", stats, "--min-frequency", "2"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("3000 rows, 0 rejected"))
+
+        let ck = dir.appendingPathComponent("ck").path
+        r = try StreamRecBinary.run(["train", "--config", configPath, "--preset", "small", "--data", data, "--stats", stats,
+                                     "--batch-size", "500", "--checkpoint-every", "2", "--keep", "2", "--log-every", "2",
+                                     "--checkpoint-dir", ck])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("epoch: 1, step: 2, wide_loss: "))
+        #expect(r.stdout.contains("deep_loss: "))
+        let latest = try String(contentsOfFile: ck + "/LATEST", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(latest == "step-000000000006")
+        let versions = try FileManager.default.contentsOfDirectory(atPath: ck).filter { $0.hasPrefix("step-") }.sorted()
+        #expect(versions == ["step-000000000004", "step-000000000006"])
+
+        r = try StreamRecBinary.run(["eval", "--checkpoint", ck, "--data", test])
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect(json["rows"] as? Int == 1000)
+        #expect(json["rejected"] as? Int == 0)
+        #expect(json["samples_trained"] as? Int == 3000)
+        let auc = try #require(json["auc"] as? Double)
+        #expect(auc > 0.5 && auc < 1)
+        #expect((json["oracle_auc"] as? Double ?? 0) > 0.7)
+
+        // Eval by step number, resolved in --checkpoint-dir.
+        r = try StreamRecBinary.run(["eval", "--checkpoint", "4", "--checkpoint-dir", ck, "--data", test])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("\"step\":4"))
+    }
+
+    /// Rows in Criteo's own layout (negative I2, missing values, empty categories, CRLF) train and
+    /// evaluate cleanly; a malformed row is reported on stderr and counted, not fatal.
+    @Test func criteoFormatSampleRunsCleanly() throws {
+        let dir = try tempDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/criteo_format_sample.tsv").path
+        let ck = dir.appendingPathComponent("ck").path
+        var r = try StreamRecBinary.run(["train", "--config", configPath, "--preset", "small", "--data", fixture,
+                                         "--batch-size", "4", "--min-frequency", "1", "--checkpoint-dir", ck])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("11 samples"))
+        #expect(r.stdout.contains("0 rows rejected"))
+
+        let mixed = dir.appendingPathComponent("mixed.tsv")
+        let good = try String(contentsOfFile: fixture, encoding: .utf8)
+        try (good + "1\tabc\n" + "2" + String(repeating: "\t", count: 39) + "\n").write(to: mixed, atomically: true, encoding: .utf8)
+        r = try StreamRecBinary.run(["eval", "--checkpoint", ck, "--data", mixed.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("\"rejected\":2"))
+        #expect(r.stdout.contains("\"rows\":11"))
+        #expect(r.stderr.contains("wrong_field_count") || r.stderr.contains("expected"))
+        #expect(r.stderr.contains("bad_label") || r.stderr.contains("label"))
+    }
+}
