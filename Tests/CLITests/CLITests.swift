@@ -10,6 +10,7 @@ import Foundation
         (["train", "--help"], ["--config", "--preset", "--data", "--stats", "--checkpoint-dir", "--checkpoint-every", "--epochs", "wide_loss"]),
         (["eval", "--help"], ["--checkpoint", "--data", "auc"]),
         (["bench", "train", "--help"], ["--json", "--steps", "sgemm"]),
+        (["ckpt", "--help"], ["list", "show", "diff", "verify", "LATEST"]),
     ])
     func helpExplainsEachCommand(_ args: [String], _ needles: [String]) throws {
         let r = try StreamRecBinary.run(args)
@@ -67,10 +68,39 @@ import Foundation
         #expect(auc > 0.5 && auc < 1)
         #expect((json["oracle_auc"] as? Double ?? 0) > 0.7)
 
+        // Checkpoint inspection.
+        r = try StreamRecBinary.run(["ckpt", "list", ck, "--json"])
+        let list = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]])
+        #expect(list.map { $0["step"] as? Int } == [4, 6])
+        #expect(list.last?["latest"] as? Bool == true)
+        r = try StreamRecBinary.run(["ckpt", "show", ck, "--json"])
+        let shown = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect((shown["embedding_rows"] as? Int ?? 0) > 1000)
+        let tensors = try #require(shown["tensors"] as? [[String: Any]])
+        #expect(tensors.contains { $0["name"] as? String == "deep.embedding.weight" && ($0["shape"] as? [Int])?.last == 16 })
+        r = try StreamRecBinary.run(["ckpt", "diff", ck + "/4", ck + "/6", "--json"])
+        let diff = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]])
+        let emb = try #require(diff.first { $0["name"] as? String == "deep.embedding.weight" })
+        #expect((emb["rows_changed"] as? Int ?? 0) > 0)
+        #expect(emb["status"] as? String == "changed")
+        r = try StreamRecBinary.run(["ckpt", "verify", ck])
+        #expect(r.status == 0 && r.stdout.hasPrefix("OK"))
+        let model = ck + "/step-000000000004/model.safetensors"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: model))
+        bytes[bytes.count / 2] ^= 0x55
+        try bytes.write(to: URL(fileURLWithPath: model))
+        r = try StreamRecBinary.run(["ckpt", "verify", ck + "/4", "--json"])
+        #expect(r.status != 0)
+        #expect(r.stdout.contains("\"ok\" : false"))
+
         // Eval by step number, resolved in --checkpoint-dir.
-        r = try StreamRecBinary.run(["eval", "--checkpoint", "4", "--checkpoint-dir", ck, "--data", test])
+        r = try StreamRecBinary.run(["eval", "--checkpoint", "6", "--checkpoint-dir", ck, "--data", test])
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout.contains("\"step\":4"))
+        #expect(r.stdout.contains("\"step\":6"))
+        // The corrupted version is refused, not silently used.
+        r = try StreamRecBinary.run(["eval", "--checkpoint", "4", "--checkpoint-dir", ck, "--data", test])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("failed verification"))
     }
 
     /// Rows in Criteo's own layout (negative I2, missing values, empty categories, CRLF) train and
