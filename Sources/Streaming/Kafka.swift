@@ -456,6 +456,9 @@ public final class MockKafkaCluster: @unchecked Sendable {
     /// (e.g. `log_level`).
     public init(brokers: Int = 3, config: KafkaConfig = KafkaConfig()) throws(KafkaError) {
         precondition(brokers > 0, "a mock cluster needs at least one broker")
+        var config = config
+        // The owner handle never connects anywhere; silence its "no bootstrap.servers" notice.
+        if config["log_level"] == nil { config["log_level"] = "4" }
         let conf = try config.make("MockKafkaCluster")
         let rk = try newHandle(RD_KAFKA_PRODUCER, conf, "rd_kafka_new(mock owner)")
         guard let mc = rd_kafka_mock_cluster_new(rk, Int32(brokers)) else {
