@@ -126,6 +126,7 @@ public enum KafkaOffset {
 public struct KafkaWatermarks: Sendable, Equatable {
     public let low: Int64
     public let high: Int64
+    public init(low: Int64, high: Int64) { self.low = low; self.high = high }
 }
 
 /// Topic metadata (`rd_kafka_metadata`). Defined on `KafkaClient` handles.
