@@ -1,0 +1,492 @@
+// Streaming/Kafka: the one Swift funnel over librdkafka.
+//
+// Purpose and limits
+//   * `KafkaConfig`: librdkafka properties passed through unchanged (so SASL/SSL, client ids,
+//     timeouts, … all work exactly as documented by librdkafka).
+//   * `KafkaProducer`: keyed produce to a topic (explicit partition or the configured
+//     partitioner), delivery reports counted, flush with a timeout.
+//   * `KafkaConsumer`: explicit partition assignment with start offsets (no group rebalancing),
+//     batched poll, watermark offsets (to detect retention gaps), topic partition counts.
+//   * `MockKafkaCluster`: librdkafka's in-process mock brokers, for tests and `streamrec broker`.
+//   * Every librdkafka error code goes through `kafkaCheck`, which throws `KafkaError` with the
+//     text from `rd_kafka_err2str`. C callbacks are `@convention(c)` functions that find their
+//     Swift state through an `Unmanaged` opaque pointer; none of that leaves this file.
+//
+// Threading rule
+//   librdkafka handles are thread-safe, and each wrapper serializes its own mutable Swift state
+//   with a lock, so the classes are `@unchecked Sendable`. Still, give each `KafkaConsumer` one
+//   owning task/thread: message order per partition is only meaningful to a single reader.
+//   Delivery-report callbacks run on whichever thread calls `poll`/`flush` on the producer.
+
+import CRdKafka
+import Foundation
+
+// MARK: - Errors
+
+/// A librdkafka call failed. `code` is the `rd_kafka_resp_err_t` value (negative values are
+/// librdkafka-internal errors such as `_TIMED_OUT`), `message` its `rd_kafka_err2str` text.
+public struct KafkaError: Error, CustomStringConvertible, Sendable, Equatable {
+    public let operation: String
+    public let code: Int32
+    public let message: String
+
+    public var description: String { "Kafka error in \(operation): \(message) (code \(code))" }
+
+    /// `RD_KAFKA_RESP_ERR__TIMED_OUT`.
+    public var isTimeout: Bool { code == RD_KAFKA_RESP_ERR__TIMED_OUT.rawValue }
+
+    init(_ operation: String, code: rd_kafka_resp_err_t) {
+        self.operation = operation
+        self.code = code.rawValue
+        self.message = String(cString: rd_kafka_err2str(code))
+    }
+
+    init(_ operation: String, code: Int32 = -1, message: String) {
+        self.operation = operation
+        self.code = code
+        self.message = message
+    }
+}
+
+/// The funnel for calls that return `rd_kafka_resp_err_t`.
+@inline(__always)
+func kafkaCheck(_ err: rd_kafka_resp_err_t, _ operation: @autoclosure () -> String) throws(KafkaError) {
+    if err == RD_KAFKA_RESP_ERR_NO_ERROR { return }
+    throw KafkaError(operation(), code: err)
+}
+
+// MARK: - Configuration
+
+/// librdkafka configuration properties, passed to `rd_kafka_conf_set` unchanged.
+/// See librdkafka's CONFIGURATION.md for the names (`bootstrap.servers`,
+/// `security.protocol`, `sasl.mechanisms`, `ssl.ca.location`, …).
+public struct KafkaConfig: Sendable, Equatable {
+    public var properties: [String: String]
+
+    public init(_ properties: [String: String] = [:]) { self.properties = properties }
+
+    public init(bootstrapServers: String, _ extra: [String: String] = [:]) {
+        self.properties = extra
+        self.properties["bootstrap.servers"] = bootstrapServers
+    }
+
+    public subscript(key: String) -> String? {
+        get { properties[key] }
+        set { properties[key] = newValue }
+    }
+
+    /// Builds an `rd_kafka_conf_t`; the caller owns it (until `rd_kafka_new` takes it).
+    func make(_ operation: String) throws(KafkaError) -> OpaquePointer {
+        guard let conf = rd_kafka_conf_new() else { throw KafkaError(operation, message: "rd_kafka_conf_new failed") }
+        var errstr = [CChar](repeating: 0, count: 512)
+        // Sorted so a failure is reported deterministically.
+        for (key, value) in properties.sorted(by: { $0.key < $1.key }) {
+            if rd_kafka_conf_set(conf, key, value, &errstr, errstr.count) != RD_KAFKA_CONF_OK {
+                rd_kafka_conf_destroy(conf)
+                throw KafkaError(operation, code: RD_KAFKA_RESP_ERR__INVALID_ARG.rawValue,
+                                 message: "property \(key): \(cString(errstr))")
+            }
+        }
+        return conf
+    }
+}
+
+private func cString(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// Creates a client handle; takes ownership of `conf` on success, destroys it on failure.
+private func newHandle(_ type: rd_kafka_type_t, _ conf: OpaquePointer, _ operation: String) throws(KafkaError) -> OpaquePointer {
+    var errstr = [CChar](repeating: 0, count: 512)
+    guard let rk = rd_kafka_new(type, conf, &errstr, errstr.count) else {
+        rd_kafka_conf_destroy(conf)
+        throw KafkaError(operation, message: cString(errstr))
+    }
+    return rk
+}
+
+private func milliseconds(_ d: Duration) -> Int32 {
+    let (s, atto) = d.components
+    let ms = s * 1000 + atto / 1_000_000_000_000_000
+    return Int32(clamping: max(0, ms))
+}
+
+// MARK: - Shared pieces
+
+/// Partition and offset constants.
+public enum KafkaOffset {
+    /// `RD_KAFKA_OFFSET_BEGINNING`: the earliest retained offset.
+    public static let beginning: Int64 = -2
+    /// `RD_KAFKA_OFFSET_END`: only messages produced after assignment.
+    public static let end: Int64 = -1
+}
+
+/// Low (earliest retained) and high (next to be written) offsets of a partition.
+/// A consumer whose next offset is below `low` has lost `low - next` messages to retention.
+public struct KafkaWatermarks: Sendable, Equatable {
+    public let low: Int64
+    public let high: Int64
+    public init(low: Int64, high: Int64) { self.low = low; self.high = high }
+}
+
+/// Topic metadata (`rd_kafka_metadata`). Defined on `KafkaClient` handles.
+private func partitionCount(_ rk: OpaquePointer, topic: String, timeout: Duration) throws(KafkaError) -> Int {
+    guard let rkt = rd_kafka_topic_new(rk, topic, nil) else {
+        throw KafkaError("rd_kafka_topic_new(\(topic))", code: rd_kafka_last_error())
+    }
+    defer { rd_kafka_topic_destroy(rkt) }
+    var md: UnsafePointer<rd_kafka_metadata>? = nil
+    try kafkaCheck(rd_kafka_metadata(rk, 0, rkt, &md, milliseconds(timeout)), "rd_kafka_metadata(\(topic))")
+    guard let md else { throw KafkaError("rd_kafka_metadata(\(topic))", message: "no metadata returned") }
+    defer { rd_kafka_metadata_destroy(md) }
+    for i in 0 ..< Int(md.pointee.topic_cnt) {
+        let t = md.pointee.topics[i]
+        guard String(cString: t.topic) == topic else { continue }
+        try kafkaCheck(t.err, "metadata for topic \(topic)")
+        return Int(t.partition_cnt)
+    }
+    throw KafkaError("rd_kafka_metadata(\(topic))", code: RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+}
+
+private func watermarks(_ rk: OpaquePointer, topic: String, partition: Int32, timeout: Duration) throws(KafkaError) -> KafkaWatermarks {
+    var low: Int64 = 0, high: Int64 = 0
+    try kafkaCheck(rd_kafka_query_watermark_offsets(rk, topic, partition, &low, &high, milliseconds(timeout)),
+                   "rd_kafka_query_watermark_offsets(\(topic)/\(partition))")
+    return KafkaWatermarks(low: low, high: high)
+}
+
+// MARK: - Producer
+
+/// Outcome of one produced message, from librdkafka's delivery-report callback.
+public struct KafkaDeliveryReport: Sendable {
+    public let topic: String
+    public let partition: Int32
+    public let offset: Int64
+    public let error: KafkaError?
+}
+
+/// Counts of delivery reports received so far.
+public struct KafkaDeliveryStats: Sendable, Equatable {
+    public var succeeded: Int = 0
+    public var failed: Int = 0
+    /// The first failure, if any (enough to tell the user what went wrong).
+    public var firstError: KafkaError? = nil
+}
+
+/// Swift state reached from the C delivery callback through the opaque pointer.
+private final class DeliveryState: @unchecked Sendable {
+    let lock = NSLock()
+    var stats = KafkaDeliveryStats()
+    let onDelivery: (@Sendable (KafkaDeliveryReport) -> Void)?
+    init(onDelivery: (@Sendable (KafkaDeliveryReport) -> Void)?) { self.onDelivery = onDelivery }
+}
+
+private let deliveryCallback: @convention(c) (OpaquePointer?, UnsafePointer<rd_kafka_message_t>?, UnsafeMutableRawPointer?) -> Void = { _, message, opaque in
+    guard let message, let opaque else { return }
+    let state = Unmanaged<DeliveryState>.fromOpaque(opaque).takeUnretainedValue()
+    let m = message.pointee
+    let error = m.err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : KafkaError("delivery", code: m.err)
+    state.lock.lock()
+    if let error {
+        state.stats.failed += 1
+        if state.stats.firstError == nil { state.stats.firstError = error }
+    } else {
+        state.stats.succeeded += 1
+    }
+    state.lock.unlock()
+    if let onDelivery = state.onDelivery {
+        let topic = m.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+        onDelivery(KafkaDeliveryReport(topic: topic, partition: m.partition, offset: m.offset, error: error))
+    }
+}
+
+/// A Kafka producer (`rd_kafka_t` of type producer). Thread-safe; see the file header.
+public final class KafkaProducer: @unchecked Sendable {
+    private let rk: OpaquePointer
+    private let state: DeliveryState
+    private let lock = NSLock()
+    private var topics: [String: OpaquePointer] = [:]
+
+    /// - Parameter onDelivery: optional per-message report, called on the thread that runs
+    ///   `poll`/`flush`. Counts are kept either way (`deliveryStats`).
+    public init(config: KafkaConfig, onDelivery: (@Sendable (KafkaDeliveryReport) -> Void)? = nil) throws(KafkaError) {
+        let conf = try config.make("KafkaProducer")
+        let state = DeliveryState(onDelivery: onDelivery)
+        rd_kafka_conf_set_dr_msg_cb(conf, deliveryCallback)
+        rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(state).toOpaque())
+        self.rk = try newHandle(RD_KAFKA_PRODUCER, conf, "rd_kafka_new(producer)")
+        self.state = state
+    }
+
+    deinit {
+        _ = rd_kafka_flush(rk, 5_000)
+        for (_, rkt) in topics { rd_kafka_topic_destroy(rkt) }
+        rd_kafka_destroy(rk)  // after this no callback can reach `state`
+    }
+
+    private func topicHandle(_ name: String) throws(KafkaError) -> OpaquePointer {
+        lock.lock(); defer { lock.unlock() }
+        if let t = topics[name] { return t }
+        guard let t = rd_kafka_topic_new(rk, name, nil) else {
+            throw KafkaError("rd_kafka_topic_new(\(name))", code: rd_kafka_last_error())
+        }
+        topics[name] = t
+        return t
+    }
+
+    /// Enqueues one message (payload and key are copied). `partition: nil` uses the
+    /// configured partitioner (by key hash by default). If the local queue is full
+    /// (`_QUEUE_FULL`) this serves delivery reports and retries for up to `queueFullWait`.
+    public func produce(topic: String, partition: Int32? = nil, key: [UInt8]?, value: [UInt8],
+                        queueFullWait: Duration = .seconds(30)) throws(KafkaError) {
+        let rkt = try topicHandle(topic)
+        let deadline = ContinuousClock.now + queueFullWait
+        while true {
+            let rc = value.withUnsafeBytes { v in
+                withOptionalBytes(key) { k in
+                    rd_kafka_produce(rkt, partition ?? -1 /* RD_KAFKA_PARTITION_UA */, 0x2 /* RD_KAFKA_MSG_F_COPY */,
+                                     UnsafeMutableRawPointer(mutating: v.baseAddress), v.count,
+                                     k?.baseAddress, k?.count ?? 0, nil)
+                }
+            }
+            if rc == 0 { break }
+            let err = rd_kafka_last_error()
+            if err == RD_KAFKA_RESP_ERR__QUEUE_FULL && ContinuousClock.now < deadline {
+                rd_kafka_poll(rk, 100)
+                continue
+            }
+            throw KafkaError("rd_kafka_produce(\(topic))", code: err)
+        }
+        rd_kafka_poll(rk, 0)  // serve delivery reports as we go
+    }
+
+    /// Convenience for UTF-8 keys and values.
+    public func produce(topic: String, partition: Int32? = nil, key: String?, value: String) throws(KafkaError) {
+        try produce(topic: topic, partition: partition, key: key.map { Array($0.utf8) }, value: Array(value.utf8))
+    }
+
+    /// Serves queued delivery reports (`rd_kafka_poll`); returns how many events were served.
+    @discardableResult
+    public func poll(timeout: Duration = .zero) -> Int {
+        Int(rd_kafka_poll(rk, milliseconds(timeout)))
+    }
+
+    /// Waits until every queued message is delivered or failed (`rd_kafka_flush`).
+    /// Throws `KafkaError` with `isTimeout` if messages are still outstanding.
+    public func flush(timeout: Duration) throws(KafkaError) {
+        try kafkaCheck(rd_kafka_flush(rk, milliseconds(timeout)), "rd_kafka_flush (\(outstanding) messages outstanding)")
+    }
+
+    /// Messages produced but not yet reported (`rd_kafka_outq_len`).
+    public var outstanding: Int { Int(rd_kafka_outq_len(rk)) }
+
+    /// Delivery reports received so far.
+    public var deliveryStats: KafkaDeliveryStats { state.lock.withLock { state.stats } }
+
+    /// Number of partitions of `topic` (from broker metadata).
+    public func partitionCount(topic: String, timeout: Duration = .seconds(10)) throws(KafkaError) -> Int {
+        try Streaming.partitionCount(rk, topic: topic, timeout: timeout)
+    }
+}
+
+private func withOptionalBytes<R>(_ bytes: [UInt8]?, _ body: (UnsafeRawBufferPointer?) -> R) -> R {
+    guard let bytes else { return body(nil) }
+    return bytes.withUnsafeBytes { body($0) }
+}
+
+// MARK: - Consumer
+
+/// One message as delivered to the consumer.
+public struct KafkaMessage: Sendable, Equatable {
+    public let topic: String
+    public let partition: Int32
+    public let offset: Int64
+    public let key: [UInt8]?
+    public let value: [UInt8]
+    /// Message timestamp in milliseconds since the epoch, if the broker provided one.
+    public let timestampMs: Int64?
+}
+
+/// What one `poll` returned: messages, plus per-partition errors (for example
+/// `_AUTO_OFFSET_RESET` when an assigned offset fell out of retention and
+/// `auto.offset.reset=error`). Errors never drop messages that arrived with them.
+public struct KafkaPollBatch: Sendable {
+    public var messages: [KafkaMessage] = []
+    public var errors: [KafkaPartitionError] = []
+    /// Partitions that reached their end (only with `enable.partition.eof=true`).
+    public var endOfPartition: [KafkaTopicPartition] = []
+}
+
+public struct KafkaTopicPartition: Sendable, Hashable {
+    public let topic: String
+    public let partition: Int32
+    public init(topic: String, partition: Int32) { self.topic = topic; self.partition = partition }
+}
+
+public struct KafkaPartitionError: Error, Sendable {
+    public let topic: String?
+    public let partition: Int32
+    public let offset: Int64
+    public let error: KafkaError
+}
+
+/// One partition to read and the offset to start from (`KafkaOffset.beginning`/`.end` or an
+/// absolute offset).
+public struct KafkaAssignment: Sendable, Equatable {
+    public var topic: String
+    public var partition: Int32
+    public var offset: Int64
+    public init(topic: String, partition: Int32, offset: Int64) {
+        self.topic = topic; self.partition = partition; self.offset = offset
+    }
+}
+
+/// A Kafka consumer with explicit partition assignment (`rd_kafka_assign`): no group
+/// rebalancing, the caller decides which partitions and offsets it reads and keeps its own
+/// positions (e.g. in Redis). Owned by one task/thread (see the file header).
+public final class KafkaConsumer: @unchecked Sendable {
+    private let rk: OpaquePointer
+    private let queue: OpaquePointer
+    private let lock = NSLock()
+
+    /// librdkafka still needs a `group.id` for `rd_kafka_assign`; if the config has none a
+    /// unique one is used. Auto-commit and offset storing are off unless the config says
+    /// otherwise (positions belong to the caller).
+    public init(config: KafkaConfig) throws(KafkaError) {
+        var config = config
+        if config["group.id"] == nil { config["group.id"] = "streamrec-assign-\(UUID().uuidString)" }
+        if config["enable.auto.commit"] == nil { config["enable.auto.commit"] = "false" }
+        if config["enable.auto.offset.store"] == nil { config["enable.auto.offset.store"] = "false" }
+        let conf = try config.make("KafkaConsumer")
+        let rk = try newHandle(RD_KAFKA_CONSUMER, conf, "rd_kafka_new(consumer)")
+        let err = rd_kafka_poll_set_consumer(rk)
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR, let q = rd_kafka_queue_get_consumer(rk) else {
+            rd_kafka_destroy(rk)
+            throw KafkaError("rd_kafka_poll_set_consumer", code: err)
+        }
+        self.rk = rk
+        self.queue = q
+    }
+
+    deinit {
+        rd_kafka_queue_destroy(queue)
+        _ = rd_kafka_consumer_close(rk)
+        rd_kafka_destroy(rk)
+    }
+
+    /// Replaces the current assignment (`rd_kafka_assign`). An empty list unassigns all.
+    public func assign(_ assignments: [KafkaAssignment]) throws(KafkaError) {
+        lock.lock(); defer { lock.unlock() }
+        guard let list = rd_kafka_topic_partition_list_new(Int32(assignments.count)) else {
+            throw KafkaError("rd_kafka_topic_partition_list_new", message: "allocation failed")
+        }
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        for a in assignments {
+            guard let tp = rd_kafka_topic_partition_list_add(list, a.topic, a.partition) else {
+                throw KafkaError("rd_kafka_topic_partition_list_add", message: "allocation failed")
+            }
+            tp.pointee.offset = a.offset
+        }
+        try kafkaCheck(rd_kafka_assign(rk, list), "rd_kafka_assign(\(assignments.count) partitions)")
+    }
+
+    /// Returns up to `maxMessages` messages, waiting at most `timeout` for the first one
+    /// (`rd_kafka_consume_batch_queue`). An empty batch means nothing arrived in time.
+    public func poll(maxMessages: Int = 1000, timeout: Duration = .milliseconds(500)) throws(KafkaError) -> KafkaPollBatch {
+        precondition(maxMessages > 0, "maxMessages must be positive")
+        lock.lock(); defer { lock.unlock() }
+        var raw = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: maxMessages)
+        let n = rd_kafka_consume_batch_queue(queue, milliseconds(timeout), &raw, maxMessages)
+        if n < 0 { throw KafkaError("rd_kafka_consume_batch_queue", code: rd_kafka_last_error()) }
+        var batch = KafkaPollBatch()
+        batch.messages.reserveCapacity(n)
+        for i in 0 ..< n {
+            guard let p = raw[i] else { continue }
+            defer { rd_kafka_message_destroy(p) }
+            let m = p.pointee
+            let topic = m.rkt.map { String(cString: rd_kafka_topic_name($0)) }
+            if m.err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                batch.endOfPartition.append(KafkaTopicPartition(topic: topic ?? "", partition: m.partition))
+                continue
+            }
+            if m.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                var text = String(cString: rd_kafka_err2str(m.err))
+                if let payload = m.payload, m.len > 0 {
+                    text = String(decoding: UnsafeRawBufferPointer(start: payload, count: m.len), as: UTF8.self)
+                }
+                batch.errors.append(KafkaPartitionError(topic: topic, partition: m.partition, offset: m.offset,
+                                                        error: KafkaError("consume", code: m.err.rawValue, message: text)))
+                continue
+            }
+            let value = m.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: m.len)) } ?? []
+            let key = m.key.map { Array(UnsafeRawBufferPointer(start: $0, count: m.key_len)) }
+            var tstype = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+            let ts = rd_kafka_message_timestamp(p, &tstype)
+            batch.messages.append(KafkaMessage(topic: topic ?? "", partition: m.partition, offset: m.offset,
+                                               key: key, value: value,
+                                               timestampMs: tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts))
+        }
+        return batch
+    }
+
+    /// Queries the broker for a partition's low/high watermarks
+    /// (`rd_kafka_query_watermark_offsets`).
+    public func watermarks(topic: String, partition: Int32, timeout: Duration = .seconds(10)) throws(KafkaError) -> KafkaWatermarks {
+        try Streaming.watermarks(rk, topic: topic, partition: partition, timeout: timeout)
+    }
+
+    /// Number of partitions of `topic` (from broker metadata).
+    public func partitionCount(topic: String, timeout: Duration = .seconds(10)) throws(KafkaError) -> Int {
+        try Streaming.partitionCount(rk, topic: topic, timeout: timeout)
+    }
+}
+
+// MARK: - Mock cluster
+
+/// librdkafka's in-process mock Kafka cluster (`rd_kafka_mock_cluster_new`): real Kafka
+/// protocol on loopback ports, in memory, roughly 5 MiB kept per partition. Any Kafka client
+/// can use `bootstrapServers`. Lives until `destroy()` or deinit.
+public final class MockKafkaCluster: @unchecked Sendable {
+    private let rk: OpaquePointer          // dummy producer handle that owns the cluster
+    private var cluster: OpaquePointer?
+    private let lock = NSLock()
+    /// `host:port,host:port,…` of the mock brokers.
+    public let bootstrapServers: String
+
+    /// Starts `brokers` mock brokers. `config` configures the dummy owner handle only
+    /// (e.g. `log_level`).
+    public init(brokers: Int = 3, config: KafkaConfig = KafkaConfig()) throws(KafkaError) {
+        precondition(brokers > 0, "a mock cluster needs at least one broker")
+        var config = config
+        // The owner handle never connects anywhere; silence its "no bootstrap.servers" notice.
+        if config["log_level"] == nil { config["log_level"] = "4" }
+        let conf = try config.make("MockKafkaCluster")
+        let rk = try newHandle(RD_KAFKA_PRODUCER, conf, "rd_kafka_new(mock owner)")
+        guard let mc = rd_kafka_mock_cluster_new(rk, Int32(brokers)) else {
+            rd_kafka_destroy(rk)
+            throw KafkaError("rd_kafka_mock_cluster_new", message: "could not start \(brokers) mock brokers")
+        }
+        self.rk = rk
+        self.cluster = mc
+        self.bootstrapServers = String(cString: rd_kafka_mock_cluster_bootstraps(mc))
+    }
+
+    deinit { destroy() }
+
+    /// Creates a topic (`rd_kafka_mock_topic_create`).
+    public func createTopic(_ name: String, partitions: Int, replicationFactor: Int = 1) throws(KafkaError) {
+        lock.lock(); defer { lock.unlock() }
+        guard let cluster else { throw KafkaError("rd_kafka_mock_topic_create", message: "mock cluster destroyed") }
+        try kafkaCheck(rd_kafka_mock_topic_create(cluster, name, Int32(partitions), Int32(replicationFactor)),
+                       "rd_kafka_mock_topic_create(\(name), \(partitions) partitions)")
+    }
+
+    /// Stops the brokers and frees the owner handle. Idempotent.
+    public func destroy() {
+        lock.lock(); defer { lock.unlock() }
+        guard let mc = cluster else { return }
+        cluster = nil
+        rd_kafka_mock_cluster_destroy(mc)
+        rd_kafka_destroy(rk)
+    }
+}

@@ -1,0 +1,140 @@
+// Helpers for the native smoke tests: a throwaway redis-server and subprocess running.
+import Foundation
+import Streaming
+import Testing
+
+/// Runs a process to completion (or kills it after `timeout`) and returns status and output.
+struct ProcessResult {
+    let status: Int32
+    let stdout: String
+    let stderr: String
+    let timedOut: Bool
+}
+
+func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                timeout: Duration = .seconds(120)) throws -> ProcessResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    var env = ProcessInfo.processInfo.environment
+    for (k, v) in environment { env[k] = v }
+    process.environment = env
+    let outFile = FileManager.default.temporaryDirectory.appendingPathComponent("streamrec-test-\(UUID().uuidString).out")
+    let errFile = FileManager.default.temporaryDirectory.appendingPathComponent("streamrec-test-\(UUID().uuidString).err")
+    _ = FileManager.default.createFile(atPath: outFile.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: errFile.path, contents: nil)
+    defer { try? FileManager.default.removeItem(at: outFile); try? FileManager.default.removeItem(at: errFile) }
+    let out = try FileHandle(forWritingTo: outFile), err = try FileHandle(forWritingTo: errFile)
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    let deadline = ContinuousClock.now + timeout
+    var timedOut = false
+    while process.isRunning {
+        if ContinuousClock.now > deadline {
+            timedOut = true
+            // SIGTERM may be blocked in the child (inherited signal mask); escalate to SIGKILL.
+            process.terminate()
+            Thread.sleep(forTimeInterval: 1)
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            break
+        }
+        Thread.sleep(forTimeInterval: 0.05)
+    }
+    process.waitUntilExit()
+    try out.close(); try err.close()
+    return ProcessResult(status: process.terminationStatus,
+                         stdout: (try? String(contentsOf: outFile, encoding: .utf8)) ?? "",
+                         stderr: (try? String(contentsOf: errFile, encoding: .utf8)) ?? "",
+                         timedOut: timedOut)
+}
+
+/// First path among `candidates` that is an executable file.
+func findExecutable(_ name: String) -> String? {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+        let path = "\(dir)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}
+
+/// A free TCP port on 127.0.0.1 (bind to port 0, read it back, close).
+func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw POSIXError(.EMFILE) }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = 0
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0
+        }
+    }
+    guard ok else { throw POSIXError(.EADDRINUSE) }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// A real `redis-server` on a free loopback port in a temporary directory, no persistence.
+/// `stop()` (also run by deinit) kills it and removes the directory.
+final class RedisServerFixture: @unchecked Sendable {
+    let port: Int
+    let directory: URL
+    private let process: Process
+
+    init() throws {
+        guard let server = findExecutable("redis-server") else {
+            throw FixtureError("redis-server not found; run scripts/setup.sh")
+        }
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("streamrec-redis-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        port = try freeLoopbackPort()
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: server)
+        process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--dir", directory.path,
+                             "--save", "", "--appendonly", "no", "--daemonize", "no"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        // Wait for PING (≤ 10 s).
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            if let reply = try? ping(), reply { return }
+            if !process.isRunning { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        stop()
+        throw FixtureError("redis-server on port \(port) did not answer PING within 10 s")
+    }
+
+    private func ping() throws -> Bool {
+        let connection = try RedisConnection(host: "127.0.0.1", port: port, timeout: .seconds(1))
+        return try connection.command(["PING"]).text == "PONG"
+    }
+
+    /// Processes spawned from test threads inherit a signal mask that blocks SIGTERM
+    /// (dispatch worker threads block it), so ask Redis to exit, then SIGKILL if needed.
+    func stop() {
+        if process.isRunning {
+            if let connection = try? RedisConnection(host: "127.0.0.1", port: port, timeout: .seconds(1)) {
+                _ = try? connection.command(["SHUTDOWN", "NOSAVE"])
+            }
+            let deadline = ContinuousClock.now + .seconds(3)
+            while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.02) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    deinit { stop() }
+}
+
+struct FixtureError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}

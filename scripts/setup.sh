@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs StreamRec's system packages (only if missing) and builds the project.
+# Idempotent: safe to run again. Extra arguments go to `swift build` (e.g. `-c release`).
+#   bash scripts/setup.sh            # debug build
+#   bash scripts/setup.sh -c release
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(libopenmpi-dev openmpi-bin librdkafka-dev libhiredis-dev redis-server libopenblas-dev
+          pkg-config kcat python3-numpy wrk)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    if ! dpkg -s "$p" >/dev/null 2>&1; then missing+=("$p"); fi
+done
+
+if ((${#missing[@]} > 0)); then
+    echo "setup: installing ${missing[*]}" >&2
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install ${missing[*]}" >&2; exit 1; }
+        SUDO="sudo"
+    fi
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+else
+    echo "setup: system packages already installed" >&2
+fi
+
+command -v swift >/dev/null || { echo "setup: the Swift toolchain (swift) is not on PATH; install it from swift.org" >&2; exit 1; }
+echo "setup: swift build $*" >&2
+swift build "$@"
