@@ -63,12 +63,11 @@ let benchCardinalities = [3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000, 1500, 
                           6000, 8000, 10000, 12000, 15000, 18000, 20000, 22000, 25000, 30000]
 
 /// Batches whose categorical fields walk through every id of `benchCardinalities` once.
-func vocabularySweep(batchSize: Int, fieldCount: Int) -> [FeatureBatch] {
+func vocabularySweep(batchSize: Int, fieldCount: Int, _ body: (FeatureBatch) -> Void) {
     let dense = min(CriteoSchema.denseCount, fieldCount)
     var firstIds = [Int](), next = 64
     for c in benchCardinalities { firstIds.append(next); next += c }
     let rows = benchCardinalities.max()!
-    var out: [FeatureBatch] = []
     var r = 0
     while r < rows {
         let n = min(batchSize, rows - r)
@@ -81,10 +80,9 @@ func vocabularySweep(batchSize: Int, fieldCount: Int) -> [FeatureBatch] {
             }
             y.append(Float((r + k) % 4 == 0 ? 1 : 0))
         }
-        out.append(FeatureBatch(fieldCount: fieldCount, ids: ids, weights: w, labels: y))
+        body(FeatureBatch(fieldCount: fieldCount, ids: ids, weights: w, labels: y))
         r += n
     }
-    return out
 }
 
 /// Criteo-like encoded batches: per-field cardinalities like the thresholded Criteo dictionary
@@ -121,7 +119,7 @@ public func runTrainBenchmark(config: WideDeepConfig, preset: String, batchSize:
     let ws = model.makeWorkspace(capacity: batchSize), grads = model.makeGradients()
     // Sweep the whole vocabulary once first, so memory is measured at the steady state of a
     // model that has seen every id of a Criteo-sized dictionary, then warm up on the pool.
-    for batch in vocabularySweep(batchSize: batchSize, fieldCount: config.fieldCount) {
+    vocabularySweep(batchSize: batchSize, fieldCount: config.fieldCount) { batch in
         model.trainStep(batch, workspace: ws, grads: grads)
     }
     for i in 0..<warmupSteps { model.trainStep(batches[i % batchPool], workspace: ws, grads: grads) }

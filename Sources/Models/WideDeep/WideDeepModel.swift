@@ -245,8 +245,11 @@ public final class WideDeepModel: @unchecked Sendable {
         }
         loss.l2Term = Double(config.l2Coef) * l2Sum / 2
         let U = grads.ids.count
-        grads.deepRows = [Float](repeating: 0, count: U * D)
-        grads.wideRows = [Float](repeating: 0, count: U)
+        // Reuse the arrays' storage step after step: no per-step allocation of U × D floats.
+        grads.deepRows.removeAll(keepingCapacity: true)
+        grads.deepRows.append(contentsOf: repeatElement(0, count: U * D))
+        grads.wideRows.removeAll(keepingCapacity: true)
+        grads.wideRows.append(contentsOf: repeatElement(0, count: U))
 
         let dense = grads.dense.pointer, params = self.params.pointer
         batch.labels.withUnsafeBufferPointer { y in
@@ -320,24 +323,39 @@ public final class WideDeepModel: @unchecked Sendable {
         ftrl_update(weight: &params[wideBiasOffset], linear: &wideBiasLinear, accumulator: &wideBiasAccumulator,
                     grad: dense[wideBiasOffset] * scale, config: config.wideOptimizer)
 
-        // Merge repeated ids in list order.
+        // Merge repeated ids (several ranks touched the same row) in list order. With no
+        // repeats (one process) the input lists are used as they are.
         let D = config.embeddingSize
         var uniqueSlots: [Int32] = []
-        var mergedDeep: [Float] = []
-        var mergedWide: [Float] = []
         uniqueSlots.reserveCapacity(ids.count)
         for id in ids { _ = slotCreating(id) }
         nextEpoch()
+        var repeats: [(k: Int, u: Int)] = []
         for (k, id) in ids.enumerated() {
             let s = Int(index.existingSlot(id)!)
             if stamp[s] != epoch {
                 stamp[s] = epoch
                 localOf[s] = Int32(uniqueSlots.count)
                 uniqueSlots.append(Int32(s))
+            } else {
+                repeats.append((k, Int(localOf[s])))
+            }
+        }
+        var mergedDeep = deepRowGrads, mergedWide = wideRowGrads
+        if !repeats.isEmpty {
+            // Compact: first occurrences in order, then add each repeat onto its first occurrence.
+            var firstOf = [Int](repeating: -1, count: uniqueSlots.count)
+            for (k, id) in ids.enumerated() {
+                let u = Int(localOf[Int(index.existingSlot(id)!)])
+                if firstOf[u] == -1 { firstOf[u] = k }
+            }
+            mergedDeep = [Float](); mergedDeep.reserveCapacity(uniqueSlots.count * D)
+            mergedWide = [Float](); mergedWide.reserveCapacity(uniqueSlots.count)
+            for k in firstOf {
                 mergedDeep.append(contentsOf: deepRowGrads[(k * D)..<((k + 1) * D)])
                 mergedWide.append(wideRowGrads[k])
-            } else {
-                let u = Int(localOf[s])
+            }
+            for (k, u) in repeats {
                 for d in 0..<D { mergedDeep[u * D + d] += deepRowGrads[k * D + d] }
                 mergedWide[u] += wideRowGrads[k]
             }
