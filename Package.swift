@@ -44,8 +44,12 @@ let package = Package(
                 swiftSettings: fastMath),
         .target(name: "Cluster", dependencies: ["CMPI"]),
         .target(name: "Streaming", dependencies: ["CRdKafka", "CHiredis"]),
+        .target(name: "FeatureStore", dependencies: ["Features", "Streaming"]),
+        .target(name: "Featurize", dependencies: ["Features", "Streaming", "FeatureStore"]),
+        .target(name: "Serving", dependencies: ["Features", "Models", "Checkpoint", "Training"]),
         .executableTarget(name: "streamrec", dependencies: [
             "Numerics", "Features", "Models", "Training", "Checkpoint", "Cluster", "Streaming",
+            "FeatureStore", "Featurize", "Serving",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             "Yams",
         ], path: "Sources/CLI"),
@@ -57,6 +61,9 @@ let package = Package(
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Numerics"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Features", "Checkpoint", "Numerics"]),
         .testTarget(name: "NativeTests", dependencies: ["Cluster", "Streaming"]),
+        .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "Features", "Streaming"]),
+        .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "streamrec"]),
+        .testTarget(name: "ServingTests", dependencies: ["Serving", "Training", "Models", "Features", "Checkpoint"]),
         .testTarget(name: "CLITests", dependencies: ["streamrec"], exclude: ["Fixtures"]),
     ]
 )

@@ -1,0 +1,1 @@
+// Redis feature store: batch streams, dictionaries, progress, dead letters.

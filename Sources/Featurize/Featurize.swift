@@ -1,0 +1,1 @@
+// Featurize worker: Kafka partitions → parsed, encoded batches → feature store.

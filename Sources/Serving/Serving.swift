@@ -1,0 +1,1 @@
+// Inference worker: hot-reloading HTTP server.
