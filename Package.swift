@@ -47,6 +47,8 @@ let package = Package(
         .target(name: "FeatureStore", dependencies: ["Features", "Streaming"]),
         .target(name: "Featurize", dependencies: ["Features", "Streaming", "FeatureStore"]),
         .target(name: "Serving", dependencies: ["Features", "Models", "Checkpoint", "Training"]),
+        // Fixtures shared by the test targets (redis-server, subprocesses, ports, the binary).
+        .target(name: "TestSupport", dependencies: ["Streaming"]),
         .executableTarget(name: "streamrec", dependencies: [
             "Numerics", "Features", "Models", "Training", "Checkpoint", "Cluster", "Streaming",
             "FeatureStore", "Featurize", "Serving",
@@ -60,10 +62,10 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Numerics", "Features"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Numerics"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Features", "Checkpoint", "Numerics"]),
-        .testTarget(name: "NativeTests", dependencies: ["Cluster", "Streaming"]),
-        .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "Features", "Streaming"]),
-        .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "streamrec"]),
-        .testTarget(name: "ServingTests", dependencies: ["Serving", "Training", "Models", "Features", "Checkpoint"]),
-        .testTarget(name: "CLITests", dependencies: ["streamrec"], exclude: ["Fixtures"]),
+        .testTarget(name: "NativeTests", dependencies: ["Cluster", "Streaming", "TestSupport"]),
+        .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "Features", "Streaming", "TestSupport"]),
+        .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "TestSupport", "streamrec"]),
+        .testTarget(name: "ServingTests", dependencies: ["Serving", "Training", "Models", "Features", "Checkpoint", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["streamrec", "TestSupport"], exclude: ["Fixtures"]),
     ]
 )

@@ -2,6 +2,7 @@
 import Foundation
 import Streaming
 import Testing
+import TestSupport
 
 @Suite("Kafka funnel (librdkafka)", .timeLimit(.minutes(1)))
 struct KafkaTests {

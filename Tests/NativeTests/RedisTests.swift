@@ -2,6 +2,7 @@
 import Foundation
 import Streaming
 import Testing
+import TestSupport
 
 @Suite("Redis funnel (hiredis)", .timeLimit(.minutes(1)))
 struct RedisTests {

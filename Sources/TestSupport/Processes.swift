@@ -1,17 +1,17 @@
-// Helpers for the native smoke tests: a throwaway redis-server and subprocess running.
+// Shared by the test targets (a library, not a test target, so every suite can import it):
+// throwaway redis-server, subprocess running, free ports, the built binary, MPI environment.
 import Foundation
 import Streaming
-import Testing
 
 /// Runs a process to completion (or kills it after `timeout`) and returns status and output.
-struct ProcessResult {
-    let status: Int32
-    let stdout: String
-    let stderr: String
-    let timedOut: Bool
+public struct ProcessResult: Sendable {
+    public let status: Int32
+    public let stdout: String
+    public let stderr: String
+    public let timedOut: Bool
 }
 
-func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+public func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
                 timeout: Duration = .seconds(120)) throws -> ProcessResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
@@ -51,7 +51,7 @@ func runProcess(_ executable: String, _ arguments: [String], environment: [Strin
 }
 
 /// First path among `candidates` that is an executable file.
-func findExecutable(_ name: String) -> String? {
+public func findExecutable(_ name: String) -> String? {
     for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
         let path = "\(dir)/\(name)"
         if FileManager.default.isExecutableFile(atPath: path) { return path }
@@ -60,7 +60,7 @@ func findExecutable(_ name: String) -> String? {
 }
 
 /// A free TCP port on 127.0.0.1 (bind to port 0, read it back, close).
-func freeLoopbackPort() throws -> Int {
+public func freeLoopbackPort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw POSIXError(.EMFILE) }
     defer { close(fd) }
@@ -80,12 +80,12 @@ func freeLoopbackPort() throws -> Int {
 
 /// A real `redis-server` on a free loopback port in a temporary directory, no persistence.
 /// `stop()` (also run by deinit) kills it and removes the directory.
-final class RedisServerFixture: @unchecked Sendable {
-    let port: Int
-    let directory: URL
+public final class RedisServerFixture: @unchecked Sendable {
+    public let port: Int
+    public let directory: URL
     private let process: Process
 
-    init() throws {
+    public init() throws {
         guard let server = findExecutable("redis-server") else {
             throw FixtureError("redis-server not found; run scripts/setup.sh")
         }
@@ -118,7 +118,7 @@ final class RedisServerFixture: @unchecked Sendable {
 
     /// Processes spawned from test threads inherit a signal mask that blocks SIGTERM
     /// (dispatch worker threads block it), so ask Redis to exit, then SIGKILL if needed.
-    func stop() {
+    public func stop() {
         if process.isRunning {
             if let connection = try? RedisConnection(host: "127.0.0.1", port: port, timeout: .seconds(1)) {
                 _ = try? connection.command(["SHUTDOWN", "NOSAVE"])
@@ -134,7 +134,7 @@ final class RedisServerFixture: @unchecked Sendable {
     deinit { stop() }
 }
 
-struct FixtureError: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
+public struct FixtureError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
 }
