@@ -40,7 +40,7 @@ let package = Package(
             "Numerics",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "Training", dependencies: ["Numerics", "Features", "Models", "Checkpoint"],
+        .target(name: "Training", dependencies: ["Numerics", "Features", "Models", "Checkpoint", "Cluster"],
                 swiftSettings: fastMath),
         .target(name: "Cluster", dependencies: ["CMPI"]),
         .target(name: "Streaming", dependencies: ["CRdKafka", "CHiredis"]),

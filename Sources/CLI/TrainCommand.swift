@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Checkpoint
+import Cluster
 import Features
 import Models
 import Numerics
@@ -12,13 +13,20 @@ enum SourceKind: String, ExpressibleByArgument, CaseIterable {
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train Wide&Deep from a Criteo file (single process) and write checkpoints.",
+        abstract: "Train Wide&Deep: one process, or data-parallel MPI ranks under mpirun.",
         discussion: """
+        Under `mpirun -np N` (detected from Open MPI's environment, or forced with --mpi) every \
+        rank trains on its own batches; dense gradients are summed with one MPI_Allreduce over a \
+        fused buffer and sparse embedding rows are exchanged with MPI_Allgatherv, so all replicas \
+        stay bit-identical; rank 0 logs and writes checkpoints. With --source file, rank r of N \
+        trains on every N-th batch of the file.
+
         Logs `epoch: E, step: S, wide_loss: …, deep_loss: …` every train.log_every steps with \
         throughput and progressive-validation AUC (each batch scored before it is trained on). \
         Writes a checkpoint (model.safetensors, features.stats, manifest.json) every \
-        --checkpoint-every steps and at the end, keeping the newest --keep; LATEST names the newest. \
-        Without --stats the statistics pass runs on the training file first.
+        --checkpoint-every steps, on SIGTERM/SIGINT and at the end, keeping the newest --keep; \
+        LATEST names the newest; writing happens in the background. Without --stats the \
+        statistics pass runs on the training file first.
         """)
 
     @OptionGroup var model: ModelOptions
@@ -31,10 +39,14 @@ struct Train: ParsableCommand {
     @Option(help: "Override train.keep_checkpoints.") var keep: Int?
     @Option(help: "Override train.log_every (steps).") var logEvery: Int?
     @Option(help: "Override train.min_frequency for the statistics pass.") var minFrequency: Int?
+    @Option(help: "Stop once no data has arrived for this many seconds.") var untilIdle: Double?
+    @Flag(help: "Run as MPI ranks even if mpirun's environment is not detected.") var mpi = false
 
     func validate() throws {
         if source == .file && data == nil { throw ValidationError("--source file needs --data FILE") }
     }
+
+    var runsUnderMPI: Bool { mpi || ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil }
 
     func run() throws {
         var cfg = try model.load()
@@ -44,31 +56,95 @@ struct Train: ParsableCommand {
         if let logEvery { cfg.train.logEvery = logEvery }
         if let minFrequency { cfg.train.minFrequency = minFrequency }
         BLAS.setThreads(cfg.train.blasThreads)
-        let data = data!
-
-        let featureStats: FeatureStats
-        if let stats {
-            featureStats = try FeatureStats.read(from: URL(fileURLWithPath: stats))
+        let stop = StopSignal { sig in log("received signal \(sig): finishing the step, then checkpointing and stopping") }
+        if runsUnderMPI {
+            try runMPI(cfg, stop: stop)
         } else {
-            log("no --stats given: running the statistics pass on \(data) (min frequency \(cfg.train.minFrequency))")
-            let (s, r) = try FeatureStats.compute(file: data, minFrequency: cfg.train.minFrequency)
-            reportRejections(r)
-            featureStats = s
+            try runSingle(cfg, stop: stop)
         }
-        let store = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints)
-        let wd = WideDeepModel(config: cfg.model)
-        let src = try FileBatchSource(path: data, encoder: FeatureEncoder(stats: featureStats),
-                                      batchSize: cfg.train.batchSize, epochs: cfg.train.epochs) { r in
+    }
+
+    /// The statistics this run encodes with: --stats, or a pass over the training file.
+    func loadStats(_ cfg: ConfigFile) throws -> FeatureStats {
+        if let stats { return try FeatureStats.read(from: URL(fileURLWithPath: stats)) }
+        log("no --stats given: running the statistics pass on \(data!) (min frequency \(cfg.train.minFrequency))")
+        let (s, r) = try FeatureStats.compute(file: data!, minFrequency: cfg.train.minFrequency)
+        reportRejections(r)
+        return s
+    }
+
+    func makeSource(_ cfg: ConfigFile, stats: FeatureStats) throws -> BatchSource {
+        try FileBatchSource(path: data!, encoder: FeatureEncoder(stats: stats),
+                            batchSize: cfg.train.batchSize, epochs: cfg.train.epochs) { r in
             FileHandle.standardError.write(Data("rejected \(r)\n".utf8))
         }
-        log("training Wide&Deep: embedding \(cfg.model.embeddingSize), deep \(cfg.model.deepLayers), batch \(cfg.train.batchSize), \(cfg.train.epochs) epoch(s), \(featureStats.categoryCount) categories")
-        let trainer = Trainer(model: wd, stats: featureStats, settings: cfg.train, source: src, store: store) { log($0) }
-        let s = try trainer.run()
-        log(String(format: "done: %d steps, %d samples in %.1fs (%.0f samples/s), progressive AUC %@, log loss %.4f, %d rows rejected; checkpoint %@",
-                   s.steps, s.samples, s.seconds, Double(s.samples) / max(s.seconds, 1e-9),
-                   s.progressiveAUC.map { String(format: "%.4f", $0) } ?? "n/a", s.progressiveLogLoss, s.rejected,
-                   s.lastCheckpoint?.path ?? "none"))
     }
+
+    func runSingle(_ cfg: ConfigFile, stop: StopSignal) throws {
+        let featureStats = try loadStats(cfg)
+        let store = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints)
+        let wd = WideDeepModel(config: cfg.model)
+        log("training Wide&Deep: embedding \(cfg.model.embeddingSize), deep \(cfg.model.deepLayers), batch \(cfg.train.batchSize), \(cfg.train.epochs) epoch(s), \(featureStats.categoryCount) categories")
+        let trainer = Trainer(model: wd, stats: featureStats, settings: cfg.train, source: try makeSource(cfg, stats: featureStats),
+                              store: store) { log($0) }
+        trainer.untilIdle = untilIdle
+        trainer.stopRequested = { stop.isRaised }
+        let s = try trainer.run()
+        log(summaryLine(s))
+    }
+
+    func runMPI(_ cfg: ConfigFile, stop: StopSignal) throws {
+        _ = try MPI.initialize(required: .funneled)
+        defer { try? MPI.finalize() }
+        let world = try MPI.world()
+        let rank = world.rank, size = world.size
+        // Rank 0 decides the statistics and the initial model; everyone else receives them, so
+        // ranks on other hosts need no shared filesystem.
+        var statsBytes: [UInt8] = []
+        if rank == 0 { statsBytes = try loadStats(cfg).serialized() }
+        statsBytes = try world.broadcast(bytes: statsBytes, root: 0)
+        let featureStats = try FeatureStats(serialized: statsBytes, source: "stats from rank 0")
+        let wd = try broadcastModel(WideDeepModel(config: cfg.model), from: 0, over: world)
+        let store = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints)
+        let exchange = MPIGradientExchange(communicator: world)
+        exchange.setEmbeddingWidth(cfg.model.embeddingSize)
+        let src = StridedBatchSource(try makeSource(cfg, stats: featureStats), rank: rank, size: size)
+        if rank == 0 {
+            log("training Wide&Deep on \(size) MPI ranks: embedding \(cfg.model.embeddingSize), deep \(cfg.model.deepLayers), batch \(cfg.train.batchSize) per rank, \(featureStats.categoryCount) categories")
+        }
+        let trainer = Trainer(model: wd, stats: featureStats, settings: cfg.train, source: src, exchange: exchange,
+                              store: rank == 0 ? store : nil) { log($0) }
+        trainer.untilIdle = untilIdle
+        trainer.stopRequested = { stop.isRaised }
+        let s = try trainer.run()
+        log(String(format: "rank %d/%d: %d steps, parameters fnv1a64=%016llx, communication %.1f%% of step time",
+                   rank, size, s.steps, wd.parameterDigest(), 100 * s.communicationSeconds / max(s.communicationSeconds + s.computeSeconds, 1e-9)))
+        if rank == 0 { log(summaryLine(s)) }
+    }
+}
+
+/// Broadcasts `model`'s whole state (parameters, optimizer state, step) from `root`; every
+/// rank returns an identical model.
+func broadcastModel(_ model: WideDeepModel, from root: Int, over comm: Communicator) throws -> WideDeepModel {
+    var blob: [UInt8] = []
+    if comm.rank == root {
+        blob = ModelTensor.serialize(model.exportTensors(includeOptimizer: true))
+        withUnsafeBytes(of: Int64(model.step).littleEndian) { blob.append(contentsOf: $0) }
+    }
+    blob = try comm.broadcast(bytes: blob, root: root)
+    if comm.rank == root { return model }
+    var step: Int64 = 0
+    _ = withUnsafeMutableBytes(of: &step) { blob.suffix(8).copyBytes(to: $0) }
+    let tensors = try ModelTensor.deserialize(Array(blob.dropLast(8)))
+    return try WideDeepModel.load(config: model.config, tensors: Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) }),
+                                  step: Int(Int64(littleEndian: step)))
+}
+
+func summaryLine(_ s: TrainSummary) -> String {
+    String(format: "done (%@): %d steps, %d samples in %.1fs (%.0f samples/s), progressive AUC %@, log loss %.4f, %d rows rejected; checkpoint stall %.3fs; checkpoint %@",
+           s.stopReason, s.steps, s.samples, s.seconds, Double(s.samples) / max(s.seconds, 1e-9),
+           s.progressiveAUC.map { String(format: "%.4f", $0) } ?? "n/a", s.progressiveLogLoss, s.rejected,
+           s.checkpointStallSeconds, s.lastCheckpoint?.path ?? "none")
 }
 
 /// One line to stdout, unbuffered (logs are tailed by `cluster/` scripts and tests).

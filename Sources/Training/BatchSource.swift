@@ -15,13 +15,35 @@ public struct SourcedBatch: Sendable {
     }
 }
 
-/// Where a trainer's batches come from: a file now, Redis feature streams later.
+/// What a source has for the trainer right now.
+public enum SourcePoll: Sendable {
+    case batch(SourcedBatch)
+    /// Nothing yet; more may come (a live stream).
+    case idle
+    /// Nothing more will ever come (end of a file).
+    case exhausted
+}
+
+/// Where a trainer's batches come from: a file, or Redis feature streams.
 /// Owned and called by the trainer thread only.
 public protocol BatchSource: AnyObject {
-    /// The next batch, or nil when the input is exhausted.
-    func next() throws -> SourcedBatch?
+    /// Waits up to `timeout` seconds for the next batch.
+    func poll(timeout: Double) throws -> SourcePoll
     /// Rows refused so far, by reason.
     var rejections: RejectionCounts { get }
+}
+
+extension BatchSource {
+    /// The next batch, or nil when the input is exhausted (blocking through idle periods).
+    public func next() throws -> SourcedBatch? {
+        while true {
+            switch try poll(timeout: 1) {
+            case .batch(let b): return b
+            case .idle: continue
+            case .exhausted: return nil
+            }
+        }
+    }
 }
 
 /// Reads a Criteo file `epochs` times, parsing and encoding on a background thread into a small
@@ -75,12 +97,42 @@ public final class FileBatchSource: BatchSource, @unchecked Sendable {
 
     public var rejections: RejectionCounts { lock.lock(); defer { lock.unlock() }; return _rejections }
 
-    public func next() throws -> SourcedBatch? {
-        if finished { return nil }
+    /// A file never idles: this waits for the reader thread until a batch or the end.
+    public func poll(timeout: Double) throws -> SourcePoll {
+        if finished { return .exhausted }
         switch queue.take() {
-        case .success(let b?): return b
-        case .success(nil): finished = true; return nil
+        case .success(let b?): return .batch(b)
+        case .success(nil): finished = true; return .exhausted
         case .failure(let e): finished = true; throw e
+        }
+    }
+}
+
+/// Rank `rank` of `size` takes every `size`-th batch of another source (data-parallel training
+/// from one file: each batch is trained exactly once, by one rank).
+public final class StridedBatchSource: BatchSource {
+    private let inner: BatchSource
+    private let rank: Int, size: Int
+    private var index = 0
+
+    public init(_ inner: BatchSource, rank: Int, size: Int) {
+        precondition(size > 0 && rank >= 0 && rank < size)
+        self.inner = inner
+        self.rank = rank
+        self.size = size
+    }
+
+    public var rejections: RejectionCounts { inner.rejections }
+
+    public func poll(timeout: Double) throws -> SourcePoll {
+        while true {
+            switch try inner.poll(timeout: timeout) {
+            case .batch(let b):
+                defer { index += 1 }
+                if index % size == rank { return .batch(b) }
+            case .idle: return .idle
+            case .exhausted: return .exhausted
+            }
         }
     }
 }

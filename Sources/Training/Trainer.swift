@@ -4,12 +4,45 @@ import Features
 import Models
 import Numerics
 
+/// What every participant learns about a step before computing it (summed over ranks).
+public struct StepSignals: Sendable, Equatable {
+    /// Samples in this step's local batches.
+    public var samples: Int
+    /// Participants whose source is not exhausted.
+    public var active: Int
+    /// Participants asked to stop (SIGTERM, --until-idle).
+    public var stop: Int
+    /// Joiners waiting to be admitted (reported by rank 0).
+    public var joinWaiting: Int
+    /// Participants asking to leave the job at this boundary.
+    public var leaving: Int
+    /// Participants with a non-empty batch this step.
+    public var contributors: Int
+
+    public init(samples: Int = 0, active: Int = 0, stop: Int = 0, joinWaiting: Int = 0, leaving: Int = 0) {
+        self.samples = samples
+        self.active = active
+        self.stop = stop
+        self.joinWaiting = joinWaiting
+        self.leaving = leaving
+        self.contributors = samples > 0 ? 1 : 0
+    }
+
+    var vector: [Float] { [Float(samples), Float(active), Float(stop), Float(joinWaiting), Float(leaving), Float(contributors)] }
+    init(vector v: [Float]) {
+        self.init(samples: Int(v[0]), active: Int(v[1]), stop: Int(v[2]), joinWaiting: Int(v[3]), leaving: Int(v[4]))
+        contributors = Int(v[5])
+    }
+}
+
 /// Combines one rank's step gradients with every other rank's. The trainer loop is the same for
 /// one process and for N MPI ranks; only this seam differs.
 public protocol GradientExchange: AnyObject {
+    /// Sums step signals across participants (a small collective before each step).
+    func agree(_ local: StepSignals) throws -> StepSignals
     /// Sums `grads` across participants in place: afterwards `grads` holds the summed dense
-    /// buffer (sample count included) and the concatenated sparse lists, in an order every
-    /// participant agrees on.
+    /// buffer (sample count and loss sums included) and the concatenated sparse lists, in an
+    /// order every participant agrees on.
     func combine(_ grads: WideDeepGradients) throws
     /// Whether this participant writes checkpoints and logs (rank 0).
     var isCoordinator: Bool { get }
@@ -18,6 +51,7 @@ public protocol GradientExchange: AnyObject {
 /// Single process: nothing to combine.
 public final class LocalExchange: GradientExchange {
     public init() {}
+    public func agree(_ local: StepSignals) throws -> StepSignals { local }
     public func combine(_ grads: WideDeepGradients) throws {}
     public var isCoordinator: Bool { true }
 }
@@ -32,11 +66,30 @@ public struct TrainSummary: Sendable {
     public var lastDeepLoss: Double
     public var lastCheckpoint: URL?
     public var rejected: Int
+    /// Seconds the trainer thread spent taking checkpoint snapshots (the training stall).
+    public var checkpointStallSeconds: Double
+    /// Seconds spent in gradient exchange (allreduce + allgatherv + step agreement).
+    public var communicationSeconds: Double
+    public var computeSeconds: Double
+    public var stopReason: String
 }
 
-/// The training loop shared by every way of running StreamRec: pull a batch, score it before
-/// training on it (progressive validation), compute gradients, combine, apply, log in the
-/// seed's format, checkpoint every N steps and at the end.
+/// Hooks the MPI launcher plugs into the loop (dynamic join, leaving, shard reassignment).
+public protocol StepBoundaryHandler: AnyObject {
+    /// Called on every participant after the step agreement, before the step runs; may replace
+    /// the exchange's communicator (admit joiners, drop leavers). Returns false if this
+    /// participant must stop training (it left the job).
+    func handle(_ agreed: StepSignals, trainer: Trainer) throws -> Bool
+    /// Rank 0's view: joiners waiting right now (polled once per step).
+    func joinersWaiting() -> Int
+    /// Whether this participant wants to leave at the next boundary.
+    func wantsToLeave() -> Bool
+}
+
+/// The training loop shared by every way of running StreamRec: agree on the step, score the
+/// local batch before training on it (progressive validation), compute gradients, combine,
+/// apply, log in the seed's format, checkpoint every N steps (rank 0, in the background) and
+/// when stopping.
 public final class Trainer {
     public let model: WideDeepModel
     public let stats: FeatureStats
@@ -44,14 +97,25 @@ public final class Trainer {
     public let source: BatchSource
     public let exchange: GradientExchange
     public let store: CheckpointStore?
-    public let log: (String) -> Void
+    public let log: @Sendable (String) -> Void
     public var samplesTrained: Int
+    /// Stream positions trained up to, replicated on every rank (see `positionsExchange`).
+    public var positions: [String: String] = [:]
+    /// Stop once no rank has had data for this long (seconds); nil = run until exhausted/stopped.
+    public var untilIdle: Double?
+    /// Polled every step; true asks the job to stop at this boundary (e.g. SIGTERM).
+    public var stopRequested: () -> Bool = { false }
+    public weak var boundaryHandler: StepBoundaryHandler?
+    /// Called after every applied step with the local batch's source info (e.g. to replicate
+    /// Redis stream positions); returns the positions to record for the checkpoint.
+    public var afterStep: ((SourcedBatch?) throws -> Void)?
     private var validation = ProgressiveValidation()
     private var wallTimeBefore: Double
+    private var writer: CheckpointWriter?
 
     public init(model: WideDeepModel, stats: FeatureStats, settings: TrainSettings, source: BatchSource,
                 exchange: GradientExchange = LocalExchange(), store: CheckpointStore?,
-                samplesTrained: Int = 0, wallTimeBefore: Double = 0, log: @escaping (String) -> Void) {
+                samplesTrained: Int = 0, wallTimeBefore: Double = 0, log: @escaping @Sendable (String) -> Void) {
         self.model = model
         self.stats = stats
         self.settings = settings
@@ -66,58 +130,109 @@ public final class Trainer {
     public func run() throws -> TrainSummary {
         let ws = model.makeWorkspace(capacity: settings.batchSize)
         let grads = model.makeGradients()
+        let empty = FeatureBatch(fieldCount: model.config.fieldCount, ids: [], weights: [], labels: [])
+        if exchange.isCoordinator, let store { writer = CheckpointWriter(store: store, log: log) }
         let start = Date()
         var windowStart = Date(), windowSamples = 0
-        var steps = 0, lastLoss = StepLoss(logLossSum: 0, l2Term: 0, count: 0)
-        var lastCheckpoint: URL?
-        var positions: [String: String] = [:]
+        var steps = 0, lastWide = 0.0, lastDeep = 0.0
+        var lastCheckpointStep = -1, stall = 0.0, comm = 0.0, compute = 0.0
+        var lastData = Date()
         var epoch = 1
-        while let sourced = try source.next() {
-            let batch = sourced.batch
-            epoch = sourced.epoch
-            positions.merge(sourced.positions) { $1 }
-            let loss = model.computeGradients(batch, workspace: ws, into: grads)
-            validation.add(scores: Array(ws.probs.buffer.prefix(batch.count))[...], labels: batch.labels[...])
+        var exhausted = false
+        var stopReason = "input exhausted"
+        while true {
+            // 1. What this participant has for the step.
+            var local: SourcedBatch?
+            if !exhausted {
+                switch try source.poll(timeout: 0.05) {
+                case .batch(let b): local = b
+                case .idle: break
+                case .exhausted: exhausted = true
+                }
+            }
+            let wantsStop = stopRequested()
+            var signals = StepSignals(samples: local?.batch.count ?? 0, active: exhausted ? 0 : 1, stop: wantsStop ? 1 : 0)
+            if let h = boundaryHandler {
+                if exchange.isCoordinator { signals.joinWaiting = h.joinersWaiting() }
+                signals.leaving = h.wantsToLeave() ? 1 : 0
+            }
+            let t0 = Date()
+            let agreed = try exchange.agree(signals)
+            comm += Date().timeIntervalSince(t0)
+            if let h = boundaryHandler, agreed.joinWaiting > 0 || agreed.leaving > 0 {
+                if try !h.handle(agreed, trainer: self) { stopReason = "left the job"; break }
+            }
+            if agreed.stop > 0 { stopReason = "stop requested"; break }
+            if agreed.samples == 0 {
+                if agreed.active == 0 { break }
+                if let untilIdle, Date().timeIntervalSince(lastData) >= untilIdle {
+                    stopReason = "idle for \(untilIdle)s"; break
+                }
+                if local == nil && !exhausted { usleep(20_000) }
+                continue
+            }
+            lastData = Date()
+
+            // 2. The step: local forward/backward, exchange, identical update everywhere.
+            let batch = local?.batch ?? empty
+            if let e = local?.epoch { epoch = e }
+            if let p = local?.positions { positions.merge(p) { $1 } }
+            let c0 = Date()
+            model.computeGradients(batch, workspace: ws, into: grads)
+            if batch.count > 0 {
+                validation.add(scores: Array(ws.probs.buffer.prefix(batch.count))[...], labels: batch.labels[...])
+            }
+            let c1 = Date()
             try exchange.combine(grads)
+            let c2 = Date()
             let total = grads.sampleCount
             model.applyGradients(dense: grads.dense.buffer, ids: grads.ids, deepRowGrads: grads.deepRows,
                                  wideRowGrads: grads.wideRows, totalSamples: total)
+            let c3 = Date()
+            compute += c1.timeIntervalSince(c0) + c3.timeIntervalSince(c2)
+            comm += c2.timeIntervalSince(c1)
+            try afterStep?(local)
             samplesTrained += total
             windowSamples += total
             steps += 1
-            lastLoss = loss
+            lastWide = Double(grads.logLossSum) / Double(max(total, 1))
+            // Each contributing rank adds the l2 term of the rows it touched: report their mean.
+            lastDeep = lastWide + Double(grads.l2Term) / Double(max(agreed.contributors, 1))
             if exchange.isCoordinator && (model.step % max(settings.logEvery, 1) == 0) {
                 let dt = Date().timeIntervalSince(windowStart)
-                log(String(format: "epoch: %d, step: %d, wide_loss: %.6f, deep_loss: %.6f, samples/s: %.0f, pv_auc: %@",
-                           epoch, model.step, loss.wideLoss, loss.deepLoss, Double(windowSamples) / max(dt, 1e-9),
-                           validation.auc.map { String(format: "%.4f", $0) } ?? "n/a"))
+                log(String(format: "epoch: %d, step: %d, wide_loss: %.6f, deep_loss: %.6f, samples/s: %.0f, pv_auc: %@, pv_logloss: %.4f",
+                           epoch, model.step, lastWide, lastDeep, Double(windowSamples) / max(dt, 1e-9),
+                           validation.auc.map { String(format: "%.4f", $0) } ?? "n/a", validation.logLoss))
                 windowStart = Date(); windowSamples = 0
             }
-            if exchange.isCoordinator, let store, settings.checkpointEvery > 0, model.step % settings.checkpointEvery == 0 {
-                lastCheckpoint = try checkpoint(store, start: start, loss: lastLoss, positions: positions)
+            if exchange.isCoordinator, settings.checkpointEvery > 0, model.step % settings.checkpointEvery == 0 {
+                stall += checkpoint(start: start, wide: lastWide, deep: lastDeep)
+                lastCheckpointStep = model.step
             }
         }
-        if exchange.isCoordinator, let store, steps > 0 || lastCheckpoint == nil {
-            if lastCheckpoint.flatMap({ CheckpointStore.step(fromDirectoryName: $0.lastPathComponent) }) != model.step {
-                lastCheckpoint = try checkpoint(store, start: start, loss: lastLoss, positions: positions)
-            }
+        if exchange.isCoordinator, steps > 0 || lastCheckpointStep < 0, lastCheckpointStep != model.step, writer != nil {
+            stall += checkpoint(start: start, wide: lastWide, deep: lastDeep)
         }
+        try writer?.finish()
         return TrainSummary(steps: steps, samples: samplesTrained, seconds: Date().timeIntervalSince(start),
                             progressiveAUC: validation.auc, progressiveLogLoss: validation.logLoss,
-                            lastWideLoss: lastLoss.wideLoss, lastDeepLoss: lastLoss.deepLoss,
-                            lastCheckpoint: lastCheckpoint, rejected: source.rejections.total)
+                            lastWideLoss: lastWide, lastDeepLoss: lastDeep, lastCheckpoint: writer?.written.last?.url,
+                            rejected: source.rejections.total, checkpointStallSeconds: stall,
+                            communicationSeconds: comm, computeSeconds: compute, stopReason: stopReason)
     }
 
-    private func checkpoint(_ store: CheckpointStore, start: Date, loss: StepLoss, positions: [String: String]) throws -> URL {
-        var metrics: [String: Double] = ["wide_loss": loss.wideLoss, "deep_loss": loss.deepLoss,
-                                         "pv_logloss": validation.logLoss]
+    /// Snapshots the model on this thread and hands the write to the background writer;
+    /// returns the seconds training was held up.
+    private func checkpoint(start: Date, wide: Double, deep: Double) -> Double {
+        guard let writer else { return 0 }
+        let t0 = Date()
+        var metrics: [String: Double] = ["wide_loss": wide, "deep_loss": deep, "pv_logloss": validation.logLoss]
         if let auc = validation.auc { metrics["pv_auc"] = auc }
         let record = WideDeepCheckpoint.Record(step: model.step, samplesTrained: samplesTrained,
                                                wallTimeSeconds: wallTimeBefore + Date().timeIntervalSince(start),
                                                metrics: metrics, streamPositions: positions)
-        let url = try WideDeepCheckpoint.write(WideDeepCheckpoint.snapshot(model: model, stats: stats, record: record), to: store)
-        log("checkpoint: step \(model.step), samples \(samplesTrained) → \(url.path)")
-        return url
+        writer.submit(WideDeepCheckpoint.snapshot(model: model, stats: stats, record: record))
+        return Date().timeIntervalSince(t0)
     }
 }
 

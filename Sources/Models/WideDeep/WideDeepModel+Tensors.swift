@@ -1,4 +1,7 @@
 import Numerics
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A named tensor in host memory: the model's export/import currency, independent of the file
 /// format (the Checkpoint module writes these as safetensors).
@@ -104,5 +107,96 @@ extension WideDeepModel {
             model.wideBiasLinear = st[0]; model.wideBiasAccumulator = st[1]
         }
         return model
+    }
+}
+
+// MARK: - In-memory state transfer (MPI broadcast to new or restarted ranks)
+
+extension ModelTensor {
+    /// A compact byte blob of tensors: used to broadcast a model's whole state from rank 0.
+    /// Layout: "SRMT" u32 count, then per tensor: u32 name length, name, u8 kind (0 f32, 1 i32),
+    /// u32 rank, i64 dims…, raw little-endian elements.
+    public static func serialize(_ tensors: [ModelTensor]) -> [UInt8] {
+        var out: [UInt8] = Array("SRMT".utf8)
+        func u32(_ v: Int) { withUnsafeBytes(of: UInt32(v).littleEndian) { out.append(contentsOf: $0) } }
+        func i64(_ v: Int) { withUnsafeBytes(of: Int64(v).littleEndian) { out.append(contentsOf: $0) } }
+        u32(tensors.count)
+        for t in tensors {
+            let name = Array(t.name.utf8)
+            u32(name.count); out.append(contentsOf: name)
+            switch t.storage {
+            case .float32(let a):
+                out.append(0); u32(t.shape.count); t.shape.forEach(i64)
+                a.withUnsafeBytes { out.append(contentsOf: $0) }
+            case .int32(let a):
+                out.append(1); u32(t.shape.count); t.shape.forEach(i64)
+                a.withUnsafeBytes { out.append(contentsOf: $0) }
+            }
+        }
+        return out
+    }
+
+    public static func deserialize(_ bytes: [UInt8]) throws -> [ModelTensor] {
+        var pos = 0
+        func need(_ n: Int) throws { if pos + n > bytes.count { throw ModelError.incompatibleTensor("state blob truncated at byte \(pos)") } }
+        func u32() throws -> Int {
+            try need(4); defer { pos += 4 }
+            return Int(UInt32(bytes[pos]) | UInt32(bytes[pos + 1]) << 8 | UInt32(bytes[pos + 2]) << 16 | UInt32(bytes[pos + 3]) << 24)
+        }
+        func i64() throws -> Int {
+            try need(8); var v: UInt64 = 0
+            for k in 0..<8 { v |= UInt64(bytes[pos + k]) << (8 * UInt64(k)) }
+            pos += 8
+            return Int(Int64(bitPattern: v))
+        }
+        try need(4)
+        guard Array(bytes[0..<4]) == Array("SRMT".utf8) else { throw ModelError.incompatibleTensor("state blob has a bad magic") }
+        pos = 4
+        let count = try u32()
+        var out: [ModelTensor] = []
+        for _ in 0..<count {
+            let n = try u32(); try need(n)
+            let name = String(decoding: bytes[pos..<(pos + n)], as: UTF8.self); pos += n
+            try need(1); let kind = bytes[pos]; pos += 1
+            let rank = try u32()
+            var shape: [Int] = []
+            for _ in 0..<rank { shape.append(try i64()) }
+            let elements = shape.reduce(1, *)
+            guard elements >= 0 else { throw ModelError.incompatibleTensor("tensor \(name) has a negative dimension") }
+            try need(elements * 4)
+            let raw = bytes[pos..<(pos + elements * 4)]; pos += elements * 4
+            switch kind {
+            case 0:
+                let a = [Float](unsafeUninitializedCapacity: elements) { buf, c in
+                    raw.withUnsafeBytes { _ = memcpy(buf.baseAddress!, $0.baseAddress!, elements * 4) }; c = elements }
+                out.append(ModelTensor(name: name, shape: shape, storage: .float32(a)))
+            case 1:
+                let a = [Int32](unsafeUninitializedCapacity: elements) { buf, c in
+                    raw.withUnsafeBytes { _ = memcpy(buf.baseAddress!, $0.baseAddress!, elements * 4) }; c = elements }
+                out.append(ModelTensor(name: name, shape: shape, storage: .int32(a)))
+            default:
+                throw ModelError.incompatibleTensor("tensor \(name) has unknown kind \(kind)")
+            }
+        }
+        return out
+    }
+}
+
+extension WideDeepModel {
+    /// FNV-1a (64-bit) over every exported tensor's name and bytes, sparse rows in id order:
+    /// equal on two replicas exactly when their parameters and optimizer state are bit-identical.
+    public func parameterDigest() -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+            for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
+        }
+        for t in exportTensors(includeOptimizer: true) {
+            mix(t.name.utf8)
+            switch t.storage {
+            case .float32(let a): a.withUnsafeBytes { mix($0) }
+            case .int32(let a): a.withUnsafeBytes { mix($0) }
+            }
+        }
+        return h
     }
 }

@@ -55,8 +55,10 @@ public final class WideDeepWorkspace: @unchecked Sendable {
 
 /// One rank's gradients for one step, in sum form (not yet divided by the sample count).
 public final class WideDeepGradients: @unchecked Sendable {
-    /// `denseLayout.total` gradients, then one float holding the number of samples.
+    /// `denseLayout.total` gradients, then three bookkeeping floats that ride along in the same
+    /// allreduce: sample count, log-loss sum, l2 term. (Exact as floats for counts < 2^24.)
     public let dense: FloatBuffer
+    public let denseCount: Int
     /// Unique ids the batch touched, in first-seen order.
     public var ids: [Int32] = []
     /// `ids.count × embeddingSize` deep embedding row gradients.
@@ -65,12 +67,25 @@ public final class WideDeepGradients: @unchecked Sendable {
     public var wideRows: [Float] = []
 
     public init(denseCount: Int) {
-        dense = FloatBuffer(count: denseCount + 1)
+        self.denseCount = denseCount
+        dense = FloatBuffer(count: denseCount + 3)
     }
 
     public var sampleCount: Int {
-        get { Int(dense[dense.count - 1]) }
-        set { dense[dense.count - 1] = Float(newValue) }
+        get { Int(dense[denseCount]) }
+        set { dense[denseCount] = Float(newValue) }
+    }
+
+    /// Σ log loss over the samples (summed over ranks after an allreduce).
+    public var logLossSum: Float {
+        get { dense[denseCount + 1] }
+        set { dense[denseCount + 1] = newValue }
+    }
+
+    /// The l2 term of `deep_loss` (summed over ranks after an allreduce).
+    public var l2Term: Float {
+        get { dense[denseCount + 2] }
+        set { dense[denseCount + 2] = newValue }
     }
 }
 
@@ -244,6 +259,8 @@ public final class WideDeepModel: @unchecked Sendable {
             local[bf] = localOf[s]
         }
         loss.l2Term = Double(config.l2Coef) * l2Sum / 2
+        grads.logLossSum = Float(loss.logLossSum)
+        grads.l2Term = Float(loss.l2Term)
         let U = grads.ids.count
         // Reuse the arrays' storage step after step: no per-step allocation of U × D floats.
         grads.deepRows.removeAll(keepingCapacity: true)
@@ -315,6 +332,7 @@ public final class WideDeepModel: @unchecked Sendable {
                                deepRowGrads: [Float], wideRowGrads: [Float], totalSamples: Int) {
         guard totalSamples > 0 else { return }
         precondition(dense.count >= denseLayout.total)
+        precondition(deepRowGrads.count == ids.count * config.embeddingSize, "deep row gradients must be ids × embedding size")
         precondition(deepRowGrads.count == ids.count * config.embeddingSize && wideRowGrads.count == ids.count)
         step += 1
         let scale = 1 / Float(totalSamples)

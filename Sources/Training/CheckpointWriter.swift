@@ -1,0 +1,48 @@
+import Foundation
+import Checkpoint
+
+/// Writes checkpoint snapshots on a background thread so training stalls only for the
+/// in-memory snapshot. At most one write is in flight: a new submit waits for the previous
+/// write (the stall then shows in `lastStallSeconds`). Used by rank 0 only.
+public final class CheckpointWriter: @unchecked Sendable {
+    private let store: CheckpointStore
+    private let queue = DispatchQueue(label: "streamrec.checkpoint-writer")
+    private let group = DispatchGroup()
+    private let lock = NSLock()
+    private var _lastError: Error?
+    private var _written: [(url: URL, seconds: Double)] = []
+    private let log: @Sendable (String) -> Void
+
+    public init(store: CheckpointStore, log: @escaping @Sendable (String) -> Void) {
+        self.store = store
+        self.log = log
+    }
+
+    /// Queues a snapshot; returns after any previous write has finished.
+    public func submit(_ snapshot: WideDeepCheckpoint.Snapshot) {
+        group.wait()
+        group.enter()
+        queue.async { [self] in
+            defer { group.leave() }
+            let start = Date()
+            do {
+                let url = try WideDeepCheckpoint.write(snapshot, to: store)
+                let dt = Date().timeIntervalSince(start)
+                lock.withLock { _written.append((url, dt)) }
+                log(String(format: "checkpoint: step %d, samples %d → %@ (written in %.2fs)",
+                           snapshot.record.step, snapshot.record.samplesTrained, url.path, dt))
+            } catch {
+                lock.withLock { _lastError = error }
+                log("checkpoint: step \(snapshot.record.step) FAILED: \(error)")
+            }
+        }
+    }
+
+    /// Waits for the write in flight, if any; rethrows the first write error.
+    public func finish() throws {
+        group.wait()
+        if let e = lock.withLock({ _lastError }) { throw e }
+    }
+
+    public var written: [(url: URL, seconds: Double)] { lock.withLock { _written } }
+}
