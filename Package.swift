@@ -63,6 +63,7 @@ let package = Package(
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Numerics"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Features", "Checkpoint", "Numerics"]),
         .testTarget(name: "NativeTests", dependencies: ["Cluster", "Streaming", "TestSupport"]),
+        .testTarget(name: "ClusterTests", dependencies: ["TestSupport", "streamrec"]),
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "Features", "Streaming", "TestSupport"]),
         .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "TestSupport", "streamrec"]),
         .testTarget(name: "ServingTests", dependencies: ["Serving", "Training", "Models", "Features", "Checkpoint", "TestSupport"]),
