@@ -13,6 +13,12 @@ public struct FeatureStoreStatus: Sendable, Codable, Equatable {
         public var lowWatermark: Int64?
         public var lag: Int64?
         public var lostUpstream: Int64
+        public init(topic: String, partition: Int32, progress: Int64, highWatermark: Int64? = nil,
+                    lowWatermark: Int64? = nil, lag: Int64? = nil, lostUpstream: Int64 = 0) {
+            self.topic = topic; self.partition = partition; self.progress = progress
+            self.highWatermark = highWatermark; self.lowWatermark = lowWatermark; self.lag = lag
+            self.lostUpstream = lostUpstream
+        }
     }
     public struct Shard: Sendable, Codable, Equatable {
         public var shard: Int
