@@ -1,1 +1,270 @@
-// Redis feature store: batch streams, dictionaries, progress, dead letters.
+// FeatureStore: the Swift API over the Redis layout in `FeatureStoreLayout.swift`.
+//
+// Every multi-key write is ONE Lua script (atomic on the server): `commit(_:)` for a unit of work
+// (batch + dead letters + lost rows + progress), `growDictionary(counts:)` for online ids.
+// Scripts run with EVALSHA and fall back to EVAL on NOSCRIPT (e.g. after a Redis restart).
+//
+// Threading: a `FeatureStore` uses one `RedisConnection`; give each thread its own store.
+// Errors: `RedisError` when Redis is unreachable or the connection drops (the caller retries the
+// same call: every write here is idempotent through the progress check or HSET semantics),
+// `FeatureStoreError` for contract violations.
+
+import Features
+import Foundation
+import Streaming
+
+public enum FeatureStoreError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The unit starts after the stored progress: offsets in between would be uncovered.
+    case gap(topic: String, partition: Int32, progress: Int64, firstOffset: Int64)
+    /// Redis holds a dictionary loaded from a different statistics file.
+    case snapshotMismatch(String)
+    /// The local dictionary cache disagrees with Redis (corrupt or foreign data).
+    case dictionaryInconsistent(String)
+    /// A reply had an unexpected shape.
+    case unexpectedReply(String)
+
+    public var description: String {
+        switch self {
+        case let .gap(t, p, progress, first):
+            "commit gap on \(t)/\(p): stored progress is \(progress) but the unit starts at \(first); "
+                + "the worker must rewind to \(progress) (was Redis restored from an older AOF/RDB?)"
+        case let .snapshotMismatch(m): m
+        case let .dictionaryInconsistent(m): "feature dictionary inconsistent: \(m)"
+        case let .unexpectedReply(m): "unexpected Redis reply: \(m)"
+        }
+    }
+}
+
+/// One refused row, stored in the dead-letter stream with its reason.
+public struct DeadLetter: Sendable, Equatable {
+    public var raw: [UInt8]
+    public var offset: Int64
+    public var reason: String
+    public var detail: String
+    public init(raw: [UInt8], offset: Int64, reason: String, detail: String) {
+        self.raw = raw; self.offset = offset; self.reason = reason; self.detail = detail
+    }
+}
+
+/// What one commit writes: the Kafka range [firstOffset, lastOffset] of one partition, the batch
+/// encoded from its valid rows (nil when there are none), its dead letters and rows lost upstream.
+public struct CommitUnit: Sendable {
+    public var topic: String
+    public var partition: Int32
+    public var firstOffset: Int64
+    public var lastOffset: Int64
+    public var shard: Int
+    public var encodedBatch: [UInt8]?
+    public var rows: Int
+    public var deadLetters: [DeadLetter]
+    public var lostRows: Int64
+    public var worker: String
+
+    public init(topic: String, partition: Int32, firstOffset: Int64, lastOffset: Int64, shard: Int,
+                encodedBatch: [UInt8]?, rows: Int, deadLetters: [DeadLetter] = [], lostRows: Int64 = 0,
+                worker: String = "") {
+        precondition(lastOffset >= firstOffset - 1, "a unit covers [firstOffset, lastOffset]")
+        self.topic = topic; self.partition = partition; self.firstOffset = firstOffset; self.lastOffset = lastOffset
+        self.shard = shard; self.encodedBatch = encodedBatch; self.rows = rows; self.deadLetters = deadLetters
+        self.lostRows = lostRows; self.worker = worker
+    }
+}
+
+public enum CommitOutcome: Sendable, Equatable {
+    /// Written; `streamId` is the feature-stream entry id (nil when the unit had no rows).
+    case committed(streamId: String?)
+    /// Already covered by an earlier commit (retry after a crash or lost reply); nothing written.
+    case duplicate(progress: Int64)
+}
+
+/// A Lua script run by EVALSHA with a fallback to EVAL.
+struct LuaScript: Sendable {
+    let source: String
+    let sha: String
+    init(_ source: String) {
+        self.source = source
+        self.sha = SHA1.hex(Array(source.utf8))
+    }
+
+    func run(_ redis: RedisConnection, keys: [[UInt8]], args: [[UInt8]]) throws(RedisError) -> RedisReply {
+        let tail = [Array("\(keys.count)".utf8)] + keys + args
+        let first: Result<RedisReply, RedisError>
+        do { first = .success(try redis.command(bytes: [Array("EVALSHA".utf8), Array(sha.utf8)] + tail)) }
+        catch { first = .failure(error) }
+        if case .failure(let error) = first, case .server(let message) = error, message.hasPrefix("NOSCRIPT") {
+            return try redis.command(bytes: [Array("EVAL".utf8), Array(source.utf8)] + tail)
+        }
+        return try first.get()
+    }
+}
+
+public final class FeatureStore: @unchecked Sendable {
+    public let redis: RedisConnection
+    public let layout: FeatureStoreLayout
+    /// Dead letters kept in the stream (older ones are trimmed approximately; counts stay exact).
+    public var deadLetterMaxLength = 100_000
+    /// Raw bytes kept per dead letter (longer rows are truncated; the detail says so).
+    public static let deadLetterMaxRawBytes = 64 * 1024
+
+    public init(redis: RedisConnection, prefix: String = "sr") {
+        self.redis = redis
+        self.layout = FeatureStoreLayout(prefix: prefix)
+    }
+
+    // MARK: Commit
+
+    static let commitScript = LuaScript("""
+    local progress = tonumber(redis.call('GET', KEYS[1]) or '0')
+    local first = tonumber(ARGV[1])
+    if progress > first then return {0, progress} end
+    if progress < first then return redis.error_reply('GAP ' .. progress) end
+    local id = ''
+    if ARGV[3] ~= '' then
+      id = redis.call('XADD', KEYS[2], '*', 'b', ARGV[3])
+      redis.call('INCR', KEYS[3])
+      redis.call('INCRBY', KEYS[4], ARGV[4])
+    end
+    local i = 11
+    while i + 3 <= #ARGV do
+      redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*', 'raw', ARGV[i], 'topic', ARGV[7], 'partition', ARGV[8],
+                 'offset', ARGV[i+1], 'reason', ARGV[i+2], 'detail', ARGV[i+3], 'worker', ARGV[9])
+      redis.call('HINCRBY', KEYS[6], ARGV[i+2], 1)
+      i = i + 4
+    end
+    if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[7], ARGV[6], ARGV[5]) end
+    redis.call('SET', KEYS[1], ARGV[2])
+    return {1, id}
+    """)
+
+    /// Commits one unit atomically (see `FeatureStoreLayout`). Throws `FeatureStoreError.gap`
+    /// when the stored progress is behind `unit.firstOffset`, `RedisError` when Redis fails (retry
+    /// the same unit: a unit that did get written comes back as `.duplicate`).
+    public func commit(_ unit: CommitUnit) throws -> CommitOutcome {
+        let keys = [layout.progress(topic: unit.topic, partition: unit.partition), layout.featureStream(unit.shard),
+                    layout.appended(unit.shard), layout.rows(unit.shard), layout.deadLetters,
+                    layout.deadLetterCount, layout.lost].map { Array($0.utf8) }
+        var args: [[UInt8]] = [
+            s("\(unit.firstOffset)"), s("\(unit.lastOffset + 1)"), unit.encodedBatch ?? [], s("\(unit.rows)"),
+            s("\(unit.lostRows)"), s(FeatureStoreLayout.lostField(topic: unit.topic, partition: unit.partition)),
+            s(unit.topic), s("\(unit.partition)"), s(unit.worker), s("\(deadLetterMaxLength)"),
+        ]
+        args.reserveCapacity(args.count + 4 * unit.deadLetters.count)
+        for d in unit.deadLetters {
+            var detail = d.detail
+            var raw = d.raw
+            if raw.count > Self.deadLetterMaxRawBytes {
+                detail += " (raw truncated from \(raw.count) bytes)"
+                raw = Array(raw.prefix(Self.deadLetterMaxRawBytes))
+            }
+            args.append(raw); args.append(s("\(d.offset)")); args.append(s(d.reason)); args.append(s(detail))
+        }
+        let result: Result<RedisReply, RedisError>
+        do { result = .success(try Self.commitScript.run(redis, keys: keys, args: args)) }
+        catch { result = .failure(error) }
+        if case .failure(let error) = result, case .server(let message) = error, message.contains("GAP ") {
+            let progress = Int64(message.split(separator: " ").last.map(String.init) ?? "") ?? -1
+            throw FeatureStoreError.gap(topic: unit.topic, partition: unit.partition, progress: progress,
+                                        firstOffset: unit.firstOffset)
+        }
+        let reply = try result.get()
+        guard let e = reply.elements, e.count == 2, let flag = e[0].integer else {
+            throw FeatureStoreError.unexpectedReply("commit script returned \(reply)")
+        }
+        if flag == 0 { return .duplicate(progress: e[1].integer ?? -1) }
+        let id = e[1].text ?? ""
+        return .committed(streamId: id.isEmpty ? nil : id)
+    }
+
+    /// The next offset of `partition` not yet covered (0 when nothing was committed).
+    public func readProgress(topic: String, partition: Int32) throws -> Int64 {
+        let r = try redis.command(["GET", layout.progress(topic: topic, partition: partition)])
+        if r.isNull { return 0 }
+        guard let v = r.integer else { throw FeatureStoreError.unexpectedReply("progress is \(r)") }
+        return v
+    }
+
+    // MARK: Back-pressure and retention
+
+    /// Batches appended to shard `s` and not yet consumed by trainers (appended − trained).
+    public func pending(shard: Int) throws -> Int64 {
+        let r = try redis.pipeline([["GET", layout.appended(shard)], ["GET", layout.trained(shard)]])
+        return (r[0].integer ?? 0) - (r[1].integer ?? 0)
+    }
+
+    /// Pending batches of several shards in one round trip.
+    public func pending(shards: [Int]) throws -> [Int: Int64] {
+        guard !shards.isEmpty else { return [:] }
+        let r = try redis.pipeline(shards.flatMap { [["GET", layout.appended($0)], ["GET", layout.trained($0)]] })
+        var out: [Int: Int64] = [:]
+        for (k, s) in shards.enumerated() {
+            if case .error(let m) = r[2 * k] { throw RedisError.server(m) }
+            out[s] = (r[2 * k].integer ?? 0) - (r[2 * k + 1].integer ?? 0)
+        }
+        return out
+    }
+
+    /// Trims shard `s`'s stream to the trainers' retain id (`XTRIM MINID`), if they set one.
+    /// Returns the number of entries deleted.
+    @discardableResult
+    public func applyRetention(shard: Int) throws -> Int {
+        let r = try redis.command(["GET", layout.retain(shard)])
+        guard let id = r.text, !id.isEmpty else { return 0 }
+        return Int(try redis.command(["XTRIM", layout.featureStream(shard), "MINID", id]).integer ?? 0)
+    }
+
+    // MARK: Heartbeats
+
+    /// Writes a worker heartbeat (a JSON object; `last_seen_ms` is added).
+    public func heartbeat(worker: String, info: [String: Any]) throws {
+        var info = info
+        info["worker"] = worker
+        info["last_seen_ms"] = Int64(Date().timeIntervalSince1970 * 1000)
+        let data = try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys])
+        try redis.command(bytes: [s("HSET"), s(layout.workers), s(worker), Array(data)])
+    }
+
+    /// Removes a worker's heartbeat (clean shutdown).
+    public func removeWorker(_ worker: String) throws {
+        try redis.command(["HDEL", layout.workers, worker])
+    }
+}
+
+@inline(__always) func s(_ string: String) -> [UInt8] { Array(string.utf8) }
+
+// MARK: - SHA-1 (for EVALSHA only; not a security use)
+
+enum SHA1 {
+    static func hex(_ message: [UInt8]) -> String {
+        var h: (UInt32, UInt32, UInt32, UInt32, UInt32) = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
+        var m = message
+        let bitLength = UInt64(message.count) * 8
+        m.append(0x80)
+        while m.count % 64 != 56 { m.append(0) }
+        for i in (0..<8).reversed() { m.append(UInt8((bitLength >> (UInt64(i) * 8)) & 0xFF)) }
+        var w = [UInt32](repeating: 0, count: 80)
+        for chunk in stride(from: 0, to: m.count, by: 64) {
+            for i in 0..<16 {
+                w[i] = UInt32(m[chunk + 4 * i]) << 24 | UInt32(m[chunk + 4 * i + 1]) << 16
+                    | UInt32(m[chunk + 4 * i + 2]) << 8 | UInt32(m[chunk + 4 * i + 3])
+            }
+            for i in 16..<80 { let x = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]; w[i] = (x << 1) | (x >> 31) }
+            var (a, b, c, d, e) = h
+            for i in 0..<80 {
+                let f: UInt32, k: UInt32
+                switch i {
+                case 0..<20: f = (b & c) | (~b & d); k = 0x5A827999
+                case 20..<40: f = b ^ c ^ d; k = 0x6ED9EBA1
+                case 40..<60: f = (b & c) | (b & d) | (c & d); k = 0x8F1BBCDC
+                default: f = b ^ c ^ d; k = 0xCA62C1D6
+                }
+                let t = ((a << 5) | (a >> 27)) &+ f &+ e &+ k &+ w[i]
+                e = d; d = c; c = (b << 30) | (b >> 2); b = a; a = t
+            }
+            h = (h.0 &+ a, h.1 &+ b, h.2 &+ c, h.3 &+ d, h.4 &+ e)
+        }
+        return [h.0, h.1, h.2, h.3, h.4].map { v in
+            let x = String(v, radix: 16)
+            return String(repeating: "0", count: 8 - x.count) + x
+        }.joined()
+    }
+}

@@ -1,0 +1,91 @@
+import ArgumentParser
+import FeatureStore
+import Foundation
+import Streaming
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "What the feature pipeline is doing: progress, lag, shards, dead letters, dictionary, workers.",
+        discussion: """
+        Reads the feature store in Redis (see Sources/FeatureStore/FeatureStoreLayout.swift). With \
+        --bootstrap and --topic it also asks Kafka for each partition's watermarks and shows the lag \
+        (high watermark − progress). --json prints one JSON object for scripts.
+        """)
+
+    @Option(help: "Redis HOST:PORT of the feature store.")
+    var redis: String = "127.0.0.1:6379"
+
+    @Option(help: "Key prefix in Redis.")
+    var prefix: String = "sr"
+
+    @Option(help: "Kafka bootstrap servers (to show high watermarks and lag).")
+    var bootstrap: String?
+
+    @Option(help: "Kafka topic (with --bootstrap).")
+    var topic: String?
+
+    @Option(name: .customShort("X"), parsing: .unconditionalSingleValue, help: "A librdkafka property key=value (repeatable).")
+    var kafkaProperty: [String] = []
+
+    @Option(help: "Show at least this many feature shards.")
+    var featureShards: Int = 0
+
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func run() throws {
+        let connection = try RedisConnection(address: redis)
+        let store = FeatureStore(redis: connection, prefix: prefix)
+        var status = try store.status(minShards: featureShards)
+        var kafkaNote: String? = nil
+        if let bootstrap, let topic {
+            do {
+                let consumer = try KafkaConsumer(config: KafkaConfig(bootstrapServers: bootstrap, try kafkaProperties(kafkaProperty)))
+                let n = try consumer.partitionCount(topic: topic, timeout: .seconds(5))
+                var byPartition = Dictionary(uniqueKeysWithValues: status.partitions.filter { $0.topic == topic }.map { ($0.partition, $0) })
+                for p in Int32(0)..<Int32(n) {
+                    let w = try consumer.watermarks(topic: topic, partition: p, timeout: .seconds(5))
+                    var entry = byPartition[p] ?? .init(topic: topic, partition: p, progress: 0, highWatermark: nil, lowWatermark: nil,
+                                                        lag: nil, lostUpstream: status.lostUpstream["\(topic):\(p)"] ?? 0)
+                    entry.highWatermark = w.high
+                    entry.lowWatermark = w.low
+                    entry.lag = max(0, w.high - entry.progress)
+                    byPartition[p] = entry
+                }
+                status.partitions = status.partitions.filter { $0.topic != topic } + byPartition.values.sorted { $0.partition < $1.partition }
+            } catch {
+                kafkaNote = "Kafka at \(bootstrap) not reachable: \(error)"
+            }
+        }
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys, .prettyPrinted]
+            print(String(decoding: try enc.encode(status), as: UTF8.self))
+            if let kafkaNote { FileHandle.standardError.write(Data((kafkaNote + "\n").utf8)) }
+            return
+        }
+        print("feature store \(redis) prefix \(prefix)")
+        if let kafkaNote { print("  ! \(kafkaNote)") }
+        print("partitions (\(status.partitions.count)):")
+        for p in status.partitions {
+            var line = "  \(p.topic)/\(p.partition)  progress \(p.progress)"
+            if let h = p.highWatermark { line += "  high \(h)  lag \(p.lag ?? 0)" }
+            if let l = p.lowWatermark, l > p.progress { line += "  ! RETENTION GAP: earliest retained \(l)" }
+            if p.lostUpstream > 0 { line += "  LOST UPSTREAM \(p.lostUpstream)" }
+            print(line)
+        }
+        print("feature shards (\(status.shards.count)):")
+        for s in status.shards {
+            print("  shard \(s.shard)  batches appended \(s.appended)  rows \(s.rows)  trained \(s.trained)  pending \(s.pending)  in stream \(s.streamLength)" + (s.retain.map { "  retain ≥ \($0)" } ?? ""))
+        }
+        print("dead letters: \(status.deadLettersTotal)" + (status.deadLetters.isEmpty ? "" : "  (" + status.deadLetters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")"))
+        let lostTotal = status.lostUpstream.values.reduce(0, +)
+        print("rows lost upstream: \(lostTotal)" + (lostTotal == 0 ? "" : "  (" + status.lostUpstream.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")"))
+        print("dictionary: \(status.dictionaryState), next id \(status.dictionaryNextId), snapshot \(status.snapshotCategories) categories, online ids \(status.onlineIds), categories below threshold \(status.pendingCategories)")
+        print("workers (\(status.workers.count)):")
+        for w in status.workers {
+            let keys = ["shard", "shards", "partitions", "rows", "batches", "dead_letters", "paused"]
+            print(String(format: "  %@  heartbeat %.1f s ago  ", w.id, w.heartbeatAgeSeconds) + keys.compactMap { k in w.info[k].map { "\(k) \($0)" } }.joined(separator: "  "))
+        }
+    }
+}

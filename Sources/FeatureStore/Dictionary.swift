@@ -1,0 +1,236 @@
+// The shared category dictionary: the offline snapshot loaded once, online growth by one Lua
+// script per batch, and the local cache every worker encodes with (no Redis round trip per row).
+
+import Features
+import Foundation
+import Streaming
+
+/// The snapshot a feature store's dictionary was loaded from.
+public struct DictionarySnapshotInfo: Sendable, Equatable {
+    public var minFrequency: Int
+    public var snapshotNextId: Int32
+    public var snapshotCategories: Int
+    public var checksum: UInt32
+    public var loadedFrom: String
+    /// True when this call loaded it; false when it was already there (loaded by another worker).
+    public var loadedNow: Bool
+}
+
+/// One online-counted category of a batch: field, bytes, occurrences.
+public struct CategoryCount: Sendable, Equatable {
+    public var field: Int
+    public var bytes: [UInt8]
+    public var count: Int64
+    public init(field: Int, bytes: [UInt8], count: Int64) { self.field = field; self.bytes = bytes; self.count = count }
+}
+
+extension FeatureStore {
+    public static let snapshotVersion = 1
+
+    /// Loads `stats`' dictionary into Redis once. The first caller (HSETNX on sr:dict:meta
+    /// "state") writes every category, `next_id` and the metadata; later callers wait until it is
+    /// ready and check that it came from the same statistics file (same CRC32C), else throw
+    /// `FeatureStoreError.snapshotMismatch`. A load abandoned for longer than `staleAfter` (the
+    /// loader crashed) is taken over.
+    @discardableResult
+    public func loadSnapshot(_ stats: FeatureStats, source: String = "features.stats",
+                             staleAfter: Duration = .seconds(60), waitUpTo: Duration = .seconds(120)) throws -> DictionarySnapshotInfo {
+        let checksum = CRC32C.checksum(stats.serialized())
+        let meta = layout.dictMeta
+        let now = { Int64(Date().timeIntervalSince1970 * 1000) }
+        let token = "loading:\(ProcessInfo.processInfo.processIdentifier):\(UUID().uuidString)"
+        var won = try redis.command(["HSETNX", meta, "state", token]).integer == 1
+        let deadline = ContinuousClock.now + waitUpTo
+        if !won {
+            // Someone else loads (or loaded) it: wait for "ready".
+            while true {
+                let fields = try hash(meta)
+                let state = fields["state"] ?? ""
+                if state == "ready" {
+                    let info = DictionarySnapshotInfo(
+                        minFrequency: Int(fields["min_frequency"] ?? "") ?? stats.minFrequency,
+                        snapshotNextId: Int32(fields["snapshot_next_id"] ?? "") ?? 0,
+                        snapshotCategories: Int(fields["snapshot_categories"] ?? "") ?? 0,
+                        checksum: UInt32(fields["snapshot_checksum"] ?? "") ?? 0,
+                        loadedFrom: fields["loaded_from"] ?? "", loadedNow: false)
+                    guard info.checksum == checksum else {
+                        throw FeatureStoreError.snapshotMismatch(
+                            "the dictionary in Redis (prefix \(layout.prefix)) was loaded from a different statistics file "
+                            + "(\(info.loadedFrom), CRC32C \(info.checksum), \(info.snapshotCategories) categories) than \(source) "
+                            + "(CRC32C \(checksum), \(stats.categoryCount) categories); run every worker with the same --stats file, "
+                            + "or use a fresh --prefix for a new snapshot")
+                    }
+                    return info
+                }
+                let started = Int64(fields["loading_started_ms"] ?? "") ?? 0
+                if now() - started > Int64(staleAfter.components.seconds * 1000) && started > 0 {
+                    // The loader died: take over (HSET is idempotent, so a partial load is harmless).
+                    _ = try redis.command(["HSET", meta, "state", token])
+                    won = true
+                    break
+                }
+                if ContinuousClock.now > deadline {
+                    throw FeatureStoreError.snapshotMismatch("timed out waiting for another worker to load the dictionary snapshot (state \(state))")
+                }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }
+        try redis.command(["HSET", meta, "loading_started_ms", "\(now())"])
+        // Write categories in chunks: one HSET per field chunk, many commands per pipeline.
+        var commands: [[[UInt8]]] = []
+        var perField: [[(ArraySlice<UInt8>, Int32)]] = Array(repeating: [], count: CriteoSchema.categoricalCount)
+        stats.forEachCategory { field, id, _, bytes in perField[field].append((bytes, id)) }
+        func flush() throws {
+            guard !commands.isEmpty else { return }
+            for r in try redis.pipeline(bytes: commands) { try r.throwingIfError() }
+            commands.removeAll(keepingCapacity: true)
+        }
+        for field in 0..<CriteoSchema.categoricalCount {
+            let entries = perField[field]
+            var k = 0
+            while k < entries.count {
+                let end = min(k + 1000, entries.count)
+                var cmd: [[UInt8]] = [s("HSET"), s(layout.dict(field: field))]
+                for (bytes, id) in entries[k..<end] { cmd.append(Array(bytes)); cmd.append(s("\(id)")) }
+                commands.append(cmd)
+                if commands.count >= 32 { try flush() }
+                k = end
+            }
+        }
+        try flush()
+        try redis.command(["SET", layout.dictNextId, "\(stats.nextId)"])
+        try redis.command(["HSET", meta, "min_frequency", "\(stats.minFrequency)", "snapshot_version", "\(Self.snapshotVersion)",
+                           "snapshot_next_id", "\(stats.nextId)", "snapshot_categories", "\(stats.categoryCount)",
+                           "snapshot_checksum", "\(checksum)", "loaded_from", source, "loaded_at_ms", "\(now())"])
+        try redis.command(["HSET", meta, "state", "ready"])
+        return DictionarySnapshotInfo(minFrequency: stats.minFrequency, snapshotNextId: stats.nextId,
+                                      snapshotCategories: stats.categoryCount, checksum: checksum,
+                                      loadedFrom: source, loadedNow: true)
+    }
+
+    static let growScript = LuaScript("""
+    local p = ARGV[1]
+    local minf = tonumber(redis.call('HGET', p .. ':dict:meta', 'min_frequency') or '1')
+    local out = {}
+    local n = 0
+    for i = 2, #ARGV - 2, 3 do
+      local f, c, k = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2])
+      local id = redis.call('HGET', p .. ':dict:' .. f, c)
+      n = n + 1
+      if id then
+        out[n] = tonumber(id)
+      else
+        local cnt = redis.call('HINCRBY', p .. ':dict:pending:' .. f, c, k)
+        if cnt >= minf then
+          local nid = redis.call('INCR', p .. ':dict:next_id') - 1
+          redis.call('HSET', p .. ':dict:' .. f, c, nid)
+          redis.call('HDEL', p .. ':dict:pending:' .. f, c)
+          redis.call('XADD', p .. ':dict:log', '*', 'f', f, 'c', c, 'i', nid)
+          out[n] = nid
+        else
+          out[n] = 0
+        end
+      end
+    end
+    return out
+    """)
+
+    /// Counts a batch's out-of-dictionary categories (ONE Lua script): each count is added to
+    /// sr:dict:pending:{field}; a category reaching min_frequency gets the next id, is stored in
+    /// sr:dict:{field} and logged to sr:dict:log, atomically. Returns, per input, the category's
+    /// id (already known, or assigned now) or nil when it is still below the threshold.
+    public func growDictionary(counts: [CategoryCount]) throws -> [Int32?] {
+        guard !counts.isEmpty else { return [] }
+        var args: [[UInt8]] = [s(layout.prefix)]
+        args.reserveCapacity(1 + 3 * counts.count)
+        for c in counts {
+            precondition(c.field >= 0 && c.field < CriteoSchema.categoricalCount && c.count > 0)
+            args.append(s("\(c.field)")); args.append(c.bytes); args.append(s("\(c.count)"))
+        }
+        let reply = try Self.growScript.run(redis, keys: [], args: args)
+        guard let e = reply.elements, e.count == counts.count else {
+            throw FeatureStoreError.unexpectedReply("grow script returned \(reply)")
+        }
+        return e.map { r in r.integer.flatMap { $0 > 0 ? Int32($0) : nil } }
+    }
+
+    /// Snapshot metadata (sr:dict:meta) as strings.
+    public func dictionaryMeta() throws -> [String: String] { try hash(layout.dictMeta) }
+
+    /// HGETALL as a String dictionary.
+    public func hash(_ key: String) throws -> [String: String] {
+        let r = try redis.command(["HGETALL", key])
+        guard let e = r.elements else { return [:] }
+        var out: [String: String] = [:]
+        var i = 0
+        while i + 1 < e.count { out[e[i].text ?? ""] = e[i + 1].text ?? ""; i += 2 }
+        return out
+    }
+}
+
+/// A worker's local copy of the shared dictionary: the snapshot (`FeatureStats`, whose checksum
+/// `loadSnapshot` verified against Redis) plus every online assignment from sr:dict:log, applied
+/// in log order (= id order). Lookups are local; `sync(_:)` tails the log.
+///
+/// Not thread-safe: one owner.
+public struct DictionaryCache: Sendable {
+    public private(set) var stats: FeatureStats
+    /// Last sr:dict:log entry applied.
+    public private(set) var lastLogId: String = "0-0"
+    /// Online ids learnt from the log.
+    public private(set) var onlineIds = 0
+
+    public init(snapshot: FeatureStats) { self.stats = snapshot }
+
+    /// Id of a category, or nil (then the field's OOV id applies).
+    @inline(__always)
+    public func id(field: Int, bytes: UnsafeRawBufferPointer) -> Int32? { stats.id(field: field, bytes: bytes) }
+
+    /// Applies new sr:dict:log entries. Returns how many new ids were learnt. Throws
+    /// `FeatureStoreError.dictionaryInconsistent` if the log contradicts the cache.
+    @discardableResult
+    public mutating func sync(_ store: FeatureStore, maxEntries: Int = 100_000) throws -> Int {
+        var learnt = 0
+        while learnt < maxEntries {
+            let r = try store.redis.command(["XRANGE", store.layout.dictLog, "(" + lastLogId, "+", "COUNT", "10000"])
+            guard let entries = r.elements, !entries.isEmpty else { break }
+            for entry in entries {
+                guard let parts = entry.elements, parts.count == 2, let id = parts[0].text, let kv = parts[1].elements else {
+                    throw FeatureStoreError.unexpectedReply("dict log entry \(entry)")
+                }
+                var field = -1, newId: Int32 = -1
+                var cat: [UInt8] = []
+                var i = 0
+                while i + 1 < kv.count {
+                    switch kv[i].text {
+                    case "f": field = Int(kv[i + 1].text ?? "") ?? -1
+                    case "c": cat = kv[i + 1].bytes ?? []
+                    case "i": newId = Int32(kv[i + 1].text ?? "") ?? -1
+                    default: break
+                    }
+                    i += 2
+                }
+                guard field >= 0 && field < CriteoSchema.categoricalCount && newId >= FeatureIdLayout.firstCategoryId else {
+                    throw FeatureStoreError.dictionaryInconsistent("malformed log entry \(id)")
+                }
+                let known = cat.withUnsafeBytes { stats.id(field: field, bytes: $0) }
+                if let known {
+                    guard known == newId else {
+                        throw FeatureStoreError.dictionaryInconsistent("field \(field) category has id \(known) locally but \(newId) in the log")
+                    }
+                } else {
+                    guard newId == stats.nextId else {
+                        throw FeatureStoreError.dictionaryInconsistent(
+                            "log entry \(id) assigns id \(newId) but the cache expects \(stats.nextId) next "
+                            + "(was the dictionary loaded from another snapshot, or the log trimmed?)")
+                    }
+                    _ = cat.withUnsafeBytes { stats.append(field: field, bytes: $0, count: 0) }
+                    learnt += 1
+                    onlineIds += 1
+                }
+                lastLogId = id
+            }
+        }
+        return learnt
+    }
+}

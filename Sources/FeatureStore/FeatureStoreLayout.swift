@@ -1,0 +1,76 @@
+// FeatureStoreLayout: the Redis layout of the feature store — the contract between feature
+// workers (`streamrec featurize`, issue 3), trainers (`streamrec train --source redis`, issue 4)
+// and operators (`streamrec status`).
+//
+// All keys live under a prefix (default "sr"; `--prefix`). S = number of feature shards
+// (`--feature-shards`, default 8). Kafka partition p of any topic feeds shard p mod S.
+//
+// | key                              | type   | written by                 | meaning |
+// |----------------------------------|--------|----------------------------|---------|
+// | sr:fs:{s}                        | stream | featurize (commit script)  | feature batches of shard s; each entry has field "b" = `FeatureBatchCodec` bytes (batch + topic/partition/offset range/rejected/produced-at) |
+// | sr:progress:{topic}:{p}          | string | featurize (commit script)  | next Kafka offset of partition p not yet covered by a committed unit (absent = 0) |
+// | sr:appended:{s}                  | string | featurize (commit script)  | batches appended to sr:fs:{s}, ever |
+// | sr:rows:{s}                      | string | featurize (commit script)  | rows in those batches |
+// | sr:trained:{s}                   | string | TRAINERS (INCRBY)          | batches of sr:fs:{s} consumed; pending(s) = appended − trained drives back-pressure |
+// | sr:retain:{s}                    | string | TRAINERS (SET)             | stream id every live checkpoint has passed; featurize XTRIMs sr:fs:{s} MINID to it (entries with smaller ids are deleted) |
+// | sr:deadletter                    | stream | featurize (commit script)  | refused rows: raw, topic, partition, offset, reason, detail, worker |
+// | sr:deadletter:count              | hash   | featurize (commit script)  | reason (`RejectReason` raw value) → count |
+// | sr:lost                          | hash   | featurize (commit script)  | "{topic}:{p}" → rows lost upstream (Kafka retention dropped them before anyone read them) |
+// | sr:dict:meta                     | hash   | first featurize (once)     | state (loading/ready), min_frequency, snapshot_version, snapshot_next_id, snapshot_categories, snapshot_checksum (CRC32C of the stats file), loaded_from, loaded_at_ms |
+// | sr:dict:next_id                  | string | snapshot load, grow script | next unassigned category id |
+// | sr:dict:{field}                  | hash   | snapshot load, grow script | category bytes → id, field 0..<26 |
+// | sr:dict:pending:{field}          | hash   | grow script                | online category → count while below min_frequency |
+// | sr:dict:log                      | stream | grow script                | one entry per ONLINE id assignment: f (field), c (category bytes), i (id); in id order |
+// | sr:workers                       | hash   | featurize (every second)   | worker id → JSON heartbeat {worker, shard, shards, topic, partitions, rows, batches, dead_letters, lost, paused, last_seen_ms} |
+//
+// Exactly once: a commit unit (one batch or none, its dead letters, its lost rows, and the new
+// progress) is written by ONE Lua script that first checks `progress == unit.firstOffset`:
+// progress > firstOffset means the unit was already committed (a retry after a lost reply or a
+// crash) and it is skipped as a duplicate; progress < firstOffset is a gap and an error (the
+// worker rewinds its consumer to the stored progress). So every Kafka offset of a partition is
+// covered by exactly one committed unit, and every valid row is in exactly one batch.
+//
+// Trainers (issue 4) read with `FeatureStreamReader`: XREAD/XRANGE on sr:fs:{s} after the last
+// stream id they trained (kept in their checkpoint), decode with `FeatureBatchCodec.decode`,
+// INCRBY sr:trained:{s} by the batches they consumed, and SET sr:retain:{s} to the smallest stream
+// id any live checkpoint still needs (`FeatureStreamReader.markTrained`, `.setRetain`). Until a
+// trainer sets sr:retain:{s}, nothing is trimmed; back-pressure (--max-pending) bounds memory.
+//
+// Dictionary: the offline snapshot (`streamrec stats`) is loaded once (guarded by HSETNX on
+// sr:dict:meta "state"); categories first seen online are counted in sr:dict:pending:{field} and
+// get an id from sr:dict:next_id once they reach min_frequency, in the same script that logs
+// them, so all shards see the same id. Workers keep a local cache (their snapshot file, verified
+// against snapshot_checksum, plus the tail of sr:dict:log); a row whose category was unknown when
+// it was encoded keeps its field's OOV id — only rows encoded after the cache learnt the id use it
+// (no row is re-encoded). Pending counts are not part of the exactly-once unit: a crash between
+// counting and committing can count a batch's unknown categories twice (ids stay identical on
+// every shard; only the moment a category crosses the threshold moves).
+
+/// Key names of the feature store under one prefix.
+public struct FeatureStoreLayout: Sendable, Equatable {
+    public var prefix: String
+    public init(prefix: String = "sr") { self.prefix = prefix }
+
+    public func featureStream(_ shard: Int) -> String { "\(prefix):fs:\(shard)" }
+    public func progress(topic: String, partition: Int32) -> String { "\(prefix):progress:\(topic):\(partition)" }
+    public var progressPattern: String { "\(prefix):progress:*" }
+    public func appended(_ shard: Int) -> String { "\(prefix):appended:\(shard)" }
+    public func rows(_ shard: Int) -> String { "\(prefix):rows:\(shard)" }
+    public func trained(_ shard: Int) -> String { "\(prefix):trained:\(shard)" }
+    public func retain(_ shard: Int) -> String { "\(prefix):retain:\(shard)" }
+    public var appendedPattern: String { "\(prefix):appended:*" }
+    public var deadLetters: String { "\(prefix):deadletter" }
+    public var deadLetterCount: String { "\(prefix):deadletter:count" }
+    public var lost: String { "\(prefix):lost" }
+    public var dictMeta: String { "\(prefix):dict:meta" }
+    public var dictNextId: String { "\(prefix):dict:next_id" }
+    public func dict(field: Int) -> String { "\(prefix):dict:\(field)" }
+    public func dictPending(field: Int) -> String { "\(prefix):dict:pending:\(field)" }
+    public var dictLog: String { "\(prefix):dict:log" }
+    public var workers: String { "\(prefix):workers" }
+
+    /// The feature shard that Kafka partition `partition` feeds.
+    public static func shard(partition: Int32, shards: Int) -> Int { Int(partition) % shards }
+    /// The field name used in sr:lost for a partition.
+    public static func lostField(topic: String, partition: Int32) -> String { "\(topic):\(partition)" }
+}

@@ -1,0 +1,122 @@
+// What `streamrec status` reports, gathered from the Redis layout (see FeatureStoreLayout).
+
+import Foundation
+import Streaming
+
+public struct FeatureStoreStatus: Sendable, Codable, Equatable {
+    public struct Partition: Sendable, Codable, Equatable {
+        public var topic: String
+        public var partition: Int32
+        public var progress: Int64
+        /// Kafka high watermark and lag (high − progress), when a broker was asked.
+        public var highWatermark: Int64?
+        public var lowWatermark: Int64?
+        public var lag: Int64?
+        public var lostUpstream: Int64
+        public init(topic: String, partition: Int32, progress: Int64, highWatermark: Int64? = nil,
+                    lowWatermark: Int64? = nil, lag: Int64? = nil, lostUpstream: Int64 = 0) {
+            self.topic = topic; self.partition = partition; self.progress = progress
+            self.highWatermark = highWatermark; self.lowWatermark = lowWatermark; self.lag = lag
+            self.lostUpstream = lostUpstream
+        }
+    }
+    public struct Shard: Sendable, Codable, Equatable {
+        public var shard: Int
+        public var appended: Int64
+        public var rows: Int64
+        public var trained: Int64
+        public var pending: Int64
+        public var streamLength: Int64
+        public var retain: String?
+    }
+    public struct Worker: Sendable, Codable, Equatable {
+        public var id: String
+        public var heartbeatAgeSeconds: Double
+        public var info: [String: String]
+    }
+    public var prefix: String
+    public var partitions: [Partition]
+    public var shards: [Shard]
+    public var deadLetters: [String: Int64]
+    public var deadLettersTotal: Int64
+    public var lostUpstream: [String: Int64]
+    public var dictionaryState: String
+    public var dictionaryNextId: Int64
+    public var snapshotCategories: Int64
+    public var snapshotNextId: Int64
+    public var onlineIds: Int64
+    public var pendingCategories: Int64
+    public var workers: [Worker]
+}
+
+extension FeatureStore {
+    /// Collects the status. Shards are those with counters or streams in Redis (and at least
+    /// `minShards`).
+    public func status(minShards: Int = 0) throws -> FeatureStoreStatus {
+        func scan(_ pattern: String) throws -> [String] {
+            var cursor = "0"
+            var keys: [String] = []
+            repeat {
+                let r = try redis.command(["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"])
+                guard let e = r.elements, e.count == 2 else { break }
+                cursor = e[0].text ?? "0"
+                keys += (e[1].elements ?? []).compactMap(\.text)
+            } while cursor != "0"
+            return keys
+        }
+        let lost = try hash(layout.lost).mapValues { Int64($0) ?? 0 }
+        // Progress keys: prefix:progress:{topic}:{p}
+        let progressPrefix = "\(layout.prefix):progress:"
+        var partitions: [FeatureStoreStatus.Partition] = []
+        let pkeys = try scan(layout.progressPattern)
+        if !pkeys.isEmpty {
+            let values = try redis.pipeline(pkeys.map { ["GET", $0] })
+            for (k, v) in zip(pkeys, values) {
+                let rest = k.dropFirst(progressPrefix.count)
+                guard let colon = rest.lastIndex(of: ":"), let p = Int32(rest[rest.index(after: colon)...]) else { continue }
+                let topic = String(rest[..<colon])
+                partitions.append(.init(topic: topic, partition: p, progress: v.integer ?? 0, highWatermark: nil,
+                                        lowWatermark: nil, lag: nil,
+                                        lostUpstream: lost[FeatureStoreLayout.lostField(topic: topic, partition: p)] ?? 0))
+            }
+        }
+        partitions.sort { ($0.topic, $0.partition) < ($1.topic, $1.partition) }
+        var shardIds = Set(0..<minShards)
+        for pattern in [layout.appendedPattern, "\(layout.prefix):fs:*", "\(layout.prefix):trained:*"] {
+            for k in try scan(pattern) { if let n = Int(k.split(separator: ":").last ?? "") { shardIds.insert(n) } }
+        }
+        var shards: [FeatureStoreStatus.Shard] = []
+        for sh in shardIds.sorted() {
+            let r = try redis.pipeline([["GET", layout.appended(sh)], ["GET", layout.rows(sh)], ["GET", layout.trained(sh)],
+                                        ["XLEN", layout.featureStream(sh)], ["GET", layout.retain(sh)]])
+            let appended = r[0].integer ?? 0, trained = r[2].integer ?? 0
+            shards.append(.init(shard: sh, appended: appended, rows: r[1].integer ?? 0, trained: trained,
+                                pending: appended - trained, streamLength: r[3].integer ?? 0, retain: r[4].text))
+        }
+        let dl = try hash(layout.deadLetterCount).mapValues { Int64($0) ?? 0 }
+        let meta = try dictionaryMeta()
+        let nextId = try redis.command(["GET", layout.dictNextId]).integer ?? 0
+        let snapNext = Int64(meta["snapshot_next_id"] ?? "") ?? nextId
+        var pendingCats: Int64 = 0
+        let pend = try redis.pipeline((0..<26).map { ["HLEN", layout.dictPending(field: $0)] })
+        for r in pend { pendingCats += r.integer ?? 0 }
+        let nowMs = Date().timeIntervalSince1970 * 1000
+        var workers: [FeatureStoreStatus.Worker] = []
+        for (id, json) in try hash(layout.workers) {
+            var info: [String: String] = [:]
+            var age = -1.0
+            if let obj = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] {
+                for (k, v) in obj { info[k] = "\(v)" }
+                if let seen = obj["last_seen_ms"] as? NSNumber { age = (nowMs - seen.doubleValue) / 1000 }
+            }
+            workers.append(.init(id: id, heartbeatAgeSeconds: age, info: info))
+        }
+        workers.sort { $0.id < $1.id }
+        return FeatureStoreStatus(prefix: layout.prefix, partitions: partitions, shards: shards, deadLetters: dl,
+                                  deadLettersTotal: dl.values.reduce(0, +), lostUpstream: lost,
+                                  dictionaryState: meta["state"] ?? "not loaded", dictionaryNextId: nextId,
+                                  snapshotCategories: Int64(meta["snapshot_categories"] ?? "") ?? 0,
+                                  snapshotNextId: snapNext, onlineIds: max(0, nextId - snapNext),
+                                  pendingCategories: pendingCats, workers: workers)
+    }
+}

@@ -1,1 +1,0 @@
-// Featurize worker: Kafka partitions → parsed, encoded batches → feature store.

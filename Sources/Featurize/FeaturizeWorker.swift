@@ -1,0 +1,535 @@
+// FeaturizeWorker: Kafka partitions → parsed, encoded feature batches → Redis feature store.
+//
+// Purpose and limits
+//   * Owns the partitions p ≡ shard (mod shards) of one topic by explicit assignment and resumes
+//     each from its progress in Redis (never from Kafka committed offsets).
+//   * Per partition it builds one commit unit at a time: up to B valid rows (encoded with the
+//     local dictionary cache), the dead letters of the rows refused in between, and rows lost
+//     upstream. A unit is committed when it holds B rows, or `linger` after it started (freshness),
+//     or at shutdown; one Lua script writes it atomically with the partition's new progress.
+//   * Categories missing from the cache get the field's OOV id and are counted; after each commit
+//     the counts go to `FeatureStore.growDictionary` and the cache tails sr:dict:log, so rows in
+//     LATER units use new ids. Rows already encoded keep the OOV id.
+//   * Redis failures: stop consuming, retry the same call with back-off 100 ms → 5 s, log each
+//     outage once and its end; the progress check makes retried commits idempotent.
+//   * Back-pressure: before polling, if any target stream has ≥ maxPending batches not yet
+//     trained, the worker pauses (logs once per pause) until it drops.
+//
+// Threading rule: one thread runs `run()` and owns the consumer, the Redis connection and all
+// state. `stop()` may be called from any thread (or a signal handler via `shouldStop`).
+
+import Features
+import FeatureStore
+import Foundation
+import Streaming
+import Synchronization
+
+public struct FeaturizeOptions: Sendable {
+    public var shard: Int
+    public var shards: Int
+    public var topic: String
+    public var kafka: KafkaConfig
+    public var redisAddress: String
+    public var prefix: String = "sr"
+    public var batchSize: Int = 1024
+    public var linger: Duration = .milliseconds(200)
+    public var maxPending: Int64 = 256
+    public var featureShards: Int = 8
+    /// Consume and count only (the raw-consume ceiling for the benchmark).
+    public var raw: Bool = false
+    /// Stop (after committing everything) once no message arrived for this long.
+    public var untilIdle: Duration? = nil
+    public var statsSource: String = "features.stats"
+    public var workerId: String
+    public var progressEvery: Duration = .seconds(5)
+
+    public init(shard: Int, shards: Int, topic: String, kafka: KafkaConfig, redisAddress: String, workerId: String? = nil) {
+        self.shard = shard; self.shards = shards; self.topic = topic; self.kafka = kafka; self.redisAddress = redisAddress
+        let host = ProcessInfo.processInfo.hostName
+        self.workerId = workerId ?? "featurize-\(shard)of\(shards)@\(host):\(ProcessInfo.processInfo.processIdentifier)"
+    }
+}
+
+/// Totals of one run (also printed as the final JSON line of `streamrec featurize`).
+public struct FeaturizeSummary: Sendable, Codable, Equatable {
+    public var worker: String
+    public var partitions: [Int32]
+    public var messages: Int64 = 0
+    public var rows: Int64 = 0
+    public var batches: Int64 = 0
+    public var deadLetters: Int64 = 0
+    public var lostUpstream: Int64 = 0
+    public var duplicateUnits: Int64 = 0
+    public var onlineIdsLearnt: Int64 = 0
+    public var seconds: Double = 0
+    public var rowsPerSecond: Double = 0
+    public var messagesPerSecond: Double = 0
+    public var raw: Bool = false
+}
+
+/// One owned partition: its offsets and the unit being built.
+final class PartitionState {
+    let partition: Int32
+    let shard: Int
+    var tracker: OffsetTracker
+    let batchSize: Int
+    let ids: UnsafeMutableBufferPointer<Int32>
+    let weights: UnsafeMutableBufferPointer<Float>
+    let labels: UnsafeMutableBufferPointer<Float>
+    // The unit in progress.
+    var unitFirst: Int64
+    var rows = 0
+    var deadLetters: [DeadLetter] = []
+    var lost: Int64 = 0
+    var producedAtMs: Int64 = 0
+    var startedAt: ContinuousClock.Instant? = nil
+    var unknown = CategoryTable(minimumCapacity: 256)
+    /// After a rewind: ignore messages until the one at `tracker.next` arrives.
+    var rewinding = false
+
+    init(partition: Int32, shard: Int, next: Int64, batchSize: Int) {
+        self.partition = partition
+        self.shard = shard
+        self.tracker = OffsetTracker(next: next)
+        self.batchSize = batchSize
+        let f = CriteoSchema.fieldCount
+        ids = .allocate(capacity: batchSize * f)
+        weights = .allocate(capacity: batchSize * f)
+        labels = .allocate(capacity: batchSize)
+        unitFirst = next
+    }
+
+    deinit { ids.deallocate(); weights.deallocate(); labels.deallocate() }
+
+    var hasUnit: Bool { tracker.next > unitFirst || lost > 0 }
+
+    func resetUnit() {
+        unitFirst = tracker.next
+        rows = 0
+        deadLetters.removeAll(keepingCapacity: true)
+        lost = 0
+        producedAtMs = 0
+        startedAt = nil
+        if unknown.count > 0 { unknown = CategoryTable(minimumCapacity: 256) }
+    }
+}
+
+public final class FeaturizeWorker: @unchecked Sendable {
+    public let options: FeaturizeOptions
+    let snapshot: FeatureStats
+    let stopFlag = Atomic<Bool>(false)
+    let shouldStop: (@Sendable () -> Bool)?
+    let log: @Sendable (String) -> Void
+
+    // Owned by the run thread.
+    var redis: RedisConnection!
+    var store: FeatureStore!
+    var cache: DictionaryCache
+    var consumer: KafkaConsumer!
+    var states: [Int32: PartitionState] = [:]
+    var summary: FeaturizeSummary
+    let parser = CriteoParser(labels: .required)
+    var row = CriteoRow()
+    var minT: [Float] = []
+    var invRange: [Float] = []
+    var encodeBuffer: [UInt8] = []
+    var redisDownSince: ContinuousClock.Instant? = nil
+
+    public init(options: FeaturizeOptions, stats: FeatureStats,
+                shouldStop: (@Sendable () -> Bool)? = nil,
+                log: @escaping @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data((line + "\n").utf8)) }) {
+        precondition(options.shards > 0 && options.shard >= 0 && options.shard < options.shards)
+        precondition(options.batchSize > 0 && options.featureShards > 0)
+        self.options = options
+        self.snapshot = stats
+        self.cache = DictionaryCache(snapshot: stats)
+        self.shouldStop = shouldStop
+        self.log = log
+        self.summary = FeaturizeSummary(worker: options.workerId, partitions: [], raw: options.raw)
+        minT = stats.denseMin
+        invRange = (0..<CriteoSchema.denseCount).map { i in
+            stats.denseMax[i] > stats.denseMin[i] ? 1 / (stats.denseMax[i] - stats.denseMin[i]) : 0
+        }
+    }
+
+    /// Asks `run()` to commit what it holds and return. Thread-safe.
+    public func stop() { stopFlag.store(true, ordering: .relaxed) }
+
+    var stopping: Bool { stopFlag.load(ordering: .relaxed) || (shouldStop?() ?? false) }
+
+    func say(_ message: String) { log("featurize[\(options.shard)/\(options.shards)] \(message)") }
+
+    // MARK: Retry funnel
+
+    /// Runs `body` until it succeeds, retrying Redis failures with back-off 100 ms → 5 s.
+    /// Returns nil only when asked to stop while Redis is still failing.
+    func withRedis<T>(_ what: String, _ body: () throws -> T) throws -> T? {
+        var delay = 0.1
+        while true {
+            do {
+                if redis == nil || !redis.isConnected {
+                    if redis == nil {
+                        redis = try RedisConnection(address: options.redisAddress)
+                        store = FeatureStore(redis: redis, prefix: options.prefix)
+                    } else {
+                        try redis.reconnect()
+                    }
+                }
+                let value = try body()
+                if let since = redisDownSince {
+                    say(String(format: "Redis at %@ is back after %.1f s; resuming", options.redisAddress,
+                               Double((ContinuousClock.now - since).components.attoseconds) / 1e18
+                                + Double((ContinuousClock.now - since).components.seconds)))
+                    redisDownSince = nil
+                }
+                return value
+            } catch let error as RedisError {
+                switch error {
+                case .server(let m) where !m.hasPrefix("LOADING") && !m.hasPrefix("BUSY") && !m.hasPrefix("NOSCRIPT"):
+                    throw error
+                default: break
+                }
+                if redisDownSince == nil {
+                    redisDownSince = .now
+                    say("Redis unavailable during \(what): \(error). Consumption paused; retrying with back-off (100 ms → 5 s). No data is lost: the uncommitted unit is retried.")
+                }
+                if stopping { return nil }
+                Thread.sleep(forTimeInterval: delay)
+                delay = min(delay * 2, 5)
+                redis?.close()
+            }
+        }
+    }
+
+    // MARK: Run
+
+    /// Runs until `stop()`/`shouldStop`, or `untilIdle`. Returns the run's totals.
+    @discardableResult
+    public func run() throws -> FeaturizeSummary {
+        let start = ContinuousClock.now
+        var kafkaConfig = options.kafka
+        if kafkaConfig["auto.offset.reset"] == nil { kafkaConfig["auto.offset.reset"] = "earliest" }
+        consumer = try KafkaConsumer(config: kafkaConfig)
+
+        // Partitions (retry until the topic exists and the broker answers).
+        var partitionCount = 0
+        var delay = 0.1
+        var warned = false
+        while partitionCount == 0 {
+            do {
+                partitionCount = try consumer.partitionCount(topic: options.topic, timeout: .seconds(5))
+            } catch {
+                if !warned { say("cannot read metadata of topic \(options.topic) (\(error)); retrying (is the broker up? see `streamrec broker`)"); warned = true }
+                if stopping { return finish(start) }
+                Thread.sleep(forTimeInterval: delay); delay = min(delay * 2, 5)
+            }
+        }
+        let owned = (0..<Int32(partitionCount)).filter { Int($0) % options.shards == options.shard }
+        summary.partitions = owned
+        if owned.isEmpty {
+            say("topic \(options.topic) has \(partitionCount) partitions; none is ≡ \(options.shard) mod \(options.shards): nothing to do")
+        }
+
+        if !options.raw {
+            guard let info = try withRedis("dictionary snapshot load", { try store.loadSnapshot(snapshot, source: options.statsSource) }) else { return finish(start) }
+            say(info.loadedNow ? "loaded the dictionary snapshot (\(info.snapshotCategories) categories) into Redis"
+                               : "dictionary snapshot already in Redis (loaded from \(info.loadedFrom)); using it")
+            guard try withRedis("dictionary sync", { try cache.sync(store) }) != nil else { return finish(start) }
+        }
+        for p in owned {
+            var next: Int64 = 0
+            if !options.raw {
+                guard let n = try withRedis("reading progress", { try store.readProgress(topic: options.topic, partition: p) }) else { return finish(start) }
+                next = n
+            }
+            let st = PartitionState(partition: p, shard: FeatureStoreLayout.shard(partition: p, shards: options.featureShards),
+                                    next: next, batchSize: options.batchSize)
+            states[p] = st
+            if let w = try? consumer.watermarks(topic: options.topic, partition: p, timeout: .seconds(5)) {
+                noteRetention(st, low: w.low)
+            }
+        }
+        try assignAll()
+        say("owns partitions \(owned.map(String.init).joined(separator: ",")) of \(options.topic) "
+            + "(resuming at \(owned.map { "\($0)@\(states[$0]!.tracker.next)" }.joined(separator: " ")))"
+            + (options.raw ? " — RAW mode: consume and count only" : " → feature shards \(Set(states.values.map(\.shard)).sorted())"))
+
+        var lastMessage = ContinuousClock.now
+        var lastHeartbeat = ContinuousClock.now - .seconds(10)
+        var lastProgress = ContinuousClock.now
+        var lastProgressRows: Int64 = 0
+        var lastPressureCheck = ContinuousClock.now - .seconds(10)
+        var lastSync = ContinuousClock.now
+        var lastRetention = ContinuousClock.now
+        var paused = false
+        var pauseStarted = ContinuousClock.now
+        var kafkaErrorsLogged = 0
+        var lastKafkaErrorLog = ContinuousClock.now - .seconds(60)
+        let targetShards = Set(states.values.map(\.shard)).sorted()
+
+        while !stopping {
+            let now = ContinuousClock.now
+            if !options.raw {
+                if now - lastHeartbeat >= .seconds(1) {
+                    lastHeartbeat = now
+                    if try withRedis("heartbeat", { try heartbeat(paused: paused) }) == nil { break }
+                }
+                if now - lastPressureCheck >= .milliseconds(100) {
+                    lastPressureCheck = now
+                    guard let pending = try withRedis("back-pressure check", { try store.pending(shards: targetShards) }) else { break }
+                    let over = pending.filter { $0.value >= options.maxPending }
+                    if !over.isEmpty && !paused {
+                        paused = true; pauseStarted = now
+                        // Commit what we hold so trainers can see it, then pause.
+                        try flushAll(force: true)
+                        say("PAUSED (back-pressure): feature shard(s) \(over.keys.sorted().map { "\($0): \(over[$0]!) pending" }.joined(separator: ", ")) ≥ --max-pending \(options.maxPending); waiting for trainers")
+                    } else if over.isEmpty && paused {
+                        paused = false
+                        say(String(format: "resumed after %.1f s of back-pressure", seconds(now - pauseStarted)))
+                    }
+                }
+                if now - lastSync >= .seconds(1) {
+                    lastSync = now
+                    guard let learnt = try withRedis("dictionary sync", { try cache.sync(store) }) else { break }
+                    summary.onlineIdsLearnt += Int64(learnt)
+                }
+                if now - lastRetention >= .seconds(5) {
+                    lastRetention = now
+                    for s in targetShards { guard try withRedis("retention", { try store.applyRetention(shard: s) }) != nil else { break } }
+                }
+            }
+            if now - lastProgress >= options.progressEvery {
+                let dt = seconds(now - lastProgress)
+                let counted = options.raw ? summary.messages : summary.rows
+                var line = String(format: "%@ %lld (%.0f/s), batches %lld, dead letters %lld, lost upstream %lld",
+                                  options.raw ? "messages" : "rows", counted, Double(counted - lastProgressRows) / dt,
+                                  summary.batches, summary.deadLetters, summary.lostUpstream)
+                if !options.raw, let pending = try? store.pending(shards: targetShards) {
+                    line += ", pending " + targetShards.map { "\($0):\(pending[$0] ?? 0)" }.joined(separator: " ")
+                }
+                if paused { line += " [paused]" }
+                say(line)
+                lastProgress = now
+                lastProgressRows = counted
+            }
+            if paused {
+                Thread.sleep(forTimeInterval: 0.05)
+                continue
+            }
+            let batch: KafkaPollBatch
+            do {
+                batch = try consumer.poll(maxMessages: 4096, timeout: .milliseconds(20))
+            } catch {
+                say("Kafka poll failed: \(error); retrying")
+                Thread.sleep(forTimeInterval: 0.2)
+                continue
+            }
+            if !batch.errors.isEmpty, now - lastKafkaErrorLog >= .seconds(5) {
+                lastKafkaErrorLog = now
+                kafkaErrorsLogged += 1
+                say("Kafka reports \(batch.errors.count) error(s), e.g. \(batch.errors[0].error) — librdkafka keeps reconnecting; consumption continues when the broker is back")
+            }
+            if !batch.messages.isEmpty { lastMessage = now }
+            for m in batch.messages {
+                summary.messages += 1
+                if options.raw { continue }
+                guard let st = states[m.partition] else { continue }
+                try handle(m, st)
+            }
+            if !options.raw { try flushAll(force: false) }
+            if let idle = options.untilIdle, ContinuousClock.now - lastMessage >= idle {
+                say("no data for \(idle); stopping (--until-idle)")
+                break
+            }
+        }
+        if !options.raw {
+            try flushAll(force: true)
+            _ = try? withRedisOnce { try store.removeWorker(options.workerId) }
+        }
+        return finish(start)
+    }
+
+    func withRedisOnce(_ body: () throws -> Void) throws { try body() }
+
+    func finish(_ start: ContinuousClock.Instant) -> FeaturizeSummary {
+        summary.seconds = seconds(ContinuousClock.now - start)
+        summary.rowsPerSecond = summary.seconds > 0 ? Double(summary.rows) / summary.seconds : 0
+        summary.messagesPerSecond = summary.seconds > 0 ? Double(summary.messages) / summary.seconds : 0
+        say(String(format: "stopped: %lld messages, %lld rows in %lld batches, %lld dead letters, %lld lost upstream, %.1f s (%.0f rows/s)",
+                   summary.messages, summary.rows, summary.batches, summary.deadLetters, summary.lostUpstream,
+                   summary.seconds, summary.rowsPerSecond))
+        return summary
+    }
+
+    func assignAll() throws {
+        try consumer.assign(states.values.sorted { $0.partition < $1.partition }.map {
+            KafkaAssignment(topic: options.topic, partition: $0.partition, offset: $0.tracker.next)
+        })
+    }
+
+    func heartbeat(paused: Bool) throws {
+        try store.heartbeat(worker: options.workerId, info: [
+            "shard": options.shard, "shards": options.shards, "topic": options.topic,
+            "partitions": summary.partitions.map { Int($0) }, "rows": summary.rows, "batches": summary.batches,
+            "dead_letters": summary.deadLetters, "lost": summary.lostUpstream, "paused": paused,
+            "pid": Int(ProcessInfo.processInfo.processIdentifier),
+        ])
+    }
+
+    /// Counts offsets dropped by retention before we read them — loudly, never silently.
+    func noteRetention(_ st: PartitionState, low: Int64) {
+        let from = st.tracker.next
+        let lost = st.tracker.retention(lowWatermark: low)
+        guard lost > 0 else { return }
+        if st.startedAt == nil { st.startedAt = .now }
+        st.lost += lost
+        summary.lostUpstream += lost
+        say("RETENTION GAP on \(options.topic)/\(st.partition): need offset \(from) but the broker's earliest retained offset is \(low); "
+            + "\(lost) rows were LOST UPSTREAM (deleted by Kafka retention before any worker read them). "
+            + "Counted in \(options.prefix):lost; continuing at \(low). Increase retention or add featurize workers.")
+    }
+
+    // MARK: Per message
+
+    func handle(_ m: KafkaMessage, _ st: PartitionState) throws {
+        // A full unit that could not be committed (stopping while Redis is down): take nothing more.
+        if st.rows >= st.batchSize { return }
+        switch st.tracker.classify(m.offset) {
+        case .duplicate: return
+        case .inOrder: st.rewinding = false
+        case .jump where st.rewinding:
+            // Still the pre-rewind prefetch, unless the rewind target itself fell out of retention.
+            guard let low = try? consumer.watermarks(topic: options.topic, partition: st.partition, timeout: .seconds(5)).low,
+                  low > st.tracker.next else { return }
+            st.rewinding = false
+            noteRetention(st, low: min(low, m.offset))
+            st.tracker.skip(to: m.offset)
+        case .jump:
+            // Retention, or offsets without messages? Ask the broker.
+            var low: Int64? = nil
+            for _ in 0..<3 where low == nil {
+                low = try? consumer.watermarks(topic: options.topic, partition: st.partition, timeout: .seconds(5)).low
+            }
+            if let low, low <= st.tracker.next {
+                say("offsets \(st.tracker.next)..<\(m.offset) of \(options.topic)/\(st.partition) carry no message (compaction or transaction markers; low watermark \(low)); covering them")
+            } else if let low { noteRetention(st, low: min(low, m.offset)) }
+            else { say("offset jump on \(options.topic)/\(st.partition) from \(st.tracker.next) to \(m.offset) and the watermarks are unavailable; treating the missing offsets as lost upstream"); noteRetention(st, low: m.offset) }
+            st.tracker.skip(to: m.offset)
+        }
+        st.tracker.consume(m.offset)
+        if st.startedAt == nil { st.startedAt = .now }
+        if let ts = m.timestampMs, ts > 0, st.producedAtMs == 0 || ts < st.producedAtMs { st.producedAtMs = ts }
+        let ok: RowRejection? = m.value.withUnsafeBytes { raw in
+            do throws(RowRejection) { try parser.parse(raw, into: &row); return nil } catch { return error }
+        }
+        if let rejection = ok {
+            st.deadLetters.append(DeadLetter(raw: m.value, offset: m.offset, reason: rejection.reason.rawValue, detail: rejection.detail))
+        } else {
+            encodeRow(into: st)
+            if st.rows == st.batchSize { try commit(st) }
+        }
+    }
+
+    /// `FeatureEncoder` semantics, plus counting of categories missing from the cache.
+    @inline(__always)
+    func encodeRow(into st: PartitionState) {
+        let f = CriteoSchema.fieldCount, d = CriteoSchema.denseCount
+        let ids = st.ids.baseAddress! + st.rows * f
+        let weights = st.weights.baseAddress! + st.rows * f
+        for i in 0..<d {
+            let x = row.dense[i]
+            if x.isNaN {
+                ids[i] = FeatureIdLayout.denseMissingId(i)
+                weights[i] = 1
+            } else {
+                ids[i] = FeatureIdLayout.denseValueId(i)
+                var w = (DenseTransform.transform(x) - minT[i]) * invRange[i]
+                w = w < 0 ? 0 : (w > 1 ? 1 : w)
+                weights[i] = w
+            }
+        }
+        _ = row.withCategoryBytes { (j, bytes) -> Void? in
+            if let id = cache.id(field: j, bytes: bytes) {
+                ids[d + j] = id
+            } else {
+                ids[d + j] = FeatureIdLayout.oovId(j)
+                st.unknown.addCount(field: j, bytes: bytes)
+            }
+            weights[d + j] = 1
+            return nil
+        }
+        st.labels[st.rows] = row.label ?? 0
+        st.rows += 1
+    }
+
+    // MARK: Commit
+
+    func flushAll(force: Bool) throws {
+        let now = ContinuousClock.now
+        for st in states.values where st.hasUnit {
+            if force || (st.startedAt.map { now - $0 >= options.linger } ?? true) { try commit(st) }
+        }
+    }
+
+    func commit(_ st: PartitionState) throws {
+        guard st.hasUnit else { return }
+        let last = st.tracker.next - 1
+        var encoded: [UInt8]? = nil
+        if st.rows > 0 {
+            let source = FeatureBatchSource(topic: options.topic, partition: st.partition, firstOffset: st.unitFirst,
+                                            lastOffset: last, rejectedRows: st.deadLetters.count, producedAtMs: st.producedAtMs)
+            let f = CriteoSchema.fieldCount
+            FeatureBatchCodec.encode(fieldCount: f, rows: st.rows,
+                                     ids: UnsafeBufferPointer(rebasing: st.ids[0..<(st.rows * f)]),
+                                     weights: UnsafeBufferPointer(rebasing: st.weights[0..<(st.rows * f)]),
+                                     labels: UnsafeBufferPointer(rebasing: st.labels[0..<st.rows]),
+                                     source: source, into: &encodeBuffer)
+            encoded = encodeBuffer
+        }
+        let unit = CommitUnit(topic: options.topic, partition: st.partition, firstOffset: st.unitFirst, lastOffset: last,
+                              shard: st.shard, encodedBatch: encoded, rows: st.rows, deadLetters: st.deadLetters,
+                              lostRows: st.lost, worker: options.workerId)
+        let outcome: CommitOutcome?
+        do {
+            outcome = try withRedis("commit of \(options.topic)/\(st.partition) [\(unit.firstOffset), \(last)]") { try store.commit(unit) }
+        } catch FeatureStoreError.gap(_, _, let progress, _) {
+            say("commit gap on \(options.topic)/\(st.partition): Redis progress is \(progress) but this unit starts at \(unit.firstOffset) "
+                + "(Redis lost recent writes?); rewinding the partition to \(progress) and re-reading")
+            st.tracker.rewind(to: progress)
+            st.resetUnit()
+            st.rewinding = true
+            try assignAll()
+            return
+        }
+        guard let outcome else {
+            say("stopping while Redis is unavailable: \(options.topic)/\(st.partition) [\(unit.firstOffset), \(last)] was not committed and will be re-read on restart")
+            return
+        }
+        switch outcome {
+        case .committed:
+            if st.rows > 0 { summary.batches += 1 }
+            summary.rows += Int64(st.rows)
+            summary.deadLetters += Int64(st.deadLetters.count)
+        case .duplicate(let progress):
+            summary.duplicateUnits += 1
+            say("unit \(options.topic)/\(st.partition) [\(unit.firstOffset), \(last)] was already committed (progress \(progress)); skipped as a duplicate")
+        }
+        // Online dictionary growth from this unit's unknown categories.
+        if st.unknown.count > 0 {
+            var counts: [CategoryCount] = []
+            counts.reserveCapacity(st.unknown.count)
+            for e in 0..<st.unknown.count {
+                counts.append(CategoryCount(field: st.unknown.field(at: e), bytes: Array(st.unknown.bytes(at: e)), count: st.unknown.counts[e]))
+            }
+            let assigned = try withRedis("dictionary growth") { try store.growDictionary(counts: counts) }
+            if let assigned, assigned.contains(where: { $0 != nil }) {
+                if let learnt = try withRedis("dictionary sync", { try cache.sync(store) }) { summary.onlineIdsLearnt += Int64(learnt) }
+            }
+        }
+        st.resetUnit()
+    }
+}
+
+func seconds(_ d: Duration) -> Double {
+    Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+}
