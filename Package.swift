@@ -46,12 +46,13 @@ let package = Package(
         .target(name: "Streaming", dependencies: ["CRdKafka", "CHiredis"]),
         .target(name: "FeatureStore", dependencies: ["Features", "Streaming"]),
         .target(name: "Featurize", dependencies: ["Features", "Streaming", "FeatureStore"]),
+        .target(name: "TrainerService", dependencies: ["Training", "FeatureStore", "Streaming", "Cluster", "Features", "Models", "Checkpoint"]),
         .target(name: "Serving", dependencies: ["Features", "Models", "Checkpoint", "Training"]),
         // Fixtures shared by the test targets (redis-server, subprocesses, ports, the binary).
         .target(name: "TestSupport", dependencies: ["Streaming"]),
         .executableTarget(name: "streamrec", dependencies: [
             "Numerics", "Features", "Models", "Training", "Checkpoint", "Cluster", "Streaming",
-            "FeatureStore", "Featurize", "Serving",
+            "FeatureStore", "Featurize", "Serving", "TrainerService",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             "Yams",
         ], path: "Sources/CLI"),
@@ -63,7 +64,7 @@ let package = Package(
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Numerics"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Features", "Checkpoint", "Numerics"]),
         .testTarget(name: "NativeTests", dependencies: ["Cluster", "Streaming", "TestSupport"]),
-        .testTarget(name: "ClusterTests", dependencies: ["TestSupport", "streamrec"]),
+        .testTarget(name: "ClusterTests", dependencies: ["TestSupport", "streamrec", "Features", "FeatureStore", "Streaming"]),
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "Features", "Streaming", "TestSupport"]),
         .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "TestSupport", "streamrec"]),
         .testTarget(name: "ServingTests", dependencies: ["Serving", "Training", "Models", "Features", "Checkpoint", "TestSupport"]),

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Numerics
 import Training
+import Cluster
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -33,6 +34,7 @@ struct BenchTrain: ParsableCommand {
     func run() throws {
         let cfg = try model.load()
         BLAS.setThreads(threads)
+        if ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil { return try runParallel(cfg) }
         let result = runTrainBenchmark(config: cfg.model, preset: model.preset ?? "large",
                                        batchSize: cfg.train.batchSize, steps: steps)
         if json {
@@ -53,6 +55,33 @@ struct BenchTrain: ParsableCommand {
                          result.sgemmShape.map(String.init).joined(separator: "×"), result.ratio,
                          result.stepMilliseconds, Double(result.residentBytes) / 1048576,
                          Double(result.modelStateBytes) / 1048576, result.memoryRatio, result.sparseRows))
+        }
+    }
+}
+
+extension BenchTrain {
+    /// Under mpirun: data-parallel steps through the real MPI exchange; rank 0 prints.
+    func runParallel(_ cfg: ConfigFile) throws {
+        _ = try MPI.initialize(required: .funneled)
+        defer { try? MPI.finalize() }
+        let world = try MPI.world()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("streamrec-bench-ckpt-\(getpid())")
+        let r = try runParallelTrainBenchmark(config: cfg.model, preset: model.preset ?? "large", batchSize: cfg.train.batchSize,
+                                              steps: steps, communicator: world, checkpointDir: dir)
+        guard world.rank == 0 else { return }
+        if json {
+            let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
+            print(String(decoding: try enc.encode(r), as: UTF8.self))
+        } else {
+            print(String(format: """
+            preset %@  ranks %d  batch %d per rank  steps %d
+            samples/s            %.0f
+            step                 %.1f ms   (communication %.1f%%)
+            sgemm GFLOP/s        %.1f per rank with all ranks running (%.1f total)
+            checkpoint           %.2f s to write %.1f MiB in the background; training stalled %.3f s (%.2f steps)
+            """, r.preset, r.ranks, r.batchSizePerRank, r.steps, r.samplesPerSecond, r.stepMilliseconds,
+                         100 * r.communicationShare, r.sgemmGFLOPSPerRankConcurrent, r.sgemmGFLOPSTotal,
+                         r.checkpointWriteSeconds, Double(r.checkpointBytes) / 1048576, r.checkpointStallSeconds, r.checkpointStallSteps))
         }
     }
 }

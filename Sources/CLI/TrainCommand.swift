@@ -6,9 +6,10 @@ import Features
 import Models
 import Numerics
 import Training
+import TrainerService
 
 enum SourceKind: String, ExpressibleByArgument, CaseIterable {
-    case file
+    case file, redis
 }
 
 struct Train: ParsableCommand {
@@ -41,12 +42,19 @@ struct Train: ParsableCommand {
     @Option(help: "Override train.min_frequency for the statistics pass.") var minFrequency: Int?
     @Option(help: "Stop once no data has arrived for this many seconds.") var untilIdle: Double?
     @Flag(help: "Run as MPI ranks even if mpirun's environment is not detected.") var mpi = false
+    @Option(help: "Redis feature store HOST:PORT (--source redis).") var redis: String = "127.0.0.1:6379"
+    @Option(help: "Key prefix of the feature store.") var prefix: String = "sr"
+    @Option(help: "Feature shards (streams) in the store; must match the featurize workers.") var featureShards: Int = 8
+    @Flag(help: "Join a running job (launch with its own `mpirun -np 1 --ompi-server file:URI`).") var join = false
+    @Flag(help: "Ignore existing checkpoints and start a new model (--source redis resumes by default).") var fresh = false
 
     func validate() throws {
-        if source == .file && data == nil { throw ValidationError("--source file needs --data FILE") }
+        if source == .file && data == nil && !join { throw ValidationError("--source file needs --data FILE") }
+        if join && source != .redis { throw ValidationError("--join works with --source redis") }
+        if featureShards < 1 { throw ValidationError("--feature-shards must be at least 1") }
     }
 
-    var runsUnderMPI: Bool { mpi || ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil }
+    var runsUnderMPI: Bool { mpi || source == .redis || ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil }
 
     func run() throws {
         var cfg = try model.load()
@@ -57,7 +65,9 @@ struct Train: ParsableCommand {
         if let minFrequency { cfg.train.minFrequency = minFrequency }
         BLAS.setThreads(cfg.train.blasThreads)
         let stop = StopSignal { sig in log("received signal \(sig): finishing the step, then checkpointing and stopping") }
-        if runsUnderMPI {
+        if source == .redis {
+            try runOnline(cfg, stop: stop)
+        } else if runsUnderMPI {
             try runMPI(cfg, stop: stop)
         } else {
             try runSingle(cfg, stop: stop)
@@ -120,6 +130,34 @@ struct Train: ParsableCommand {
         log(String(format: "rank %d/%d: %d steps, parameters fnv1a64=%016llx, communication %.1f%% of step time",
                    rank, size, s.steps, wd.parameterDigest(), 100 * s.communicationSeconds / max(s.communicationSeconds + s.computeSeconds, 1e-9)))
         if rank == 0 { log(summaryLine(s)) }
+    }
+}
+
+extension Train {
+    /// The resident online trainer: Redis feature streams, resume, dynamic join, leave.
+    func runOnline(_ cfg: ConfigFile, stop: StopSignal) throws {
+        _ = try MPI.initialize(required: .funneled)
+        defer { try? MPI.finalize() }
+        var options = OnlineTrainerOptions(redisAddress: redis, checkpointDir: URL(fileURLWithPath: checkpointDir))
+        options.prefix = prefix
+        options.shardCount = featureShards
+        options.untilIdle = untilIdle
+        options.resume = !fresh
+        let trainer: OnlineTrainer
+        if join {
+            trainer = try OnlineTrainer.join(settings: cfg.train, options: options) { log($0) }
+        } else {
+            let world = try MPI.world()
+            let featureStats: FeatureStats? = try world.rank == 0 ? stats.map { try FeatureStats.read(from: URL(fileURLWithPath: $0)) } : nil
+            trainer = try OnlineTrainer.start(world: world, config: cfg.model, stats: featureStats, settings: cfg.train,
+                                              options: options) { log($0) }
+        }
+        trainer.signalled = { stop.isRaised }
+        let s = try trainer.run()
+        log(String(format: "rank: %d steps, parameters fnv1a64=%016llx, communication %.1f%% of step time (%@)",
+                   s.steps, trainer.trainer.model.parameterDigest(),
+                   100 * s.communicationSeconds / max(s.communicationSeconds + s.computeSeconds, 1e-9), s.stopReason))
+        if trainer.trainer.exchange.isCoordinator { log(summaryLine(s)) }
     }
 }
 

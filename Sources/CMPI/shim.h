@@ -39,3 +39,5 @@ static inline int streamrec_mpi_thread_serialized(void) { return MPI_THREAD_SERI
 static inline int streamrec_mpi_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }
 
 #endif
+
+static inline int streamrec_mpi_undefined(void) { return MPI_UNDEFINED; }

@@ -243,6 +243,9 @@ public struct Communicator: @unchecked Sendable {
     /// True for an intercommunicator (two groups joined by accept/connect).
     public var isIntercommunicator: Bool { remoteSize != nil }
 
+    /// MPI_COMM_WORLD or MPI_COMM_SELF (cannot be freed or disconnected).
+    public var isPredefined: Bool { !owned }
+
     private func precheck(_ operation: String) throws(MPIError) {
         try MPI.requireInitialized(operation)
     }
@@ -442,6 +445,26 @@ public struct Communicator: @unchecked Sendable {
         guard isIntercommunicator else { throw .usage("MPI_Intercomm_merge", "not an intercommunicator") }
         var out = streamrec_mpi_comm_null()
         try check(MPI_Intercomm_merge(handle, high ? 1 : 0, &out), "MPI_Intercomm_merge")
+        return try Communicator(wrapping: out!, owned: true)
+    }
+
+    /// `MPI_Comm_disconnect`: collective over the communicator; waits for pending traffic and
+    /// severs the connection between the groups (needed before a dynamically joined process
+    /// can finalize and exit on its own).
+    public func disconnect() throws(MPIError) {
+        try precheck("MPI_Comm_disconnect")
+        guard owned else { throw .usage("MPI_Comm_disconnect", "MPI_COMM_WORLD and MPI_COMM_SELF cannot be disconnected") }
+        var h: MPI_Comm? = handle
+        try check(MPI_Comm_disconnect(&h), "MPI_Comm_disconnect")
+    }
+
+    /// `MPI_Comm_split` where this rank may opt out (`color` nil → MPI_UNDEFINED): returns nil
+    /// for the ranks that opted out.
+    public func split(color: Int32?, key: Int32) throws(MPIError) -> Communicator? {
+        try precheck("MPI_Comm_split")
+        var out = streamrec_mpi_comm_null()
+        try check(MPI_Comm_split(handle, color ?? streamrec_mpi_undefined(), key, &out), "MPI_Comm_split")
+        if out == streamrec_mpi_comm_null() { return nil }
         return try Communicator(wrapping: out!, owned: true)
     }
 

@@ -7,11 +7,14 @@ public struct SourcedBatch: Sendable {
     public var epoch: Int
     /// Stream positions *after* this batch (e.g. file line, Redis stream id), for the manifest.
     public var positions: [String: String]
+    /// When the batch's oldest row was produced (ms since the epoch; 0 if unknown): freshness.
+    public var producedAtMs: Int64
 
-    public init(batch: FeatureBatch, epoch: Int, positions: [String: String]) {
+    public init(batch: FeatureBatch, epoch: Int, positions: [String: String], producedAtMs: Int64 = 0) {
         self.batch = batch
         self.epoch = epoch
         self.positions = positions
+        self.producedAtMs = producedAtMs
     }
 }
 

@@ -45,4 +45,7 @@ public final class CheckpointWriter: @unchecked Sendable {
     }
 
     public var written: [(url: URL, seconds: Double)] { lock.withLock { _written } }
+
+    /// True when no write is in flight.
+    public var isIdle: Bool { group.wait(timeout: .now()) == .success }
 }

@@ -139,3 +139,120 @@ public func runTrainBenchmark(config: WideDeepConfig, preset: String, batchSize:
         memoryRatio: Double(rss) / Double(model.parameterBytes), sparseRows: model.sparseRowCount,
         blasThreads: BLAS.threads)
 }
+
+// MARK: - Data-parallel benchmark (run under mpirun)
+
+import Cluster
+import Checkpoint
+
+public struct ParallelBenchmarkResult: Codable, Sendable {
+    public var preset: String
+    public var ranks: Int
+    public var batchSizePerRank: Int
+    public var steps: Int
+    public var seconds: Double
+    public var samplesPerSecond: Double
+    public var stepMilliseconds: Double
+    public var communicationShare: Double
+    /// sgemm GFLOP/s of one rank while every rank runs sgemm at the same time.
+    public var sgemmGFLOPSPerRankConcurrent: Double
+    public var sgemmGFLOPSTotal: Double
+    public var checkpointWriteSeconds: Double
+    public var checkpointStallSeconds: Double
+    public var checkpointStallSteps: Double
+    public var checkpointBytes: Int
+
+    enum CodingKeys: String, CodingKey {
+        case preset, ranks, steps, seconds
+        case batchSizePerRank = "batch_size_per_rank", samplesPerSecond = "samples_per_s", stepMilliseconds = "step_ms"
+        case communicationShare = "communication_share"
+        case sgemmGFLOPSPerRankConcurrent = "sgemm_gflops_per_rank_concurrent", sgemmGFLOPSTotal = "sgemm_gflops_total"
+        case checkpointWriteSeconds = "checkpoint_write_s", checkpointStallSeconds = "checkpoint_stall_s"
+        case checkpointStallSteps = "checkpoint_stall_steps", checkpointBytes = "checkpoint_bytes"
+    }
+}
+
+/// Every rank trains on its own synthetic batches through the real MPI exchange; rank 0 also
+/// writes one checkpoint in the background mid-run to measure its cost and the stall it causes.
+public func runParallelTrainBenchmark(config: WideDeepConfig, preset: String, batchSize: Int, steps: Int,
+                                      communicator comm: Communicator, checkpointDir: URL) throws -> ParallelBenchmarkResult {
+    let batches = syntheticEncodedBatches(count: 16, batchSize: batchSize, fieldCount: config.fieldCount,
+                                          seed: 7 &+ UInt64(comm.rank) &* 7919)
+    let model = WideDeepModel(config: config)
+    let ws = model.makeWorkspace(capacity: batchSize), grads = model.makeGradients()
+    let exchange = MPIGradientExchange(communicator: comm)
+    exchange.setEmbeddingWidth(config.embeddingSize)
+    func step(_ i: Int) throws -> (comm: Double, total: Double) {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        _ = try exchange.agree(StepSignals(samples: batchSize, active: 1))
+        model.computeGradients(batches[i % batches.count], workspace: ws, into: grads)
+        let t1 = DispatchTime.now().uptimeNanoseconds
+        try exchange.combine(grads)
+        let t2 = DispatchTime.now().uptimeNanoseconds
+        model.applyGradients(dense: grads.dense.buffer, ids: grads.ids, deepRowGrads: grads.deepRows,
+                             wideRowGrads: grads.wideRows, totalSamples: grads.sampleCount)
+        let t3 = DispatchTime.now().uptimeNanoseconds
+        return (Double(t2 - t1) / 1e9, Double(t3 - t0) / 1e9)
+    }
+    // Warm up (and touch most of the vocabulary).
+    vocabularySweep(batchSize: batchSize, fieldCount: config.fieldCount) { b in
+        _ = try? exchange.agree(StepSignals(samples: b.count, active: 1))
+        model.computeGradients(b, workspace: ws, into: grads)
+        try? exchange.combine(grads)
+        model.applyGradients(dense: grads.dense.buffer, ids: grads.ids, deepRowGrads: grads.deepRows,
+                             wideRowGrads: grads.wideRows, totalSamples: grads.sampleCount)
+    }
+    try comm.barrier()
+    var commSeconds = 0.0, stepTimes: [Double] = []
+    let start = DispatchTime.now().uptimeNanoseconds
+    for i in 0..<steps {
+        let (c, t) = try step(i)
+        commSeconds += c
+        stepTimes.append(t)
+    }
+    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    let meanStep = seconds / Double(steps)
+
+    // Checkpoint cost: rank 0 snapshots on the trainer thread (a stall for everyone, since
+    // steps are synchronous), then training continues while the write runs in the background;
+    // the extra time of those steps over the mean step is the rest of the stall.
+    var stall = 0.0, write = 0.0, bytes = 0
+    let store = CheckpointStore(directory: checkpointDir, keep: 1)
+    let writer = CheckpointWriter(store: store) { _ in }
+    let s0 = DispatchTime.now().uptimeNanoseconds
+    if comm.rank == 0 {
+        try? FileManager.default.removeItem(at: checkpointDir)
+        writer.submit(WideDeepCheckpoint.snapshot(model: model, stats: FeatureStatsBuilder().build(minFrequency: 1),
+                                                  record: .init(step: model.step, samplesTrained: 0, wallTimeSeconds: seconds)))
+    }
+    var during = 0, i = steps
+    while true {
+        let done = comm.rank == 0 && writer.isIdle
+        if try exchange.agree(StepSignals(stop: done ? 1 : 0)).stop > 0 { break }
+        _ = try step(i); i += 1; during += 1
+    }
+    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - s0) / 1e9
+    stall = max(0, elapsed - Double(during) * meanStep)
+    if comm.rank == 0 {
+        try writer.finish()
+        write = writer.written.last?.seconds ?? 0
+        if let url = writer.written.last?.url {
+            bytes = (try? FileManager.default.attributesOfItem(atPath: url.appendingPathComponent("model.safetensors").path)[.size] as? Int) ?? 0
+        }
+        try? FileManager.default.removeItem(at: checkpointDir)
+    }
+    stall = try comm.allreduce(stall, .max)
+    try comm.barrier()
+    // sgemm with every rank running it at once: what the machine gives N processes.
+    let shape = [batchSize, config.deepLayers[0], config.deepInputWidth]
+    let sgemm = measureSGEMM(m: shape[0], n: shape[1], k: shape[2], seconds: 2)
+    let sgemmTotal = try comm.allreduce(sgemm, .sum)
+    let sgemmMean = sgemmTotal / Double(comm.size)
+    let commMax = try comm.allreduce(commSeconds, .max)
+    return ParallelBenchmarkResult(
+        preset: preset, ranks: comm.size, batchSizePerRank: batchSize, steps: steps, seconds: seconds,
+        samplesPerSecond: Double(steps * batchSize * comm.size) / seconds, stepMilliseconds: meanStep * 1000,
+        communicationShare: commMax / seconds, sgemmGFLOPSPerRankConcurrent: sgemmMean, sgemmGFLOPSTotal: sgemmTotal,
+        checkpointWriteSeconds: write, checkpointStallSeconds: stall, checkpointStallSteps: stall / meanStep,
+        checkpointBytes: bytes)
+}

@@ -74,12 +74,22 @@ public struct TrainSummary: Sendable {
     public var stopReason: String
 }
 
+/// What a step boundary did to the membership of the job.
+public enum BoundaryOutcome: Sendable {
+    /// Nothing changed: run the step.
+    case unchanged
+    /// Ranks joined or left: the step's local batches are dropped (not trained, positions not
+    /// advanced, so their shards' new owners read them again) and the step is agreed anew.
+    case changed
+    /// This participant left the job.
+    case left
+}
+
 /// Hooks the MPI launcher plugs into the loop (dynamic join, leaving, shard reassignment).
 public protocol StepBoundaryHandler: AnyObject {
-    /// Called on every participant after the step agreement, before the step runs; may replace
-    /// the exchange's communicator (admit joiners, drop leavers). Returns false if this
-    /// participant must stop training (it left the job).
-    func handle(_ agreed: StepSignals, trainer: Trainer) throws -> Bool
+    /// Called on every participant after the step agreement when a join or leave is pending;
+    /// may replace the exchange's communicator and reassign shards.
+    func handle(_ agreed: StepSignals, trainer: Trainer) throws -> BoundaryOutcome
     /// Rank 0's view: joiners waiting right now (polled once per step).
     func joinersWaiting() -> Int
     /// Whether this participant wants to leave at the next boundary.
@@ -92,7 +102,7 @@ public protocol StepBoundaryHandler: AnyObject {
 /// when stopping.
 public final class Trainer {
     public let model: WideDeepModel
-    public let stats: FeatureStats
+    public private(set) var stats: FeatureStats
     public let settings: TrainSettings
     public let source: BatchSource
     public let exchange: GradientExchange
@@ -109,8 +119,13 @@ public final class Trainer {
     /// Called after every applied step with the local batch's source info (e.g. to replicate
     /// Redis stream positions); returns the positions to record for the checkpoint.
     public var afterStep: ((SourcedBatch?) throws -> Void)?
+    /// Called before each checkpoint snapshot (rank 0) to pick up dictionary growth, so the
+    /// checkpoint's `features.stats` encodes every id the model has seen.
+    public var refreshStats: (() throws -> FeatureStats)?
+    /// Called (rank 0) after each checkpoint snapshot is handed to the writer.
+    public var afterCheckpoint: (() -> Void)?
     private var validation = ProgressiveValidation()
-    private var wallTimeBefore: Double
+    public var wallTimeBefore: Double
     private var writer: CheckpointWriter?
 
     public init(model: WideDeepModel, stats: FeatureStats, settings: TrainSettings, source: BatchSource,
@@ -139,6 +154,7 @@ public final class Trainer {
         var lastData = Date()
         var epoch = 1
         var exhausted = false
+        var leftJob = false
         var stopReason = "input exhausted"
         while true {
             // 1. What this participant has for the step.
@@ -159,10 +175,15 @@ public final class Trainer {
             let t0 = Date()
             let agreed = try exchange.agree(signals)
             comm += Date().timeIntervalSince(t0)
-            if let h = boundaryHandler, agreed.joinWaiting > 0 || agreed.leaving > 0 {
-                if try !h.handle(agreed, trainer: self) { stopReason = "left the job"; break }
-            }
             if agreed.stop > 0 { stopReason = "stop requested"; break }
+            if let h = boundaryHandler, agreed.joinWaiting > 0 || agreed.leaving > 0 {
+                switch try h.handle(agreed, trainer: self) {
+                case .unchanged: break
+                case .changed: continue
+                case .left: stopReason = "left the job"; leftJob = true
+                }
+                if leftJob { break }
+            }
             if agreed.samples == 0 {
                 if agreed.active == 0 { break }
                 if let untilIdle, Date().timeIntervalSince(lastData) >= untilIdle {
@@ -210,7 +231,7 @@ public final class Trainer {
                 lastCheckpointStep = model.step
             }
         }
-        if exchange.isCoordinator, steps > 0 || lastCheckpointStep < 0, lastCheckpointStep != model.step, writer != nil {
+        if exchange.isCoordinator, !leftJob, steps > 0 || lastCheckpointStep < 0, lastCheckpointStep != model.step, writer != nil {
             stall += checkpoint(start: start, wide: lastWide, deep: lastDeep)
         }
         try writer?.finish()
@@ -226,6 +247,10 @@ public final class Trainer {
     private func checkpoint(start: Date, wide: Double, deep: Double) -> Double {
         guard let writer else { return 0 }
         let t0 = Date()
+        if let refreshStats {
+            do { stats = try refreshStats() } catch { log("checkpoint: could not refresh the dictionary (\(error)); using the last known one") }
+        }
+        defer { afterCheckpoint?() }
         var metrics: [String: Double] = ["wide_loss": wide, "deep_loss": deep, "pv_logloss": validation.logLoss]
         if let auc = validation.auc { metrics["pv_auc"] = auc }
         let record = WideDeepCheckpoint.Record(step: model.step, samplesTrained: samplesTrained,

@@ -1,0 +1,291 @@
+import Foundation
+import Checkpoint
+import Cluster
+import Features
+import FeatureStore
+import Models
+import Streaming
+import Training
+
+/// Everything a rank needs to join the training state of a job: broadcast from rank 0 at start
+/// (fresh or resumed from a checkpoint) and to every newly admitted rank.
+struct ClusterState: Codable {
+    var config: WideDeepConfig
+    var step: Int
+    var samplesTrained: Int
+    var wallTimeSeconds: Double
+    /// Feature shard → last trained stream id.
+    var positions: [String: String]
+    var shardCount: Int
+    var stats: [UInt8]
+}
+
+/// Trainer-side Redis keys (beside the feature store's `FeatureStoreLayout`).
+public struct TrainerKeys: Sendable {
+    public let prefix: String
+    public init(prefix: String) { self.prefix = prefix }
+    /// The MPI port rank 0 accepts joiners on (MPI_Open_port), published for `--join`.
+    public var port: String { "\(prefix):train:port" }
+    /// Joiners waiting to be accepted (INCR by a joiner, DECR by rank 0 after accepting).
+    public var joiners: String { "\(prefix):train:joiners" }
+    /// Rank 0's heartbeat: JSON with step, samples, ranks, shard assignment.
+    public var status: String { "\(prefix):train:status" }
+}
+
+public struct OnlineTrainerOptions: Sendable {
+    public var redisAddress: String
+    public var prefix = "sr"
+    public var shardCount = 8
+    public var checkpointDir: URL
+    public var untilIdle: Double?
+    /// Resume from the newest checkpoint in `checkpointDir` if there is one.
+    public var resume = true
+    /// Accept dynamically joining ranks (rank 0 opens an MPI port and publishes it in Redis).
+    public var acceptJoins = true
+    public init(redisAddress: String, checkpointDir: URL) {
+        self.redisAddress = redisAddress
+        self.checkpointDir = checkpointDir
+    }
+}
+
+/// The resident MPI online trainer: reads feature shards from Redis, trains data-parallel,
+/// replicates stream positions every step, checkpoints on rank 0, admits joining ranks and lets
+/// ranks leave at step boundaries. One instance per rank, driven by the MPI-owning thread.
+public final class OnlineTrainer: StepBoundaryHandler {
+    public let options: OnlineTrainerOptions
+    let settings: TrainSettings
+    let keys: TrainerKeys
+    let redis: RedisConnection
+    let reader: FeatureStreamReader
+    let store: FeatureStore
+    let exchange: MPIGradientExchange
+    var comm: Communicator
+    /// The communicator this rank got from mpirun (never disconnected).
+    let world: Communicator
+    var port: String?
+    let source: RedisBatchSource
+    let model: WideDeepModel
+    var dictionary: DictionaryCache
+    let log: @Sendable (String) -> Void
+    var state: ClusterState
+    /// Set by the signal handler: rank 0 stops the job, other ranks leave it.
+    public var signalled: () -> Bool = { false }
+    public private(set) var trainer: Trainer!
+
+    /// Rank-0-decides start: rank 0 loads the newest checkpoint (or builds a fresh model from
+    /// `config` and `stats`) and broadcasts the state; every rank returns ready to run.
+    public static func start(world: Communicator, config: WideDeepConfig, stats: FeatureStats?, settings: TrainSettings,
+                             options: OnlineTrainerOptions, log: @escaping @Sendable (String) -> Void) throws -> OnlineTrainer {
+        var state: ClusterState?
+        var model: WideDeepModel?
+        if world.rank == 0 {
+            let ckpts = CheckpointStore(directory: options.checkpointDir, keep: settings.keepCheckpoints)
+            if options.resume, let latest = ckpts.latest() {
+                let loaded = try WideDeepCheckpoint.load(latest)
+                log("resuming from \(latest.path): step \(loaded.manifest.step), \(loaded.manifest.samplesTrained) samples, positions \(loaded.manifest.streamPositions.sorted { $0.key < $1.key })")
+                model = loaded.model
+                state = ClusterState(config: loaded.model.config, step: loaded.manifest.step, samplesTrained: loaded.manifest.samplesTrained,
+                                     wallTimeSeconds: loaded.manifest.wallTimeSeconds, positions: loaded.manifest.streamPositions,
+                                     shardCount: options.shardCount, stats: loaded.stats.serialized())
+            } else {
+                guard let stats else { throw CheckpointLoadError("no checkpoint to resume from and no --stats FILE for a fresh start") }
+                model = WideDeepModel(config: config)
+                state = ClusterState(config: config, step: 0, samplesTrained: 0, wallTimeSeconds: 0, positions: [:],
+                                     shardCount: options.shardCount, stats: stats.serialized())
+            }
+        }
+        let (s, m) = try broadcastState(state, model: model, root: 0, over: world)
+        return try OnlineTrainer(world: world, comm: world, state: s, model: m, settings: settings, options: options, log: log)
+    }
+
+    /// A dynamically joining rank: waits for the job's port in Redis, connects, and receives the
+    /// state. Launch with its own `mpirun -np 1 --ompi-server file:URI`.
+    public static func join(settings: TrainSettings, options: OnlineTrainerOptions, timeout: Double = 120,
+                            log: @escaping @Sendable (String) -> Void) throws -> OnlineTrainer {
+        let keys = TrainerKeys(prefix: options.prefix)
+        let redis = try RedisConnection(address: options.redisAddress)
+        let deadline = Date().addingTimeInterval(timeout)
+        var port: String?
+        while port == nil {
+            port = try redis.command(["GET", keys.port]).text
+            if port == nil {
+                guard Date() < deadline else { throw CheckpointLoadError("no training job published an MPI port in \(keys.port) within \(Int(timeout))s") }
+                usleep(200_000)
+            }
+        }
+        log("joining the training job at MPI port \(port!)")
+        try redis.command(["INCR", keys.joiners])
+        let me = try MPI.selfCommunicator()
+        let inter = try me.connect(port: port!, root: 0)
+        let merged = try inter.merge(high: true)
+        try inter.disconnect()
+        let (s, m) = try broadcastState(nil, model: nil, root: 0, over: merged)
+        log("joined as rank \(merged.rank) of \(merged.size) at step \(s.step)")
+        return try OnlineTrainer(world: try MPI.world(), comm: merged, state: s, model: m, settings: settings, options: options, log: log)
+    }
+
+    init(world: Communicator, comm: Communicator, state: ClusterState, model: WideDeepModel, settings: TrainSettings,
+         options: OnlineTrainerOptions, log: @escaping @Sendable (String) -> Void) throws {
+        self.world = world
+        self.comm = comm
+        self.state = state
+        self.model = model
+        self.settings = settings
+        self.options = options
+        self.log = log
+        keys = TrainerKeys(prefix: options.prefix)
+        redis = try RedisConnection(address: options.redisAddress)
+        reader = FeatureStreamReader(redis: redis, prefix: options.prefix)
+        store = FeatureStore(redis: redis, prefix: options.prefix)
+        exchange = MPIGradientExchange(communicator: comm)
+        exchange.setEmbeddingWidth(model.config.embeddingSize)
+        let stats = try FeatureStats(serialized: state.stats, source: "stats from rank 0")
+        dictionary = DictionaryCache(snapshot: stats)
+        var positions: [Int: StreamPosition] = [:]
+        for (k, v) in state.positions { if let s = ShardAssignment.shard(fromKey: k), let p = StreamPosition(v) { positions[s] = p } }
+        source = RedisBatchSource(reader: reader, shardCount: state.shardCount,
+                                  shards: ShardAssignment.shards(rank: comm.rank, size: comm.size, shardCount: state.shardCount),
+                                  positions: positions)
+    }
+
+    /// Trains until stopped (SIGTERM on rank 0), idle for `untilIdle`, or this rank leaves.
+    public func run() throws -> TrainSummary {
+        if comm.rank == 0 && options.acceptJoins {
+            port = try MPI.openPort()
+            try redis.command(["SET", keys.port, port!])
+            try redis.command(["SET", keys.joiners, "0"])
+        }
+        defer {
+            if let port, comm.rank == 0 {
+                _ = try? redis.command(["DEL", keys.port])
+                try? MPI.closePort(port)
+            }
+        }
+        let store = CheckpointStore(directory: options.checkpointDir, keep: settings.keepCheckpoints)
+        let t = Trainer(model: model, stats: dictionary.stats, settings: settings, source: source, exchange: exchange,
+                        store: comm.rank == 0 ? store : nil, samplesTrained: state.samplesTrained,
+                        wallTimeBefore: state.wallTimeSeconds, log: log)
+        trainer = t
+        t.positions = state.positions
+        t.untilIdle = options.untilIdle
+        t.stopRequested = { [unowned self] in comm.rank == 0 && signalled() }
+        t.boundaryHandler = self
+        t.afterStep = { [unowned self] local in try afterStep(local) }
+        t.refreshStats = { [unowned self] in
+            try dictionary.sync(self.store)
+            return dictionary.stats
+        }
+        t.afterCheckpoint = { [unowned self] in updateRetention(store) }
+        if comm.rank == 0 {
+            log("online training on \(comm.size) rank(s): \(state.shardCount) feature shards, assignment \(assignmentDescription())")
+        }
+        return try t.run()
+    }
+
+    func assignmentDescription() -> String {
+        (0..<comm.size).map { r in "rank \(r): \(ShardAssignment.shards(rank: r, size: comm.size, shardCount: state.shardCount))" }
+            .joined(separator: ", ")
+    }
+
+    // MARK: Per step
+
+    /// Replicates every rank's position (one allgatherv of 5 ints per rank), counts trained
+    /// batches for back-pressure, and keeps rank 0's heartbeat fresh.
+    func afterStep(_ local: SourcedBatch?) throws {
+        var mine: [Int32] = []
+        if let local, let (key, id) = local.positions.first, let shard = ShardAssignment.shard(fromKey: key), let pos = StreamPosition(id) {
+            mine = [Int32(shard)] + pos.words
+            try reader.markTrained(shard: shard, batches: 1)
+        }
+        let all = try comm.allgatherv(mine).values
+        var i = 0
+        while i + 5 <= all.count {
+            let shard = Int(all[i]), pos = StreamPosition(words: all[(i + 1)..<(i + 5)])
+            if pos > (source.positions[shard] ?? .start) { source.positions[shard] = pos }
+            i += 5
+        }
+        trainer.positions = Dictionary(uniqueKeysWithValues: source.positions.map { (ShardAssignment.key($0.key), $0.value.description) })
+        if comm.rank == 0 && model.step % 20 == 0 {
+            let status: [String: Any] = ["step": model.step, "samples_trained": trainer.samplesTrained, "ranks": comm.size,
+                                         "updated_ms": Int64(Date().timeIntervalSince1970 * 1000),
+                                         "positions": trainer.positions]
+            if let data = try? JSONSerialization.data(withJSONObject: status, options: [.sortedKeys]) {
+                _ = try? redis.command(["SET", keys.status, String(decoding: data, as: UTF8.self)])
+            }
+        }
+    }
+
+    /// Lets featurize trim stream entries every live checkpoint has passed: per shard, the
+    /// position recorded by the oldest checkpoint still kept (rank 0, after each checkpoint).
+    func updateRetention(_ store: CheckpointStore) {
+        guard let oldest = store.list().first(where: { $0.manifest != nil })?.manifest else { return }
+        for (key, id) in oldest.streamPositions {
+            guard let shard = ShardAssignment.shard(fromKey: key) else { continue }
+            _ = try? reader.setRetain(shard: shard, id: id)
+        }
+    }
+
+    // MARK: StepBoundaryHandler
+
+    public func joinersWaiting() -> Int {
+        guard port != nil, let reply = try? redis.command(["GET", keys.joiners]) else { return 0 }
+        let n = reply.integer ?? Int64(reply.text ?? "0") ?? 0
+        return n > 0 ? 1 : 0
+    }
+
+    public func wantsToLeave() -> Bool { comm.rank != 0 && signalled() }
+
+    public func handle(_ agreed: StepSignals, trainer: Trainer) throws -> BoundaryOutcome {
+        if agreed.leaving > 0 {
+            let leaving = wantsToLeave()
+            let old = comm
+            let next = try old.split(color: leaving ? nil : 0, key: Int32(old.rank))
+            if !old.isPredefined { try old.disconnect() }
+            if leaving {
+                log("rank \(old.rank) leaves the job at step \(model.step); its shards go to the remaining ranks")
+                return .left
+            }
+            comm = next!
+            exchange.reset(communicator: comm)
+            source.reassign(ShardAssignment.shards(rank: comm.rank, size: comm.size, shardCount: state.shardCount))
+            if comm.rank == 0 { log("\(agreed.leaving) rank(s) left at step \(model.step); now \(comm.size): \(assignmentDescription())") }
+            return .changed
+        }
+        if agreed.joinWaiting > 0 {
+            let old = comm
+            let inter = try old.accept(port: port ?? "", root: 0)
+            let merged = try inter.merge(high: false)
+            try inter.disconnect()
+            if !old.isPredefined { try old.disconnect() }
+            comm = merged
+            exchange.reset(communicator: comm)
+            if comm.rank == 0 { try redis.command(["DECR", keys.joiners]) }
+            // The newcomer gets the whole state: parameters, optimizer state, step, positions.
+            let snapshot = ClusterState(config: model.config, step: model.step, samplesTrained: trainer.samplesTrained,
+                                        wallTimeSeconds: trainer.wallTimeBefore, positions: trainer.positions,
+                                        shardCount: state.shardCount, stats: dictionary.stats.serialized())
+            _ = try broadcastState(comm.rank == 0 ? snapshot : nil, model: comm.rank == 0 ? model : nil, root: 0, over: comm)
+            source.reassign(ShardAssignment.shards(rank: comm.rank, size: comm.size, shardCount: state.shardCount))
+            if comm.rank == 0 { log("rank \(comm.size - 1) joined at step \(model.step); now \(comm.size) ranks: \(assignmentDescription())") }
+            return .changed
+        }
+        return .unchanged
+    }
+}
+
+/// Broadcasts the cluster state and the model from `root`; every rank returns identical copies.
+func broadcastState(_ state: ClusterState?, model: WideDeepModel?, root: Int, over comm: Communicator) throws -> (ClusterState, WideDeepModel) {
+    var header: [UInt8] = []
+    var blob: [UInt8] = []
+    if comm.rank == root, let state, let model {
+        header = Array(try JSONEncoder().encode(state))
+        blob = ModelTensor.serialize(model.exportTensors(includeOptimizer: true))
+    }
+    header = try comm.broadcast(bytes: header, root: root)
+    blob = try comm.broadcast(bytes: blob, root: root)
+    let s = try JSONDecoder().decode(ClusterState.self, from: Data(header))
+    if comm.rank == root, let model { return (s, model) }
+    let tensors = try ModelTensor.deserialize(blob)
+    let m = try WideDeepModel.load(config: s.config, tensors: Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) }), step: s.step)
+    return (s, m)
+}

@@ -1,0 +1,81 @@
+import Foundation
+import Features
+import FeatureStore
+import Streaming
+import Training
+
+/// Feature batches from the Redis feature streams of the shards this rank owns.
+///
+/// Reads strictly after the replicated `positions` (the stream id trained up to, per shard),
+/// so after a restart from a checkpoint, or a reassignment of shards, every batch is trained
+/// exactly once. Prefetches a few entries per shard; `reassign` drops the prefetch.
+/// Owned by the trainer thread.
+public final class RedisBatchSource: BatchSource {
+    public let reader: FeatureStreamReader
+    public let shardCount: Int
+    public private(set) var shards: [Int]
+    /// Last trained stream id per shard, identical on every rank.
+    public var positions: [Int: StreamPosition]
+    private var buffers: [Int: [FeatureStreamEntry]] = [:]
+    private var next = 0
+    private let prefetch: Int
+    public private(set) var rejections = RejectionCounts()
+    /// Rows the featurize stage refused in the ranges of the batches read (reported by batches).
+    public private(set) var upstreamRejected = 0
+
+    public init(reader: FeatureStreamReader, shardCount: Int, shards: [Int], positions: [Int: StreamPosition], prefetch: Int = 4) {
+        self.reader = reader
+        self.shardCount = shardCount
+        self.shards = shards
+        self.positions = positions
+        self.prefetch = prefetch
+    }
+
+    public func reassign(_ shards: [Int]) {
+        self.shards = shards
+        buffers.removeAll()
+        next = 0
+    }
+
+    public func poll(timeout: Double) throws -> SourcePoll {
+        guard !shards.isEmpty else {
+            usleep(UInt32(min(timeout, 0.05) * 1e6))
+            return .idle
+        }
+        // Round-robin over owned shards so one busy shard cannot starve the others.
+        for k in 0..<shards.count {
+            let shard = shards[(next + k) % shards.count]
+            if buffers[shard, default: []].isEmpty { try refill(shard, block: nil) }
+            if var buf = buffers[shard], !buf.isEmpty {
+                let entry = buf.removeFirst()
+                buffers[shard] = buf
+                next = (next + k + 1) % shards.count
+                return .batch(sourced(entry, shard: shard))
+            }
+        }
+        // Nothing anywhere: wait briefly on one shard rather than spin.
+        let shard = shards[next % shards.count]
+        next = (next + 1) % shards.count
+        try refill(shard, block: .milliseconds(Int(max(1, timeout * 1000))))
+        if var buf = buffers[shard], !buf.isEmpty {
+            let entry = buf.removeFirst()
+            buffers[shard] = buf
+            return .batch(sourced(entry, shard: shard))
+        }
+        return .idle
+    }
+
+    private func refill(_ shard: Int, block: Duration?) throws {
+        // After the last prefetched entry, or after the trained position.
+        let after = buffers[shard]?.last.map(\.id) ?? (positions[shard] ?? .start).description
+        let entries = try reader.read(shard: shard, after: after, count: prefetch, block: block)
+        buffers[shard, default: []].append(contentsOf: entries)
+    }
+
+    private func sourced(_ entry: FeatureStreamEntry, shard: Int) -> SourcedBatch {
+        upstreamRejected += entry.batch.source.rejectedRows
+        return SourcedBatch(batch: entry.batch.batch, epoch: 1,
+                            positions: [ShardAssignment.key(shard): entry.id],
+                            producedAtMs: entry.batch.source.producedAtMs)
+    }
+}
