@@ -124,3 +124,78 @@ import Streaming
         #expect(try manifest(ck)["samples_trained"] as? Int == rows)
     }
 }
+
+/// Dynamic join across two mpirun jobs (rendezvous through ompi-server), then the joiner leaves
+/// again on SIGTERM: no gap in the lineage, replicas identical.
+@Suite(.serialized) struct DynamicJoinTests {
+    @Test func aWorkerJoinsARunningJobAndLeavesAgain() throws {
+        let t = OnlineTrainingTests()
+        let redis = try RedisServerFixture()
+        defer { redis.stop() }
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let rows = 24_000
+        let stats = try t.fillStore(redisPort: redis.port, dir: dir, rows: rows, batch: 50, shards: 4)
+        let ck = dir.appendingPathComponent("ck").path
+        let mpirun = try #require(findExecutable("mpirun"))
+        let ompiServer = try #require(findExecutable("ompi-server"))
+        let uri = dir.appendingPathComponent("ompi-server.uri").path
+
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in mpiTestEnvironment { env[k] = v }
+        func spawn(_ exe: String, _ args: [String], log: String) throws -> Process {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: exe)
+            p.arguments = args
+            p.environment = env
+            FileManager.default.createFile(atPath: log, contents: nil)
+            let h = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            p.standardOutput = h
+            p.standardError = h
+            try p.run()
+            return p
+        }
+        func wait(_ p: Process, _ seconds: Double) {
+            let deadline = Date().addingTimeInterval(seconds)
+            while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        }
+        let server = try spawn(ompiServer, ["-r", uri, "--no-daemonize"], log: dir.appendingPathComponent("server.log").path)
+        defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
+        var waited = 0.0
+        while !FileManager.default.fileExists(atPath: uri) && waited < 10 { Thread.sleep(forTimeInterval: 0.1); waited += 0.1 }
+
+        let logA = dir.appendingPathComponent("a.log").path, logB = dir.appendingPathComponent("b.log").path
+        let a = try spawn(mpirun, ["-np", "2", "--ompi-server", "file:\(uri)"] + (try t.trainArgs(redisPort: redis.port, stats: stats, ck: ck, untilIdle: 3)), log: logA)
+        // Wait for the job to publish its port and make progress.
+        let conn = try RedisConnection(host: "127.0.0.1", port: redis.port)
+        waited = 0
+        while (try conn.command(["GET", "sr:train:port"]).text) == nil && waited < 60 { Thread.sleep(forTimeInterval: 0.2); waited += 0.2 }
+        Thread.sleep(forTimeInterval: 1)
+        let bin = try #require(streamrecBinary())
+        let b = try spawn(mpirun, ["-np", "1", "--ompi-server", "file:\(uri)", bin, "train", "--source", "redis", "--join",
+                                   "--redis", "127.0.0.1:\(redis.port)", "--config", t.configPath, "--preset", "small",
+                                   "--feature-shards", "4", "--checkpoint-dir", ck, "--log-every", "5"], log: logB)
+        // Let the joiner train a while, then ask it to leave.
+        waited = 0
+        while !((try? String(contentsOfFile: logB, encoding: .utf8))?.contains("joined as rank") ?? false) && waited < 60 {
+            Thread.sleep(forTimeInterval: 0.2); waited += 0.2
+        }
+        Thread.sleep(forTimeInterval: 2)
+        let rankPid = try runProcess("/usr/bin/pgrep", ["-P", "\(b.processIdentifier)"]).stdout.split(separator: "\n").compactMap { Int32($0) }.first
+        if let rankPid { kill(rankPid, SIGTERM) }
+        wait(b, 60)
+        wait(a, 240)
+        let outA = (try? String(contentsOfFile: logA, encoding: .utf8)) ?? ""
+        let outB = (try? String(contentsOfFile: logB, encoding: .utf8)) ?? ""
+        #expect(outB.contains("joined as rank 2 of 3"), "\(outB)")
+        #expect(outA.contains("rank 2 joined at step"), "\(outA)")
+        #expect(outB.contains("leaves the job"), "\(outB)")
+        #expect(outA.contains("rank(s) left at step"), "\(outA)")
+        #expect(a.terminationStatus == 0, "\(outA)")
+        #expect(b.terminationStatus == 0, "\(outB)")
+        let digestsA = outA.split(separator: "\n").compactMap { l in l.range(of: "fnv1a64=").map { String(l[$0.upperBound...].prefix(16)) } }
+        #expect(digestsA.count == 2 && Set(digestsA).count == 1, "\(outA)")
+        #expect(try t.manifest(ck)["samples_trained"] as? Int == rows)
+    }
+}
