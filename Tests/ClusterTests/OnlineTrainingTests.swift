@@ -199,3 +199,50 @@ import Streaming
         #expect(try t.manifest(ck)["samples_trained"] as? Int == rows)
     }
 }
+
+extension OnlineTrainingTests {
+    /// SIGTERM to rank 0 of a resident job (no --until-idle): the step finishes, a checkpoint
+    /// is written, every rank exits 0.
+    @Test func sigtermStopsCleanlyWithACheckpoint() throws {
+        let redis = try RedisServerFixture()
+        defer { redis.stop() }
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let stats = try fillStore(redisPort: redis.port, dir: dir, rows: 2_000, batch: 100, shards: 4)
+        let ck = dir.appendingPathComponent("ck").path
+        let mpirun = try #require(findExecutable("mpirun"))
+        var args = try trainArgs(redisPort: redis.port, stats: stats, ck: ck)
+        args.removeLast(2)   // drop --until-idle: a resident service
+        args += ["--checkpoint-every", "1000"]
+        let log = dir.appendingPathComponent("train.log").path
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: mpirun)
+        p.arguments = ["-np", "2"] + args
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in mpiTestEnvironment { env[k] = v }
+        p.environment = env
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        p.standardOutput = h; p.standardError = h
+        try p.run()
+        // Wait until all 2,000 rows are trained (rank 0's heartbeat), then it idles: stop it.
+        let conn = try RedisConnection(host: "127.0.0.1", port: redis.port)
+        var waited = 0.0
+        while waited < 120 {
+            let trained = (0..<4).reduce(0) { $0 + (Int((try? conn.command(["GET", "sr:trained:\($1)"]).text) ?? "0") ?? 0) }
+            if trained >= 20 { break }
+            Thread.sleep(forTimeInterval: 0.2); waited += 0.2
+        }
+        let rank0 = try runProcess("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"]).stdout.split(separator: "\n").compactMap { Int32($0) }.min()
+        let pid = try #require(rank0)
+        kill(pid, SIGTERM)
+        let deadline = Date().addingTimeInterval(60)
+        while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        p.waitUntilExit()
+        let out = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(p.terminationStatus == 0, "\(out)")
+        #expect(out.contains("done (stop requested)"), "\(out)")
+        #expect(try manifest(ck)["samples_trained"] as? Int == 2_000)
+    }
+}
