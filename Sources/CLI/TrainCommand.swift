@@ -47,6 +47,7 @@ struct Train: ParsableCommand {
     @Option(help: "Feature shards (streams) in the store; must match the featurize workers.") var featureShards: Int = 8
     @Flag(help: "Join a running job (launch with its own `mpirun -np 1 --ompi-server file:URI`).") var join = false
     @Flag(help: "Ignore existing checkpoints and start a new model (--source redis resumes by default).") var fresh = false
+    @Option(help: "Rank 0 appends per-batch and per-checkpoint timing lines here (for bench freshness).") var freshnessLog: String?
 
     func validate() throws {
         if source == .file && data == nil && !join { throw ValidationError("--source file needs --data FILE") }
@@ -143,6 +144,7 @@ extension Train {
         options.shardCount = featureShards
         options.untilIdle = untilIdle
         options.resume = !fresh
+        options.freshnessLog = freshnessLog.map { URL(fileURLWithPath: $0) }
         let trainer: OnlineTrainer
         if join {
             trainer = try OnlineTrainer.join(settings: cfg.train, options: options) { log($0) }

@@ -42,6 +42,9 @@ public struct OnlineTrainerOptions: Sendable {
     public var resume = true
     /// Accept dynamically joining ranks (rank 0 opens an MPI port and publishes it in Redis).
     public var acceptJoins = true
+    /// Rank 0 appends one JSON line per trained batch and per written checkpoint here
+    /// (produced/appended/trained/written times) for `bench freshness`.
+    public var freshnessLog: URL?
     public init(redisAddress: String, checkpointDir: URL) {
         self.redisAddress = redisAddress
         self.checkpointDir = checkpointDir
@@ -68,6 +71,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
     var dictionary: DictionaryCache
     let log: @Sendable (String) -> Void
     var state: ClusterState
+    var freshness: FreshnessLog?
     /// Set by the signal handler: rank 0 stops the job, other ranks leave it.
     public var signalled: () -> Bool = { false }
     public private(set) var trainer: Trainer!
@@ -143,6 +147,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
         dictionary = DictionaryCache(snapshot: stats)
         var positions: [Int: StreamPosition] = [:]
         for (k, v) in state.positions { if let s = ShardAssignment.shard(fromKey: k), let p = StreamPosition(v) { positions[s] = p } }
+        if comm.rank == 0, let url = options.freshnessLog { freshness = try FreshnessLog(url: url) }
         source = RedisBatchSource(reader: reader, shardCount: state.shardCount,
                                   shards: ShardAssignment.shards(rank: comm.rank, size: comm.size, shardCount: state.shardCount),
                                   positions: positions)
@@ -176,6 +181,12 @@ public final class OnlineTrainer: StepBoundaryHandler {
             return dictionary.stats
         }
         t.afterCheckpoint = { [unowned self] in updateRetention(store) }
+        if let freshness {
+            t.onCheckpointWritten = { step, url in
+                freshness.record(["event": "written", "step": step, "version": url.lastPathComponent,
+                                  "written_ms": Int64(Date().timeIntervalSince1970 * 1000)])
+            }
+        }
         if comm.rank == 0 {
             log("online training on \(comm.size) rank(s): \(state.shardCount) feature shards, assignment \(assignmentDescription())")
         }
@@ -194,15 +205,23 @@ public final class OnlineTrainer: StepBoundaryHandler {
     func afterStep(_ local: SourcedBatch?) throws {
         var mine: [Int32] = []
         if let local, let (key, id) = local.positions.first, let shard = ShardAssignment.shard(fromKey: key), let pos = StreamPosition(id) {
-            mine = [Int32(shard)] + pos.words
+            let produced = StreamPosition(ms: local.producedAtMs, seq: 0).words
+            mine = [Int32(shard)] + pos.words + produced[0..<2]
             try reader.markTrained(shard: shard, batches: 1)
         }
         let all = try comm.allgatherv(mine).values
+        let trainedMs = Int64(Date().timeIntervalSince1970 * 1000)
         var i = 0
-        while i + 5 <= all.count {
+        while i + 7 <= all.count {
             let shard = Int(all[i]), pos = StreamPosition(words: all[(i + 1)..<(i + 5)])
             if pos > (source.positions[shard] ?? .start) { source.positions[shard] = pos }
-            i += 5
+            if let freshness, comm.rank == 0 {
+                let produced = StreamPosition(words: all[(i + 5)..<(i + 7)] + [0, 0]).ms
+                // The stream id's ms part is when featurize appended the batch to Redis.
+                freshness.record(["event": "trained", "step": model.step, "shard": shard, "produced_ms": produced,
+                                  "appended_ms": pos.ms, "trained_ms": trainedMs])
+            }
+            i += 7
         }
         trainer.positions = Dictionary(uniqueKeysWithValues: source.positions.map { (ShardAssignment.key($0.key), $0.value.description) })
         if comm.rank == 0 && model.step % 20 == 0 {
@@ -289,4 +308,21 @@ func broadcastState(_ state: ClusterState?, model: WideDeepModel?, root: Int, ov
     let tensors = try ModelTensor.deserialize(blob)
     let m = try WideDeepModel.load(config: s.config, tensors: Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) }), step: s.step)
     return (s, m)
+}
+
+/// Append-only JSON lines, one per event, flushed as written (rank 0 only).
+final class FreshnessLog: @unchecked Sendable {
+    private let handle: FileHandle
+    private let lock = NSLock()
+
+    init(url: URL) throws {
+        if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
+        handle = try FileHandle(forWritingTo: url)
+        handle.seekToEndOfFile()
+    }
+
+    func record(_ fields: [String: Any]) {
+        guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
+        lock.withLock { handle.write(data + Data("\n".utf8)) }
+    }
 }

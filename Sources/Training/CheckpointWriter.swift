@@ -12,6 +12,8 @@ public final class CheckpointWriter: @unchecked Sendable {
     private var _lastError: Error?
     private var _written: [(url: URL, seconds: Double)] = []
     private let log: @Sendable (String) -> Void
+    /// Called on the writer thread after each version is in place (step, directory).
+    public var onWritten: (@Sendable (Int, URL) -> Void)?
 
     public init(store: CheckpointStore, log: @escaping @Sendable (String) -> Void) {
         self.store = store
@@ -29,6 +31,7 @@ public final class CheckpointWriter: @unchecked Sendable {
                 let url = try WideDeepCheckpoint.write(snapshot, to: store)
                 let dt = Date().timeIntervalSince(start)
                 lock.withLock { _written.append((url, dt)) }
+                onWritten?(snapshot.record.step, url)
                 log(String(format: "checkpoint: step %d, samples %d → %@ (written in %.2fs)",
                            snapshot.record.step, snapshot.record.samplesTrained, url.path, dt))
             } catch {

@@ -124,6 +124,8 @@ public final class Trainer {
     public var refreshStats: (() throws -> FeatureStats)?
     /// Called (rank 0) after each checkpoint snapshot is handed to the writer.
     public var afterCheckpoint: (() -> Void)?
+    /// Called on the writer thread once a checkpoint version is in place (step, directory).
+    public var onCheckpointWritten: (@Sendable (Int, URL) -> Void)?
     private var validation = ProgressiveValidation()
     public var wallTimeBefore: Double
     private var writer: CheckpointWriter?
@@ -146,7 +148,10 @@ public final class Trainer {
         let ws = model.makeWorkspace(capacity: settings.batchSize)
         let grads = model.makeGradients()
         let empty = FeatureBatch(fieldCount: model.config.fieldCount, ids: [], weights: [], labels: [])
-        if exchange.isCoordinator, let store { writer = CheckpointWriter(store: store, log: log) }
+        if exchange.isCoordinator, let store {
+            writer = CheckpointWriter(store: store, log: log)
+            writer?.onWritten = onCheckpointWritten
+        }
         let start = Date()
         var windowStart = Date(), windowSamples = 0
         var steps = 0, lastWide = 0.0, lastDeep = 0.0
