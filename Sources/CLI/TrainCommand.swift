@@ -3,7 +3,7 @@ import Foundation
 import Checkpoint
 import Features
 import Models
-import Numerics
+import StreamRecNumerics
 import Training
 
 enum SourceKind: String, ExpressibleByArgument, CaseIterable {

@@ -2,7 +2,7 @@ import Foundation
 import Checkpoint
 import Features
 import Models
-import Numerics
+import StreamRecNumerics
 
 /// Combines one rank's step gradients with every other rank's. The trainer loop is the same for
 /// one process and for N MPI ranks; only this seam differs.

@@ -1,4 +1,4 @@
-import Numerics
+import StreamRecNumerics
 
 /// A named tensor in host memory: the model's export/import currency, independent of the file
 /// format (the Checkpoint module writes these as safetensors).
