@@ -70,17 +70,15 @@ final class TinyModelFixture: @unchecked Sendable {
     /// Writes a version with a flipped byte, then points LATEST at it (as a broken trainer might).
     @discardableResult
     func writeCorrupt(step: Int) throws -> URL {
-        let previous = try? String(contentsOf: root.appendingPathComponent("LATEST"), encoding: .utf8)
         let url = try write(step: step)
         try corrupt(url)
-        _ = previous
         return url
     }
 
     func pointLatest(at name: String) throws {
         let tmp = root.appendingPathComponent("LATEST.tmp")
         try Data((name + "\n").utf8).write(to: tmp)
-        _ = try FileManager.default.replaceItemAt(root.appendingPathComponent("LATEST"), withItemAt: tmp)
+        guard rename(tmp.path, root.appendingPathComponent("LATEST").path) == 0 else { throw POSIXError(.EIO) }
     }
 
     deinit { try? FileManager.default.removeItem(at: dir) }

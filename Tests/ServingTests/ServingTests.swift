@@ -126,9 +126,9 @@ private func modelStep(_ client: some TestClientProtocol) async throws -> Int? {
         let bad = try fx.write(step: 2)
         let manifestURL = bad.appendingPathComponent(CheckpointManifest.fileName)
         let text = try String(contentsOf: manifestURL, encoding: .utf8)
-        #expect(text.contains("\"embeddingSize\":4") || text.contains("\"embedding_size\":4") || text.contains("4"))
-        let patched = text.replacingOccurrences(of: "\"embeddingSize\":4", with: "\"embeddingSize\":5")
-            .replacingOccurrences(of: "\"embedding_size\":4", with: "\"embedding_size\":5")
+        let patched = text.replacingOccurrences(of: #"("embedding_?[sS]ize"\s*:\s*)4\b"#, with: "$15",
+                                                options: .regularExpression)
+        #expect(patched != text, "could not find the embedding size in \(text)")
         try patched.write(to: manifestURL, atomically: true, encoding: .utf8)
         guard case .rejected = await watcher.pollOnce() else { Issue.record("incompatible checkpoint was loaded"); return }
         #expect(slot.current?.step == 1)
@@ -237,7 +237,7 @@ private func modelStep(_ client: some TestClientProtocol) async throws -> Int? {
             // Still serving after all of that.
             #expect(try await post(client, jsonBody(["rows": [fx.rows[0]]])).status == .ok)
             let m = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
-            #expect(m.contains("streamrec_serve_requests_total{endpoint=\"/v1/predict\",status=\"400\"} 17"))
+            #expect(m.contains("streamrec_serve_requests_total{endpoint=\"/v1/predict\",status=\"400\"} 18"))
         }
     }
 
