@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         // MARK: C libraries (system-library targets; shim headers expose macros as functions)
@@ -33,41 +35,48 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
 
         // MARK: Swift modules, one job each
-        .target(name: "Numerics", dependencies: ["COpenBLAS"], swiftSettings: fastMath),
-        .target(name: "Features", dependencies: ["Numerics"], swiftSettings: fastMath),
-        .target(name: "Models", dependencies: ["Numerics", "Features"], swiftSettings: fastMath),
+        .target(name: "StreamRecNumerics", dependencies: ["COpenBLAS"], path: "Sources/Numerics", swiftSettings: fastMath),
+        .target(name: "Features", dependencies: ["StreamRecNumerics"], swiftSettings: fastMath),
+        .target(name: "Models", dependencies: ["StreamRecNumerics", "Features"], swiftSettings: fastMath),
         .target(name: "Checkpoint", dependencies: [
-            "Numerics",
+            "StreamRecNumerics",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "Training", dependencies: ["Numerics", "Features", "Models", "Checkpoint", "Cluster"],
+        .target(name: "Training", dependencies: ["StreamRecNumerics", "Features", "Models", "Checkpoint", "Cluster"],
                 swiftSettings: fastMath),
         .target(name: "Cluster", dependencies: ["CMPI"]),
         .target(name: "Streaming", dependencies: ["CRdKafka", "CHiredis"]),
         .target(name: "FeatureStore", dependencies: ["Features", "Streaming"]),
         .target(name: "Featurize", dependencies: ["Features", "Streaming", "FeatureStore"]),
         .target(name: "TrainerService", dependencies: ["Training", "FeatureStore", "Streaming", "Cluster", "Features", "Models", "Checkpoint"]),
-        .target(name: "Serving", dependencies: ["Features", "Models", "Checkpoint", "Training"]),
+        .target(name: "Serving", dependencies: [
+            "Features", "Models", "Checkpoint", "Training",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // Fixtures shared by the test targets (redis-server, subprocesses, ports, the binary).
         .target(name: "TestSupport", dependencies: ["Streaming"]),
         .executableTarget(name: "streamrec", dependencies: [
-            "Numerics", "Features", "Models", "Training", "Checkpoint", "Cluster", "Streaming",
+            "StreamRecNumerics", "Features", "Models", "Training", "Checkpoint", "Cluster", "Streaming",
             "FeatureStore", "Featurize", "Serving", "TrainerService",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             "Yams",
         ], path: "Sources/CLI"),
 
         // MARK: Tests
-        .testTarget(name: "NumericsTests", dependencies: ["Numerics"]),
-        .testTarget(name: "FeaturesTests", dependencies: ["Features", "Numerics"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "Numerics", "Features"]),
-        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Numerics"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Features", "Checkpoint", "Numerics"]),
+        .testTarget(name: "NumericsTests", dependencies: ["StreamRecNumerics"]),
+        .testTarget(name: "FeaturesTests", dependencies: ["Features", "StreamRecNumerics"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "StreamRecNumerics", "Features"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "StreamRecNumerics"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Features", "Checkpoint", "StreamRecNumerics"]),
         .testTarget(name: "NativeTests", dependencies: ["Cluster", "Streaming", "TestSupport"]),
         .testTarget(name: "ClusterTests", dependencies: ["TestSupport", "streamrec", "Features", "FeatureStore", "Streaming"]),
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "Features", "Streaming", "TestSupport"]),
         .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "TestSupport", "streamrec"]),
-        .testTarget(name: "ServingTests", dependencies: ["Serving", "Training", "Models", "Features", "Checkpoint", "TestSupport"]),
+        .testTarget(name: "ServingTests", dependencies: [
+            "Serving", "Training", "Models", "Features", "Checkpoint", "TestSupport",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
         .testTarget(name: "CLITests", dependencies: ["streamrec", "TestSupport"], exclude: ["Fixtures"]),
     ]
 )

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import Numerics
+import StreamRecNumerics
 import Training
 import Cluster
 

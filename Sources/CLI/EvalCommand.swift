@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Checkpoint
 import Features
-import Numerics
+import StreamRecNumerics
 import Training
 
 struct Eval: ParsableCommand {

@@ -4,7 +4,7 @@ import Checkpoint
 import Cluster
 import Features
 import Models
-import Numerics
+import StreamRecNumerics
 import Training
 import TrainerService
 

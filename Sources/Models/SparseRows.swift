@@ -1,4 +1,4 @@
-import Numerics
+import StreamRecNumerics
 
 /// Maps global feature ids to dense slots, created on first sight. Memory is one Int32 per id
 /// up to the largest id seen (ids come from the feature dictionaries, so they are compact) plus

@@ -1,5 +1,5 @@
 import Foundation
-import Numerics
+import StreamRecNumerics
 import Models
 import Features
 

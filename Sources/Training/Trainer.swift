@@ -2,7 +2,7 @@ import Foundation
 import Checkpoint
 import Features
 import Models
-import Numerics
+import StreamRecNumerics
 
 /// What every participant learns about a step before computing it (summed over ranks).
 public struct StepSignals: Sendable, Equatable {

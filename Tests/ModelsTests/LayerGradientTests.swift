@@ -1,7 +1,7 @@
 import Testing
 import Foundation
 @testable import Models
-import Numerics
+import StreamRecNumerics
 
 // Every layer's backward is checked against central finite differences of a Double reference
 // forward, on the scalar objective L = Σ r ⊙ out for a random r (so dout = r).

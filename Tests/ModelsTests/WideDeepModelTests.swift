@@ -1,6 +1,6 @@
 import Testing
 @testable import Models
-import Numerics
+import StreamRecNumerics
 import Features
 
 func tinyConfig() -> WideDeepConfig {

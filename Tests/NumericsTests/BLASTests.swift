@@ -1,5 +1,5 @@
 import Testing
-@testable import Numerics
+@testable import StreamRecNumerics
 
 @Suite struct BLASTests {
     /// Slow, obvious reference: C = op(A)·op(B).

@@ -4,7 +4,7 @@ import Foundation
 import Checkpoint
 import Features
 import Models
-import Numerics
+import StreamRecNumerics
 
 func tempDir(_ name: String = #function) throws -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("streamrec-\(name.filter(\.isLetter))-\(UUID().uuidString)")

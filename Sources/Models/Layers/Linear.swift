@@ -1,4 +1,4 @@
-import Numerics
+import StreamRecNumerics
 
 // Fully connected layer, row-major: weight is [I × O] so out = inp · weight + bias.
 

@@ -1,4 +1,4 @@
-import Numerics
+import StreamRecNumerics
 
 /// probs[B] = σ(logits); returns Σ_b logloss(logit_b, label_b) (a sum: callers divide).
 public func sigmoid_cross_entropy_forward(

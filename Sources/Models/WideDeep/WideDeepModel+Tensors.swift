@@ -1,4 +1,4 @@
-import Numerics
+import StreamRecNumerics
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,4 +1,4 @@
-import Numerics
+import StreamRecNumerics
 import Features
 
 // Wide&Deep (Cheng et al. 2016) as MindSpore's online-learning example trains it:

@@ -1,0 +1,105 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import Serving
+
+/// A byte count typed as `4194304`, `4MiB`, `512KiB`, `1GiB` (also `KB`/`MB`/`GB` = powers of 1000).
+struct ByteSize: ExpressibleByArgument, Sendable {
+    var bytes: Int
+
+    init(bytes: Int) { self.bytes = bytes }
+
+    init?(argument: String) {
+        let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30),
+                                      ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("B", 1)]
+        var text = argument.trimmingCharacters(in: .whitespaces)
+        var scale = 1
+        for (suffix, factor) in units where text.hasSuffix(suffix) {
+            text = String(text.dropLast(suffix.count)).trimmingCharacters(in: .whitespaces)
+            scale = factor
+            break
+        }
+        guard let n = Int(text), n > 0, n <= Int.max / scale else { return nil }
+        bytes = n * scale
+    }
+
+    var defaultValueDescription: String {
+        bytes % (1 << 20) == 0 ? "\(bytes >> 20)MiB" : bytes % (1 << 10) == 0 ? "\(bytes >> 10)KiB" : "\(bytes)"
+    }
+}
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve click predictions over HTTP from the newest checkpoint, hot-reloading new ones.",
+        discussion: """
+        Endpoints: POST /v1/predict with {"rows": ["<Criteo row without label>", …]} or \
+        {"instances": [{"I1": 3, "C1": "68fd1e64", …}]} → {"model_version", "step", "probabilities"}; \
+        GET /v1/model; GET /healthz; GET /readyz (503 until a model is loaded); GET /metrics (Prometheus). \
+        The checkpoints directory is polled for a new LATEST; a new version is verified (sha256, \
+        structure), loaded and warmed up off the request path, then swapped in atomically. A corrupt \
+        or incompatible version is refused and counted, and the last good version keeps serving. \
+        Stops cleanly on SIGINT/SIGTERM.
+        """)
+
+    @Option(name: [.customLong("checkpoints"), .customLong("checkpoint-dir")],
+            help: "Checkpoints root to watch (the directory holding LATEST and step-* versions).")
+    var checkpoints: String
+
+    @Option(help: "Address to bind (loopback by default; use 0.0.0.0 to accept remote clients).")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "TCP port.")
+    var port: Int = 8080
+
+    @Option(help: "Most rows (or instances) in one predict request.")
+    var maxRows: Int = 1000
+
+    @Option(help: "Largest accepted request body (e.g. 4MiB, 512KiB, 100000).")
+    var maxBodyBytes: ByteSize = ByteSize(bytes: 4 << 20)
+
+    @Option(help: "How often to look at LATEST, in milliseconds (at most 1000).")
+    var pollIntervalMs: Int = 200
+
+    func validate() throws {
+        if !(1...65535).contains(port) && port != 0 { throw ValidationError("--port must be 0…65535") }
+        if maxRows < 1 { throw ValidationError("--max-rows must be at least 1") }
+        if !(1...1000).contains(pollIntervalMs) { throw ValidationError("--poll-interval-ms must be 1…1000 (new versions are noticed within a second)") }
+    }
+
+    func run() throws {
+        unblockTerminationSignals()
+        let settings = ServeSettings(
+            checkpoints: URL(fileURLWithPath: checkpoints, isDirectory: true), host: host, port: port,
+            limits: PredictLimits(maxRows: maxRows, maxBodyBytes: maxBodyBytes.bytes),
+            pollInterval: .milliseconds(pollIntervalMs))
+        serveLog("watching \(settings.checkpoints.path) every \(pollIntervalMs) ms; listening on http://\(host):\(port)")
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            do { try await runServingServer(settings: settings) } catch { outcome.error = error }
+            done.signal()
+        }
+        done.wait()
+        if let error = outcome.error { throw error }
+        serveLog("stopped")
+    }
+
+    /// Processes started from Swift test threads inherit a signal mask that blocks SIGINT and
+    /// SIGTERM; unblock them so the service group's graceful-shutdown handler sees them.
+    private func unblockTerminationSignals() {
+        #if canImport(Glibc)
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        #endif
+    }
+}
+
+private final class Outcome: @unchecked Sendable {
+    var error: (any Error)?
+}

@@ -1,0 +1,129 @@
+// Hot reload: polls the checkpoints root's LATEST and, when it names a version that is not being
+// served, loads and verifies it on a thread of its own (never on the request path), warms it up,
+// then swaps it into the `ModelSlot`. A version that fails is remembered (by directory name and
+// manifest modification time) so it is not retried in a loop, logged, counted, and the last good
+// version keeps serving.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Synchronization
+import ServiceLifecycle
+import Checkpoint
+
+/// Watches a checkpoints root and keeps `slot` on the newest good version.
+///
+/// Runs as a swift-service-lifecycle `Service` beside the HTTP server (`app.addServices`); tests
+/// call `pollOnce()` directly.
+///
+/// ```swift
+/// let watcher = CheckpointWatcher(root: dir, slot: slot, metrics: metrics, workspaceRows: 1000)
+/// app.addServices(watcher)
+/// ```
+public final class CheckpointWatcher: Service, Sendable {
+    public enum Outcome: Equatable, Sendable {
+        /// LATEST names nothing yet (or the version being served, or one already refused).
+        case unchanged
+        case loaded(version: String)
+        case rejected(version: String, reason: String)
+    }
+
+    public let root: URL
+    public let pollInterval: Duration
+    let slot: ModelSlot
+    let metrics: ServingMetrics
+    let workspaceRows: Int
+    let log: @Sendable (String) -> Void
+    private let refused = Mutex<Set<String>>([])
+    private let polling = Mutex(false)
+
+    public init(root: URL, slot: ModelSlot, metrics: ServingMetrics, workspaceRows: Int,
+                pollInterval: Duration = .milliseconds(200),
+                log: @escaping @Sendable (String) -> Void = serveLog) {
+        self.root = root
+        self.slot = slot
+        self.metrics = metrics
+        self.workspaceRows = workspaceRows
+        self.pollInterval = pollInterval
+        self.log = log
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                _ = await self.pollOnce()
+                try? await Task.sleep(for: self.pollInterval)
+            }
+        }
+    }
+
+    /// The directory LATEST names (read directly, so a LATEST naming a broken or missing
+    /// directory is noticed and refused); without LATEST, the store's newest readable version.
+    func candidate() -> URL? {
+        let latestFile = root.appendingPathComponent(CheckpointStore.latestFileName)
+        if let data = FileManager.default.contents(atPath: latestFile.path) {
+            let name = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            if !name.isEmpty, !name.contains("/") { return root.appendingPathComponent(name, isDirectory: true) }
+        }
+        return CheckpointStore(directory: root, keep: Int.max).latest()
+    }
+
+    /// Identity of one attempt: the directory name and its manifest's modification time, so a
+    /// version that is rewritten (fixed) is tried again but an unchanged bad one is not.
+    func attemptKey(_ dir: URL) -> String {
+        let manifest = dir.appendingPathComponent(CheckpointManifest.fileName).path
+        let mtime = (try? FileManager.default.attributesOfItem(atPath: manifest)[.modificationDate] as? Date)
+            .map { String($0.timeIntervalSince1970) } ?? "absent"
+        return dir.lastPathComponent + "@" + mtime
+    }
+
+    /// One look at LATEST; loads and swaps if it names a new good version.
+    public func pollOnce() async -> Outcome {
+        // One poll at a time (the service loop and a test may both call this).
+        guard polling.withLock({ busy in if busy { return false }; busy = true; return true }) else { return .unchanged }
+        defer { polling.withLock { $0 = false } }
+        guard let dir = candidate() else { return .unchanged }
+        let version = dir.lastPathComponent
+        if slot.current?.version == version { return .unchanged }
+        let key = attemptKey(dir)
+        if refused.withLock({ $0.contains(key) }) { return .unchanged }
+
+        let rows = workspaceRows, previous = slot.current
+        let result: Result<ServingModel, any Error> = await Self.offRequestPath {
+            Result { try ServingModel.load(directory: dir, workspaceRows: rows, previous: previous) }
+        }
+        switch result {
+        case .success(let model):
+            let old = slot.replace(with: model)
+            metrics.recordReload(loadSeconds: model.loadSeconds)
+            log("serving \(model.version) (step \(model.step)) loaded in \(String(format: "%.3f", model.loadSeconds)) s"
+                + (old.map { ", replacing \($0.version)" } ?? ""))
+            return .loaded(version: version)
+        case .failure(let error):
+            refused.withLock { _ = $0.insert(key) }
+            metrics.recordRejectedCheckpoint()
+            let kept = slot.current.map { "still serving \($0.version)" } ?? "no model loaded yet"
+            log("refused checkpoint \(version): \(error); \(kept). It will not be retried until its manifest changes.")
+            return .rejected(version: version, reason: String(describing: error))
+        }
+    }
+
+    /// Runs `body` on a thread of its own so a load (hashing and copying the whole model)
+    /// never occupies the threads that answer requests.
+    static func offRequestPath<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { (cont: CheckedContinuation<T, Never>) in
+            let thread = Thread {
+                cont.resume(returning: body())
+            }
+            thread.name = "checkpoint-loader"
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+    }
+}
+
+/// Default log sink: one timestamped line on stderr.
+@Sendable public func serveLog(_ message: String) {
+    let line = "[serve \(ISO8601DateFormatter().string(from: Date()))] \(message)\n"
+    FileHandle.standardError.write(Data(line.utf8))
+}

@@ -1,1 +1,0 @@
-// Inference worker: hot-reloading HTTP server.

@@ -1,0 +1,208 @@
+// The inference worker's HTTP surface (Hummingbird 2):
+//
+//   POST /v1/predict   {"rows": [...]} | {"instances": [...]}  →  {"model_version", "step", "probabilities"}
+//   GET  /v1/model     the version being served (version, step, samples_trained, metrics, loaded_at, directory)
+//   GET  /healthz      200 while the process is up
+//   GET  /readyz       200 once a model is loaded, 503 before
+//   GET  /metrics      Prometheus text
+//
+// Every refusal is a JSON `{"error": "..."}` with a 4xx/5xx status; no input can crash the server.
+import Foundation
+import Features
+import Hummingbird
+import ServiceLifecycle
+
+/// Settings of one `streamrec serve` process.
+public struct ServeSettings: Sendable {
+    public var checkpoints: URL
+    public var host: String
+    public var port: Int
+    public var limits: PredictLimits
+    public var pollInterval: Duration
+
+    public init(checkpoints: URL, host: String = "127.0.0.1", port: Int = 8080,
+                limits: PredictLimits = PredictLimits(), pollInterval: Duration = .milliseconds(200)) {
+        self.checkpoints = checkpoints
+        self.host = host
+        self.port = port
+        self.limits = limits
+        self.pollInterval = pollInterval
+    }
+}
+
+/// Per-request data: when the request arrived (for the latency histogram).
+///
+/// ```swift
+/// let router = Router(context: ServingRequestContext.self)
+/// ```
+public struct ServingRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let receivedAt: ContinuousClock.Instant
+
+    public init(source: Source) {
+        coreContext = .init(source: source)
+        receivedAt = .now
+    }
+}
+
+/// Everything the routes share: the model slot, the counters and the limits.
+public struct ServingState: Sendable {
+    public let slot: ModelSlot
+    public let metrics: ServingMetrics
+    public let limits: PredictLimits
+
+    public init(slot: ModelSlot = ModelSlot(), metrics: ServingMetrics = ServingMetrics(), limits: PredictLimits = PredictLimits()) {
+        self.slot = slot
+        self.metrics = metrics
+        self.limits = limits
+    }
+}
+
+/// Records one count and one latency sample per request, labelled with the endpoint (known
+/// routes only, so odd paths cannot blow up the label set) and the final status code.
+struct MetricsMiddleware: RouterMiddleware {
+    typealias Context = ServingRequestContext
+    static let endpoints: Set<String> = ["/v1/predict", "/v1/model", "/healthz", "/readyz", "/metrics"]
+    let metrics: ServingMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let path = request.uri.path
+        let endpoint = Self.endpoints.contains(path) ? path : "other"
+        do {
+            let response = try await next(request, context)
+            metrics.recordRequest(endpoint: endpoint, status: response.status.code,
+                                  seconds: (ContinuousClock.now - context.receivedAt).seconds)
+            return response
+        } catch let error as HTTPResponseError {
+            metrics.recordRequest(endpoint: endpoint, status: error.status.code,
+                                  seconds: (ContinuousClock.now - context.receivedAt).seconds)
+            throw error
+        } catch {
+            metrics.recordRequest(endpoint: endpoint, status: 500, seconds: (ContinuousClock.now - context.receivedAt).seconds)
+            throw error
+        }
+    }
+}
+
+/// Builds the router: routes, JSON errors and metrics.
+public func buildServingRouter(state: ServingState) -> Router<ServingRequestContext> {
+    let router = Router(context: ServingRequestContext.self)
+    router.add(middleware: MetricsMiddleware(metrics: state.metrics))
+
+    router.post("/v1/predict") { request, context -> Response in
+        await predict(request, state: state)
+    }
+    router.get("/v1/model") { _, _ -> Response in
+        guard let model = state.slot.current else { return noModel() }
+        return json(200, modelInfo(model))
+    }
+    router.get("/healthz") { _, _ -> Response in
+        json(200, ["status": "ok"])
+    }
+    router.get("/readyz") { _, _ -> Response in
+        if let model = state.slot.current {
+            return json(200, ["status": "ready", "model_version": model.version])
+        }
+        return json(503, ["status": "not ready", "error": "no model loaded yet: waiting for a checkpoint to appear"])
+    }
+    router.get("/metrics") { _, _ -> Response in
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+        return Response(status: .ok, headers: headers,
+                        body: .init(byteBuffer: ByteBuffer(string: state.metrics.render(model: state.slot.current))))
+    }
+    return router
+}
+
+/// The whole server: router, checkpoint watcher (a service), bound address.
+public func buildServingApplication(settings: ServeSettings, state: ServingState? = nil,
+                                    log: @escaping @Sendable (String) -> Void = serveLog)
+    -> (app: some ApplicationProtocol, state: ServingState, watcher: CheckpointWatcher) {
+    let state = state ?? ServingState(limits: settings.limits)
+    let watcher = CheckpointWatcher(root: settings.checkpoints, slot: state.slot, metrics: state.metrics,
+                                    workspaceRows: settings.limits.maxRows, pollInterval: settings.pollInterval, log: log)
+    var app = Application(router: buildServingRouter(state: state),
+                          configuration: .init(address: .hostname(settings.host, port: settings.port),
+                                               serverName: "streamrec-serve"))
+    app.addServices(watcher)
+    return (app, state, watcher)
+}
+
+/// Runs the server until SIGINT/SIGTERM (graceful shutdown: in-flight requests finish).
+public func runServingServer(settings: ServeSettings) async throws {
+    let (app, _, _) = buildServingApplication(settings: settings)
+    try await app.runService()
+}
+
+// MARK: - Handlers
+
+func predict(_ request: Request, state: ServingState) async -> Response {
+    var request = request
+    let body: ByteBuffer
+    do {
+        body = try await request.collectBody(upTo: state.limits.maxBodyBytes)
+    } catch let error as HTTPResponseError where error.status == .contentTooLarge {
+        return errorResponse(RequestError(413, "request body is larger than \(state.limits.maxBodyBytes) bytes (--max-body-bytes); send fewer rows per request"))
+    } catch {
+        return errorResponse(RequestError(400, "could not read the request body: \(error)"))
+    }
+    // Take the model before parsing so one request sees one version from start to end.
+    guard let model = state.slot.current else { return noModel() }
+    let rows: [CriteoRow]
+    do {
+        rows = try PredictRequest.parse(body.readableBytesView, limits: state.limits)
+    } catch {
+        return errorResponse(error)
+    }
+    let probabilities = model.predict(rows: rows)
+    state.metrics.recordRows(rows.count)
+    var out = "{\"model_version\":\"\(model.version)\",\"step\":\(model.step),\"probabilities\":["
+    out.reserveCapacity(out.utf8.count + probabilities.count * 12)
+    for (i, p) in probabilities.enumerated() {
+        if i > 0 { out += "," }
+        out += p.isFinite ? "\(p)" : "null"
+    }
+    out += "]}"
+    return rawJSON(200, out)
+}
+
+struct ModelInfo: Encodable {
+    let model_version: String
+    let step: Int
+    let samples_trained: Int
+    let metrics: [String: Double]
+    let loaded_at: String
+    let load_seconds: Double
+    let directory: String
+    let model_bytes: Int
+}
+
+func modelInfo(_ m: ServingModel) -> ModelInfo {
+    ModelInfo(model_version: m.version, step: m.step, samples_trained: m.samplesTrained,
+              metrics: m.metrics.filter { $0.value.isFinite }, loaded_at: ISO8601DateFormatter().string(from: m.loadedAt),
+              load_seconds: m.loadSeconds, directory: m.directory.path, model_bytes: m.modelFileBytes)
+}
+
+func noModel() -> Response {
+    json(503, ["error": "no model loaded yet: the server is waiting for a checkpoint to appear in its --checkpoints directory"])
+}
+
+func errorResponse(_ e: RequestError) -> Response {
+    var object = ["error": e.message]
+    if let reason = e.reason { object["reason"] = reason }
+    return json(e.status, object)
+}
+
+func json(_ status: Int, _ value: some Encodable) -> Response {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    let data = (try? encoder.encode(value)) ?? Data("{\"error\":\"could not encode the response\"}".utf8)
+    return rawJSON(status, String(decoding: data, as: UTF8.self))
+}
+
+func rawJSON(_ status: Int, _ text: String) -> Response {
+    var headers = HTTPFields()
+    headers[.contentType] = "application/json"
+    return Response(status: HTTPResponse.Status(code: status), headers: headers,
+                    body: .init(byteBuffer: ByteBuffer(string: text)))
+}

@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# Load benchmark of `streamrec serve` on loopback (issue 5, "Speed and load").
+#
+#   scripts/bench-serve.sh                 # both configs; results in $WORK/results.txt
+#   PRESETS=small DURATION=5 scripts/bench-serve.sh
+#
+# For each config (large = configs/widedeep.yaml, small = --preset small) it trains a checkpoint on a
+# few thousand generated rows, starts the release server, then measures:
+#   1. closed-loop throughput (wrk, 8 connections, Lua POST body): req/s, p50/p99 for 1-row and 100-row requests;
+#   2. fixed-rate 1-row load at $RATE req/s (open loop, latency from each request's scheduled send
+#      time, so stalls are not hidden — wrk2 style) for $DURATION s: p50/p99/max, failures;
+#   3. the same fixed-rate load while 20 new checkpoint versions are written (copied, renamed,
+#      LATEST replaced atomically) one every $RELOAD_GAP s: p99 during reloads vs steady, failures,
+#      reloads seen by the server, and server RSS (sampled every 10 ms) vs model.safetensors size.
+# Needs: swift, wrk, python3 (standard library only), curl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+WORK=${WORK:-/tmp/streamrec-bench-serve}
+PRESETS=${PRESETS:-"large small"}
+RATE=${RATE:-1000}
+DURATION=${DURATION:-10}
+RELOADS=${RELOADS:-20}
+RELOAD_GAP=${RELOAD_GAP:-0.5}
+ROWS=${ROWS:-3000}
+BIN=${STREAMREC_BIN:-$ROOT/.build/release/streamrec}
+mkdir -p "$WORK"
+RESULTS=$WORK/results.txt
+: > "$RESULTS"
+
+if [[ ! -x $BIN ]]; then swift build -c release --product streamrec; fi
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+
+SERVER_PID=
+cleanup() { if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; fi; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+cat > "$WORK/loadgen.py" <<'PY'
+# Fixed-rate (open-loop) HTTP/1.1 load generator with keep-alive connections. Latency of each
+# request counts from its scheduled send time. Optional: write new checkpoint versions while the
+# load runs, and sample a process's RSS.
+import asyncio, json, os, shutil, sys, threading, time
+
+def percentile(xs, q):
+    if not xs: return float("nan")
+    xs = sorted(xs); k = min(len(xs) - 1, max(0, int(round(q * (len(xs) - 1)))))
+    return xs[k]
+
+async def run(host, port, body, rate, duration, conns, on_start=None):
+    req = (f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    free = asyncio.Queue()
+    for _ in range(conns):
+        free.put_nowait(await asyncio.open_connection(host, port))
+    lat, failures, statuses = [], [0], {}
+    async def one(t_sched, conn):
+        r, w = conn
+        try:
+            w.write(req)
+            head = await r.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            n = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"): n = int(line.split(b":")[1])
+            await r.readexactly(n)
+            statuses[status] = statuses.get(status, 0) + 1
+            if status != 200: failures[0] += 1
+            lat.append((t_sched, time.perf_counter() - t_sched))
+            free.put_nowait(conn)
+        except Exception:
+            failures[0] += 1
+            free.put_nowait(await asyncio.open_connection(host, port))
+    total = int(rate * duration)
+    start = time.perf_counter() + 0.05
+    if on_start: on_start(start)
+    tasks = []
+    for i in range(total):
+        t = start + i / rate
+        d = t - time.perf_counter()
+        if d > 0: await asyncio.sleep(d)
+        conn = await free.get()
+        tasks.append(asyncio.ensure_future(one(t, conn)))
+    await asyncio.gather(*tasks)
+    return lat, failures[0], statuses
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"): return int(line.split()[1])
+    return 0
+
+def write_versions(ckpt_root, base, count, gap, first_step, stop_at):
+    """Copies `base` to new step directories (manifest step rewritten) and points LATEST at each."""
+    time.sleep(gap)
+    for k in range(count):
+        step = first_step + k
+        name = "step-%012d" % step
+        tmp = os.path.join(ckpt_root, ".tmp-" + name)
+        shutil.copytree(os.path.join(ckpt_root, base), tmp)
+        mpath = os.path.join(tmp, "manifest.json")
+        m = json.load(open(mpath)); m["step"] = step
+        json.dump(m, open(mpath, "w"))
+        os.rename(tmp, os.path.join(ckpt_root, name))
+        with open(os.path.join(ckpt_root, "LATEST.tmp"), "w") as f: f.write(name + "\n")
+        os.replace(os.path.join(ckpt_root, "LATEST.tmp"), os.path.join(ckpt_root, "LATEST"))
+        time.sleep(gap)
+    stop_at.append(time.perf_counter())
+
+def main():
+    a = json.loads(sys.argv[1])
+    body = open(a["body"], "rb").read()
+    out = {}
+    sampler_stop = threading.Event(); rss = []
+    if a.get("pid"):
+        def sample():
+            while not sampler_stop.is_set():
+                rss.append((time.perf_counter(), rss_kib(a["pid"]))); time.sleep(0.01)
+        threading.Thread(target=sample, daemon=True).start()
+    window = {}
+    def on_start(t0):
+        if a.get("reloads"):
+            window["start"] = t0 + a["steady"]
+            stop = []
+            def writer():
+                time.sleep(max(0, window["start"] - time.perf_counter()))
+                write_versions(a["ckpt_root"], a["base"], a["reloads"], a["gap"], a["first_step"], stop)
+                window["end"] = stop[0]
+            threading.Thread(target=writer, daemon=True).start()
+    duration = a["duration"] if not a.get("reloads") else a["steady"] + a["reloads"] * a["gap"] + a["gap"] + 1.0
+    lat, failures, statuses = asyncio.run(run("127.0.0.1", a["port"], body, a["rate"], duration, a.get("conns", 32), on_start))
+    sampler_stop.set()
+    def summary(xs):
+        ms = [x * 1000 for x in xs]
+        return {"n": len(ms), "p50_ms": round(percentile(ms, 0.5), 3), "p99_ms": round(percentile(ms, 0.99), 3),
+                "max_ms": round(max(ms), 3) if ms else None}
+    out["failures"] = failures; out["statuses"] = {str(k): v for k, v in statuses.items()}
+    if a.get("reloads") and "end" in window:
+        steady = [l for t, l in lat if t < window["start"]]
+        during = [l for t, l in lat if window["start"] <= t <= window["end"] + 0.5]
+        out["steady"] = summary(steady); out["during_reloads"] = summary(during)
+        before = [r for t, r in rss if t < window["start"]]
+        inside = [r for t, r in rss if window["start"] <= t <= window["end"] + 0.5]
+        out["rss_before_kib"] = max(before) if before else None
+        out["rss_peak_during_kib"] = max(inside) if inside else None
+    else:
+        out["all"] = summary([l for _, l in lat])
+    print(json.dumps(out))
+
+main()
+PY
+
+cat > "$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open(os.getenv("BODY_FILE"), "rb"):read("*a")
+LUA
+
+log() { echo "$*" | tee -a "$RESULTS"; }
+
+log "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; $(uname -r)"
+log "binary: $BIN"
+for preset in $PRESETS; do
+    D=$WORK/$preset
+    rm -rf "$D"; mkdir -p "$D"
+    "$BIN" gen --rows "$ROWS" --out "$D/train.tsv" --seed 5 >/dev/null
+    "$BIN" stats --data "$D/train.tsv" --out "$D/features.stats" --min-frequency 2 >/dev/null
+    PRESET_ARGS=(--config configs/widedeep.yaml); [[ $preset != large ]] && PRESET_ARGS+=(--preset "$preset")
+    "$BIN" train "${PRESET_ARGS[@]}" --data "$D/train.tsv" --stats "$D/features.stats" \
+        --checkpoint-dir "$D/ckpt" --checkpoint-every 1 --keep 2 --log-every 1 >"$D/train.log" 2>&1
+    BASE=$(cat "$D/ckpt/LATEST")
+    MODEL_BYTES=$(stat -c %s "$D/ckpt/$BASE/model.safetensors")
+    # Bodies: 1 row and 100 rows (unlabelled rows: label column cut off).
+    python3 - "$D" <<'PY'
+import json, sys
+d = sys.argv[1]
+rows = [l.rstrip("\n").split("\t", 1)[1] for l in open(d + "/train.tsv")][:100]
+json.dump({"rows": rows[:1]}, open(d + "/body1.json", "w"))
+json.dump({"rows": rows[:100]}, open(d + "/body100.json", "w"))
+PY
+    PORT=$(free_port)
+    EMPTY=$D/empty; mkdir -p "$EMPTY"
+    "$BIN" serve --checkpoints "$D/ckpt" --port "$PORT" --max-rows 1000 2>"$D/serve.log" &
+    SERVER_PID=$!
+    for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.05; done
+    RSS_LOADED=$(awk '/VmRSS/ {print $2}' /proc/$SERVER_PID/status)
+    log ""
+    log "== $preset: $BASE, model.safetensors $((MODEL_BYTES / 1024)) KiB, server RSS after load $RSS_LOADED KiB"
+    for n in 1 100; do
+        BODY_FILE=$D/body$n.json wrk -t2 -c8 -d"${DURATION}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/predict" > "$D/wrk$n.txt"
+        RPS=$(awk '/Requests\/sec/ {print $2}' "$D/wrk$n.txt")
+        P50=$(awk '$1=="50%" {print $2}' "$D/wrk$n.txt"); P99=$(awk '$1=="99%" {print $2}' "$D/wrk$n.txt")
+        ERR=$(grep -E "Non-2xx|Socket errors" "$D/wrk$n.txt" | tr '\n' ' ' || true)
+        log "closed loop (wrk -t2 -c8 ${DURATION}s) $n-row: $RPS req/s, p50 $P50, p99 $P99 ${ERR:-no errors}"
+    done
+    FIXED=$(python3 "$WORK/loadgen.py" "{\"port\": $PORT, \"body\": \"$D/body1.json\", \"rate\": $RATE, \"duration\": $DURATION}")
+    log "fixed rate $RATE req/s 1-row ${DURATION}s: $FIXED"
+    RELOAD=$(python3 "$WORK/loadgen.py" "{\"port\": $PORT, \"body\": \"$D/body1.json\", \"rate\": $RATE, \"steady\": 5, \
+        \"reloads\": $RELOADS, \"gap\": $RELOAD_GAP, \"ckpt_root\": \"$D/ckpt\", \"base\": \"$BASE\", \"first_step\": 1000, \"pid\": $SERVER_PID}")
+    log "fixed rate $RATE req/s 1-row with $RELOADS reloads: $RELOAD"
+    METRICS=$(curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^streamrec_serve_(reloads_total|rejected_checkpoints_total|model_step|model_load_seconds) ')
+    log "server: $(echo "$METRICS" | tr '\n' ' ')"
+    python3 - "$RELOAD" "$MODEL_BYTES" "$RSS_LOADED" <<'PY' | tee -a "$RESULTS"
+import json, sys
+r = json.loads(sys.argv[1]); model = int(sys.argv[2]) / 1024
+peak, before = r.get("rss_peak_during_kib"), r.get("rss_before_kib")
+if peak:
+    print(f"memory: model {model:.0f} KiB; RSS before reloads {before} KiB, peak during reloads {peak} KiB; "
+          f"peak/model {peak / model:.2f}; growth during reload/model {(peak - before) / model:.2f}")
+s, d = r.get("steady", {}), r.get("during_reloads", {})
+if s and d:
+    print(f"p99 steady {s['p99_ms']} ms, during reloads {d['p99_ms']} ms (ratio {d['p99_ms'] / s['p99_ms']:.2f}); failures {r['failures']}")
+PY
+    kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
+done
+echo "results: $RESULTS"
