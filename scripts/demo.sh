@@ -1,45 +1,167 @@
 #!/usr/bin/env bash
-# The README's first command: installs what is missing, builds in release mode, generates
-# Criteo-format data from a planted model, runs the statistics pass, trains Wide&Deep in one
-# process with checkpoints, and prints the held-out AUC beside the oracle AUC.
+# The README's first command: the whole StreamRec system on one machine.
 #
-#   bash scripts/demo.sh [--preset small] [--rows N]
-# Environment: STREAMREC_RUN_DIR (default ./runs/demo) holds data and checkpoints.
+#   bash scripts/demo.sh [--rows N] [--rate ROWS_PER_S] [--keep-running] [--preset NAME]
+#
+# Installs what is missing and builds (release); brings up Redis, the dev Kafka broker and
+# ompi-server (cluster/up.sh); generates Criteo-format rows from a planted model and runs the
+# statistics pass; starts `streamrec serve`, two `featurize` workers, `mpirun -np 2 streamrec
+# train --source redis` and the producer at a live rate; shows progress (rows produced, batches,
+# step, loss, AUC, model version served); sends predictions; joins a third trainer rank half way;
+# and ends with a summary and a clean shutdown (cluster/down.sh; no processes left behind).
+# --keep-running leaves everything up for exploration (stop with: bash scripts/demo.sh --stop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
 
-PRESET=""
-ROWS=200000
+ROWS=150000; RATE=5000; KEEP=0; PRESET=small; STOP_ONLY=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --preset) PRESET="$2"; shift 2 ;;
     --rows) ROWS="$2"; shift 2 ;;
-    *) echo "unknown argument: $1 (use --preset NAME, --rows N)" >&2; exit 2 ;;
+    --rate) RATE="$2"; shift 2 ;;
+    --preset) PRESET="$2"; shift 2 ;;
+    --keep-running) KEEP=1; shift ;;
+    --stop) STOP_ONLY=1; shift ;;
+    *) echo "unknown argument: $1 (use --rows N, --rate R, --preset NAME, --keep-running, --stop)" >&2; exit 2 ;;
   esac
 done
 
+export STREAMREC_RUN_DIR="${STREAMREC_RUN_DIR:-$ROOT/runs/local}"
+RUN="$STREAMREC_RUN_DIR"
+DEMO="$RUN/demo"
+PIDS="$DEMO/pids"
+export STREAMREC_REDIS_PORT="${STREAMREC_REDIS_PORT:-6379}"
+HTTP_PORT="${STREAMREC_HTTP_PORT:-8080}"
+REDIS="127.0.0.1:$STREAMREC_REDIS_PORT"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_btl=self,vader,tcp
+
+stop_all() {
+  # Our own processes first (recorded pids; SIGTERM, then SIGKILL), then the cluster services.
+  if [[ -d "$PIDS" ]]; then
+    for f in "$PIDS"/*.pid; do
+      [[ -e "$f" ]] || continue
+      pid="$(cat "$f")"
+      kill -TERM "$pid" 2>/dev/null || true
+    done
+    for _ in $(seq 1 100); do
+      alive=0
+      for f in "$PIDS"/*.pid; do [[ -e "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null && alive=1; done
+      [[ $alive == 0 ]] && break
+      sleep 0.1
+    done
+    for f in "$PIDS"/*.pid; do [[ -e "$f" ]] && kill -KILL "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; done
+  fi
+  bash cluster/down.sh >/dev/null 2>&1 || true
+}
+
+if [[ $STOP_ONLY == 1 ]]; then stop_all; echo "demo: stopped"; exit 0; fi
+
 bash scripts/setup.sh -c release
 BIN="$(swift build -c release --show-bin-path)/streamrec"
-RUN="${STREAMREC_RUN_DIR:-runs/demo}"
-mkdir -p "$RUN"
-HOLDOUT=$(( ROWS / 4 ))
+export STREAMREC_BIN="$BIN"
 
-echo "== gen: $ROWS training rows + $HOLDOUT held-out rows from one planted model"
-"$BIN" gen --rows "$ROWS" --holdout-rows "$HOLDOUT" --out "$RUN/train.tsv" --seed 1
+stop_all
+rm -rf "$DEMO"; mkdir -p "$DEMO" "$PIDS"
+[[ $KEEP == 1 ]] || trap 'echo "demo: shutting down"; stop_all' EXIT
 
-echo "== stats: min/max + dictionaries"
-"$BIN" stats --data "$RUN/train.tsv" --out "$RUN/features.stats" --min-frequency 10
+step() { printf '\n== %s\n' "$*"; }
+bg() {  # bg NAME CMD... : start in the background, log to $DEMO/NAME.log, remember the pid
+  local name="$1"; shift
+  setsid "$@" >"$DEMO/$name.log" 2>&1 </dev/null &
+  echo $! > "$PIDS/$name.pid"
+}
 
-echo "== train: one pass, checkpoints in $RUN/checkpoints"
-rm -rf "$RUN/checkpoints"
-"$BIN" train --config configs/widedeep.yaml ${PRESET:+--preset "$PRESET"} --data "$RUN/train.tsv" \
-  --stats "$RUN/features.stats" --checkpoint-dir "$RUN/checkpoints" --log-every 20
+step "cluster: Redis, Kafka dev broker, ompi-server"
+bash cluster/up.sh
+redis-cli -p "$STREAMREC_REDIS_PORT" FLUSHALL >/dev/null
+BOOTSTRAP="$(cat "$RUN/broker/bootstrap")"
+URI="$RUN/ompi-server/ompi-server.uri"
 
-echo "== eval on held-out rows"
-"$BIN" eval --checkpoint "$RUN/checkpoints" --data "$RUN/train.test.tsv" | tee "$RUN/eval.json"
-python3 - "$RUN/eval.json" <<'PY'
+step "data: $ROWS rows + $((ROWS / 5)) held-out rows from one planted model; statistics pass"
+"$BIN" gen --rows "$ROWS" --holdout-rows $((ROWS / 5)) --out "$DEMO/rows.tsv" --seed 1
+# The offline dictionary comes from the first fifth of the stream, as a nightly job would
+# produce it; categories first seen later grow the dictionary online.
+head -n $((ROWS / 5)) "$DEMO/rows.tsv" > "$DEMO/offline.tsv"
+"$BIN" stats --data "$DEMO/offline.tsv" --out "$DEMO/features.stats" --min-frequency 5
+
+step "services: serve, 2 featurize workers, mpirun -np 2 train"
+bg serve "$BIN" serve --checkpoints "$DEMO/checkpoints" --port "$HTTP_PORT"
+for k in 0 1; do
+  bg "featurize-$k" "$BIN" featurize --shard $k --shards 2 --topic criteo --bootstrap "$BOOTSTRAP" \
+     --redis "$REDIS" --stats "$DEMO/features.stats" --batch-size 1000 --linger-ms 300 --feature-shards 8
+done
+bg train mpirun -np 2 --ompi-server "file:$URI" "$BIN" train --source redis --redis "$REDIS" \
+   --config configs/widedeep.yaml --preset "$PRESET" --stats "$DEMO/features.stats" --feature-shards 8 \
+   --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every 10 --keep 5 --log-every 10 \
+   --freshness-log "$DEMO/freshness.jsonl"
+
+step "producer: $ROWS rows at $RATE rows/s into topic criteo"
+bg produce "$BIN" produce --data "$DEMO/rows.tsv" --topic criteo --bootstrap "$BOOTSTRAP" --rate "$RATE"
+
+served() { curl -s --max-time 1 "http://127.0.0.1:$HTTP_PORT/v1/model" 2>/dev/null | python3 -c 'import json,sys
+try: d=json.load(sys.stdin); print(d.get("model_version","-"))
+except Exception: print("-")' ; }
+rows_in_store() { local n=0 s; for s in 0 1 2 3 4 5 6 7; do n=$(( n + $(redis-cli -p "$STREAMREC_REDIS_PORT" GET "sr:rows:$s" | sed 's/^$/0/') )); done; echo $n; }
+trained_batches() { local n=0 s; for s in 0 1 2 3 4 5 6 7; do n=$(( n + $(redis-cli -p "$STREAMREC_REDIS_PORT" GET "sr:trained:$s" | sed 's/^$/0/') )); done; echo $n; }
+appended_batches() { local n=0 s; for s in 0 1 2 3 4 5 6 7; do n=$(( n + $(redis-cli -p "$STREAMREC_REDIS_PORT" GET "sr:appended:$s" | sed 's/^$/0/') )); done; echo $n; }
+last_loss() { grep -E '^epoch: ' "$DEMO/train.log" | tail -1 | sed -E 's/.*step: ([0-9]+), wide_loss: ([0-9.]+), deep_loss: ([0-9.]+).*pv_auc: ([0-9.na/]+).*/step \1  wide_loss \2  pv_auc \4/'; }
+
+step "progress (every 3 s)"
+JOINED=0; PREDICTED=0; START=$(date +%s)
+printf '%6s %10s %9s %9s  %-44s %s\n' "t(s)" "rows→redis" "batches" "trained" "trainer" "served"
+while true; do
+  sleep 3
+  t=$(( $(date +%s) - START ))
+  stored=$(rows_in_store); appended=$(appended_batches); trained=$(trained_batches)
+  printf '%6d %10d %9d %9d  %-44s %s\n' "$t" "$stored" "$appended" "$trained" "$(last_loss)" "$(served)"
+  if [[ $JOINED == 0 && $stored -ge $((ROWS / 2)) ]]; then
+    echo "   -> half way: a third trainer rank joins the running job (mpirun -np 1 … train --join)"
+    bg join mpirun -np 1 --ompi-server "file:$URI" "$BIN" train --source redis --join --redis "$REDIS" \
+       --config configs/widedeep.yaml --preset "$PRESET" --feature-shards 8 --checkpoint-dir "$DEMO/checkpoints"
+    JOINED=1
+  fi
+  if [[ $PREDICTED == 0 && "$(served)" != "-" ]]; then
+    echo "   -> predictions from the served model:"
+    sed -n '1,3p' "$DEMO/rows.test.tsv" | cut -f2- | python3 -c 'import json,sys; print(json.dumps({"rows":[l.rstrip("\n") for l in sys.stdin]}))' \
+      | curl -s -X POST "http://127.0.0.1:$HTTP_PORT/v1/predict" -H 'Content-Type: application/json' --data-binary @- | sed 's/^/      /'
+    echo
+    PREDICTED=1
+  fi
+  if ! kill -0 "$(cat "$PIDS/produce.pid")" 2>/dev/null && [[ $stored -ge $ROWS ]] && [[ $trained -ge $appended ]]; then
+    break
+  fi
+  if ! kill -0 "$(cat "$PIDS/train.pid")" 2>/dev/null; then echo "demo: the trainer stopped unexpectedly; see $DEMO/train.log" >&2; exit 1; fi
+  if [[ $t -gt $(( ROWS / RATE * 3 + 120 )) ]]; then echo "demo: taking too long; see logs in $DEMO" >&2; exit 1; fi
+done
+
+if [[ $KEEP == 1 ]]; then
+  cat <<MSG
+
+Everything is still running (logs in $DEMO):
+  curl -s localhost:$HTTP_PORT/v1/model ; curl -s localhost:$HTTP_PORT/metrics
+  $BIN status --redis $REDIS
+  $BIN ckpt list $DEMO/checkpoints
+Stop everything with: bash scripts/demo.sh --stop
+MSG
+  exit 0
+fi
+
+step "stopping the trainer (SIGTERM to rank 0: finish the step, checkpoint, stop)"
+kill -TERM "$(pgrep -P "$(cat "$PIDS/train.pid")" | sort -n | head -1)" 2>/dev/null || true
+for _ in $(seq 1 300); do kill -0 "$(cat "$PIDS/train.pid")" 2>/dev/null || break; sleep 0.1; done
+sleep 1.5   # let serve pick up the final version
+grep -E '^done|^rank' "$DEMO/train.log" | sed 's/^/  /' || true
+grep -E 'joined|left' "$DEMO/train.log" "$DEMO/join.log" 2>/dev/null | sed 's/^/  /' || true
+
+step "summary"
+"$BIN" status --redis "$REDIS" | sed 's/^/  /' | head -40
+"$BIN" ckpt list "$DEMO/checkpoints" | sed 's/^/  /'
+echo "  served: $(served)"
+"$BIN" eval --checkpoint "$DEMO/checkpoints" --data "$DEMO/rows.test.tsv" > "$DEMO/eval.json"
+python3 - "$DEMO/eval.json" "$ROWS" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"held-out AUC {r['auc']:.4f}   oracle AUC {r['oracle_auc']:.4f}   gap {r['oracle_auc'] - r['auc']:.4f}   "
-      f"log loss {r['logloss']:.4f}   rows {r['rows']}   rejected {r['rejected']}")
+print(f"  final model: step {r['step']}, {r['samples_trained']} samples trained (of {sys.argv[2]} produced); "
+      f"held-out AUC {r['auc']:.4f} (oracle {r['oracle_auc']:.4f}), log loss {r['logloss']:.4f}")
 PY
