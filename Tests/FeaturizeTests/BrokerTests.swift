@@ -32,12 +32,13 @@ struct BrokerTests {
         for s in servers { #expect(s.hasPrefix("127.0.0.1:"), "mock broker not on loopback: \(s)") }
         #expect(broker.log.contains("BOOTSTRAP \(broker.bootstrapServers)"))
 
-        let config = KafkaConfig(bootstrapServers: broker.bootstrapServers)
-        let producer = try KafkaProducer(config: config)
-        #expect(try producer.partitionCount(topic: "events") == 3)
-        for i in 0 ..< 30 { try producer.produce(topic: "events", partition: Int32(i % 3), key: "k\(i)", value: "v\(i)") }
-        try producer.flush(timeout: .seconds(10))
-        #expect(producer.deliveryStats.succeeded == 30)
+        do {  // the producer is gone before the broker stops (no reconnect noise)
+            let producer = try KafkaProducer(config: KafkaConfig(bootstrapServers: broker.bootstrapServers))
+            #expect(try producer.partitionCount(topic: "events") == 3)
+            for i in 0 ..< 30 { try producer.produce(topic: "events", partition: Int32(i % 3), key: "k\(i)", value: "v\(i)") }
+            try producer.flush(timeout: .seconds(10))
+            #expect(producer.deliveryStats.succeeded == 30)
+        }
         let got = try consumeAll(bootstrap: broker.bootstrapServers, topic: "events", partitions: 3, expecting: 30)
         #expect(Set(got.map { String(decoding: $0.value, as: UTF8.self) }) == Set((0 ..< 30).map { "v\($0)" }))
         #expect(got.count == 30)
@@ -114,5 +115,46 @@ struct BrokerTests {
         let got = try consumeAll(bootstrap: broker.bootstrapServers, topic: "kc", partitions: 2, expecting: 200)
         #expect(got.count == 200)
         #expect(Set(got.map { String(decoding: ($0.key ?? []) + Array("|".utf8) + $0.value, as: UTF8.self) }) == Set(lines))
+    }
+}
+
+@Suite("cluster/up.sh, status.sh, down.sh", .timeLimit(.minutes(2)))
+struct ClusterScriptTests {
+    @Test("up starts redis, broker and ompi-server; twice is harmless; down leaves no process behind")
+    func upDown() throws {
+        guard let exe = streamrecBinary() else { Issue.record("streamrec not built"); return }
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let run = FileManager.default.temporaryDirectory.appendingPathComponent("streamrec-run-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: run) }
+        let env = ["STREAMREC_RUN_DIR": run.path, "STREAMREC_REDIS_PORT": "\(try freeLoopbackPort())", "STREAMREC_BIN": exe,
+                   "STREAMREC_CLUSTER_CONFIG": "/nonexistent", "STREAMREC_BROKER_ARGS": "--brokers 1 --topic t --partitions 2"]
+        func script(_ name: String) throws -> ProcessResult {
+            try runProcess("/bin/bash", [repo.appendingPathComponent("cluster/\(name)").path], environment: env, timeout: .seconds(60))
+        }
+        let pidfiles = ["redis/redis.pid", "broker/broker.pid", "ompi-server/ompi-server.pid"].map { run.appendingPathComponent($0) }
+        var pids: [Int32] = []
+        defer {
+            _ = try? script("down.sh")
+            for pid in pids where kill(pid, 0) == 0 { kill(pid, SIGKILL) }
+        }
+        let up = try script("up.sh")
+        #expect(up.status == 0, "up.sh: \(up.stdout) \(up.stderr)")
+        pids = pidfiles.compactMap { try? String(contentsOf: $0, encoding: .utf8) }
+            .compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        #expect(pids.count == 3)
+        for pid in pids { #expect(kill(pid, 0) == 0) }
+        let bootstrap = try String(contentsOf: run.appendingPathComponent("broker/bootstrap"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try KafkaConsumer(config: KafkaConfig(bootstrapServers: bootstrap)).partitionCount(topic: "t") == 2)
+        #expect(try script("up.sh").status == 0)
+        #expect(try script("status.sh").status == 0)
+
+        let down = try script("down.sh")
+        #expect(down.status == 0, "down.sh: \(down.stdout) \(down.stderr)")
+        for pid in pids { #expect(kill(pid, 0) != 0, "pid \(pid) still alive after down.sh") }
+        for f in pidfiles { #expect(!FileManager.default.fileExists(atPath: f.path)) }
+        #expect(!FileManager.default.fileExists(atPath: run.appendingPathComponent("broker/bootstrap").path))
+        #expect(try script("down.sh").status == 0)
+        #expect(try script("status.sh").status == 3)
     }
 }
