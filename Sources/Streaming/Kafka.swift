@@ -260,6 +260,28 @@ public final class KafkaProducer: @unchecked Sendable {
         rd_kafka_poll(rk, 0)  // serve delivery reports as we go
     }
 
+    /// The allocation-free form for hot loops (`RowProducer`): payload and key are copied by
+    /// librdkafka before this returns, so the buffers need only live for the call. Delivery
+    /// reports are not served here; call `poll()` every so often (queue-full waits do serve them).
+    public func produce(topic: String, partition: Int32?, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer,
+                        queueFullWait: Duration = .seconds(30)) throws(KafkaError) {
+        let rkt = try topicHandle(topic)
+        var deadline: ContinuousClock.Instant? = nil
+        while true {
+            let rc = rd_kafka_produce(rkt, partition ?? -1, 0x2 /* RD_KAFKA_MSG_F_COPY */,
+                                      UnsafeMutableRawPointer(mutating: value.baseAddress), value.count,
+                                      key?.baseAddress, key?.count ?? 0, nil)
+            if rc == 0 { return }
+            let err = rd_kafka_last_error()
+            if err == RD_KAFKA_RESP_ERR__QUEUE_FULL {
+                let now = ContinuousClock.now
+                if deadline == nil { deadline = now + queueFullWait }
+                if now < deadline! { rd_kafka_poll(rk, 10); continue }
+            }
+            throw KafkaError("rd_kafka_produce(\(topic))", code: err)
+        }
+    }
+
     /// Convenience for UTF-8 keys and values.
     public func produce(topic: String, partition: Int32? = nil, key: String?, value: String) throws(KafkaError) {
         try produce(topic: topic, partition: partition, key: key.map { Array($0.utf8) }, value: Array(value.utf8))

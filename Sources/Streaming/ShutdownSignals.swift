@@ -1,0 +1,121 @@
+// Streaming/ShutdownSignals: SIGINT/SIGTERM for long-running commands (`broker`, `produce`).
+//
+// Why this exists
+//   A process started from a Swift test thread (or from some daemons) inherits a signal mask in
+//   which SIGTERM/SIGINT are blocked, and `cmd &` in a non-interactive shell starts it with
+//   SIGINT ignored. Either way `kill -TERM` would do nothing. `ShutdownSignals.install()` resets
+//   that: it installs a handler for each signal and unblocks them in the calling thread. Call it
+//   first thing in `run()`, before any other thread exists (librdkafka's threads then inherit the
+//   unblocked mask).
+//
+// How
+//   The handler only writes the signal number to a self-pipe (async-signal-safe). A watcher
+//   thread reads the pipe and records the first signal; `received` polls it, `wait()` blocks on
+//   it. Installing twice returns the same instance.
+
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Write end of the self-pipe, read by the signal handler. Set once, before the handler is installed.
+nonisolated(unsafe) private var signalPipeWrite: Int32 = -1
+
+private let shutdownHandler: @convention(c) (Int32) -> Void = { sig in
+    var byte = UInt8(truncatingIfNeeded: sig)
+    let saved = errno
+    _ = write(signalPipeWrite, &byte, 1)
+    errno = saved
+}
+
+/// The first SIGINT/SIGTERM received by the process, observed from any thread.
+public final class ShutdownSignals: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var first: Int32? = nil
+    private var count = 0
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var shared: ShutdownSignals?
+
+    /// Installs the handlers (idempotent) and unblocks `signals` in the calling thread.
+    public static func install(_ signals: [Int32] = [SIGINT, SIGTERM]) -> ShutdownSignals {
+        lock.lock(); defer { lock.unlock() }
+        if let shared { return shared }
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { fatalError("ShutdownSignals: pipe() failed: errno \(errno)") }
+        _ = fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK)
+        signalPipeWrite = fds[1]
+        let instance = ShutdownSignals()
+        let readFD = fds[0]
+        let watcher = Thread { instance.watch(readFD) }
+        watcher.name = "streamrec-signals"
+        watcher.start()
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in signals {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = shutdownHandler
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = SA_RESTART
+            sigaction(sig, &action, nil)
+            sigaddset(&set, sig)
+        }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        shared = instance
+        return instance
+    }
+
+    private func watch(_ fd: Int32) {
+        var byte: UInt8 = 0
+        while true {
+            let r = read(fd, &byte, 1)
+            if r < 0 && errno == EINTR { continue }
+            if r <= 0 { return }
+            condition.lock()
+            count += 1
+            if first == nil { first = Int32(byte) }
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    /// The first signal received, or nil. Cheap enough to poll every few hundred rows.
+    public var received: Int32? {
+        condition.lock(); defer { condition.unlock() }
+        return first
+    }
+
+    /// How many signals have arrived (a second Ctrl-C can mean "stop waiting").
+    public var receivedCount: Int {
+        condition.lock(); defer { condition.unlock() }
+        return count
+    }
+
+    /// Blocks until a signal arrives (or `timeout` passes); returns it (nil on timeout).
+    @discardableResult
+    public func wait(timeout: Duration? = nil) -> Int32? {
+        condition.lock(); defer { condition.unlock() }
+        let deadline = timeout.map { Date().addingTimeInterval(Double($0.components.seconds) + Double($0.components.attoseconds) * 1e-18) }
+        while first == nil {
+            if let deadline {
+                if !condition.wait(until: deadline) { return first }
+            } else {
+                condition.wait()
+            }
+        }
+        return first
+    }
+
+    /// Conventional exit status for a process stopped by `signal` (128 + number).
+    public static func exitStatus(for signal: Int32) -> Int32 { 128 + signal }
+
+    /// `SIGINT`/`SIGTERM`/… by name.
+    public static func name(of signal: Int32) -> String {
+        switch signal {
+        case SIGINT: return "SIGINT"
+        case SIGTERM: return "SIGTERM"
+        case SIGHUP: return "SIGHUP"
+        default: return "signal \(signal)"
+        }
+    }
+}
