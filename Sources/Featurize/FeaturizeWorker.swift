@@ -64,6 +64,13 @@ public struct FeaturizeSummary: Sendable, Codable, Equatable {
     public var seconds: Double = 0
     public var rowsPerSecond: Double = 0
     public var messagesPerSecond: Double = 0
+    /// From the first message received to the last message handled (and, unless raw, committed):
+    /// the time the worker was actually busy, excluding start-up and idle waiting.
+    public var activeSeconds: Double = 0
+    /// rows (or messages, in raw mode) ÷ activeSeconds.
+    public var activeRate: Double = 0
+    /// Peak resident memory of this process (getrusage ru_maxrss).
+    public var maxRSSBytes: Int64 = 0
     public var raw: Bool = false
 }
 
@@ -134,6 +141,8 @@ public final class FeaturizeWorker: @unchecked Sendable {
     var invRange: [Float] = []
     var encodeBuffer: [UInt8] = []
     var redisDownSince: ContinuousClock.Instant? = nil
+    var firstMessageAt: ContinuousClock.Instant? = nil
+    var lastWorkAt: ContinuousClock.Instant? = nil
 
     public init(options: FeaturizeOptions, stats: FeatureStats,
                 shouldStop: (@Sendable () -> Bool)? = nil,
@@ -329,7 +338,10 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 kafkaErrorsLogged += 1
                 say("Kafka reports \(batch.errors.count) error(s), e.g. \(batch.errors[0].error) — librdkafka keeps reconnecting; consumption continues when the broker is back")
             }
-            if !batch.messages.isEmpty { lastMessage = now }
+            if !batch.messages.isEmpty {
+                lastMessage = now
+                if firstMessageAt == nil { firstMessageAt = now }
+            }
             for m in batch.messages {
                 summary.messages += 1
                 if options.raw { continue }
@@ -337,13 +349,16 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 try handle(m, st)
             }
             if !options.raw { try flushAll(force: false) }
+            if !batch.messages.isEmpty { lastWorkAt = .now }
             if let idle = options.untilIdle, ContinuousClock.now - lastMessage >= idle {
                 say("no data for \(idle); stopping (--until-idle)")
                 break
             }
         }
         if !options.raw {
+            let pending = states.values.contains { $0.hasUnit }
             try flushAll(force: true)
+            if pending { lastWorkAt = .now }
             _ = try? withRedisOnce { try store.removeWorker(options.workerId) }
         }
         return finish(start)
@@ -355,6 +370,13 @@ public final class FeaturizeWorker: @unchecked Sendable {
         summary.seconds = seconds(ContinuousClock.now - start)
         summary.rowsPerSecond = summary.seconds > 0 ? Double(summary.rows) / summary.seconds : 0
         summary.messagesPerSecond = summary.seconds > 0 ? Double(summary.messages) / summary.seconds : 0
+        if let a = firstMessageAt, let b = lastWorkAt, b > a {
+            summary.activeSeconds = seconds(b - a)
+            summary.activeRate = Double(options.raw ? summary.messages : summary.rows) / summary.activeSeconds
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        summary.maxRSSBytes = Int64(usage.ru_maxrss) * 1024
         say(String(format: "stopped: %lld messages, %lld rows in %lld batches, %lld dead letters, %lld lost upstream, %.1f s (%.0f rows/s)",
                    summary.messages, summary.rows, summary.batches, summary.deadLetters, summary.lostUpstream,
                    summary.seconds, summary.rowsPerSecond))
