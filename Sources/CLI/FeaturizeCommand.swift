@@ -5,6 +5,7 @@ import Featurize
 import Foundation
 import Streaming
 import Synchronization
+import Yams
 
 /// Set by SIGINT/SIGTERM; the worker commits what it holds and exits 0.
 let featurizeStopSignal = Atomic<Bool>(false)
@@ -49,42 +50,45 @@ struct Featurize: ParsableCommand {
         See docs/ARCHITECTURE.md and Sources/FeatureStore/FeatureStoreLayout.swift for the layout.
         """)
 
+    @Option(help: "Settings file (YAML): `featurize:` and `redis:` sections (see configs/featurize.yaml); flags override it.")
+    var config: String?
+
     @Option(help: "This worker's shard k (0 ≤ k < --shards): it owns partitions p ≡ k (mod K).")
     var shard: Int = 0
 
     @Option(help: "Number of featurize workers K sharing the topic.")
     var shards: Int = 1
 
-    @Option(help: "Kafka topic of Criteo rows (one row per message).")
-    var topic: String = "criteo"
+    @Option(help: "Kafka topic of Criteo rows (one row per message). Default criteo.")
+    var topic: String?
 
-    @Option(help: "Kafka bootstrap servers HOST:PORT[,HOST:PORT…].")
-    var bootstrap: String = "127.0.0.1:9092"
+    @Option(help: "Kafka bootstrap servers HOST:PORT[,HOST:PORT…]. Default 127.0.0.1:9092.")
+    var bootstrap: String?
 
     @Option(name: .customShort("X"), parsing: .unconditionalSingleValue,
             help: "A librdkafka property key=value, passed through unchanged (repeatable; SASL/SSL work).")
     var kafkaProperty: [String] = []
 
-    @Option(help: "Redis HOST:PORT of the feature store.")
-    var redis: String = "127.0.0.1:6379"
+    @Option(help: "Redis HOST:PORT of the feature store. Default 127.0.0.1:6379.")
+    var redis: String?
 
-    @Option(help: "Key prefix in Redis.")
-    var prefix: String = "sr"
+    @Option(help: "Key prefix in Redis. Default sr.")
+    var prefix: String?
 
     @Option(help: "Feature statistics file from `streamrec stats` (dense min/max, dictionary snapshot).")
     var stats: String?
 
-    @Option(help: "Rows per feature batch.")
-    var batchSize: Int = 1024
+    @Option(help: "Rows per feature batch. Default 1024.")
+    var batchSize: Int?
 
-    @Option(help: "Commit a partial batch this long after it started (freshness).")
-    var lingerMs: Int = 200
+    @Option(help: "Commit a partial batch this long after it started (freshness). Default 200.")
+    var lingerMs: Int?
 
-    @Option(help: "Pause while a target feature stream has this many batches not yet trained.")
-    var maxPending: Int = 256
+    @Option(help: "Pause while a target feature stream has this many batches not yet trained. Default 256.")
+    var maxPending: Int?
 
-    @Option(help: "Number of feature shards S (partition p → stream sr:fs:(p mod S)).")
-    var featureShards: Int = 8
+    @Option(help: "Number of feature shards S (partition p → stream sr:fs:(p mod S)). Default 8.")
+    var featureShards: Int?
 
     @Option(help: "Stop after this many seconds without new messages (tests, benchmarks).")
     var untilIdle: Double?
@@ -100,33 +104,40 @@ struct Featurize: ParsableCommand {
 
     func validate() throws {
         guard shards > 0, shard >= 0, shard < shards else { throw ValidationError("need 0 ≤ --shard < --shards") }
-        guard batchSize > 0, batchSize <= 1_000_000 else { throw ValidationError("--batch-size must be in 1…1000000") }
-        guard featureShards > 0 else { throw ValidationError("--feature-shards must be positive") }
-        guard maxPending > 0 else { throw ValidationError("--max-pending must be positive") }
-        if !raw && stats == nil { throw ValidationError("--stats FILE is required (create it with `streamrec stats`)") }
     }
 
     func run() throws {
         installStopSignals()
+        let file = try FeaturizeSettings.load(config)
+        let batchSize = self.batchSize ?? file.batchSize ?? 1024
+        let featureShards = self.featureShards ?? file.featureShards ?? 8
+        let maxPending = self.maxPending ?? file.maxPending ?? 256
+        let statsPath = stats ?? file.stats
+        guard batchSize > 0, batchSize <= 1_000_000 else { throw ValidationError("--batch-size must be in 1…1000000") }
+        guard featureShards > 0 else { throw ValidationError("--feature-shards must be positive") }
+        guard maxPending > 0 else { throw ValidationError("--max-pending must be positive") }
+        if !raw && statsPath == nil { throw ValidationError("--stats FILE is required (create it with `streamrec stats`)") }
         let statsValue: FeatureStats
-        if let stats {
-            statsValue = try FeatureStats.read(from: URL(fileURLWithPath: stats))
+        if let statsPath {
+            statsValue = try FeatureStats.read(from: URL(fileURLWithPath: statsPath))
         } else {
             statsValue = FeatureStats(minFrequency: 1, denseMin: Array(repeating: 0, count: 13),
                                       denseMax: Array(repeating: 1, count: 13), rows: 0, rejected: 0)
         }
-        var config = KafkaConfig(bootstrapServers: bootstrap, try kafkaProperties(kafkaProperty))
+        var properties = file.kafkaProperties
+        for (k, v) in try kafkaProperties(kafkaProperty) { properties[k] = v }
+        var config = KafkaConfig(bootstrapServers: bootstrap ?? file.bootstrap ?? "127.0.0.1:9092", properties)
         if config["client.id"] == nil { config["client.id"] = "streamrec-featurize-\(shard)" }
-        var options = FeaturizeOptions(shard: shard, shards: shards, topic: topic, kafka: config,
-                                       redisAddress: redis, workerId: workerId)
-        options.prefix = prefix
+        var options = FeaturizeOptions(shard: shard, shards: shards, topic: topic ?? file.topic ?? "criteo", kafka: config,
+                                       redisAddress: redis ?? file.redis ?? "127.0.0.1:6379", workerId: workerId)
+        options.prefix = prefix ?? file.prefix ?? "sr"
         options.batchSize = batchSize
-        options.linger = .milliseconds(lingerMs)
+        options.linger = .milliseconds(lingerMs ?? file.lingerMs ?? 200)
         options.maxPending = Int64(maxPending)
         options.featureShards = featureShards
         options.raw = raw
         options.untilIdle = untilIdle.map { .milliseconds(Int64($0 * 1000)) }
-        options.statsSource = stats ?? ""
+        options.statsSource = statsPath ?? ""
         options.progressEvery = .milliseconds(Int64(progressSeconds * 1000))
         let worker = FeaturizeWorker(options: options, stats: statsValue,
                                      shouldStop: { featurizeStopSignal.load(ordering: .relaxed) })
@@ -136,3 +147,180 @@ struct Featurize: ParsableCommand {
         print("summary " + String(decoding: try enc.encode(summary), as: UTF8.self))
     }
 }
+
+/// The `featurize:` and `redis:` sections of a settings file (configs/featurize.yaml).
+struct FeaturizeSettings {
+    var topic: String?, bootstrap: String?, stats: String?
+    var batchSize: Int?, lingerMs: Int?, maxPending: Int?, featureShards: Int?
+    var kafkaProperties: [String: String] = [:]
+    var redis: String?, prefix: String?
+
+    static func load(_ path: String?) throws -> FeaturizeSettings {
+        var s = FeaturizeSettings()
+        guard let path else { return s }
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw CLIError("cannot read config file \(path): \(error.localizedDescription)")
+        }
+        guard let root = try Yams.load(yaml: text) as? [String: Any] else { throw CLIError("config file \(path) is not a YAML mapping") }
+        let f = root["featurize"] as? [String: Any] ?? [:]
+        let r = root["redis"] as? [String: Any] ?? [:]
+        func int(_ v: Any?) -> Int? { (v as? Int) ?? (v as? String).flatMap { Int($0) } }
+        s.topic = f["topic"] as? String
+        s.bootstrap = f["bootstrap"] as? String
+        s.stats = f["stats"] as? String
+        s.batchSize = int(f["batch_size"]); s.lingerMs = int(f["linger_ms"])
+        s.maxPending = int(f["max_pending"]); s.featureShards = int(f["feature_shards"])
+        for (k, v) in f["kafka_properties"] as? [String: Any] ?? [:] { s.kafkaProperties[k] = "\(v)" }
+        s.redis = r["address"] as? String
+        s.prefix = r["prefix"] as? String
+        return s
+    }
+}
+
+// MARK: - Benchmark
+
+/// `streamrec featurize-bench`: one featurize process end to end (Kafka → Redis) against its own
+/// raw-consume ceiling, on loopback with an in-process mock broker and a real redis-server.
+/// Driven by scripts/bench-featurize.sh; results belong in docs/BENCHMARKS.md.
+struct FeaturizeBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "featurize-bench",
+        abstract: "Benchmark one featurize process: end-to-end rows/s vs its raw consume rate (see scripts/bench-featurize.sh).",
+        shouldDisplay: false)
+
+    @Option(help: "Synthetic Criteo rows to produce.")
+    var rows: Int = 600_000
+
+    @Option(help: "Topic partitions (the mock broker keeps ~5 MiB per partition).")
+    var partitions: Int = 32
+
+    @Option(help: "Rows per feature batch.")
+    var batchSize: Int = 1024
+
+    @Option(help: "Rows used for the statistics snapshot (the rest exercise OOV counting and online growth).")
+    var statsRows: Int = 200_000
+
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func run() throws {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("streamrec-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        func note(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+
+        // Redis (AOF on, fsync every second: the cluster/redis.conf setting).
+        let redisPort = try freePort()
+        let redis = Process()
+        redis.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        redis.arguments = ["--port", "\(redisPort)", "--bind", "127.0.0.1", "--dir", tmp.path, "--save", "",
+                           "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no"]
+        redis.standardOutput = FileHandle.nullDevice
+        redis.standardError = FileHandle.nullDevice
+        try redis.run()
+        defer {
+            if let c = try? RedisConnection(host: "127.0.0.1", port: redisPort, timeout: .seconds(1)) { _ = try? c.command(["SHUTDOWN", "NOSAVE"]) }
+            redis.waitUntilExit()
+        }
+        var redisUp = false
+        for _ in 0..<200 where !redisUp {
+            redisUp = (try? RedisConnection(host: "127.0.0.1", port: redisPort, timeout: .seconds(1)).command(["PING"]).text) == "PONG"
+            if !redisUp { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        guard redisUp else { throw CLIError("redis-server did not start") }
+
+        // Broker, rows, stats.
+        let cluster = try MockKafkaCluster(brokers: 1)
+        defer { cluster.destroy() }
+        try cluster.createTopic("bench", partitions: partitions)
+        note("generating \(rows) synthetic Criteo rows …")
+        var gen = SyntheticCriteo(seed: 2024)
+        var lines: [[UInt8]] = []
+        lines.reserveCapacity(rows)
+        for _ in 0..<rows { lines.append(gen.nextRow().line) }
+        var builder = FeatureStatsBuilder()
+        var row = CriteoRow()
+        for l in lines.prefix(statsRows) { if (try? CriteoParser().parse(bytes: l, into: &row)) != nil { builder.add(row) } }
+        let stats = builder.build(minFrequency: 5)
+        let statsFile = tmp.appendingPathComponent("features.stats")
+        try stats.write(to: statsFile)
+
+        note("producing to \(partitions) partitions …")
+        let producer = try KafkaProducer(config: KafkaConfig(bootstrapServers: cluster.bootstrapServers,
+                                                             ["linger.ms": "20", "batch.num.messages": "10000",
+                                                              "queue.buffering.max.messages": "1000000"]))
+        let t0 = ContinuousClock.now
+        for (i, l) in lines.enumerated() {
+            try producer.produce(topic: "bench", partition: Int32(i % partitions), key: nil, value: l)
+        }
+        try producer.flush(timeout: .seconds(120))
+        let produceSeconds = seconds(ContinuousClock.now - t0)
+        guard producer.deliveryStats.failed == 0 else { throw CLIError("produce failed: \(producer.deliveryStats.firstError.map { "\($0)" } ?? "")") }
+        let bytes = lines.reduce(0) { $0 + $1.count }
+        lines = []
+
+        func runWorker(_ extra: [String]) throws -> [String: Any] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: exe)
+            p.arguments = ["featurize", "--topic", "bench", "--bootstrap", cluster.bootstrapServers,
+                           "--redis", "127.0.0.1:\(redisPort)", "--stats", statsFile.path, "--batch-size", "\(batchSize)",
+                           "--max-pending", "1000000", "--until-idle", "1.5", "--progress-seconds", "5"] + extra
+            let out = Pipe()
+            p.standardOutput = out
+            p.standardError = FileHandle.standardError
+            try p.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            guard p.terminationStatus == 0,
+                  let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last(where: { $0.hasPrefix("summary ") }),
+                  let obj = try JSONSerialization.jsonObject(with: Data(line.dropFirst(8).utf8)) as? [String: Any] else {
+                throw CLIError("featurize \(extra) failed (exit \(p.terminationStatus))")
+            }
+            return obj
+        }
+        note("raw consume (ceiling) …")
+        let raw = try runWorker(["--raw", "--worker-id", "bench-raw"])
+        note("featurize end to end …")
+        let full = try runWorker(["--worker-id", "bench-full"])
+        let rawRate = raw["activeRate"] as? Double ?? 0
+        let fullRate = full["activeRate"] as? Double ?? 0
+        let result: [String: Any] = [
+            "rows": rows, "partitions": partitions, "batch_size": batchSize, "row_bytes_avg": Double(bytes) / Double(rows),
+            "produce_rows_per_s": Double(rows) / produceSeconds,
+            "raw_consume_rows_per_s": rawRate, "featurize_rows_per_s": fullRate, "ratio": rawRate > 0 ? fullRate / rawRate : 0,
+            "featurize_rows": full["rows"] ?? 0, "featurize_batches": full["batches"] ?? 0,
+            "featurize_lost_upstream": full["lostUpstream"] ?? 0, "online_ids": full["onlineIdsLearnt"] ?? 0,
+            "featurize_max_rss_mib": Double(full["maxRSSBytes"] as? Int64 ?? Int64(full["maxRSSBytes"] as? Int ?? 0)) / 1048576,
+            "raw_max_rss_mib": Double(raw["maxRSSBytes"] as? Int64 ?? Int64(raw["maxRSSBytes"] as? Int ?? 0)) / 1048576,
+        ]
+        if json {
+            print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
+        } else {
+            print(String(format: """
+            rows %d over %d partitions, %.0f bytes/row, batch %d
+            produce                 %.0f rows/s
+            raw consume (ceiling)   %.0f rows/s   max RSS %.1f MiB
+            featurize end to end    %.0f rows/s   max RSS %.1f MiB   (%@ rows, %@ batches, lost upstream %@)
+            ratio                   %.2f
+            """, rows, partitions, Double(bytes) / Double(rows), batchSize, Double(rows) / produceSeconds,
+                         rawRate, result["raw_max_rss_mib"] as! Double, fullRate, result["featurize_max_rss_mib"] as! Double,
+                         "\(full["rows"] ?? 0)", "\(full["batches"] ?? 0)", "\(full["lostUpstream"] ?? 0)",
+                         result["ratio"] as! Double))
+        }
+    }
+
+    private func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+}
+
+private func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }

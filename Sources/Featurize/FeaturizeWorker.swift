@@ -64,6 +64,13 @@ public struct FeaturizeSummary: Sendable, Codable, Equatable {
     public var seconds: Double = 0
     public var rowsPerSecond: Double = 0
     public var messagesPerSecond: Double = 0
+    /// From the first message received to the last message handled (and, unless raw, committed):
+    /// the time the worker was actually busy, excluding start-up and idle waiting.
+    public var activeSeconds: Double = 0
+    /// rows (or messages, in raw mode) ÷ activeSeconds.
+    public var activeRate: Double = 0
+    /// Peak resident memory of this process (getrusage ru_maxrss).
+    public var maxRSSBytes: Int64 = 0
     public var raw: Bool = false
 }
 
@@ -122,8 +129,9 @@ public final class FeaturizeWorker: @unchecked Sendable {
     let log: @Sendable (String) -> Void
 
     // Owned by the run thread.
-    var redis: RedisConnection!
+    var link: RedisLink!
     var store: FeatureStore!
+    var committer: Committer!
     var cache: DictionaryCache
     var consumer: KafkaConsumer!
     var states: [Int32: PartitionState] = [:]
@@ -133,7 +141,8 @@ public final class FeaturizeWorker: @unchecked Sendable {
     var minT: [Float] = []
     var invRange: [Float] = []
     var encodeBuffer: [UInt8] = []
-    var redisDownSince: ContinuousClock.Instant? = nil
+    var firstMessageAt: ContinuousClock.Instant? = nil
+    var lastWorkAt: ContinuousClock.Instant? = nil
 
     public init(options: FeaturizeOptions, stats: FeatureStats,
                 shouldStop: (@Sendable () -> Bool)? = nil,
@@ -161,44 +170,9 @@ public final class FeaturizeWorker: @unchecked Sendable {
 
     // MARK: Retry funnel
 
-    /// Runs `body` until it succeeds, retrying Redis failures with back-off 100 ms → 5 s.
-    /// Returns nil only when asked to stop while Redis is still failing.
+    /// Runs `body` on the worker's own connection through the retry funnel (see `RedisLink`).
     func withRedis<T>(_ what: String, _ body: () throws -> T) throws -> T? {
-        var delay = 0.1
-        while true {
-            do {
-                if redis == nil || !redis.isConnected {
-                    if redis == nil {
-                        redis = try RedisConnection(address: options.redisAddress)
-                        store = FeatureStore(redis: redis, prefix: options.prefix)
-                    } else {
-                        try redis.reconnect()
-                    }
-                }
-                let value = try body()
-                if let since = redisDownSince {
-                    say(String(format: "Redis at %@ is back after %.1f s; resuming", options.redisAddress,
-                               Double((ContinuousClock.now - since).components.attoseconds) / 1e18
-                                + Double((ContinuousClock.now - since).components.seconds)))
-                    redisDownSince = nil
-                }
-                return value
-            } catch let error as RedisError {
-                switch error {
-                case .server(let m) where !m.hasPrefix("LOADING") && !m.hasPrefix("BUSY") && !m.hasPrefix("NOSCRIPT"):
-                    throw error
-                default: break
-                }
-                if redisDownSince == nil {
-                    redisDownSince = .now
-                    say("Redis unavailable during \(what): \(error). Consumption paused; retrying with back-off (100 ms → 5 s). No data is lost: the uncommitted unit is retried.")
-                }
-                if stopping { return nil }
-                Thread.sleep(forTimeInterval: delay)
-                delay = min(delay * 2, 5)
-                redis?.close()
-            }
-        }
+        try link.run(what) { s in store = s; return try body() }
     }
 
     // MARK: Run
@@ -209,7 +183,11 @@ public final class FeaturizeWorker: @unchecked Sendable {
         let start = ContinuousClock.now
         var kafkaConfig = options.kafka
         if kafkaConfig["auto.offset.reset"] == nil { kafkaConfig["auto.offset.reset"] = "earliest" }
+        // Bound librdkafka's prefetch per partition (its default, 64 MiB, dominates a worker's memory).
+        if kafkaConfig["queued.max.messages.kbytes"] == nil { kafkaConfig["queued.max.messages.kbytes"] = "4096" }
         consumer = try KafkaConsumer(config: kafkaConfig)
+        link = RedisLink(address: options.redisAddress, prefix: options.prefix, say: { [unowned self] in say($0) },
+                         stopping: { [unowned self] in stopping })
 
         // Partitions (retry until the topic exists and the broker answers).
         var partitionCount = 0
@@ -250,6 +228,10 @@ public final class FeaturizeWorker: @unchecked Sendable {
             }
         }
         try assignAll()
+        if !options.raw {
+            committer = Committer(address: options.redisAddress, prefix: options.prefix, capacity: 4,
+                                  say: { [unowned self] in say($0) }, stopping: { [unowned self] in stopping })
+        }
         say("owns partitions \(owned.map(String.init).joined(separator: ",")) of \(options.topic) "
             + "(resuming at \(owned.map { "\($0)@\(states[$0]!.tracker.next)" }.joined(separator: " ")))"
             + (options.raw ? " — RAW mode: consume and count only" : " → feature shards \(Set(states.values.map(\.shard)).sorted())"))
@@ -270,6 +252,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
         while !stopping {
             let now = ContinuousClock.now
             if !options.raw {
+                try collectCommits()
                 if now - lastHeartbeat >= .seconds(1) {
                     lastHeartbeat = now
                     if try withRedis("heartbeat", { try heartbeat(paused: paused) }) == nil { break }
@@ -329,7 +312,10 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 kafkaErrorsLogged += 1
                 say("Kafka reports \(batch.errors.count) error(s), e.g. \(batch.errors[0].error) — librdkafka keeps reconnecting; consumption continues when the broker is back")
             }
-            if !batch.messages.isEmpty { lastMessage = now }
+            if !batch.messages.isEmpty {
+                lastMessage = now
+                if firstMessageAt == nil { firstMessageAt = now }
+            }
             for m in batch.messages {
                 summary.messages += 1
                 if options.raw { continue }
@@ -337,13 +323,22 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 try handle(m, st)
             }
             if !options.raw { try flushAll(force: false) }
+            if !batch.messages.isEmpty { lastWorkAt = .now }
             if let idle = options.untilIdle, ContinuousClock.now - lastMessage >= idle {
                 say("no data for \(idle); stopping (--until-idle)")
                 break
             }
         }
         if !options.raw {
+            let pending = states.values.contains { $0.hasUnit }
             try flushAll(force: true)
+            try committer?.close()
+            if let committer {
+                let r = try committer.report()
+                summary.rows = r.rows; summary.batches = r.batches; summary.deadLetters = r.deadLetters
+                summary.duplicateUnits = r.duplicates
+            }
+            if pending || committer != nil { lastWorkAt = .now }
             _ = try? withRedisOnce { try store.removeWorker(options.workerId) }
         }
         return finish(start)
@@ -355,6 +350,13 @@ public final class FeaturizeWorker: @unchecked Sendable {
         summary.seconds = seconds(ContinuousClock.now - start)
         summary.rowsPerSecond = summary.seconds > 0 ? Double(summary.rows) / summary.seconds : 0
         summary.messagesPerSecond = summary.seconds > 0 ? Double(summary.messages) / summary.seconds : 0
+        if let a = firstMessageAt, let b = lastWorkAt, b > a {
+            summary.activeSeconds = seconds(b - a)
+            summary.activeRate = Double(options.raw ? summary.messages : summary.rows) / summary.activeSeconds
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        summary.maxRSSBytes = Int64(usage.ru_maxrss) * 1024
         say(String(format: "stopped: %lld messages, %lld rows in %lld batches, %lld dead letters, %lld lost upstream, %.1f s (%.0f rows/s)",
                    summary.messages, summary.rows, summary.batches, summary.deadLetters, summary.lostUpstream,
                    summary.seconds, summary.rowsPerSecond))
@@ -471,6 +473,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
         }
     }
 
+    /// Hands the partition's unit to the committer thread and starts the next unit.
     func commit(_ st: PartitionState) throws {
         guard st.hasUnit else { return }
         let last = st.tracker.next - 1
@@ -479,54 +482,45 @@ public final class FeaturizeWorker: @unchecked Sendable {
             let source = FeatureBatchSource(topic: options.topic, partition: st.partition, firstOffset: st.unitFirst,
                                             lastOffset: last, rejectedRows: st.deadLetters.count, producedAtMs: st.producedAtMs)
             let f = CriteoSchema.fieldCount
+            var bytes: [UInt8] = []
             FeatureBatchCodec.encode(fieldCount: f, rows: st.rows,
                                      ids: UnsafeBufferPointer(rebasing: st.ids[0..<(st.rows * f)]),
                                      weights: UnsafeBufferPointer(rebasing: st.weights[0..<(st.rows * f)]),
                                      labels: UnsafeBufferPointer(rebasing: st.labels[0..<st.rows]),
-                                     source: source, into: &encodeBuffer)
-            encoded = encodeBuffer
+                                     source: source, into: &bytes)
+            encoded = bytes
         }
         let unit = CommitUnit(topic: options.topic, partition: st.partition, firstOffset: st.unitFirst, lastOffset: last,
                               shard: st.shard, encodedBatch: encoded, rows: st.rows, deadLetters: st.deadLetters,
                               lostRows: st.lost, worker: options.workerId)
-        let outcome: CommitOutcome?
-        do {
-            outcome = try withRedis("commit of \(options.topic)/\(st.partition) [\(unit.firstOffset), \(last)]") { try store.commit(unit) }
-        } catch FeatureStoreError.gap(_, _, let progress, _) {
-            say("commit gap on \(options.topic)/\(st.partition): Redis progress is \(progress) but this unit starts at \(unit.firstOffset) "
-                + "(Redis lost recent writes?); rewinding the partition to \(progress) and re-reading")
-            st.tracker.rewind(to: progress)
-            st.resetUnit()
-            st.rewinding = true
-            try assignAll()
-            return
-        }
-        guard let outcome else {
-            say("stopping while Redis is unavailable: \(options.topic)/\(st.partition) [\(unit.firstOffset), \(last)] was not committed and will be re-read on restart")
-            return
-        }
-        switch outcome {
-        case .committed:
-            if st.rows > 0 { summary.batches += 1 }
-            summary.rows += Int64(st.rows)
-            summary.deadLetters += Int64(st.deadLetters.count)
-        case .duplicate(let progress):
-            summary.duplicateUnits += 1
-            say("unit \(options.topic)/\(st.partition) [\(unit.firstOffset), \(last)] was already committed (progress \(progress)); skipped as a duplicate")
-        }
-        // Online dictionary growth from this unit's unknown categories.
+        var counts: [CategoryCount] = []
         if st.unknown.count > 0 {
-            var counts: [CategoryCount] = []
             counts.reserveCapacity(st.unknown.count)
             for e in 0..<st.unknown.count {
                 counts.append(CategoryCount(field: st.unknown.field(at: e), bytes: Array(st.unknown.bytes(at: e)), count: st.unknown.counts[e]))
             }
-            let assigned = try withRedis("dictionary growth") { try store.growDictionary(counts: counts) }
-            if let assigned, assigned.contains(where: { $0 != nil }) {
-                if let learnt = try withRedis("dictionary sync", { try cache.sync(store) }) { summary.onlineIdsLearnt += Int64(learnt) }
-            }
         }
+        try committer.enqueue(PendingCommit(unit: unit, counts: counts))
         st.resetUnit()
+    }
+
+    /// Applies what the committer reported: totals, partitions to rewind after a gap, new ids.
+    func collectCommits() throws {
+        let r = try committer.report()
+        summary.rows = r.rows; summary.batches = r.batches; summary.deadLetters = r.deadLetters
+        summary.duplicateUnits = r.duplicates
+        if !r.gaps.isEmpty {
+            for g in r.gaps {
+                guard let st = states[g.partition] else { continue }
+                st.tracker.rewind(to: g.progress)
+                st.resetUnit()
+                st.rewinding = true
+            }
+            try assignAll()
+        }
+        if r.newIds, let learnt = try withRedis("dictionary sync", { try cache.sync(store) }) {
+            summary.onlineIdsLearnt += Int64(learnt)
+        }
     }
 }
 

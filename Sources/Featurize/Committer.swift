@@ -1,0 +1,200 @@
+// The Redis side of a feature worker: one connection with the retry funnel (`RedisLink`), and
+// the committer thread that writes units while the worker thread parses the next rows.
+//
+// Threading rule: the worker thread owns one `RedisLink` (heartbeats, back-pressure, dictionary
+// sync); the committer thread owns another (commits and dictionary growth). Units go through a
+// bounded FIFO, so a partition's units are committed in order; the worker blocks when the queue
+// is full (at most `capacity` units are in flight).
+
+import Features
+import FeatureStore
+import Foundation
+import Streaming
+
+/// One Redis connection plus the retry funnel: Redis failures are retried with back-off
+/// 100 ms → 5 s, each outage logged once (and its end); returns nil only when asked to stop while
+/// Redis is still failing.
+final class RedisLink {
+    let address: String
+    let prefix: String
+    let say: (String) -> Void
+    let stopping: () -> Bool
+    private var connection: RedisConnection?
+    private(set) var store: FeatureStore!
+    private var downSince: ContinuousClock.Instant? = nil
+
+    init(address: String, prefix: String, say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
+        self.address = address; self.prefix = prefix; self.say = say; self.stopping = stopping
+    }
+
+    func run<T>(_ what: String, _ body: (FeatureStore) throws -> T) throws -> T? {
+        var delay = 0.1
+        while true {
+            do {
+                if let c = connection {
+                    if !c.isConnected { try c.reconnect() }
+                } else {
+                    let c = try RedisConnection(address: address)
+                    connection = c
+                    store = FeatureStore(redis: c, prefix: prefix)
+                }
+                let value = try body(store)
+                if let since = downSince {
+                    say(String(format: "Redis at %@ is back after %.1f s; resuming", address, seconds(.now - since)))
+                    downSince = nil
+                }
+                return value
+            } catch let error as RedisError {
+                if case .server(let m) = error, !m.hasPrefix("LOADING"), !m.hasPrefix("BUSY"), !m.hasPrefix("NOSCRIPT"),
+                   !m.hasPrefix("MASTERDOWN"), !m.hasPrefix("TRYAGAIN") {
+                    throw error
+                }
+                if downSince == nil {
+                    downSince = .now
+                    say("Redis unavailable during \(what): \(error). Consumption paused; retrying with back-off (100 ms → 5 s). No data is lost: the uncommitted unit is retried.")
+                }
+                if stopping() { return nil }
+                Thread.sleep(forTimeInterval: delay)
+                delay = min(delay * 2, 5)
+                connection?.close()
+            }
+        }
+    }
+}
+
+struct CommitterReport {
+    var rows: Int64, batches: Int64, deadLetters: Int64, duplicates: Int64
+    var gaps: [(partition: Int32, progress: Int64)]
+    var newIds: Bool
+    var inFlight: Int
+}
+
+/// A unit waiting to be committed, with the unknown-category counts of its rows.
+struct PendingCommit {
+    var unit: CommitUnit
+    var counts: [CategoryCount]
+}
+
+final class Committer: @unchecked Sendable {
+    private let link: RedisLink
+    private let condition = NSCondition()
+    private var queue: [PendingCommit] = []
+    private let capacity: Int
+    private var closing = false
+    private var finished = false
+    private let say: (String) -> Void
+    // Results, read by the worker thread (under `condition`).
+    private(set) var rows: Int64 = 0
+    private(set) var batches: Int64 = 0
+    private(set) var deadLetters: Int64 = 0
+    private(set) var duplicates: Int64 = 0
+    private var gaps: [(partition: Int32, progress: Int64)] = []
+    private var newIds = false
+    private var fatal: Error? = nil
+    private var abandoned = false
+
+    init(address: String, prefix: String, capacity: Int, say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
+        self.capacity = capacity
+        self.say = say
+        self.link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping)
+        let thread = Thread { [self] in loop() }
+        thread.name = "featurize-committer"
+        thread.start()
+    }
+
+    /// Queues a unit; blocks while `capacity` units are in flight. Throws a committer failure.
+    func enqueue(_ c: PendingCommit) throws {
+        condition.lock(); defer { condition.unlock() }
+        while queue.count >= capacity && fatal == nil && !finished { condition.wait() }
+        if let fatal { throw fatal }
+        if abandoned || finished { return }
+        queue.append(c)
+        condition.broadcast()
+    }
+
+    /// Commits everything queued, then stops the thread. Throws a committer failure.
+    func close() throws {
+        condition.lock()
+        closing = true
+        condition.broadcast()
+        while !finished { condition.wait() }
+        let f = fatal
+        condition.unlock()
+        if let f { throw f }
+    }
+
+    /// Totals so far and the events the worker must act on (gaps to rewind, new ids to sync).
+    func report() throws -> CommitterReport {
+        condition.lock(); defer { condition.unlock() }
+        if let fatal { throw fatal }
+        let r = CommitterReport(rows: rows, batches: batches, deadLetters: deadLetters, duplicates: duplicates,
+                                gaps: gaps, newIds: newIds, inFlight: queue.count)
+        gaps.removeAll()
+        newIds = false
+        return r
+    }
+
+    private func loop() {
+        while true {
+            condition.lock()
+            while queue.isEmpty && !closing { condition.wait() }
+            if queue.isEmpty || abandoned {
+                finished = true
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            let next = queue[0]
+            condition.unlock()
+            do {
+                try process(next)
+            } catch {
+                condition.lock()
+                fatal = error
+                finished = true
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            condition.lock()
+            queue.removeFirst()
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    private func process(_ c: PendingCommit) throws {
+        let u = c.unit
+        let outcome: CommitOutcome?
+        do {
+            outcome = try link.run("commit of \(u.topic)/\(u.partition) [\(u.firstOffset), \(u.lastOffset)]") { try $0.commit(u) }
+        } catch FeatureStoreError.gap(_, let p, let progress, _) {
+            say("commit gap on \(u.topic)/\(p): Redis progress is \(progress) but the unit starts at \(u.firstOffset) "
+                + "(Redis lost recent writes?); rewinding the partition to \(progress) and re-reading")
+            condition.lock(); gaps.append((p, progress)); condition.unlock()
+            return
+        }
+        guard let outcome else {
+            say("stopping while Redis is unavailable: \(u.topic)/\(u.partition) from offset \(u.firstOffset) on was not committed and will be re-read on restart")
+            condition.lock(); abandoned = true; condition.unlock()
+            return
+        }
+        condition.lock()
+        switch outcome {
+        case .committed:
+            if u.rows > 0 { batches += 1 }
+            rows += Int64(u.rows)
+            deadLetters += Int64(u.deadLetters.count)
+        case .duplicate(let progress):
+            duplicates += 1
+            say("unit \(u.topic)/\(u.partition) [\(u.firstOffset), \(u.lastOffset)] was already committed (progress \(progress)); skipped as a duplicate")
+        }
+        condition.unlock()
+        if !c.counts.isEmpty {
+            if let assigned = try link.run("dictionary growth", { try $0.growDictionary(counts: c.counts) }),
+               assigned.contains(where: { $0 != nil }) {
+                condition.lock(); newIds = true; condition.unlock()
+            }
+        }
+    }
+}

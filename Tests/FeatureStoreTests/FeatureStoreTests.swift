@@ -1,0 +1,117 @@
+@testable import FeatureStore
+import Features
+import Foundation
+import Streaming
+import Testing
+import TestSupport
+
+func smallStats(categories: [(Int, String)] = [(0, "aa"), (0, "bb"), (3, "zz")], minFrequency: Int = 3) -> FeatureStats {
+    var b = FeatureStatsBuilder()
+    let parser = CriteoParser()
+    for (field, cat) in categories {
+        var cats = Array(repeating: "", count: 26)
+        cats[field] = cat
+        let line = "1\t" + (0..<13).map { "\($0)" }.joined(separator: "\t") + "\t" + cats.joined(separator: "\t")
+        for _ in 0..<minFrequency { b.add(try! parser.parse(line)) }
+    }
+    return b.build(minFrequency: minFrequency)
+}
+
+@Suite("FeatureStore on a real redis-server", .serialized, .timeLimit(.minutes(2)))
+struct FeatureStoreTests {
+    @Test("commit: committed, duplicate on retry, gap refused; counters, dead letters, lost rows")
+    func commitUnits() throws {
+        let server = try RedisServerFixture()
+        defer { server.stop() }
+        let redis = try RedisConnection(host: "127.0.0.1", port: server.port)
+        let store = FeatureStore(redis: redis, prefix: "t")
+        let x = FeatureBatchCodecTests.sample(rows: 3)
+        let bytes = FeatureBatchCodec.encode(x.batch, source: x.source)
+        let unit = CommitUnit(topic: "c", partition: 5, firstOffset: 0, lastOffset: 4, shard: 5 % 4, encodedBatch: bytes, rows: 3,
+                              deadLetters: [DeadLetter(raw: [0xFF, 0x00, 0x09], offset: 2, reason: "invalid_utf8", detail: "bad"),
+                                            DeadLetter(raw: [], offset: 3, reason: "empty_line", detail: "empty")],
+                              lostRows: 0, worker: "w1")
+        guard case .committed(let id?) = try store.commit(unit) else { Issue.record("not committed"); return }
+        #expect(try store.readProgress(topic: "c", partition: 5) == 5)
+        #expect(try store.commit(unit) == .duplicate(progress: 5))
+        var later = unit; later.firstOffset = 7; later.lastOffset = 9
+        #expect(throws: FeatureStoreError.gap(topic: "c", partition: 5, progress: 5, firstOffset: 7)) { try store.commit(later) }
+        // A unit with only lost rows and no batch.
+        let lostUnit = CommitUnit(topic: "c", partition: 5, firstOffset: 5, lastOffset: 54, shard: 1, encodedBatch: nil, rows: 0, lostRows: 50)
+        #expect(try store.commit(lostUnit) == .committed(streamId: nil))
+        #expect(try store.readProgress(topic: "c", partition: 5) == 55)
+        #expect(try redis.command(["GET", "t:appended:1"]).integer == 1)
+        #expect(try redis.command(["GET", "t:rows:1"]).integer == 3)
+        #expect(try store.hash("t:deadletter:count") == ["invalid_utf8": "1", "empty_line": "1"])
+        #expect(try store.hash("t:lost") == ["c:5": "50"])
+        let dl = try redis.command(["XRANGE", "t:deadletter", "-", "+"]).elements ?? []
+        #expect(dl.count == 2)
+        let fields = dl[0].elements?[1].elements ?? []
+        #expect(fields[0].text == "raw" && fields[1].bytes == [0xFF, 0x00, 0x09])
+        // The reader sees the batch.
+        let reader = FeatureStreamReader(redis: redis, prefix: "t")
+        let entries = try reader.read(shard: 1, after: "0-0", count: 10)
+        #expect(entries.count == 1 && entries[0].id == id && entries[0].batch == x)
+        #expect(try reader.read(shard: 1, after: id, count: 10).isEmpty)
+        #expect(try reader.pending(shard: 1) == 1)
+        try reader.markTrained(shard: 1, batches: 1)
+        #expect(try store.pending(shard: 1) == 0)
+        // Retention: trainers set retain; featurize trims below it.
+        _ = try store.commit(CommitUnit(topic: "c", partition: 5, firstOffset: 55, lastOffset: 57, shard: 1, encodedBatch: bytes, rows: 3))
+        let all = try reader.range(shard: 1)
+        #expect(all.count == 2)
+        try reader.setRetain(shard: 1, id: all[1].id)
+        #expect(try store.applyRetention(shard: 1) == 1)
+        #expect(try reader.range(shard: 1).map(\.id) == [all[1].id])
+        // Blocking read returns after the timeout with nothing new.
+        #expect(try reader.read(shard: 1, after: all[1].id, count: 1, block: .milliseconds(50)).isEmpty)
+        // Our SHA1 equals Redis' for the scripts (EVALSHA path, no EVAL per call).
+        let loaded = try redis.command(["SCRIPT", "LOAD", "return 1"]).text
+        #expect(loaded == SHA1.hex(Array("return 1".utf8)))
+    }
+
+    @Test("snapshot loaded once; second loader reuses it; a different snapshot is refused")
+    func snapshotOnce() throws {
+        let server = try RedisServerFixture()
+        defer { server.stop() }
+        let stats = smallStats()
+        let a = FeatureStore(redis: try RedisConnection(host: "127.0.0.1", port: server.port))
+        let b = FeatureStore(redis: try RedisConnection(host: "127.0.0.1", port: server.port))
+        let first = try a.loadSnapshot(stats, source: "one.stats")
+        let second = try b.loadSnapshot(stats, source: "two.stats")
+        #expect(first.loadedNow && !second.loadedNow)
+        #expect(second.loadedFrom == "one.stats")
+        #expect(try a.redis.command(["GET", "sr:dict:next_id"]).integer == Int64(stats.nextId))
+        #expect(try a.redis.command(["HGET", "sr:dict:0", "aa"]).integer == Int64(stats.id(field: 0, category: "aa")!))
+        let other = smallStats(categories: [(1, "q")])
+        #expect(throws: FeatureStoreError.self) { try b.loadSnapshot(other, source: "other.stats") }
+    }
+
+    @Test("online growth: one script per batch, same id for every worker, caches agree")
+    func growth() throws {
+        let server = try RedisServerFixture()
+        defer { server.stop() }
+        let stats = smallStats(minFrequency: 3)
+        let a = FeatureStore(redis: try RedisConnection(host: "127.0.0.1", port: server.port))
+        let b = FeatureStore(redis: try RedisConnection(host: "127.0.0.1", port: server.port))
+        try a.loadSnapshot(stats); try b.loadSnapshot(stats)
+        var cacheA = DictionaryCache(snapshot: stats), cacheB = DictionaryCache(snapshot: stats)
+        let new = Array("new-cat".utf8)
+        // 2 seen by A (below 3), then 1 by B → B's call crosses the threshold.
+        #expect(try a.growDictionary(counts: [CategoryCount(field: 4, bytes: new, count: 2)]) == [nil])
+        let ids = try b.growDictionary(counts: [CategoryCount(field: 4, bytes: new, count: 1),
+                                                CategoryCount(field: 0, bytes: Array("aa".utf8), count: 1),
+                                                CategoryCount(field: 9, bytes: Array("rare".utf8), count: 1)])
+        #expect(ids == [stats.nextId, stats.id(field: 0, category: "aa"), nil])
+        // A sees the same id when it next counts the category, and both caches learn it from the log.
+        #expect(try a.growDictionary(counts: [CategoryCount(field: 4, bytes: new, count: 1)]) == [stats.nextId])
+        #expect(try cacheA.sync(a) == 1)
+        #expect(try cacheB.sync(b) == 1)
+        let idA = new.withUnsafeBytes { cacheA.id(field: 4, bytes: $0) }, idB = new.withUnsafeBytes { cacheB.id(field: 4, bytes: $0) }
+        #expect(idA == stats.nextId && idB == stats.nextId)
+        #expect(try a.redis.command(["GET", "sr:dict:next_id"]).integer == Int64(stats.nextId) + 1)
+        #expect(try a.redis.command(["HGET", "sr:dict:pending:9", "rare"]).integer == 1)
+        let st = try a.status()
+        #expect(st.onlineIds == 1 && st.pendingCategories == 1 && st.dictionaryState == "ready")
+    }
+}
