@@ -201,6 +201,10 @@ struct FeaturizeBench: ParsableCommand {
     @Option(help: "Rows used for the statistics snapshot (the rest exercise OOV counting and online growth).")
     var statsRows: Int = 200_000
 
+    @Option(name: .customShort("X"), parsing: .unconditionalSingleValue,
+            help: "A librdkafka property key=value for the featurize consumer (repeatable).")
+    var kafkaProperty: [String] = []
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -266,7 +270,8 @@ struct FeaturizeBench: ParsableCommand {
             p.executableURL = URL(fileURLWithPath: exe)
             p.arguments = ["featurize", "--topic", "bench", "--bootstrap", cluster.bootstrapServers,
                            "--redis", "127.0.0.1:\(redisPort)", "--stats", statsFile.path, "--batch-size", "\(batchSize)",
-                           "--max-pending", "1000000", "--until-idle", "1.5", "--progress-seconds", "5"] + extra
+                           "--max-pending", "1000000", "--until-idle", "1.5", "--progress-seconds", "5"]
+                + kafkaProperty.flatMap { ["-X", $0] } + extra
             let out = Pipe()
             p.standardOutput = out
             p.standardError = FileHandle.standardError
@@ -278,6 +283,7 @@ struct FeaturizeBench: ParsableCommand {
                   let obj = try JSONSerialization.jsonObject(with: Data(line.dropFirst(8).utf8)) as? [String: Any] else {
                 throw CLIError("featurize \(extra) failed (exit \(p.terminationStatus))")
             }
+            note(String(line))
             return obj
         }
         note("raw consume (ceiling) …")
@@ -292,6 +298,8 @@ struct FeaturizeBench: ParsableCommand {
             "raw_consume_rows_per_s": rawRate, "featurize_rows_per_s": fullRate, "ratio": rawRate > 0 ? fullRate / rawRate : 0,
             "featurize_rows": full["rows"] ?? 0, "featurize_batches": full["batches"] ?? 0,
             "featurize_lost_upstream": full["lostUpstream"] ?? 0, "online_ids": full["onlineIdsLearnt"] ?? 0,
+            "featurize_cpu_seconds": full["cpuSeconds"] ?? 0, "raw_cpu_seconds": raw["cpuSeconds"] ?? 0,
+            "featurize_rows_per_cpu_s": (full["cpuSeconds"] as? Double).map { $0 > 0 ? Double(rows) / $0 : 0 } ?? 0,
             "featurize_max_rss_mib": Double(full["maxRSSBytes"] as? Int64 ?? Int64(full["maxRSSBytes"] as? Int ?? 0)) / 1048576,
             "raw_max_rss_mib": Double(raw["maxRSSBytes"] as? Int64 ?? Int64(raw["maxRSSBytes"] as? Int ?? 0)) / 1048576,
         ]
@@ -303,10 +311,14 @@ struct FeaturizeBench: ParsableCommand {
             produce                 %.0f rows/s
             raw consume (ceiling)   %.0f rows/s   max RSS %.1f MiB
             featurize end to end    %.0f rows/s   max RSS %.1f MiB   (%@ rows, %@ batches, lost upstream %@)
+            featurize CPU           %@ s user+sys (%@ rows per CPU-second; raw consume %@ s)
             ratio                   %.2f
             """, rows, partitions, Double(bytes) / Double(rows), batchSize, Double(rows) / produceSeconds,
                          rawRate, result["raw_max_rss_mib"] as! Double, fullRate, result["featurize_max_rss_mib"] as! Double,
                          "\(full["rows"] ?? 0)", "\(full["batches"] ?? 0)", "\(full["lostUpstream"] ?? 0)",
+                         String(format: "%.2f", full["cpuSeconds"] as? Double ?? 0),
+                         String(format: "%.0f", result["featurize_rows_per_cpu_s"] as? Double ?? 0),
+                         String(format: "%.2f", raw["cpuSeconds"] as? Double ?? 0),
                          result["ratio"] as! Double))
         }
     }

@@ -67,6 +67,8 @@ struct CommitterReport {
     var gaps: [(partition: Int32, progress: Int64)]
     var newIds: Bool
     var inFlight: Int
+    var commitSeconds: Double
+    var enqueueWaitSeconds: Double
 }
 
 /// A unit waiting to be committed, with the unknown-category counts of its rows.
@@ -88,15 +90,20 @@ final class Committer: @unchecked Sendable {
     private(set) var batches: Int64 = 0
     private(set) var deadLetters: Int64 = 0
     private(set) var duplicates: Int64 = 0
+    /// Time spent in Redis commit calls, and time the worker waited for queue space.
+    private(set) var commitSeconds: Double = 0
+    private(set) var enqueueWaitSeconds: Double = 0
     private var gaps: [(partition: Int32, progress: Int64)] = []
     private var newIds = false
     private var fatal: Error? = nil
     private var abandoned = false
+    private let grower: Grower
 
     init(address: String, prefix: String, capacity: Int, say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
         self.capacity = capacity
         self.say = say
         self.link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping)
+        self.grower = Grower(address: address, prefix: prefix, say: say, stopping: stopping)
         let thread = Thread { [self] in loop() }
         thread.name = "featurize-committer"
         thread.start()
@@ -105,7 +112,9 @@ final class Committer: @unchecked Sendable {
     /// Queues a unit; blocks while `capacity` units are in flight. Throws a committer failure.
     func enqueue(_ c: PendingCommit) throws {
         condition.lock(); defer { condition.unlock() }
+        let t0 = ContinuousClock.now
         while queue.count >= capacity && fatal == nil && !finished { condition.wait() }
+        enqueueWaitSeconds += seconds(.now - t0)
         if let fatal { throw fatal }
         if abandoned || finished { return }
         queue.append(c)
@@ -121,14 +130,17 @@ final class Committer: @unchecked Sendable {
         let f = fatal
         condition.unlock()
         if let f { throw f }
+        try grower.close()
     }
 
     /// Totals so far and the events the worker must act on (gaps to rewind, new ids to sync).
     func report() throws -> CommitterReport {
         condition.lock(); defer { condition.unlock() }
         if let fatal { throw fatal }
+        if try grower.takeNewIds() { newIds = true }
         let r = CommitterReport(rows: rows, batches: batches, deadLetters: deadLetters, duplicates: duplicates,
-                                gaps: gaps, newIds: newIds, inFlight: queue.count)
+                                gaps: gaps, newIds: newIds, inFlight: queue.count,
+                                commitSeconds: commitSeconds, enqueueWaitSeconds: enqueueWaitSeconds)
         gaps.removeAll()
         newIds = false
         return r
@@ -166,6 +178,8 @@ final class Committer: @unchecked Sendable {
     private func process(_ c: PendingCommit) throws {
         let u = c.unit
         let outcome: CommitOutcome?
+        let t0 = ContinuousClock.now
+        defer { condition.lock(); commitSeconds += seconds(.now - t0); condition.unlock() }
         do {
             outcome = try link.run("commit of \(u.topic)/\(u.partition) [\(u.firstOffset), \(u.lastOffset)]") { try $0.commit(u) }
         } catch FeatureStoreError.gap(_, let p, let progress, _) {
@@ -190,10 +204,80 @@ final class Committer: @unchecked Sendable {
             say("unit \(u.topic)/\(u.partition) [\(u.firstOffset), \(u.lastOffset)] was already committed (progress \(progress)); skipped as a duplicate")
         }
         condition.unlock()
-        if !c.counts.isEmpty {
-            if let assigned = try link.run("dictionary growth", { try $0.growDictionary(counts: c.counts) }),
-               assigned.contains(where: { $0 != nil }) {
-                condition.lock(); newIds = true; condition.unlock()
+        if !c.counts.isEmpty { grower.add(c.counts) }
+    }
+
+}
+
+/// Online dictionary growth off the commit path: unknown-category counts of committed units are
+/// merged here and sent with ONE `growDictionary` script every `every` (repeated categories are
+/// counted once), on its own thread and connection, so commits never wait for it. Growth is not
+/// part of the exactly-once unit (see FeatureStoreLayout).
+final class Grower: @unchecked Sendable {
+    private let link: RedisLink
+    private let condition = NSCondition()
+    private var table = CategoryTable(minimumCapacity: 4096)
+    private var closing = false, finished = false, newIds = false
+    private var fatal: Error? = nil
+    let every: Duration = .milliseconds(250)
+
+    init(address: String, prefix: String, say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
+        link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping)
+        let thread = Thread { [self] in loop() }
+        thread.name = "featurize-grower"
+        thread.start()
+    }
+
+    func add(_ counts: [CategoryCount]) {
+        condition.lock(); defer { condition.unlock() }
+        for k in counts { _ = k.bytes.withUnsafeBytes { table.addCount(field: k.field, bytes: $0, by: k.count) } }
+    }
+
+    func takeNewIds() throws -> Bool {
+        condition.lock(); defer { condition.unlock() }
+        if let fatal { throw fatal }
+        defer { newIds = false }
+        return newIds
+    }
+
+    /// Sends what is left, then stops the thread.
+    func close() throws {
+        condition.lock()
+        closing = true
+        condition.broadcast()
+        while !finished { condition.wait() }
+        let f = fatal
+        condition.unlock()
+        if let f { throw f }
+    }
+
+    private func loop() {
+        while true {
+            condition.lock()
+            if !closing { _ = condition.wait(until: Date().addingTimeInterval(0.25)) }
+            let last = closing
+            let batch = table
+            if table.count > 0 { table = CategoryTable(minimumCapacity: 4096) }
+            condition.unlock()
+            do {
+                if batch.count > 0 {
+                    var counts: [CategoryCount] = []
+                    counts.reserveCapacity(batch.count)
+                    for e in 0..<batch.count {
+                        counts.append(CategoryCount(field: batch.field(at: e), bytes: Array(batch.bytes(at: e)), count: batch.counts[e]))
+                    }
+                    if let assigned = try link.run("dictionary growth", { try $0.growDictionary(counts: counts) }),
+                       assigned.contains(where: { $0 != nil }) {
+                        condition.lock(); newIds = true; condition.unlock()
+                    }
+                }
+            } catch {
+                condition.lock(); fatal = error; finished = true; condition.broadcast(); condition.unlock()
+                return
+            }
+            if last {
+                condition.lock(); finished = true; condition.broadcast(); condition.unlock()
+                return
             }
         }
     }

@@ -69,8 +69,13 @@ public struct FeaturizeSummary: Sendable, Codable, Equatable {
     public var activeSeconds: Double = 0
     /// rows (or messages, in raw mode) ÷ activeSeconds.
     public var activeRate: Double = 0
-    /// Peak resident memory of this process (getrusage ru_maxrss).
+    /// Peak resident memory of this process (VmHWM in /proc/self/status).
     public var maxRSSBytes: Int64 = 0
+    /// CPU time of the whole process (all threads, user + system).
+    public var cpuSeconds: Double = 0
+    /// Time the committer spent in Redis commit calls, and time the worker waited for it.
+    public var commitSeconds: Double = 0
+    public var commitWaitSeconds: Double = 0
     public var raw: Bool = false
 }
 
@@ -183,8 +188,11 @@ public final class FeaturizeWorker: @unchecked Sendable {
         let start = ContinuousClock.now
         var kafkaConfig = options.kafka
         if kafkaConfig["auto.offset.reset"] == nil { kafkaConfig["auto.offset.reset"] = "earliest" }
-        // Bound librdkafka's prefetch per partition (its default, 64 MiB, dominates a worker's memory).
-        if kafkaConfig["queued.max.messages.kbytes"] == nil { kafkaConfig["queued.max.messages.kbytes"] = "4096" }
+        // librdkafka's prefetch (queued.max.messages.kbytes, default 64 MiB for the consumer queue) is
+        // left at its default: librdkafka 2.0 refills a drained queue only when its broker thread
+        // next wakes up, so a smaller buffer starves a worker that consumes steadily (measured:
+        // 4 MiB → 26k rows/s, 16 MiB → 63k, 64 MiB → 80k on the bench). Lower it with -X to trade
+        // throughput for memory.
         consumer = try KafkaConsumer(config: kafkaConfig)
         link = RedisLink(address: options.redisAddress, prefix: options.prefix, say: { [unowned self] in say($0) },
                          stopping: { [unowned self] in stopping })
@@ -244,6 +252,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
         var lastSync = ContinuousClock.now
         var lastRetention = ContinuousClock.now
         var paused = false
+        var lastPollEmpty = true
         var pauseStarted = ContinuousClock.now
         var kafkaErrorsLogged = 0
         var lastKafkaErrorLog = ContinuousClock.now - .seconds(60)
@@ -301,7 +310,10 @@ public final class FeaturizeWorker: @unchecked Sendable {
             }
             let batch: KafkaPollBatch
             do {
-                batch = try consumer.poll(maxMessages: 4096, timeout: .milliseconds(20))
+                // librdkafka's batch consume waits until the batch is FULL or the timeout passes, so
+                // while data flows ask without waiting; wait only when the queue ran dry.
+                batch = try consumer.poll(maxMessages: 2048, timeout: lastPollEmpty ? .milliseconds(20) : .zero)
+                lastPollEmpty = batch.messages.isEmpty
             } catch {
                 say("Kafka poll failed: \(error); retrying")
                 Thread.sleep(forTimeInterval: 0.2)
@@ -337,6 +349,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 let r = try committer.report()
                 summary.rows = r.rows; summary.batches = r.batches; summary.deadLetters = r.deadLetters
                 summary.duplicateUnits = r.duplicates
+                summary.commitSeconds = r.commitSeconds; summary.commitWaitSeconds = r.enqueueWaitSeconds
             }
             if pending || committer != nil { lastWorkAt = .now }
             _ = try? withRedisOnce { try store.removeWorker(options.workerId) }
@@ -356,7 +369,16 @@ public final class FeaturizeWorker: @unchecked Sendable {
         }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
+        // Peak RSS from /proc (VmHWM): ru_maxrss survives execve, so a child forked from a big
+        // parent would report the parent's peak.
         summary.maxRSSBytes = Int64(usage.ru_maxrss) * 1024
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+           let kb = Int64(line.split(separator: " ").dropFirst().first ?? "") {
+            summary.maxRSSBytes = kb * 1024
+        }
+        summary.cpuSeconds = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+            + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
         say(String(format: "stopped: %lld messages, %lld rows in %lld batches, %lld dead letters, %lld lost upstream, %.1f s (%.0f rows/s)",
                    summary.messages, summary.rows, summary.batches, summary.deadLetters, summary.lostUpstream,
                    summary.seconds, summary.rowsPerSecond))

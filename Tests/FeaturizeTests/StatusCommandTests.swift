@@ -50,3 +50,17 @@ func FeatureBatchCodecTests_sample(rows: Int) -> SourcedFeatureBatch {
     return SourcedFeatureBatch(batch: FeatureBatch(fieldCount: f, ids: ids, weights: weights, labels: Array(repeating: 1, count: rows)),
                                source: FeatureBatchSource(topic: "st", partition: 1, firstOffset: 0, lastOffset: 4, rejectedRows: 1))
 }
+
+@Suite("featurize/status --help")
+struct FeaturizeHelpTests {
+    @Test("help names every option", arguments: [
+        (["featurize", "--help"], ["--shard", "--shards", "--topic", "--bootstrap", "--redis", "--stats", "-X", "--batch-size",
+                                   "--linger-ms", "--max-pending", "--feature-shards", "--config", "--raw", "SIGTERM"]),
+        (["status", "--help"], ["--redis", "--bootstrap", "--topic", "--json", "lag"]),
+    ])
+    func help(_ args: [String], _ needles: [String]) throws {
+        let r = try runProcess(try #require(streamrecBinary()), args, timeout: .seconds(30))
+        #expect(r.status == 0)
+        for n in needles { #expect(r.stdout.contains(n), "`streamrec \(args.joined(separator: " "))` lacks \(n)") }
+    }
+}
