@@ -156,8 +156,8 @@ extension Train {
         }
         trainer.signalled = { stop.isRaised }
         let s = try trainer.run()
-        log(String(format: "rank: %d steps, parameters fnv1a64=%016llx, communication %.1f%% of step time (%@)",
-                   s.steps, trainer.trainer.model.parameterDigest(),
+        log(String(format: "rank %d/%d: %d steps, parameters fnv1a64=%016llx, communication %.1f%% of step time (%@)",
+                   trainer.rank, trainer.size, s.steps, trainer.trainer.model.parameterDigest(),
                    100 * s.communicationSeconds / max(s.communicationSeconds + s.computeSeconds, 1e-9), s.stopReason))
         if trainer.trainer.exchange.isCoordinator { log(summaryLine(s)) }
     }

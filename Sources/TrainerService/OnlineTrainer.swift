@@ -75,6 +75,9 @@ public final class OnlineTrainer: StepBoundaryHandler {
     /// Set by the signal handler: rank 0 stops the job, other ranks leave it.
     public var signalled: () -> Bool = { false }
     public private(set) var trainer: Trainer!
+    /// This rank's number in the current communicator (changes when ranks join or leave).
+    public var rank: Int { comm.rank }
+    public var size: Int { comm.size }
 
     /// Rank-0-decides start: rank 0 loads the newest checkpoint (or builds a fresh model from
     /// `config` and `stats`) and broadcasts the state; every rank returns ready to run.
