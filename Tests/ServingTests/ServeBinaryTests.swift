@@ -18,7 +18,7 @@ import TestSupport
         try process.run()
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         let curl = findExecutable("curl")!
-        let ready = try await eventually(15) {
+        let ready = try await eventually(60) {
             let r = try? runProcess(curl, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/readyz"],
                                     timeout: .seconds(5))
             return r?.stdout == "200"
@@ -28,7 +28,7 @@ import TestSupport
                                             jsonBody(["rows": [fx.rows[0]]]), "http://127.0.0.1:\(port)/v1/predict"])
         #expect(predict.stdout.contains("\"model_version\":\"step-000000000003\""))
         kill(process.processIdentifier, SIGTERM)
-        let exited = await eventually(10) { !process.isRunning }
+        let exited = await eventually(30) { !process.isRunning }
         #expect(exited)
         if exited { #expect(process.terminationStatus == 0) }
     }

@@ -276,7 +276,7 @@ private func modelStep(_ client: some TestClientProtocol) async throws -> Int? {
             #expect(r.status == .ok)
             for (p, q) in zip(try decode(r).probabilities, expected) { #expect(abs(p - q) <= 1e-6) }
             try fx.write(step: 6)
-            #expect(try await eventually(2) { try await modelStep(client) == 6 })
+            #expect(try await eventually { try await modelStep(client) == 6 })
             try fx.writeCorrupt(step: 7)
             #expect(try await eventually { state.metrics.rejectedCheckpoints == 1 })
             #expect(try await modelStep(client) == 6)
