@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 
-ROWS=150000; RATE=5000; KEEP=0; PRESET=small; STOP_ONLY=0
+ROWS=150000; RATE=5000; KEEP=0; PRESET=small; STOP_ONLY=0; JOIN=1; FRESHNESS=0; CKPT_EVERY=10
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --rows) ROWS="$2"; shift 2 ;;
@@ -22,7 +22,10 @@ while [[ $# -gt 0 ]]; do
     --preset) PRESET="$2"; shift 2 ;;
     --keep-running) KEEP=1; shift ;;
     --stop) STOP_ONLY=1; shift ;;
-    *) echo "unknown argument: $1 (use --rows N, --rate R, --preset NAME, --keep-running, --stop)" >&2; exit 2 ;;
+    --no-join) JOIN=0; shift ;;
+    --checkpoint-every) CKPT_EVERY="$2"; shift 2 ;;
+    --freshness-report) FRESHNESS=1; shift ;;
+    *) echo "unknown argument: $1 (use --rows N, --rate R, --preset NAME, --keep-running, --stop, --no-join, --checkpoint-every N, --freshness-report)" >&2; exit 2 ;;
   esac
 done
 
@@ -93,8 +96,13 @@ for k in 0 1; do
 done
 bg train mpirun -np 2 --ompi-server "file:$URI" "$BIN" train --source redis --redis "$REDIS" \
    --config configs/widedeep.yaml --preset "$PRESET" --stats "$DEMO/features.stats" --feature-shards 8 \
-   --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every 10 --keep 5 --log-every 10 \
+   --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every "$CKPT_EVERY" --keep 5 --log-every 10 \
    --freshness-log "$DEMO/freshness.jsonl"
+
+if [[ $FRESHNESS == 1 ]]; then
+  # Records when each model version is first served (polls /v1/model every 50 ms).
+  bg served-poller python3 scripts/freshness.py poll --port "$HTTP_PORT" --out "$DEMO/served.jsonl"
+fi
 
 step "producer: $ROWS rows at $RATE rows/s into topic criteo"
 bg produce "$BIN" produce --data "$DEMO/rows.tsv" --topic criteo --bootstrap "$BOOTSTRAP" --rate "$RATE"
@@ -115,7 +123,7 @@ while true; do
   t=$(( $(date +%s) - START ))
   stored=$(rows_in_store); appended=$(appended_batches); trained=$(trained_batches)
   printf '%6d %10d %9d %9d  %-44s %s\n' "$t" "$stored" "$appended" "$trained" "$(last_loss)" "$(served)"
-  if [[ $JOINED == 0 && $stored -ge $((ROWS / 2)) ]]; then
+  if [[ $JOIN == 1 && $JOINED == 0 && $stored -ge $((ROWS / 2)) ]]; then
     echo "   -> half way: a third trainer rank joins the running job (mpirun -np 1 … train --join)"
     bg join mpirun -np 1 --ompi-server "file:$URI" "$BIN" train --source redis --join --redis "$REDIS" \
        --config configs/widedeep.yaml --preset "$PRESET" --feature-shards 8 --checkpoint-dir "$DEMO/checkpoints"
@@ -153,6 +161,11 @@ for _ in $(seq 1 300); do kill -0 "$(cat "$PIDS/train.pid")" 2>/dev/null || brea
 sleep 1.5   # let serve pick up the final version
 grep -E '^done|^rank' "$DEMO/train.log" | sed 's/^/  /' || true
 grep -E 'joined|left' "$DEMO/train.log" "$DEMO/join.log" 2>/dev/null | sed 's/^/  /' || true
+
+if [[ $FRESHNESS == 1 ]]; then
+  step "freshness: produced → first served model version that trained it"
+  python3 scripts/freshness.py report --trainer "$DEMO/freshness.jsonl" --served "$DEMO/served.jsonl" | tee "$DEMO/freshness.txt"
+fi
 
 step "summary"
 "$BIN" status --redis "$REDIS" | sed 's/^/  /' | head -40
