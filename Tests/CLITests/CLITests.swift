@@ -1,5 +1,6 @@
 import Testing
 import Foundation
+import TestSupport
 
 @Suite(.serialized) struct CLITests {
     /// `--help` is part of the interface: every subcommand explains itself and names its options.
@@ -78,6 +79,34 @@ import Foundation
         #expect((shown["embedding_rows"] as? Int ?? 0) > 1000)
         let tensors = try #require(shown["tensors"] as? [[String: Any]])
         #expect(tensors.contains { $0["name"] as? String == "deep.embedding.weight" && ($0["shape"] as? [Int])?.last == 16 })
+        // An independent reader (Python + numpy, parsing the safetensors layout by hand) sees
+        // the same tensors and values as `ckpt show`.
+        let modelFile = ck + "/step-000000000006/model.safetensors"
+        let py = try runProcess("/usr/bin/env", ["python3", "-c", """
+        import json, struct, sys, numpy as np
+        raw = open(sys.argv[1], 'rb').read()
+        n = struct.unpack('<Q', raw[:8])[0]
+        header = json.loads(raw[8:8 + n])
+        out = {}
+        for name, info in header.items():
+            if name == '__metadata__': continue
+            a, b = info['data_offsets']
+            arr = np.frombuffer(raw[8 + n + a: 8 + n + b], dtype={'F32': '<f4', 'I32': '<i4'}[info['dtype']]).reshape(info['shape'])
+            out[name] = {'shape': list(arr.shape), 'sum': float(arr.astype(np.float64).sum())}
+        print(json.dumps(out))
+        """, modelFile])
+        #expect(py.status == 0, "\(py.stderr)")
+        let fromPython = try #require(try JSONSerialization.jsonObject(with: Data(py.stdout.utf8)) as? [String: [String: Any]])
+        #expect(Set(fromPython.keys) == Set(tensors.compactMap { $0["name"] as? String }))
+        for t in tensors {
+            let name = try #require(t["name"] as? String)
+            #expect(fromPython[name]?["shape"] as? [Int] == t["shape"] as? [Int], "\(name)")
+            let count = (t["shape"] as? [Int] ?? []).reduce(1, *)
+            if count > 0, let mean = t["mean"] as? Double, let sum = fromPython[name]?["sum"] as? Double {
+                #expect(abs(sum - mean * Double(count)) <= 1e-6 * max(1, abs(sum)) + 1e-6, "\(name)")
+            }
+        }
+
         r = try StreamRecBinary.run(["ckpt", "diff", ck + "/4", ck + "/6", "--json"])
         let diff = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]])
         let emb = try #require(diff.first { $0["name"] as? String == "deep.embedding.weight" })
