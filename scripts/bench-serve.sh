@@ -34,6 +34,7 @@ command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2;
 SERVER_PID=
 cleanup() { if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; fi; }
 trap cleanup EXIT
+trap 'exit 130' INT TERM   # run the EXIT trap (stop the server) on Ctrl-C / kill as well
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
@@ -48,42 +49,82 @@ def percentile(xs, q):
     xs = sorted(xs); k = min(len(xs) - 1, max(0, int(round(q * (len(xs) - 1)))))
     return xs[k]
 
-async def run(host, port, body, rate, duration, conns, on_start=None):
+async def run(host, port, body, rate, duration, conns, on_start=None, timeout=5.0, drain=10.0, until=None):
+    """Open loop, bounded in count and time. Request i is due at start + i/rate; it goes out on the
+    next free keep-alive connection and its latency counts from the due time (so a slow server shows
+    as latency, not as a lower rate). Bounds: no request is sent after start + duration + drain; each
+    request gets `timeout` s (then it is a failure and its connection is replaced); after the last
+    send the run waits at most drain + timeout s. Requests never sent because the server could not
+    keep up are reported as `unsent` (the offered rate was not sustained)."""
     req = (f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    async def connect():
+        for attempt in range(5):
+            try:
+                return await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            except Exception:
+                await asyncio.sleep(0.05 * (attempt + 1))
+        return None
     free = asyncio.Queue()
     for _ in range(conns):
-        free.put_nowait(await asyncio.open_connection(host, port))
-    lat, failures, statuses = [], [0], {}
+        c = await connect()
+        if c: free.put_nowait(c)
+    live = [free.qsize()]
+    lat, failures, statuses, errors = [], [0], {}, {}
+    async def exchange(r, w):
+        w.write(req)
+        await w.drain()
+        head = await r.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        n = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"): n = int(line.split(b":")[1])
+        await r.readexactly(n)
+        return status
     async def one(t_sched, conn):
         r, w = conn
         try:
-            w.write(req)
-            head = await r.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            n = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"): n = int(line.split(b":")[1])
-            await r.readexactly(n)
+            status = await asyncio.wait_for(exchange(r, w), timeout)
             statuses[status] = statuses.get(status, 0) + 1
             if status != 200: failures[0] += 1
             lat.append((t_sched, time.perf_counter() - t_sched))
             free.put_nowait(conn)
-        except Exception:
+        except BaseException as e:
             failures[0] += 1
-            free.put_nowait(await asyncio.open_connection(host, port))
+            errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+            w.close()
+            c = await connect()
+            if c: free.put_nowait(c)
+            else: live[0] -= 1
+            if isinstance(e, asyncio.CancelledError): raise
     total = int(rate * duration)
     start = time.perf_counter() + 0.05
     if on_start: on_start(start)
-    tasks = []
+    send_deadline = start + duration + drain
+    tasks, sent = [], 0
     for i in range(total):
         t = start + i / rate
         d = t - time.perf_counter()
         if d > 0: await asyncio.sleep(d)
-        conn = await free.get()
+        if live[0] <= 0: break
+        if until and until():
+            total = i   # the run was meant to end here: nothing after this was due
+            break
+        try:
+            conn = await asyncio.wait_for(free.get(), max(0.001, send_deadline - time.perf_counter()))
+        except asyncio.TimeoutError:
+            break
         tasks.append(asyncio.ensure_future(one(t, conn)))
-    await asyncio.gather(*tasks)
-    return lat, failures[0], statuses
+        sent += 1
+    if tasks:
+        done, pending = await asyncio.wait(tasks, timeout=drain + timeout)
+        for p in pending: p.cancel()
+        if pending: await asyncio.wait(pending, timeout=1.0)
+    while not free.empty():
+        _, w = free.get_nowait(); w.close()
+    elapsed = time.perf_counter() - start
+    return lat, failures[0], statuses, {"offered": total, "sent": sent, "unsent": total - sent,
+                                        "elapsed_s": round(elapsed, 2), "errors": errors}
 
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
@@ -128,13 +169,19 @@ def main():
                 write_versions(a["ckpt_root"], a["base"], a["reloads"], a["gap"], a["first_step"], stop)
                 window["end"] = stop[0]
             threading.Thread(target=writer, daemon=True).start()
-    duration = a["duration"] if not a.get("reloads") else a["steady"] + a["reloads"] * a["gap"] + a["gap"] + 1.0
-    lat, failures, statuses = asyncio.run(run("127.0.0.1", a["port"], body, a["rate"], duration, a.get("conns", 32), on_start))
+    # With reloads, the load runs until the writer is done plus 1 s (bounded by the duration).
+    def until():
+        return "end" in window and time.perf_counter() > window["end"] + 1.0
+    duration = a["duration"] if not a.get("reloads") else a["steady"] + a["reloads"] * a["gap"] * 4 + 10.0
+    lat, failures, statuses, info = asyncio.run(run("127.0.0.1", a["port"], body, a["rate"], duration, a.get("conns", 32), on_start,
+                                            until=until if a.get("reloads") else None))
     sampler_stop.set()
+    out.update(info)
     def summary(xs):
         ms = [x * 1000 for x in xs]
         return {"n": len(ms), "p50_ms": round(percentile(ms, 0.5), 3), "p99_ms": round(percentile(ms, 0.99), 3),
                 "max_ms": round(max(ms), 3) if ms else None}
+    if a.get("reloads"): out["reloads_written"] = a["reloads"] if "end" in window else "incomplete"
     out["failures"] = failures; out["statuses"] = {str(k): v for k, v in statuses.items()}
     if a.get("reloads") and "end" in window:
         steady = [l for t, l in lat if t < window["start"]]
@@ -188,29 +235,34 @@ PY
     log ""
     log "== $preset: $BASE, model.safetensors $((MODEL_BYTES / 1024)) KiB, server RSS after load $RSS_LOADED KiB"
     for n in 1 100; do
-        BODY_FILE=$D/body$n.json wrk -t2 -c8 -d"${DURATION}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/predict" > "$D/wrk$n.txt"
+        BODY_FILE=$D/body$n.json timeout $((DURATION + 30)) wrk -t2 -c8 -d"${DURATION}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/predict" > "$D/wrk$n.txt"
         RPS=$(awk '/Requests\/sec/ {print $2}' "$D/wrk$n.txt")
         P50=$(awk '$1=="50%" {print $2}' "$D/wrk$n.txt"); P99=$(awk '$1=="99%" {print $2}' "$D/wrk$n.txt")
         ERR=$(grep -E "Non-2xx|Socket errors" "$D/wrk$n.txt" | tr '\n' ' ' || true)
         log "closed loop (wrk -t2 -c8 ${DURATION}s) $n-row: $RPS req/s, p50 $P50, p99 $P99 ${ERR:-no errors}"
     done
-    FIXED=$(python3 "$WORK/loadgen.py" "{\"port\": $PORT, \"body\": \"$D/body1.json\", \"rate\": $RATE, \"duration\": $DURATION}")
+    FIXED=$(timeout $((DURATION + 60)) python3 "$WORK/loadgen.py" "{\"port\": $PORT, \"body\": \"$D/body1.json\", \"rate\": $RATE, \"duration\": $DURATION}")
     log "fixed rate $RATE req/s 1-row ${DURATION}s: $FIXED"
-    RELOAD=$(python3 "$WORK/loadgen.py" "{\"port\": $PORT, \"body\": \"$D/body1.json\", \"rate\": $RATE, \"steady\": 5, \
+    RELOAD=$(timeout $((RELOADS * 4 + 90)) python3 "$WORK/loadgen.py" "{\"port\": $PORT, \"body\": \"$D/body1.json\", \"rate\": $RATE, \"steady\": 5, \
         \"reloads\": $RELOADS, \"gap\": $RELOAD_GAP, \"ckpt_root\": \"$D/ckpt\", \"base\": \"$BASE\", \"first_step\": 1000, \"pid\": $SERVER_PID}")
     log "fixed rate $RATE req/s 1-row with $RELOADS reloads: $RELOAD"
     METRICS=$(curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^streamrec_serve_(reloads_total|rejected_checkpoints_total|model_step|model_load_seconds) ')
     log "server: $(echo "$METRICS" | tr '\n' ' ')"
-    python3 - "$RELOAD" "$MODEL_BYTES" "$RSS_LOADED" <<'PY' | tee -a "$RESULTS"
+    python3 - "$RELOAD" "$MODEL_BYTES" "$RSS_LOADED" "$FIXED" "$RATE" <<'PY' | tee -a "$RESULTS"
 import json, sys
 r = json.loads(sys.argv[1]); model = int(sys.argv[2]) / 1024
+f = json.loads(sys.argv[4]); rate = sys.argv[5]
+a = f.get("all", {})
+print(f"fixed {rate} req/s 1-row: p50 {a.get('p50_ms')} ms, p99 {a.get('p99_ms')} ms, max {a.get('max_ms')} ms; "
+      f"sent {f['sent']}/{f['offered']} (unsent {f['unsent']}), failures {f['failures']}, wall {f['elapsed_s']} s")
 peak, before = r.get("rss_peak_during_kib"), r.get("rss_before_kib")
 if peak:
     print(f"memory: model {model:.0f} KiB; RSS before reloads {before} KiB, peak during reloads {peak} KiB; "
           f"peak/model {peak / model:.2f}; growth during reload/model {(peak - before) / model:.2f}")
 s, d = r.get("steady", {}), r.get("during_reloads", {})
 if s and d:
-    print(f"p99 steady {s['p99_ms']} ms, during reloads {d['p99_ms']} ms (ratio {d['p99_ms'] / s['p99_ms']:.2f}); failures {r['failures']}")
+    print(f"reloads: steady p50 {s['p50_ms']} ms p99 {s['p99_ms']} ms; during reloads p50 {d['p50_ms']} ms p99 {d['p99_ms']} ms "
+          f"(p99 ratio {d['p99_ms'] / s['p99_ms']:.2f}); failures {r['failures']}, unsent {r['unsent']}, reloads written {r['reloads_written']}")
 PY
     kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
 done

@@ -113,6 +113,7 @@ public final class CheckpointWatcher: Service, Sendable {
     static func offRequestPath<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { (cont: CheckedContinuation<T, Never>) in
             let thread = Thread {
+                lowerThisThreadsPriority()
                 cont.resume(returning: body())
             }
             thread.name = "checkpoint-loader"
@@ -120,6 +121,17 @@ public final class CheckpointWatcher: Service, Sendable {
             thread.start()
         }
     }
+}
+
+/// Lowers the calling thread's priority (Linux per-thread nice 10, about a tenth of a core's share
+/// when request threads want every core): a load hashes and copies the whole checkpoint, and on a
+/// machine with few cores it must not take CPU time from the threads answering requests, yet it
+/// still finishes when the server is saturated. No effect elsewhere.
+func lowerThisThreadsPriority() {
+    #if canImport(Glibc)
+    // On Linux the nice value is per thread and `who` 0 names the calling thread (setpriority(2), BUGS).
+    _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+    #endif
 }
 
 /// Default log sink: one timestamped line on stderr.
