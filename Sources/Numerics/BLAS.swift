@@ -30,6 +30,15 @@ public enum BLAS {
                     beta, c, Int32(n))
     }
 
+    /// y[n] = alpha · xᵀ[m] · A[m×n] + beta · y: a row vector times a row-major matrix
+    /// (`cblas_sgemv` with the matrix transposed). Unlike sgemm it does not pack A, which is what
+    /// makes single-row inference cheap.
+    public static func vecmat(m: Int, n: Int, alpha: Float = 1, x: UnsafePointer<Float>, a: UnsafePointer<Float>,
+                              beta: Float = 0, y: UnsafeMutablePointer<Float>) {
+        precondition(m > 0 && n > 0, "vecmat: empty shape m=\(m) n=\(n)")
+        cblas_sgemv(CblasRowMajor, CblasTrans, Int32(m), Int32(n), alpha, a, Int32(n), x, 1, beta, y, 1)
+    }
+
     /// Buffer-checked form of `sgemm` for callers holding buffer pointers.
     public static func sgemm(
         _ transA: Transpose, _ transB: Transpose,

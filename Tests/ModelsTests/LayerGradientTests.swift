@@ -57,6 +57,20 @@ func numericGrad(_ x: [Double], _ i: Int, h: Double = 1e-5, _ f: ([Double]) -> D
         }
     }
 
+    /// The one- and two-row path (vector × matrix) agrees with the batched sgemm path.
+    @Test(arguments: [1, 2])
+    func linearForwardSmallBatchesMatchSgemm(_ B: Int) {
+        var rng = SplitMix64(seed: 21)
+        let I = 37, O = 19
+        let W = randoms(I * O, &rng), bias = randoms(O, &rng)
+        let rows = randoms(4 * I, &rng)
+        var batched = [Float](repeating: 0, count: 4 * O)
+        linear_forward(out: &batched, inp: rows, weight: W, bias: bias, B: 4, I: I, O: O)   // sgemm path
+        var small = [Float](repeating: 0, count: B * O)
+        linear_forward(out: &small, inp: Array(rows[0..<(B * I)]), weight: W, bias: bias, B: B, I: I, O: O)
+        for i in 0..<(B * O) { #expect(abs(small[i] - batched[i]) < 1e-4, "out[\(i)]") }
+    }
+
     @Test func linearBackwardAccumulates() {
         var rng = SplitMix64(seed: 3)
         let B = 3, I = 4, O = 2

@@ -20,6 +20,12 @@ public func linear_forward(
         }
         return
     }
+    if B <= 2 {
+        // Inference on one or two rows: sgemm would pack the whole weight matrix per call;
+        // a vector-matrix product streams it once.
+        for b in 0..<B { BLAS.vecmat(m: I, n: O, x: inp + b * I, a: weight, beta: 1, y: out + b * O) }
+        return
+    }
     BLAS.sgemm(.none, .none, m: B, n: O, k: I, a: inp, b: weight, beta: 1, c: out)
 }
 
