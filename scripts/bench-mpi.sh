@@ -26,13 +26,14 @@ done
 python3 - "$OUT" <<'PY'
 import json, sys, os
 out = sys.argv[1]
-print(f"{'config':7} {'ranks':>5} {'samples/s':>10} {'step ms':>8} {'comm %':>7} {'sgemm GF/s (all ranks)':>23} {'ckpt write s':>12} {'stall steps':>11}")
+print(f"{'config':7} {'ranks':>5} {'samples/s':>10} {'step ms':>8} {'comm %':>7} {'sgemm GF/s (all ranks)':>23} {'ckpt write s':>12} {'snapshot steps':>14} {'slowdown steps':>14}")
 for preset in ("large", "small"):
     r = {n: json.load(open(os.path.join(out, f"{preset}-{n}.json"))) for n in (1, 2)}
     for n in (1, 2):
         x = r[n]
         print(f"{preset:7} {n:>5} {x['samples_per_s']:>10.0f} {x['step_ms']:>8.1f} {100*x['communication_share']:>7.1f} "
-              f"{x['sgemm_gflops_total']:>23.1f} {x['checkpoint_write_s']:>12.2f} {x['checkpoint_stall_steps']:>11.2f}")
+              f"{x['sgemm_gflops_total']:>23.1f} {x['checkpoint_write_s']:>12.2f} "
+              f"{1000*x['checkpoint_snapshot_s']/x['step_ms']:>14.2f} {x['checkpoint_stall_steps']:>14.2f}")
     speedup = r[2]['samples_per_s'] / r[1]['samples_per_s']
     sgemm_speedup = r[2]['sgemm_gflops_total'] / r[1]['sgemm_gflops_total']
     print(f"  {preset}: 2-rank speedup {speedup:.3f}, scaling efficiency {speedup/2:.3f}, sgemm speedup {sgemm_speedup:.3f}, "

@@ -78,10 +78,12 @@ extension BenchTrain {
             samples/s            %.0f
             step                 %.1f ms   (communication %.1f%%)
             sgemm GFLOP/s        %.1f per rank with all ranks running (%.1f total)
-            checkpoint           %.2f s to write %.1f MiB in the background; training stalled %.3f s (%.2f steps)
+            checkpoint           %.2f s to write %.1f MiB in the background; snapshot %.3f s (%.2f steps);
+                                 training slowed by %.3f s in all (%.2f steps) while the writer ran
             """, r.preset, r.ranks, r.batchSizePerRank, r.steps, r.samplesPerSecond, r.stepMilliseconds,
                          100 * r.communicationShare, r.sgemmGFLOPSPerRankConcurrent, r.sgemmGFLOPSTotal,
-                         r.checkpointWriteSeconds, Double(r.checkpointBytes) / 1048576, r.checkpointStallSeconds, r.checkpointStallSteps))
+                         r.checkpointWriteSeconds, Double(r.checkpointBytes) / 1048576, r.checkpointSnapshotSeconds,
+                         r.checkpointSnapshotSeconds * 1000 / r.stepMilliseconds, r.checkpointStallSeconds, r.checkpointStallSteps))
         }
     }
 }

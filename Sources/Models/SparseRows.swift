@@ -75,6 +75,21 @@ public final class RowStore: @unchecked Sendable {
         row(slot) + dim * (k + 1)
     }
 
+    /// A deep copy of the chunks (one memcpy each): the cheap part of a checkpoint snapshot.
+    public func copyChunks() -> [FloatBuffer] {
+        chunks.map { c in
+            let copy = FloatBuffer(count: c.count)
+            copy.pointer.update(from: c.pointer, count: c.count)
+            return copy
+        }
+    }
+
+    /// Reads slot `slot`'s part `k` (0 = values, 1… = optimizer states) from copied chunks.
+    public static func row(in chunks: [FloatBuffer], slot: Int32, part k: Int, dim: Int, states: Int) -> UnsafeMutablePointer<Float> {
+        let s = Int(slot), stride = dim * (1 + states)
+        return chunks[s / chunkRows].pointer + (s % chunkRows) * stride + dim * k
+    }
+
     /// Bytes held (parameters and optimizer state), for memory reports.
     public var allocatedBytes: Int { chunks.count * Self.chunkRows * stride * 4 }
 }

@@ -27,18 +27,17 @@ public enum WideDeepCheckpoint {
         }
     }
 
-    /// An in-memory copy of everything a checkpoint holds, cheap to take between steps and
-    /// safe to write from another thread while training goes on.
+    /// An in-memory copy of everything a checkpoint holds, cheap to take between steps (a few
+    /// memcpys) and safe to write from another thread while training goes on.
     public struct Snapshot: @unchecked Sendable {
         public let config: WideDeepConfig
-        public let tensors: [ModelTensor]
-        public let stats: [UInt8]
+        public let model: WideDeepSnapshot
+        public let stats: FeatureStats
         public let record: Record
     }
 
     public static func snapshot(model: WideDeepModel, stats: FeatureStats, record: Record) -> Snapshot {
-        Snapshot(config: model.config, tensors: model.exportTensors(includeOptimizer: true),
-                 stats: stats.serialized(), record: record)
+        Snapshot(config: model.config, model: model.snapshot(), stats: stats, record: record)
     }
 
     /// Writes a snapshot as a new version in `store` (atomic; LATEST updated last).
@@ -50,7 +49,7 @@ public enum WideDeepCheckpoint {
             samplesTrained: snap.record.samplesTrained, wallTimeSeconds: snap.record.wallTimeSeconds,
             metrics: snap.record.metrics, streamPositions: snap.record.streamPositions,
             dictionary: statsFileName)
-        let tensors = snap.tensors.map { t -> SafeTensor in
+        let tensors = snap.model.exportTensors(includeOptimizer: true).map { t -> SafeTensor in
             switch t.storage {
             case .float32(let a): return SafeTensor(name: t.name, shape: t.shape, data: .float(a))
             case .int32(let a): return SafeTensor(name: t.name, shape: t.shape, data: .int32(a))
@@ -58,7 +57,7 @@ public enum WideDeepCheckpoint {
         }
         return try store.write(step: snap.record.step, manifest: manifest, files: [
             .safetensors(metadata: ["format": "streamrec-widedeep", "step": String(snap.record.step)], tensors: tensors),
-            .data(statsFileName, Data(snap.stats)),
+            .data(statsFileName, Data(snap.stats.serialized())),
         ])
     }
 

@@ -161,6 +161,8 @@ public struct ParallelBenchmarkResult: Codable, Sendable {
     public var checkpointStallSeconds: Double
     public var checkpointStallSteps: Double
     public var checkpointBytes: Int
+    /// Time the trainer thread spends taking the in-memory snapshot (the only blocking part).
+    public var checkpointSnapshotSeconds: Double
 
     enum CodingKeys: String, CodingKey {
         case preset, ranks, steps, seconds
@@ -169,6 +171,7 @@ public struct ParallelBenchmarkResult: Codable, Sendable {
         case sgemmGFLOPSPerRankConcurrent = "sgemm_gflops_per_rank_concurrent", sgemmGFLOPSTotal = "sgemm_gflops_total"
         case checkpointWriteSeconds = "checkpoint_write_s", checkpointStallSeconds = "checkpoint_stall_s"
         case checkpointStallSteps = "checkpoint_stall_steps", checkpointBytes = "checkpoint_bytes"
+        case checkpointSnapshotSeconds = "checkpoint_snapshot_s"
     }
 }
 
@@ -216,14 +219,17 @@ public func runParallelTrainBenchmark(config: WideDeepConfig, preset: String, ba
     // Checkpoint cost: rank 0 snapshots on the trainer thread (a stall for everyone, since
     // steps are synchronous), then training continues while the write runs in the background;
     // the extra time of those steps over the mean step is the rest of the stall.
-    var stall = 0.0, write = 0.0, bytes = 0
+    var stall = 0.0, write = 0.0, bytes = 0, snapshotSeconds = 0.0
     let store = CheckpointStore(directory: checkpointDir, keep: 1)
     let writer = CheckpointWriter(store: store) { _ in }
     let s0 = DispatchTime.now().uptimeNanoseconds
     if comm.rank == 0 {
         try? FileManager.default.removeItem(at: checkpointDir)
-        writer.submit(WideDeepCheckpoint.snapshot(model: model, stats: FeatureStatsBuilder().build(minFrequency: 1),
-                                                  record: .init(step: model.step, samplesTrained: 0, wallTimeSeconds: seconds)))
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let snap = WideDeepCheckpoint.snapshot(model: model, stats: FeatureStatsBuilder().build(minFrequency: 1),
+                                               record: .init(step: model.step, samplesTrained: 0, wallTimeSeconds: seconds))
+        snapshotSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        writer.submit(snap)
     }
     var during = 0, i = steps
     while true {
@@ -254,5 +260,5 @@ public func runParallelTrainBenchmark(config: WideDeepConfig, preset: String, ba
         samplesPerSecond: Double(steps * batchSize * comm.size) / seconds, stepMilliseconds: meanStep * 1000,
         communicationShare: commMax / seconds, sgemmGFLOPSPerRankConcurrent: sgemmMean, sgemmGFLOPSTotal: sgemmTotal,
         checkpointWriteSeconds: write, checkpointStallSeconds: stall, checkpointStallSteps: stall / meanStep,
-        checkpointBytes: bytes)
+        checkpointBytes: bytes, checkpointSnapshotSeconds: snapshotSeconds)
 }

@@ -73,7 +73,7 @@ final class Collected: @unchecked Sendable {
         let store = CheckpointStore(directory: dir, keep: 3)
         let model = WideDeepModel(config: smallTestConfig())
         let stats = FeatureStatsBuilder().build(minFrequency: 1)
-        let url = try WideDeepCheckpoint.write(.init(config: model.config, tensors: model.exportTensors(), stats: stats.serialized(),
+        let url = try WideDeepCheckpoint.write(WideDeepCheckpoint.snapshot(model: model, stats: stats,
                                                      record: .init(step: 1, samplesTrained: 10, wallTimeSeconds: 1)), to: store)
         _ = try WideDeepCheckpoint.load(url)
         let file = url.appendingPathComponent("model.safetensors")

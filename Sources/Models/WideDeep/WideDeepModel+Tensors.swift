@@ -26,38 +26,63 @@ public struct ModelTensor: Sendable, Equatable {
     public var int32s: [Int32]? { if case .int32(let a) = storage { return a } else { return nil } }
 }
 
-extension WideDeepModel {
+/// A point-in-time copy of a model's parameters and optimizer state, taken with a few large
+/// memcpys (cheap enough to take between training steps); turning it into tensors — sorting
+/// rows by id, splitting values from optimizer state — happens later, off the training thread.
+public struct WideDeepSnapshot: @unchecked Sendable {
+    public let config: WideDeepConfig
+    public let layout: ParameterLayout
+    let params, adamM, adamV: [Float]
+    let wideBiasLinear, wideBiasAccumulator: Float
+    let idOfSlot: [Int32]
+    let deepChunks, wideChunks: [FloatBuffer]
+
     /// Every parameter and optimizer state, sparse rows sorted by id so two replicas with the
     /// same parameters export identical bytes whatever order they created rows in.
     /// `includeOptimizer: false` gives what serving needs.
     public func exportTensors(includeOptimizer: Bool = true) -> [ModelTensor] {
         var out: [ModelTensor] = []
-        for e in denseLayout.entries {
-            out.append(ModelTensor(name: e.name, shape: e.shape, storage: .float32(Array(params.slice(e.offset, e.count)))))
+        for e in layout.entries {
+            out.append(ModelTensor(name: e.name, shape: e.shape, storage: .float32(Array(params[e.offset..<(e.offset + e.count)]))))
             if includeOptimizer {
-                out.append(ModelTensor(name: "optim.adam_m.\(e.name)", shape: e.shape, storage: .float32(Array(adamM.slice(e.offset, e.count)))))
-                out.append(ModelTensor(name: "optim.adam_v.\(e.name)", shape: e.shape, storage: .float32(Array(adamV.slice(e.offset, e.count)))))
+                out.append(ModelTensor(name: "optim.adam_m.\(e.name)", shape: e.shape, storage: .float32(Array(adamM[e.offset..<(e.offset + e.count)]))))
+                out.append(ModelTensor(name: "optim.adam_v.\(e.name)", shape: e.shape, storage: .float32(Array(adamV[e.offset..<(e.offset + e.count)]))))
             }
         }
         let D = config.embeddingSize
-        let slots = (0..<Int32(index.count)).sorted { index.idOfSlot[Int($0)] < index.idOfSlot[Int($1)] }
+        let slots = (0..<Int32(idOfSlot.count)).sorted { idOfSlot[Int($0)] < idOfSlot[Int($1)] }
         let n = slots.count
-        out.append(ModelTensor(name: "sparse.ids", shape: [n], storage: .int32(slots.map { index.idOfSlot[Int($0)] })))
-        func rows(_ dim: Int, _ store: RowStore, _ part: (Int32) -> UnsafeMutablePointer<Float>) -> [Float] {
+        out.append(ModelTensor(name: "sparse.ids", shape: [n], storage: .int32(slots.map { idOfSlot[Int($0)] })))
+        func rows(_ chunks: [FloatBuffer], dim: Int, part: Int) -> [Float] {
             var a = [Float](); a.reserveCapacity(n * dim)
-            for s in slots { a.append(contentsOf: UnsafeBufferPointer(start: part(s), count: dim)) }
+            for s in slots {
+                a.append(contentsOf: UnsafeBufferPointer(start: RowStore.row(in: chunks, slot: s, part: part, dim: dim, states: 2), count: dim))
+            }
             return a
         }
-        out.append(ModelTensor(name: "deep.embedding.weight", shape: [n, D], storage: .float32(rows(D, deepRows) { self.deepRows.row($0) })))
-        out.append(ModelTensor(name: "wide.weight", shape: [n], storage: .float32(rows(1, wideRows) { self.wideRows.row($0) })))
+        out.append(ModelTensor(name: "deep.embedding.weight", shape: [n, D], storage: .float32(rows(deepChunks, dim: D, part: 0))))
+        out.append(ModelTensor(name: "wide.weight", shape: [n], storage: .float32(rows(wideChunks, dim: 1, part: 0))))
         if includeOptimizer {
-            out.append(ModelTensor(name: "optim.adam_m.deep.embedding.weight", shape: [n, D], storage: .float32(rows(D, deepRows) { self.deepRows.state(0, $0) })))
-            out.append(ModelTensor(name: "optim.adam_v.deep.embedding.weight", shape: [n, D], storage: .float32(rows(D, deepRows) { self.deepRows.state(1, $0) })))
-            out.append(ModelTensor(name: "optim.ftrl_linear.wide.weight", shape: [n], storage: .float32(rows(1, wideRows) { self.wideRows.state(0, $0) })))
-            out.append(ModelTensor(name: "optim.ftrl_accum.wide.weight", shape: [n], storage: .float32(rows(1, wideRows) { self.wideRows.state(1, $0) })))
+            out.append(ModelTensor(name: "optim.adam_m.deep.embedding.weight", shape: [n, D], storage: .float32(rows(deepChunks, dim: D, part: 1))))
+            out.append(ModelTensor(name: "optim.adam_v.deep.embedding.weight", shape: [n, D], storage: .float32(rows(deepChunks, dim: D, part: 2))))
+            out.append(ModelTensor(name: "optim.ftrl_linear.wide.weight", shape: [n], storage: .float32(rows(wideChunks, dim: 1, part: 1))))
+            out.append(ModelTensor(name: "optim.ftrl_accum.wide.weight", shape: [n], storage: .float32(rows(wideChunks, dim: 1, part: 2))))
             out.append(ModelTensor(name: "optim.ftrl_state.wide.bias", shape: [2], storage: .float32([wideBiasLinear, wideBiasAccumulator])))
         }
         return out
+    }
+}
+
+extension WideDeepModel {
+    public func snapshot() -> WideDeepSnapshot {
+        WideDeepSnapshot(config: config, layout: denseLayout, params: params.toArray(), adamM: adamM.toArray(), adamV: adamV.toArray(),
+                         wideBiasLinear: wideBiasLinear, wideBiasAccumulator: wideBiasAccumulator, idOfSlot: index.idOfSlot,
+                         deepChunks: deepRows.copyChunks(), wideChunks: wideRows.copyChunks())
+    }
+
+    /// Every parameter and optimizer state as tensors (see `WideDeepSnapshot.exportTensors`).
+    public func exportTensors(includeOptimizer: Bool = true) -> [ModelTensor] {
+        snapshot().exportTensors(includeOptimizer: includeOptimizer)
     }
 
     /// Builds a model from exported tensors (optimizer state optional: without it, training
