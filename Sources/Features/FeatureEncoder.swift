@@ -33,6 +33,15 @@ public struct FeatureEncoder: Sendable {
 
     /// Writes `CriteoSchema.fieldCount` ids and weights starting at `ids[0]`, `weights[0]`.
     public func encode(_ row: CriteoRow, ids: UnsafeMutablePointer<Int32>, weights: UnsafeMutablePointer<Float>) {
+        encode(row, ids: ids, weights: weights) { _, _ in }
+    }
+
+    /// As `encode(_:ids:weights:)`, calling `unknown(field, bytes)` for every category that is
+    /// not in the dictionary (it gets its field's OOV id) — feature workers count those for
+    /// online dictionary growth. The one implementation of row → ids/weights.
+    @inline(__always)
+    public func encode(_ row: CriteoRow, ids: UnsafeMutablePointer<Int32>, weights: UnsafeMutablePointer<Float>,
+                       unknown: (Int, UnsafeRawBufferPointer) -> Void) {
         let d = CriteoSchema.denseCount
         for i in 0..<d {
             let x = row.dense[i]
@@ -55,6 +64,7 @@ public struct FeatureEncoder: Sendable {
                     ids[d + j] = table.ids[entry]
                 } else {
                     ids[d + j] = FeatureIdLayout.oovId(j)
+                    unknown(j, cat)
                 }
                 weights[d + j] = 1
             }
