@@ -157,6 +157,8 @@ public final class FeaturizeWorker: @unchecked Sendable {
     var encodeBuffer: [UInt8] = []
     var firstMessageAt: ContinuousClock.Instant? = nil
     var lastWorkAt: ContinuousClock.Instant? = nil
+    var syncWanted = false
+    var lastNewIdSync = ContinuousClock.now
 
     public init(options: FeaturizeOptions, stats: FeatureStats,
                 shouldStop: (@Sendable () -> Bool)? = nil,
@@ -563,8 +565,13 @@ public final class FeaturizeWorker: @unchecked Sendable {
             }
             try assignAll()
         }
-        if r.newIds, let learnt = try withRedis("dictionary sync", { try cache.sync(store) }) {
-            summary.onlineIdsLearnt += Int64(learnt)
+        // New ids were assigned: tail the log, but at most every 250 ms (growth runs in many short
+        // scripts; a sync per script made the worker thread wait on Redis for each).
+        if r.newIds { syncWanted = true }
+        if syncWanted, ContinuousClock.now - lastNewIdSync >= .milliseconds(250) {
+            syncWanted = false
+            lastNewIdSync = .now
+            if let learnt = try withRedis("dictionary sync", { try cache.sync(store) }) { summary.onlineIdsLearnt += Int64(learnt) }
         }
     }
 }
