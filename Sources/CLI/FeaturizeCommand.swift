@@ -288,8 +288,48 @@ struct FeaturizeBench: ParsableCommand {
         }
         note("raw consume (ceiling) …")
         let raw = try runWorker(["--raw", "--worker-id", "bench-raw"])
+        // Redis's own CPU (INFO cpu) across the end-to-end run: it shares the machine with the worker.
+        func redisCPU() -> Double {
+            guard let text = (try? RedisConnection(host: "127.0.0.1", port: redisPort, timeout: .seconds(2)).command(["INFO", "cpu"]))?.text else { return 0 }
+            return text.split(whereSeparator: \.isNewline).reduce(0.0) { sum, line in
+                let kv = line.split(separator: ":")
+                guard kv.count == 2, kv[0] == "used_cpu_sys" || kv[0] == "used_cpu_user" else { return sum }
+                return sum + (Double(kv[1].trimmingCharacters(in: .whitespaces)) ?? 0)
+            }
+        }
         note("featurize end to end …")
+        // STREAMREC_BENCH_SLOWLOG=1: log every command's duration and summarise scripts by kind.
+        let slowlog = ProcessInfo.processInfo.environment["STREAMREC_BENCH_SLOWLOG"] == "1"
+        if slowlog, let c = try? RedisConnection(host: "127.0.0.1", port: redisPort, timeout: .seconds(2)) {
+            _ = try? c.command(["CONFIG", "SET", "slowlog-max-len", "1000000"])
+            _ = try? c.command(["CONFIG", "SET", "slowlog-log-slower-than", "0"])
+        }
+        let redisCPU0 = redisCPU()
         let full = try runWorker(["--worker-id", "bench-full"])
+        let redisCPUSeconds = redisCPU() - redisCPU0
+        if slowlog, let c = try? RedisConnection(host: "127.0.0.1", port: redisPort, timeout: .seconds(5)),
+           let entries = try? c.command(["SLOWLOG", "GET", "-1"]).elements {
+            var byKind: [String: (n: Int, us: Int64, args: Int)] = [:]
+            for e in entries {
+                guard let f = e.elements, f.count >= 4, let us = f[2].integer, let argv = f[3].elements else { continue }
+                let name = argv.first?.text ?? "?"
+                var kind = name
+                if name.uppercased() == "EVALSHA" || name.uppercased() == "EVAL" {
+                    // Slowlog keeps ≤ 32 args; the commit script has 7 keys, the grow script none.
+                    kind = name + (argv.count > 2 && argv[2].text == "7" ? " (commit)" : " (grow/other)")
+                }
+                byKind[kind, default: (0, 0, 0)].n += 1
+                byKind[kind, default: (0, 0, 0)].us += us
+            }
+            note("redis slowlog by kind (end-to-end run):\n" + byKind.sorted { $0.value.us > $1.value.us }.map {
+                String(format: "  %@: %d calls, %.3f s, %.1f us/call", $0.key, $0.value.n, Double($0.value.us) / 1e6,
+                       Double($0.value.us) / Double(max(1, $0.value.n)))
+            }.joined(separator: "\n"))
+        }
+        if let text = (try? RedisConnection(host: "127.0.0.1", port: redisPort, timeout: .seconds(2)).command(["INFO", "commandstats"]))?.text {
+            note("redis commandstats (whole bench):\n" + text.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("cmdstat_") }
+                .map { "  " + $0.dropFirst(8) }.joined(separator: "\n"))
+        }
         let rawRate = raw["activeRate"] as? Double ?? 0
         let fullRate = full["activeRate"] as? Double ?? 0
         let result: [String: Any] = [
@@ -298,7 +338,7 @@ struct FeaturizeBench: ParsableCommand {
             "raw_consume_rows_per_s": rawRate, "featurize_rows_per_s": fullRate, "ratio": rawRate > 0 ? fullRate / rawRate : 0,
             "featurize_rows": full["rows"] ?? 0, "featurize_batches": full["batches"] ?? 0,
             "featurize_lost_upstream": full["lostUpstream"] ?? 0, "online_ids": full["onlineIdsLearnt"] ?? 0,
-            "featurize_cpu_seconds": full["cpuSeconds"] ?? 0, "raw_cpu_seconds": raw["cpuSeconds"] ?? 0,
+            "featurize_cpu_seconds": full["cpuSeconds"] ?? 0, "redis_cpu_seconds": redisCPUSeconds, "raw_cpu_seconds": raw["cpuSeconds"] ?? 0,
             "featurize_rows_per_cpu_s": (full["cpuSeconds"] as? Double).map { $0 > 0 ? Double(rows) / $0 : 0 } ?? 0,
             "featurize_max_rss_mib": Double(full["maxRSSBytes"] as? Int64 ?? Int64(full["maxRSSBytes"] as? Int ?? 0)) / 1048576,
             "raw_max_rss_mib": Double(raw["maxRSSBytes"] as? Int64 ?? Int64(raw["maxRSSBytes"] as? Int ?? 0)) / 1048576,
@@ -311,14 +351,14 @@ struct FeaturizeBench: ParsableCommand {
             produce                 %.0f rows/s
             raw consume (ceiling)   %.0f rows/s   max RSS %.1f MiB
             featurize end to end    %.0f rows/s   max RSS %.1f MiB   (%@ rows, %@ batches, lost upstream %@)
-            featurize CPU           %@ s user+sys (%@ rows per CPU-second; raw consume %@ s)
+            featurize CPU           %@ s user+sys (%@ rows per CPU-second; raw consume %@ s); redis-server %@ s
             ratio                   %.2f
             """, rows, partitions, Double(bytes) / Double(rows), batchSize, Double(rows) / produceSeconds,
                          rawRate, result["raw_max_rss_mib"] as! Double, fullRate, result["featurize_max_rss_mib"] as! Double,
                          "\(full["rows"] ?? 0)", "\(full["batches"] ?? 0)", "\(full["lostUpstream"] ?? 0)",
                          String(format: "%.2f", full["cpuSeconds"] as? Double ?? 0),
                          String(format: "%.0f", result["featurize_rows_per_cpu_s"] as? Double ?? 0),
-                         String(format: "%.2f", raw["cpuSeconds"] as? Double ?? 0),
+                         String(format: "%.2f", raw["cpuSeconds"] as? Double ?? 0), String(format: "%.2f", redisCPUSeconds),
                          result["ratio"] as! Double))
         }
     }

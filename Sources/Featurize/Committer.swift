@@ -74,7 +74,7 @@ struct CommitterReport {
 /// A unit waiting to be committed, with the unknown-category counts of its rows.
 struct PendingCommit {
     var unit: CommitUnit
-    var counts: [CategoryCount]
+    var counts: CategoryTable?
 }
 
 final class Committer: @unchecked Sendable {
@@ -204,7 +204,7 @@ final class Committer: @unchecked Sendable {
             say("unit \(u.topic)/\(u.partition) [\(u.firstOffset), \(u.lastOffset)] was already committed (progress \(progress)); skipped as a duplicate")
         }
         condition.unlock()
-        if !c.counts.isEmpty { grower.add(c.counts) }
+        if let counts = c.counts { grower.add(counts) }
     }
 
 }
@@ -220,6 +220,8 @@ final class Grower: @unchecked Sendable {
     private var closing = false, finished = false, newIds = false
     private var fatal: Error? = nil
     let every: Duration = .milliseconds(250)
+    /// Categories per growth script.
+    let growChunk = 1024
 
     init(address: String, prefix: String, say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
         link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping)
@@ -228,9 +230,11 @@ final class Grower: @unchecked Sendable {
         thread.start()
     }
 
-    func add(_ counts: [CategoryCount]) {
+    func add(_ counts: CategoryTable) {
         condition.lock(); defer { condition.unlock() }
-        for k in counts { _ = k.bytes.withUnsafeBytes { table.addCount(field: k.field, bytes: $0, by: k.count) } }
+        for e in 0..<counts.count {
+            _ = counts.bytes(at: e).withUnsafeBytes { table.addCount(field: counts.field(at: e), bytes: $0, by: counts.counts[e]) }
+        }
     }
 
     func takeNewIds() throws -> Bool {
@@ -266,9 +270,16 @@ final class Grower: @unchecked Sendable {
                     for e in 0..<batch.count {
                         counts.append(CategoryCount(field: batch.field(at: e), bytes: Array(batch.bytes(at: e)), count: batch.counts[e]))
                     }
-                    if let assigned = try link.run("dictionary growth", { try $0.growDictionary(counts: counts) }),
-                       assigned.contains(where: { $0 != nil }) {
-                        condition.lock(); newIds = true; condition.unlock()
+                    // Several short scripts rather than one long one: Redis runs one script at a
+                    // time, so a long growth script would stall the commits queued behind it.
+                    var from = 0
+                    while from < counts.count {
+                        let chunk = Array(counts[from..<min(from + growChunk, counts.count)])
+                        from += chunk.count
+                        if let assigned = try link.run("dictionary growth", { try $0.growDictionary(counts: chunk) }),
+                           assigned.contains(where: { $0 != nil }) {
+                            condition.lock(); newIds = true; condition.unlock()
+                        }
                     }
                 }
             } catch {

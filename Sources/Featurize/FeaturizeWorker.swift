@@ -76,6 +76,15 @@ public struct FeaturizeSummary: Sendable, Codable, Equatable {
     /// Time the committer spent in Redis commit calls, and time the worker waited for it.
     public var commitSeconds: Double = 0
     public var commitWaitSeconds: Double = 0
+    /// Where the worker thread's wall time went: blocked in/consuming from librdkafka (poll minus
+    /// handling), parsing/encoding/packing messages (`handle`, includes enqueue waits of full
+    /// units), and linger flushes (includes their enqueue waits); polls that returned nothing.
+    public var pollSeconds: Double = 0
+    public var handleSeconds: Double = 0
+    public var flushSeconds: Double = 0
+    public var emptyPolls: Int64 = 0
+    /// The worker thread's own Redis calls (heartbeat, back-pressure, dictionary sync, retention).
+    public var redisSeconds: Double = 0
     public var raw: Bool = false
 }
 
@@ -148,6 +157,8 @@ public final class FeaturizeWorker: @unchecked Sendable {
     var encodeBuffer: [UInt8] = []
     var firstMessageAt: ContinuousClock.Instant? = nil
     var lastWorkAt: ContinuousClock.Instant? = nil
+    var syncWanted = false
+    var lastNewIdSync = ContinuousClock.now
 
     public init(options: FeaturizeOptions, stats: FeatureStats,
                 shouldStop: (@Sendable () -> Bool)? = nil,
@@ -177,7 +188,9 @@ public final class FeaturizeWorker: @unchecked Sendable {
 
     /// Runs `body` on the worker's own connection through the retry funnel (see `RedisLink`).
     func withRedis<T>(_ what: String, _ body: () throws -> T) throws -> T? {
-        try link.run(what) { s in store = s; return try body() }
+        let t0 = ContinuousClock.now
+        defer { summary.redisSeconds += seconds(ContinuousClock.now - t0) }
+        return try link.run(what) { s in store = s; return try body() }
     }
 
     // MARK: Run
@@ -308,34 +321,51 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 Thread.sleep(forTimeInterval: 0.05)
                 continue
             }
-            let batch: KafkaPollBatch
+            var batch = KafkaPollBatch()
+            var got = 0
+            let tPoll = ContinuousClock.now
             do {
                 // librdkafka's batch consume waits until the batch is FULL or the timeout passes, so
-                // while data flows ask without waiting; wait only when the queue ran dry.
-                batch = try consumer.poll(maxMessages: 2048, timeout: lastPollEmpty ? .milliseconds(20) : .zero)
-                lastPollEmpty = batch.messages.isEmpty
-            } catch {
+                // while data flows ask without waiting; wait only when the queue ran dry. Messages are
+                // handled in place (no per-message copies); `handle` copies only dead letters.
+                let raw = options.raw
+                var handleTime: Duration = .zero
+                (got, batch) = try consumer.pollInPlace(maxMessages: 2048, timeout: lastPollEmpty ? .milliseconds(20) : .zero) { m in
+                    if raw { return }
+                    guard let st = states[m.partition] else { return }
+                    let t = ContinuousClock.now
+                    try handle(m, st)
+                    handleTime += ContinuousClock.now - t
+                }
+                summary.handleSeconds += seconds(handleTime)
+                summary.pollSeconds += seconds(ContinuousClock.now - tPoll - handleTime)
+                if got == 0 { summary.emptyPolls += 1 }
+                lastPollEmpty = got == 0
+            } catch let error as KafkaError {
                 say("Kafka poll failed: \(error); retrying")
                 Thread.sleep(forTimeInterval: 0.2)
                 continue
             }
+            summary.messages += Int64(got)
             if !batch.errors.isEmpty, now - lastKafkaErrorLog >= .seconds(5) {
                 lastKafkaErrorLog = now
                 kafkaErrorsLogged += 1
                 say("Kafka reports \(batch.errors.count) error(s), e.g. \(batch.errors[0].error) — librdkafka keeps reconnecting; consumption continues when the broker is back")
             }
-            if !batch.messages.isEmpty {
+            if got > 0 {
                 lastMessage = now
-                if firstMessageAt == nil { firstMessageAt = now }
+                if firstMessageAt == nil { firstMessageAt = tPoll }
             }
-            for m in batch.messages {
-                summary.messages += 1
-                if options.raw { continue }
-                guard let st = states[m.partition] else { continue }
-                try handle(m, st)
+            if !options.raw {
+                let t = ContinuousClock.now
+                try flushAll(force: false)
+                summary.flushSeconds += seconds(ContinuousClock.now - t)
             }
-            if !options.raw { try flushAll(force: false) }
-            if !batch.messages.isEmpty { lastWorkAt = .now }
+            if got > 0 {
+                lastWorkAt = .now
+                // Idle means no data arrived, not that handling it took long (waiting on Redis).
+                lastMessage = lastWorkAt!
+            }
             if let idle = options.untilIdle, ContinuousClock.now - lastMessage >= idle {
                 say("no data for \(idle); stopping (--until-idle)")
                 break
@@ -415,7 +445,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
 
     // MARK: Per message
 
-    func handle(_ m: KafkaMessage, _ st: PartitionState) throws {
+    func handle(_ m: KafkaMessageView, _ st: PartitionState) throws {
         // A full unit that could not be committed (stopping while Redis is down): take nothing more.
         if st.rows >= st.batchSize { return }
         switch st.tracker.classify(m.offset) {
@@ -443,11 +473,10 @@ public final class FeaturizeWorker: @unchecked Sendable {
         st.tracker.consume(m.offset)
         if st.startedAt == nil { st.startedAt = .now }
         if let ts = m.timestampMs, ts > 0, st.producedAtMs == 0 || ts < st.producedAtMs { st.producedAtMs = ts }
-        let ok: RowRejection? = m.value.withUnsafeBytes { raw in
-            do throws(RowRejection) { try parser.parse(raw, into: &row); return nil } catch { return error }
-        }
+        let ok: RowRejection?
+        do throws(RowRejection) { try parser.parse(m.value, into: &row); ok = nil } catch { ok = error }
         if let rejection = ok {
-            st.deadLetters.append(DeadLetter(raw: m.value, offset: m.offset, reason: rejection.reason.rawValue, detail: rejection.detail))
+            st.deadLetters.append(DeadLetter(raw: Array(m.value), offset: m.offset, reason: rejection.reason.rawValue, detail: rejection.detail))
         } else {
             encodeRow(into: st)
             if st.rows == st.batchSize { try commit(st) }
@@ -515,13 +544,9 @@ public final class FeaturizeWorker: @unchecked Sendable {
         let unit = CommitUnit(topic: options.topic, partition: st.partition, firstOffset: st.unitFirst, lastOffset: last,
                               shard: st.shard, encodedBatch: encoded, rows: st.rows, deadLetters: st.deadLetters,
                               lostRows: st.lost, worker: options.workerId)
-        var counts: [CategoryCount] = []
-        if st.unknown.count > 0 {
-            counts.reserveCapacity(st.unknown.count)
-            for e in 0..<st.unknown.count {
-                counts.append(CategoryCount(field: st.unknown.field(at: e), bytes: Array(st.unknown.bytes(at: e)), count: st.unknown.counts[e]))
-            }
-        }
+        // The unit's unknown-category table moves to the committer as is (no per-category arrays).
+        let counts = st.unknown.count > 0 ? st.unknown : nil
+        if counts != nil { st.unknown = CategoryTable(minimumCapacity: 256) }
         try committer.enqueue(PendingCommit(unit: unit, counts: counts))
         st.resetUnit()
     }
@@ -540,8 +565,13 @@ public final class FeaturizeWorker: @unchecked Sendable {
             }
             try assignAll()
         }
-        if r.newIds, let learnt = try withRedis("dictionary sync", { try cache.sync(store) }) {
-            summary.onlineIdsLearnt += Int64(learnt)
+        // New ids were assigned: tail the log, but at most every 250 ms (growth runs in many short
+        // scripts; a sync per script made the worker thread wait on Redis for each).
+        if r.newIds { syncWanted = true }
+        if syncWanted, ContinuousClock.now - lastNewIdSync >= .milliseconds(250) {
+            syncWanted = false
+            lastNewIdSync = .now
+            if let learnt = try withRedis("dictionary sync", { try cache.sync(store) }) { summary.onlineIdsLearnt += Int64(learnt) }
         }
     }
 }

@@ -329,6 +329,15 @@ public struct KafkaMessage: Sendable, Equatable {
     public let timestampMs: Int64?
 }
 
+/// A consumed message seen in place (`KafkaConsumer.pollInPlace`): `value` points into
+/// librdkafka's buffer and is valid only inside the callback.
+public struct KafkaMessageView {
+    public let partition: Int32
+    public let offset: Int64
+    public let value: UnsafeRawBufferPointer
+    public let timestampMs: Int64?
+}
+
 /// What one `poll` returned: messages, plus per-partition errors (for example
 /// `_AUTO_OFFSET_RESET` when an assigned offset fell out of retention and
 /// `auto.offset.reset=error`). Errors never drop messages that arrived with them.
@@ -337,6 +346,7 @@ public struct KafkaPollBatch: Sendable {
     public var errors: [KafkaPartitionError] = []
     /// Partitions that reached their end (only with `enable.partition.eof=true`).
     public var endOfPartition: [KafkaTopicPartition] = []
+    public init() {}
 }
 
 public struct KafkaTopicPartition: Sendable, Hashable {
@@ -370,6 +380,7 @@ public final class KafkaConsumer: @unchecked Sendable {
     private let rk: OpaquePointer
     private let queue: OpaquePointer
     private let lock = NSLock()
+    private var rawBuffer: [UnsafeMutablePointer<rd_kafka_message_t>?] = []
 
     /// librdkafka still needs a `group.id` for `rd_kafka_assign`; if the config has none a
     /// unique one is used. Auto-commit and offset storing are off unless the config says
@@ -449,6 +460,53 @@ public final class KafkaConsumer: @unchecked Sendable {
                                                timestampMs: tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts))
         }
         return batch
+    }
+
+    /// Zero-copy poll: like `poll(maxMessages:timeout:)` but hands each good message to `body`
+    /// in place (its payload points into librdkafka's buffer and is valid only during the call;
+    /// copy what you keep). No per-message arrays, strings or topic names are built. Errors and
+    /// end-of-partition events are collected as in `poll`; the returned batch has no messages.
+    /// Returns the number of messages passed to `body` in `count`.
+    public func pollInPlace(maxMessages: Int = 1000, timeout: Duration = .milliseconds(500),
+                            _ body: (KafkaMessageView) throws -> Void) throws -> (count: Int, batch: KafkaPollBatch) {
+        precondition(maxMessages > 0, "maxMessages must be positive")
+        lock.lock(); defer { lock.unlock() }
+        if rawBuffer.count < maxMessages { rawBuffer = .init(repeating: nil, count: maxMessages) }
+        let n = rawBuffer.withUnsafeMutableBufferPointer { rd_kafka_consume_batch_queue(queue, milliseconds(timeout), $0.baseAddress, maxMessages) }
+        if n < 0 { throw KafkaError("rd_kafka_consume_batch_queue", code: rd_kafka_last_error()) }
+        var batch = KafkaPollBatch()
+        var count = 0
+        var i = 0
+        // Every message must be destroyed, even if `body` throws.
+        defer { while i < n { if let p = rawBuffer[i] { rd_kafka_message_destroy(p) }; rawBuffer[i] = nil; i += 1 } }
+        while i < n {
+            guard let p = rawBuffer[i] else { i += 1; continue }
+            let m = p.pointee
+            if m.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                let topic = m.rkt.map { String(cString: rd_kafka_topic_name($0)) }
+                if m.err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                    batch.endOfPartition.append(KafkaTopicPartition(topic: topic ?? "", partition: m.partition))
+                } else {
+                    var text = String(cString: rd_kafka_err2str(m.err))
+                    if let payload = m.payload, m.len > 0 {
+                        text = String(decoding: UnsafeRawBufferPointer(start: payload, count: m.len), as: UTF8.self)
+                    }
+                    batch.errors.append(KafkaPartitionError(topic: topic, partition: m.partition, offset: m.offset,
+                                                            error: KafkaError("consume", code: m.err.rawValue, message: text)))
+                }
+            } else {
+                var tstype = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+                let ts = rd_kafka_message_timestamp(p, &tstype)
+                count += 1
+                try body(KafkaMessageView(partition: m.partition, offset: m.offset,
+                                          value: UnsafeRawBufferPointer(start: m.payload, count: m.payload == nil ? 0 : m.len),
+                                          timestampMs: tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts))
+            }
+            rd_kafka_message_destroy(p)
+            rawBuffer[i] = nil
+            i += 1
+        }
+        return (count, batch)
     }
 
     /// Queries the broker for a partition's low/high watermarks
