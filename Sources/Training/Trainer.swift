@@ -18,6 +18,9 @@ public struct StepSignals: Sendable, Equatable {
     public var leaving: Int
     /// Participants with a non-empty batch this step.
     public var contributors: Int
+    /// Participants whose --until-idle timer ran out. Decided collectively, because each
+    /// rank's clock reads a little differently: a local decision would split the job.
+    public var idle: Int = 0
 
     public init(samples: Int = 0, active: Int = 0, stop: Int = 0, joinWaiting: Int = 0, leaving: Int = 0) {
         self.samples = samples
@@ -28,10 +31,11 @@ public struct StepSignals: Sendable, Equatable {
         self.contributors = samples > 0 ? 1 : 0
     }
 
-    var vector: [Float] { [Float(samples), Float(active), Float(stop), Float(joinWaiting), Float(leaving), Float(contributors)] }
+    var vector: [Float] { [Float(samples), Float(active), Float(stop), Float(joinWaiting), Float(leaving), Float(contributors), Float(idle)] }
     init(vector v: [Float]) {
         self.init(samples: Int(v[0]), active: Int(v[1]), stop: Int(v[2]), joinWaiting: Int(v[3]), leaving: Int(v[4]))
         contributors = Int(v[5])
+        idle = Int(v[6])
     }
 }
 
@@ -173,6 +177,7 @@ public final class Trainer {
             }
             let wantsStop = stopRequested()
             var signals = StepSignals(samples: local?.batch.count ?? 0, active: exhausted ? 0 : 1, stop: wantsStop ? 1 : 0)
+            if let untilIdle, local == nil, Date().timeIntervalSince(lastData) >= untilIdle { signals.idle = 1 }
             if let h = boundaryHandler {
                 if exchange.isCoordinator { signals.joinWaiting = h.joinersWaiting() }
                 signals.leaving = h.wantsToLeave() ? 1 : 0
@@ -181,6 +186,9 @@ public final class Trainer {
             let agreed = try exchange.agree(signals)
             comm += Date().timeIntervalSince(t0)
             if agreed.stop > 0 { stopReason = "stop requested"; break }
+            // Stop only when no rank had a batch this step: a batch polled by one rank and
+            // dropped here would still be safe (positions unchanged), but this keeps it simple.
+            if agreed.idle > 0 && agreed.samples == 0 { stopReason = "idle for \(untilIdle ?? 0)s"; break }
             if let h = boundaryHandler, agreed.joinWaiting > 0 || agreed.leaving > 0 {
                 switch try h.handle(agreed, trainer: self) {
                 case .unchanged: break
@@ -191,9 +199,6 @@ public final class Trainer {
             }
             if agreed.samples == 0 {
                 if agreed.active == 0 { break }
-                if let untilIdle, Date().timeIntervalSince(lastData) >= untilIdle {
-                    stopReason = "idle for \(untilIdle)s"; break
-                }
                 if local == nil && !exhausted { usleep(20_000) }
                 continue
             }
