@@ -13,5 +13,5 @@ PARTITIONS="${2:-32}"
 swift build -c release --product streamrec >&2
 BIN="$(swift build -c release --show-bin-path)/streamrec"
 echo "machine: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p') ($(nproc) cores)"
-echo "command: $BIN featurize-bench --rows $ROWS --partitions $PARTITIONS"
-"$BIN" featurize-bench --rows "$ROWS" --partitions "$PARTITIONS"
+echo "command: $BIN bench featurize --rows $ROWS --partitions $PARTITIONS"
+"$BIN" bench featurize --rows "$ROWS" --partitions "$PARTITIONS"

@@ -7,7 +7,7 @@ import Cluster
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure StreamRec's speed (see docs/BENCHMARKS.md).",
-        subcommands: [BenchTrain.self])
+        subcommands: [BenchTrain.self, FeaturizeBench.self])
 }
 
 struct BenchTrain: ParsableCommand {

@@ -180,14 +180,13 @@ struct FeaturizeSettings {
 
 // MARK: - Benchmark
 
-/// `streamrec featurize-bench`: one featurize process end to end (Kafka → Redis) against its own
+/// `streamrec bench featurize`: one featurize process end to end (Kafka → Redis) against its own
 /// raw-consume ceiling, on loopback with an in-process mock broker and a real redis-server.
 /// Driven by scripts/bench-featurize.sh; results belong in docs/BENCHMARKS.md.
 struct FeaturizeBench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "featurize-bench",
-        abstract: "Benchmark one featurize process: end-to-end rows/s vs its raw consume rate (see scripts/bench-featurize.sh).",
-        shouldDisplay: false)
+        commandName: "featurize",
+        abstract: "Benchmark one featurize process: end-to-end rows/s vs its raw consume rate (see scripts/bench-featurize.sh).")
 
     @Option(help: "Synthetic Criteo rows to produce.")
     var rows: Int = 600_000

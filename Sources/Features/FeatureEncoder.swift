@@ -43,18 +43,7 @@ public struct FeatureEncoder: Sendable {
     public func encode(_ row: CriteoRow, ids: UnsafeMutablePointer<Int32>, weights: UnsafeMutablePointer<Float>,
                        unknown: (Int, UnsafeRawBufferPointer) -> Void) {
         let d = CriteoSchema.denseCount
-        for i in 0..<d {
-            let x = row.dense[i]
-            if x.isNaN {
-                ids[i] = FeatureIdLayout.denseMissingId(i)
-                weights[i] = 1
-            } else {
-                ids[i] = FeatureIdLayout.denseValueId(i)
-                var w = (DenseTransform.transform(x) - minT[i]) * invRange[i]
-                w = w < 0 ? 0 : (w > 1 ? 1 : w)
-                weights[i] = w
-            }
-        }
+        encodeDense(row, ids: ids, weights: weights)
         let table = stats.categories
         row.bytes.withUnsafeBytes { raw in
             for j in 0..<CriteoSchema.categoricalCount {
@@ -67,6 +56,26 @@ public struct FeatureEncoder: Sendable {
                     unknown(j, cat)
                 }
                 weights[d + j] = 1
+            }
+        }
+    }
+
+    /// The 13 dense fields: value id with weight clamp((t(x) − min)/(max − min), 0, 1), or the
+    /// field's missing id with weight 1. Dense statistics never change online, so feature
+    /// workers whose dictionary grows still encode dense fields here.
+    @inline(__always)
+    public func encodeDense(_ row: CriteoRow, ids: UnsafeMutablePointer<Int32>, weights: UnsafeMutablePointer<Float>) {
+        let d = CriteoSchema.denseCount
+        for i in 0..<d {
+            let x = row.dense[i]
+            if x.isNaN {
+                ids[i] = FeatureIdLayout.denseMissingId(i)
+                weights[i] = 1
+            } else {
+                ids[i] = FeatureIdLayout.denseValueId(i)
+                var w = (DenseTransform.transform(x) - minT[i]) * invRange[i]
+                w = w < 0 ? 0 : (w > 1 ? 1 : w)
+                weights[i] = w
             }
         }
     }

@@ -152,8 +152,8 @@ public final class FeaturizeWorker: @unchecked Sendable {
     var summary: FeaturizeSummary
     let parser = CriteoParser(labels: .required)
     var row = CriteoRow()
-    var minT: [Float] = []
-    var invRange: [Float] = []
+    /// Dense normalisation from the snapshot (the shared `FeatureEncoder`).
+    let denseEncoder: FeatureEncoder
     var encodeBuffer: [UInt8] = []
     var firstMessageAt: ContinuousClock.Instant? = nil
     var lastWorkAt: ContinuousClock.Instant? = nil
@@ -171,10 +171,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
         self.shouldStop = shouldStop
         self.log = log
         self.summary = FeaturizeSummary(worker: options.workerId, partitions: [], raw: options.raw)
-        minT = stats.denseMin
-        invRange = (0..<CriteoSchema.denseCount).map { i in
-            stats.denseMax[i] > stats.denseMin[i] ? 1 / (stats.denseMax[i] - stats.denseMin[i]) : 0
-        }
+        denseEncoder = FeatureEncoder(stats: stats)
     }
 
     /// Asks `run()` to commit what it holds and return. Thread-safe.
@@ -489,18 +486,8 @@ public final class FeaturizeWorker: @unchecked Sendable {
         let f = CriteoSchema.fieldCount, d = CriteoSchema.denseCount
         let ids = st.ids.baseAddress! + st.rows * f
         let weights = st.weights.baseAddress! + st.rows * f
-        for i in 0..<d {
-            let x = row.dense[i]
-            if x.isNaN {
-                ids[i] = FeatureIdLayout.denseMissingId(i)
-                weights[i] = 1
-            } else {
-                ids[i] = FeatureIdLayout.denseValueId(i)
-                var w = (DenseTransform.transform(x) - minT[i]) * invRange[i]
-                w = w < 0 ? 0 : (w > 1 ? 1 : w)
-                weights[i] = w
-            }
-        }
+        denseEncoder.encodeDense(row, ids: ids, weights: weights)
+        // Categories through the growing cache (the snapshot plus ids learnt online).
         _ = row.withCategoryBytes { (j, bytes) -> Void? in
             if let id = cache.id(field: j, bytes: bytes) {
                 ids[d + j] = id
