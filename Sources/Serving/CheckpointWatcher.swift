@@ -10,6 +10,7 @@ import Foundation
 import Synchronization
 import ServiceLifecycle
 import Checkpoint
+import Training
 
 /// Watches a checkpoints root and keeps `slot` on the newest good version.
 ///
@@ -121,17 +122,6 @@ public final class CheckpointWatcher: Service, Sendable {
             thread.start()
         }
     }
-}
-
-/// Lowers the calling thread's priority (Linux per-thread nice 10, about a tenth of a core's share
-/// when request threads want every core): a load hashes and copies the whole checkpoint, and on a
-/// machine with few cores it must not take CPU time from the threads answering requests, yet it
-/// still finishes when the server is saturated. No effect elsewhere.
-func lowerThisThreadsPriority() {
-    #if canImport(Glibc)
-    // On Linux the nice value is per thread and `who` 0 names the calling thread (setpriority(2), BUGS).
-    _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
-    #endif
 }
 
 /// Default log sink: one timestamped line on stderr.

@@ -1,5 +1,8 @@
 import Foundation
 import Checkpoint
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Writes checkpoint snapshots on a background thread so training stalls only for the
 /// in-memory snapshot. At most one write is in flight: a new submit waits for the previous
@@ -26,6 +29,7 @@ public final class CheckpointWriter: @unchecked Sendable {
         group.enter()
         queue.async { [self] in
             defer { group.leave() }
+            lowerThisThreadsPriority()   // the step must not wait for the writer
             let start = Date()
             do {
                 let url = try WideDeepCheckpoint.write(snapshot, to: store)
@@ -51,4 +55,15 @@ public final class CheckpointWriter: @unchecked Sendable {
 
     /// True when no write is in flight.
     public var isIdle: Bool { group.wait(timeout: .now()) == .success }
+}
+
+/// Lowers the calling thread's priority (Linux per-thread nice 10, about a tenth of a core's share
+/// when other threads want every core). Background work that copies or hashes a whole model — the
+/// checkpoint writer, the server's loader — must not take CPU time from training steps or
+/// requests on a machine with few cores, yet still finishes. No effect elsewhere.
+public func lowerThisThreadsPriority() {
+    #if canImport(Glibc)
+    // On Linux the nice value is per thread and `who` 0 names the calling thread (setpriority(2), BUGS).
+    _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+    #endif
 }
