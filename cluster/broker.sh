@@ -56,10 +56,4 @@ status() {
     fi
 }
 
-case "${1:-}" in
-    start) start ;;
-    stop) stop ;;
-    status) status ;;
-    restart) stop; start ;;
-    *) echo "usage: $0 start|stop|status|restart   (env STREAMREC_RUN_DIR, STREAMREC_BROKER_ARGS)" >&2; exit 2 ;;
-esac
+service_main "STREAMREC_RUN_DIR, STREAMREC_BROKER_ARGS" "$@"

@@ -45,3 +45,16 @@ stop_pid() {
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     rm -f "$pidfile"
 }
+
+# service_main "ENV VARS" ACTION: the start|stop|status|restart dispatch every service script shares
+# (each defines start, stop and status before calling it).
+service_main() {
+    local envs="$1"; shift
+    case "${1:-}" in
+        start) start ;;
+        stop) stop ;;
+        status) status ;;
+        restart) stop; start ;;
+        *) echo "usage: $0 start|stop|status|restart   (env $envs)" >&2; exit 2 ;;
+    esac
+}

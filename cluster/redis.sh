@@ -6,6 +6,8 @@
 #   STREAMREC_REDIS_PORT  port (default 6379)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 RUN_DIR="${STREAMREC_RUN_DIR:-./runs/local}"
 PORT="${STREAMREC_REDIS_PORT:-6379}"
 mkdir -p "$RUN_DIR/redis"
@@ -53,10 +55,4 @@ status() {
     fi
 }
 
-case "${1:-}" in
-    start) start ;;
-    stop) stop ;;
-    status) status ;;
-    restart) stop; start ;;
-    *) echo "usage: $0 start|stop|status|restart   (env STREAMREC_RUN_DIR, STREAMREC_REDIS_PORT)" >&2; exit 2 ;;
-esac
+service_main "STREAMREC_RUN_DIR, STREAMREC_REDIS_PORT" "$@"
