@@ -21,10 +21,8 @@ struct Stats: ParsableCommand {
 
     func run() throws {
         let start = Date()
-        let progress = Progress(label: "stats \(data)", total: nil)
         let fileSize = (try? FileManager.default.attributesOfItem(atPath: data)[.size] as? Int64) ?? nil
         let bar = Progress(label: "stats \(data)", total: fileSize)
-        _ = progress
         let (stats, rejections) = try FeatureStats.compute(
             file: data, parser: CriteoParser(labels: unlabelled ? .optional : .required),
             minFrequency: minFrequency, progress: { done, _ in bar.update(done) })

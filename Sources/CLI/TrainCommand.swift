@@ -115,10 +115,9 @@ struct Train: ParsableCommand {
         if rank == 0 { statsBytes = try loadStats(cfg).serialized() }
         statsBytes = try world.broadcast(bytes: statsBytes, root: 0)
         let featureStats = try FeatureStats(serialized: statsBytes, source: "stats from rank 0")
-        let wd = try broadcastModel(WideDeepModel(config: cfg.model), from: 0, over: world)
+        let wd = try broadcastModel(rank == 0 ? WideDeepModel(config: cfg.model) : nil, config: cfg.model, root: 0, over: world)
         let store = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints)
-        let exchange = MPIGradientExchange(communicator: world)
-        exchange.setEmbeddingWidth(cfg.model.embeddingSize)
+        let exchange = MPIGradientExchange(communicator: world, embeddingSize: cfg.model.embeddingSize)
         let src = StridedBatchSource(try makeSource(cfg, stats: featureStats), rank: rank, size: size)
         if rank == 0 {
             log("training Wide&Deep on \(size) MPI ranks: embedding \(cfg.model.embeddingSize), deep \(cfg.model.deepLayers), batch \(cfg.train.batchSize) per rank, \(featureStats.categoryCount) categories")
@@ -161,23 +160,6 @@ extension Train {
                    100 * s.communicationSeconds / max(s.communicationSeconds + s.computeSeconds, 1e-9), s.stopReason))
         if trainer.trainer.exchange.isCoordinator { log(summaryLine(s)) }
     }
-}
-
-/// Broadcasts `model`'s whole state (parameters, optimizer state, step) from `root`; every
-/// rank returns an identical model.
-func broadcastModel(_ model: WideDeepModel, from root: Int, over comm: Communicator) throws -> WideDeepModel {
-    var blob: [UInt8] = []
-    if comm.rank == root {
-        blob = ModelTensor.serialize(model.exportTensors(includeOptimizer: true))
-        withUnsafeBytes(of: Int64(model.step).littleEndian) { blob.append(contentsOf: $0) }
-    }
-    blob = try comm.broadcast(bytes: blob, root: root)
-    if comm.rank == root { return model }
-    var step: Int64 = 0
-    _ = withUnsafeMutableBytes(of: &step) { blob.suffix(8).copyBytes(to: $0) }
-    let tensors = try ModelTensor.deserialize(Array(blob.dropLast(8)))
-    return try WideDeepModel.load(config: model.config, tensors: Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) }),
-                                  step: Int(Int64(littleEndian: step)))
 }
 
 func summaryLine(_ s: TrainSummary) -> String {

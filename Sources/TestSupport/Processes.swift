@@ -138,3 +138,12 @@ public struct FixtureError: Error, CustomStringConvertible {
     public let description: String
     public init(_ d: String) { description = d }
 }
+
+/// A fresh directory under the system temporary directory, named after the calling test.
+/// The test removes it (`defer { try? FileManager.default.removeItem(at: dir) }`).
+public func temporaryTestDirectory(_ name: String = #function) throws -> URL {
+    let url = FileManager.default.temporaryDirectory
+        .appendingPathComponent("streamrec-\(name.filter(\.isLetter))-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}

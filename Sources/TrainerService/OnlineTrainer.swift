@@ -63,8 +63,6 @@ public final class OnlineTrainer: StepBoundaryHandler {
     let store: FeatureStore
     let exchange: MPIGradientExchange
     var comm: Communicator
-    /// The communicator this rank got from mpirun (never disconnected).
-    let world: Communicator
     var port: String?
     let source: RedisBatchSource
     let model: WideDeepModel
@@ -102,7 +100,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
             }
         }
         let (s, m) = try broadcastState(state, model: model, root: 0, over: world)
-        return try OnlineTrainer(world: world, comm: world, state: s, model: m, settings: settings, options: options, log: log)
+        return try OnlineTrainer(comm: world, state: s, model: m, settings: settings, options: options, log: log)
     }
 
     /// A dynamically joining rank: waits for the job's port in Redis, connects, and receives the
@@ -128,12 +126,11 @@ public final class OnlineTrainer: StepBoundaryHandler {
         try inter.disconnect()
         let (s, m) = try broadcastState(nil, model: nil, root: 0, over: merged)
         log("joined as rank \(merged.rank) of \(merged.size) at step \(s.step)")
-        return try OnlineTrainer(world: try MPI.world(), comm: merged, state: s, model: m, settings: settings, options: options, log: log)
+        return try OnlineTrainer(comm: merged, state: s, model: m, settings: settings, options: options, log: log)
     }
 
-    init(world: Communicator, comm: Communicator, state: ClusterState, model: WideDeepModel, settings: TrainSettings,
+    init(comm: Communicator, state: ClusterState, model: WideDeepModel, settings: TrainSettings,
          options: OnlineTrainerOptions, log: @escaping @Sendable (String) -> Void) throws {
-        self.world = world
         self.comm = comm
         self.state = state
         self.model = model
@@ -144,8 +141,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
         redis = try RedisConnection(address: options.redisAddress)
         reader = FeatureStreamReader(redis: redis, prefix: options.prefix)
         store = FeatureStore(redis: redis, prefix: options.prefix)
-        exchange = MPIGradientExchange(communicator: comm)
-        exchange.setEmbeddingWidth(model.config.embeddingSize)
+        exchange = MPIGradientExchange(communicator: comm, embeddingSize: model.config.embeddingSize)
         let stats = try FeatureStats(serialized: state.stats, source: "stats from rank 0")
         dictionary = DictionaryCache(snapshot: stats)
         var positions: [Int: StreamPosition] = [:]
@@ -299,18 +295,29 @@ public final class OnlineTrainer: StepBoundaryHandler {
 /// Broadcasts the cluster state and the model from `root`; every rank returns identical copies.
 func broadcastState(_ state: ClusterState?, model: WideDeepModel?, root: Int, over comm: Communicator) throws -> (ClusterState, WideDeepModel) {
     var header: [UInt8] = []
-    var blob: [UInt8] = []
-    if comm.rank == root, let state, let model {
-        header = Array(try JSONEncoder().encode(state))
-        blob = ModelTensor.serialize(model.exportTensors(includeOptimizer: true))
-    }
+    if comm.rank == root, let state { header = Array(try JSONEncoder().encode(state)) }
     header = try comm.broadcast(bytes: header, root: root)
-    blob = try comm.broadcast(bytes: blob, root: root)
     let s = try JSONDecoder().decode(ClusterState.self, from: Data(header))
-    if comm.rank == root, let model { return (s, model) }
-    let tensors = try ModelTensor.deserialize(blob)
-    let m = try WideDeepModel.load(config: s.config, tensors: Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) }), step: s.step)
-    return (s, m)
+    return (s, try broadcastModel(model, config: s.config, root: root, over: comm))
+}
+
+/// Broadcasts a model's whole state (parameters, optimizer state, step) from `root`, which
+/// passes its model (the others pass nil); every rank returns an identical model, so ranks on
+/// other hosts need no shared filesystem.
+public func broadcastModel(_ model: WideDeepModel?, config: WideDeepConfig, root: Int, over comm: Communicator) throws -> WideDeepModel {
+    var blob: [UInt8] = []
+    if comm.rank == root {
+        guard let model else { preconditionFailure("broadcastModel: the root must pass its model") }
+        blob = ModelTensor.serialize(model.exportTensors(includeOptimizer: true))
+        withUnsafeBytes(of: Int64(model.step).littleEndian) { blob.append(contentsOf: $0) }
+    }
+    blob = try comm.broadcast(bytes: blob, root: root)
+    if comm.rank == root, let model { return model }
+    var step: Int64 = 0
+    _ = withUnsafeMutableBytes(of: &step) { blob.suffix(8).copyBytes(to: $0) }
+    let tensors = try ModelTensor.deserialize(Array(blob.dropLast(8)))
+    return try WideDeepModel.load(config: config, tensors: Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) }),
+                                  step: Int(Int64(littleEndian: step)))
 }
 
 /// Append-only JSON lines, one per event, flushed as written (rank 0 only).

@@ -19,9 +19,9 @@ public final class RedisBatchSource: BatchSource {
     private var buffers: [Int: [FeatureStreamEntry]] = [:]
     private var next = 0
     private let prefetch: Int
-    public private(set) var rejections = RejectionCounts()
-    /// Rows the featurize stage refused in the ranges of the batches read (reported by batches).
-    public private(set) var upstreamRejected = 0
+    /// Rows are validated by the feature workers (their dead letters, `streamrec status`); the
+    /// trainer never sees a refused row.
+    public let rejections = RejectionCounts()
 
     public init(reader: FeatureStreamReader, shardCount: Int, shards: [Int], positions: [Int: StreamPosition], prefetch: Int = 4) {
         self.reader = reader
@@ -73,7 +73,6 @@ public final class RedisBatchSource: BatchSource {
     }
 
     private func sourced(_ entry: FeatureStreamEntry, shard: Int) -> SourcedBatch {
-        upstreamRejected += entry.batch.source.rejectedRows
         return SourcedBatch(batch: entry.batch.batch, epoch: 1,
                             positions: [ShardAssignment.key(shard): entry.id],
                             producedAtMs: entry.batch.source.producedAtMs)

@@ -30,20 +30,19 @@ public enum WideDeepCheckpoint {
     /// An in-memory copy of everything a checkpoint holds, cheap to take between steps (a few
     /// memcpys) and safe to write from another thread while training goes on.
     public struct Snapshot: @unchecked Sendable {
-        public let config: WideDeepConfig
         public let model: WideDeepSnapshot
         public let stats: FeatureStats
         public let record: Record
     }
 
     public static func snapshot(model: WideDeepModel, stats: FeatureStats, record: Record) -> Snapshot {
-        Snapshot(config: model.config, model: model.snapshot(), stats: stats, record: record)
+        Snapshot(model: model.snapshot(), stats: stats, record: record)
     }
 
     /// Writes a snapshot as a new version in `store` (atomic; LATEST updated last).
     @discardableResult
     public static func write(_ snap: Snapshot, to store: CheckpointStore) throws -> URL {
-        let configJSON = try JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(snap.config))
+        let configJSON = try JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(snap.model.config))
         let manifest = CheckpointManifest(
             modelKind: modelKind, modelConfig: configJSON, step: snap.record.step,
             samplesTrained: snap.record.samplesTrained, wallTimeSeconds: snap.record.wallTimeSeconds,

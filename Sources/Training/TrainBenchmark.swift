@@ -183,12 +183,11 @@ public func runParallelTrainBenchmark(config: WideDeepConfig, preset: String, ba
                                           seed: 7 &+ UInt64(comm.rank) &* 7919)
     let model = WideDeepModel(config: config)
     let ws = model.makeWorkspace(capacity: batchSize), grads = model.makeGradients()
-    let exchange = MPIGradientExchange(communicator: comm)
-    exchange.setEmbeddingWidth(config.embeddingSize)
-    func step(_ i: Int) throws -> (comm: Double, total: Double) {
+    let exchange = MPIGradientExchange(communicator: comm, embeddingSize: config.embeddingSize)
+    func step(_ batch: FeatureBatch) throws -> (comm: Double, total: Double) {
         let t0 = DispatchTime.now().uptimeNanoseconds
-        _ = try exchange.agree(StepSignals(samples: batchSize, active: 1))
-        model.computeGradients(batches[i % batches.count], workspace: ws, into: grads)
+        _ = try exchange.agree(StepSignals(samples: batch.count, active: 1))
+        model.computeGradients(batch, workspace: ws, into: grads)
         let t1 = DispatchTime.now().uptimeNanoseconds
         try exchange.combine(grads)
         let t2 = DispatchTime.now().uptimeNanoseconds
@@ -198,18 +197,16 @@ public func runParallelTrainBenchmark(config: WideDeepConfig, preset: String, ba
         return (Double(t2 - t1) / 1e9, Double(t3 - t0) / 1e9)
     }
     // Warm up (and touch most of the vocabulary).
+    var sweepError: Error?
     vocabularySweep(batchSize: batchSize, fieldCount: config.fieldCount) { b in
-        _ = try? exchange.agree(StepSignals(samples: b.count, active: 1))
-        model.computeGradients(b, workspace: ws, into: grads)
-        try? exchange.combine(grads)
-        model.applyGradients(dense: grads.dense.buffer, ids: grads.ids, deepRowGrads: grads.deepRows,
-                             wideRowGrads: grads.wideRows, totalSamples: grads.sampleCount)
+        if sweepError == nil { do { _ = try step(b) } catch { sweepError = error } }
     }
+    if let sweepError { throw sweepError }
     try comm.barrier()
     var commSeconds = 0.0, stepTimes: [Double] = []
     let start = DispatchTime.now().uptimeNanoseconds
     for i in 0..<steps {
-        let (c, t) = try step(i)
+        let (c, t) = try step(batches[i % batches.count])
         commSeconds += c
         stepTimes.append(t)
     }
@@ -235,7 +232,7 @@ public func runParallelTrainBenchmark(config: WideDeepConfig, preset: String, ba
     while true {
         let done = comm.rank == 0 && writer.isIdle
         if try exchange.agree(StepSignals(stop: done ? 1 : 0)).stop > 0 { break }
-        _ = try step(i); i += 1; during += 1
+        _ = try step(batches[i % batches.count]); i += 1; during += 1
     }
     let elapsed = Double(DispatchTime.now().uptimeNanoseconds - s0) / 1e9
     stall = max(0, elapsed - Double(during) * meanStep)

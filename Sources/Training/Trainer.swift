@@ -120,8 +120,8 @@ public final class Trainer {
     /// Polled every step; true asks the job to stop at this boundary (e.g. SIGTERM).
     public var stopRequested: () -> Bool = { false }
     public weak var boundaryHandler: StepBoundaryHandler?
-    /// Called after every applied step with the local batch's source info (e.g. to replicate
-    /// Redis stream positions); returns the positions to record for the checkpoint.
+    /// Called on every participant after each applied step with its local batch (nil if it had
+    /// none), e.g. to replicate Redis stream positions into `positions`.
     public var afterStep: ((SourcedBatch?) throws -> Void)?
     /// Called before each checkpoint snapshot (rank 0) to pick up dictionary growth, so the
     /// checkpoint's `features.stats` encodes every id the model has seen.

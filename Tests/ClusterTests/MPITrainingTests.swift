@@ -56,8 +56,4 @@ import TestSupport
     }
 }
 
-func temporaryDirectory(_ name: String = #function) throws -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("streamrec-mpi-\(name.filter(\.isLetter))-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url
-}
+func temporaryDirectory(_ name: String = #function) throws -> URL { try temporaryTestDirectory(name) }

@@ -14,11 +14,14 @@ import Models
 /// everything here from that thread only.
 public final class MPIGradientExchange: GradientExchange {
     public private(set) var communicator: Communicator
+    /// Floats per deep embedding row (a model constant every rank knows).
+    public let embeddingSize: Int
     private var packed: [Float] = []
     private var gathered: [Float] = []
 
-    public init(communicator: Communicator) {
+    public init(communicator: Communicator, embeddingSize: Int) {
         self.communicator = communicator
+        self.embeddingSize = embeddingSize
     }
 
     public var isCoordinator: Bool { communicator.rank == 0 }
@@ -36,10 +39,9 @@ public final class MPIGradientExchange: GradientExchange {
 
     public func combine(_ grads: WideDeepGradients) throws {
         try communicator.allreduceSum(grads.dense.buffer)
-        let D = grads.ids.isEmpty ? 0 : grads.deepRows.count / grads.ids.count
         let ids = try communicator.allgatherv(grads.ids)
         // Every rank knows every rank's id count now, so the row payload needs no second count exchange.
-        let width = try embeddingWidth(local: D)
+        let width = embeddingSize
         packed.removeAll(keepingCapacity: true)
         packed.reserveCapacity(grads.ids.count * (width + 1))
         for u in 0..<grads.ids.count {
@@ -64,16 +66,4 @@ public final class MPIGradientExchange: GradientExchange {
             grads.wideRows.append(gathered[base + width])
         }
     }
-
-    /// The embedding width is a model constant; ranks with no ids learn it from the others.
-    private var knownWidth: Int?
-    private func embeddingWidth(local: Int) throws -> Int {
-        if let knownWidth { return knownWidth }
-        let w = Int(try communicator.allreduce(Int64(local), .max))
-        knownWidth = w
-        return w
-    }
-
-    /// Sets the embedding width up front (avoids the one-off agreement collective).
-    public func setEmbeddingWidth(_ width: Int) { knownWidth = width }
 }
