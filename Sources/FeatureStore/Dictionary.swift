@@ -108,119 +108,113 @@ extension FeatureStore {
                                       loadedFrom: source, loadedNow: true)
     }
 
-    // Same semantics as counting each input with HGET/HINCRBY (a known category returns its id; an
-    // unknown one adds its count to pending and gets the next id, in input order, once pending
-    // reaches min_frequency), but with variadic commands per field (HMGET dict, HMGET pending,
-    // HSET pending, HSET dict, HDEL pending, one INCRBY next_id) instead of two calls per input:
-    // the per-call overhead of redis.call dominated Redis's CPU with thousands of long-tail
-    // categories per second. Duplicate inputs are merged (they return the same id). Chunks of
-    // `CH` keep `unpack` under Lua's C-stack limit.
+    // Counts categories missing from the snapshot, grouped by field:
+    //   ARGV = prefix, then per field: field, m, cat_1, count_1, …, cat_m, count_m (unique cats).
+    // sr:dict:pending:{f} holds, per category counted online, its count while below min_frequency
+    // and -id once it has an id — so ONE HMGET per field answers "new, pending or assigned" and no
+    // lookup in the (large) sr:dict:{f} is needed: callers never send snapshot categories (their
+    // cache holds the snapshot, verified by checksum). Ids are assigned in input order with one
+    // INCRBY. Chunks of CH keep `unpack` under Lua's C-stack limit. Returns per input: id, or 0.
     static let growScript = LuaScript("""
     local p = ARGV[1]
     local minf = tonumber(redis.call('HGET', p .. ':dict:meta', 'min_frequency') or '1')
     local CH = 1000
-    local groups, order = {}, {}
-    local wg, wj = {}, {}
-    local n = 0
-    for i = 2, #ARGV - 2, 3 do
-      local f, c, k = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2])
-      n = n + 1
-      local g = groups[f]
-      if not g then
-        g = {f = f, cats = {}, cnt = {}, pos = {}, id = {}}
-        groups[f] = g
-        order[#order + 1] = g
-      end
-      local j = g.pos[c]
-      if not j then
-        j = #g.cats + 1
-        g.cats[j] = c; g.cnt[j] = k; g.pos[c] = j
-      else
-        g.cnt[j] = g.cnt[j] + k
-      end
-      wg[n] = g; wj[n] = j
-    end
-    -- Read dict and pending; decide which entries stay pending (written now) and which cross.
-    for _, g in ipairs(order) do
-      local dk, pk = p .. ':dict:' .. g.f, p .. ':dict:pending:' .. g.f
-      local m = #g.cats
+    local out, crossing = {}, {}
+    local nout = 0
+    local i = 2
+    while i <= #ARGV do
+      local f, m = ARGV[i], tonumber(ARGV[i + 1])
+      i = i + 2
+      local pk = p .. ':dict:pending:' .. f
       local setp = {}
-      g.new = {}
       for a = 1, m, CH do
         local b = math.min(a + CH - 1, m)
-        local ids = redis.call('HMGET', dk, unpack(g.cats, a, b))
-        local unk, names = {}, {}
+        local names = {}
+        for t = a, b do names[t - a + 1] = ARGV[i + 2 * (t - 1)] end
+        local pv = redis.call('HMGET', pk, unpack(names))
         for t = a, b do
-          local v = ids[t - a + 1]
-          if v then g.id[t] = tonumber(v) else unk[#unk + 1] = t; names[#names + 1] = g.cats[t] end
-        end
-        if #unk > 0 then
-          local pv = redis.call('HMGET', pk, unpack(names))
-          for u = 1, #unk do
-            local t = unk[u]
-            local cnt = (tonumber(pv[u]) or 0) + g.cnt[t]
+          local v = tonumber(pv[t - a + 1])
+          nout = nout + 1
+          if v and v < 0 then
+            out[nout] = -v
+          else
+            local cnt = (v or 0) + tonumber(ARGV[i + 2 * (t - 1) + 1])
             if cnt >= minf then
-              g.new[t] = true
+              out[nout] = 0
+              crossing[#crossing + 1] = {f, names[t - a + 1], nout}
             else
-              g.id[t] = 0
-              setp[#setp + 1] = g.cats[t]; setp[#setp + 1] = cnt
+              out[nout] = 0
+              setp[#setp + 1] = names[t - a + 1]; setp[#setp + 1] = cnt
             end
           end
         end
       end
       for a = 1, #setp, 2 * CH do redis.call('HSET', pk, unpack(setp, a, math.min(a + 2 * CH - 1, #setp))) end
-    end
-    -- Assign ids in input order.
-    local crossing = {}
-    for i = 1, n do
-      local g, j = wg[i], wj[i]
-      if g.new[j] and g.id[j] == nil then
-        g.id[j] = -1
-        crossing[#crossing + 1] = i
-      end
+      i = i + 2 * m
     end
     if #crossing > 0 then
       local nid = redis.call('INCRBY', p .. ':dict:next_id', #crossing) - #crossing
-      local dset, dels = {}, {}
-      for _, i in ipairs(crossing) do
-        local g, j = wg[i], wj[i]
-        g.id[j] = nid
-        local d = dset[g.f]
-        if not d then d = {}; dset[g.f] = d; dels[g.f] = {} end
-        d[#d + 1] = g.cats[j]; d[#d + 1] = nid
-        local dl = dels[g.f]
-        dl[#dl + 1] = g.cats[j]
-        redis.call('XADD', p .. ':dict:log', '*', 'f', g.f, 'c', g.cats[j], 'i', nid)
+      local dset, pset, order = {}, {}, {}
+      for _, c in ipairs(crossing) do
+        local f, cat = c[1], c[2]
+        out[c[3]] = nid
+        if not dset[f] then dset[f] = {}; pset[f] = {}; order[#order + 1] = f end
+        local d, q = dset[f], pset[f]
+        d[#d + 1] = cat; d[#d + 1] = nid
+        q[#q + 1] = cat; q[#q + 1] = -nid
+        redis.call('XADD', p .. ':dict:log', '*', 'f', f, 'c', cat, 'i', nid)
         nid = nid + 1
       end
-      for f, d in pairs(dset) do
-        for a = 1, #d, 2 * CH do redis.call('HSET', p .. ':dict:' .. f, unpack(d, a, math.min(a + 2 * CH - 1, #d))) end
-        local dl = dels[f]
-        for a = 1, #dl, CH do redis.call('HDEL', p .. ':dict:pending:' .. f, unpack(dl, a, math.min(a + CH - 1, #dl))) end
+      for _, f in ipairs(order) do
+        local d, q = dset[f], pset[f]
+        for a = 1, #d, 2 * CH do
+          redis.call('HSET', p .. ':dict:' .. f, unpack(d, a, math.min(a + 2 * CH - 1, #d)))
+          redis.call('HSET', p .. ':dict:pending:' .. f, unpack(q, a, math.min(a + 2 * CH - 1, #q)))
+        end
       end
     end
-    local out = {}
-    for i = 1, n do out[i] = wg[i].id[wj[i]] end
     return out
     """)
 
-    /// Counts a batch's out-of-dictionary categories (ONE Lua script): each count is added to
+    /// Counts out-of-snapshot categories (ONE Lua script): each count is added to
     /// sr:dict:pending:{field}; a category reaching min_frequency gets the next id, is stored in
-    /// sr:dict:{field} and logged to sr:dict:log, atomically. Returns, per input, the category's
-    /// id (already known, or assigned now) or nil when it is still below the threshold.
-    public func growDictionary(counts: [CategoryCount]) throws -> [Int32?] {
-        guard !counts.isEmpty else { return [] }
+    /// sr:dict:{field} and logged to sr:dict:log, atomically. Returns, per entry of `table[range]`,
+    /// the category's online id (assigned now or earlier) or nil while it is below the threshold.
+    /// Precondition: no entry is a snapshot category (callers look those up locally first).
+    public func growDictionary(_ table: CategoryTable, entries range: Range<Int>) throws -> [Int32?] {
+        guard !range.isEmpty else { return [] }
+        var byField = [[Int]](repeating: [], count: CriteoSchema.categoricalCount)
+        for e in range { byField[table.field(at: e)].append(e) }
         var args: [[UInt8]] = [s(layout.prefix)]
-        args.reserveCapacity(1 + 3 * counts.count)
-        for c in counts {
-            precondition(c.field >= 0 && c.field < CriteoSchema.categoricalCount && c.count > 0)
-            args.append(s("\(c.field)")); args.append(c.bytes); args.append(s("\(c.count)"))
+        args.reserveCapacity(1 + 2 * CriteoSchema.categoricalCount + 2 * range.count)
+        var order: [Int] = []
+        order.reserveCapacity(range.count)
+        for (field, entries) in byField.enumerated() where !entries.isEmpty {
+            args.append(s("\(field)")); args.append(s("\(entries.count)"))
+            for e in entries {
+                precondition(table.counts[e] > 0)
+                args.append(Array(table.bytes(at: e))); args.append(s("\(table.counts[e])"))
+                order.append(e)
+            }
         }
         let reply = try Self.growScript.run(redis, keys: [], args: args)
-        guard let e = reply.elements, e.count == counts.count else {
+        guard let items = reply.elements, items.count == order.count else {
             throw FeatureStoreError.unexpectedReply("grow script returned \(reply)")
         }
-        return e.map { r in r.integer.flatMap { $0 > 0 ? Int32($0) : nil } }
+        var out = [Int32?](repeating: nil, count: range.count)
+        for (k, e) in order.enumerated() { out[e - range.lowerBound] = items[k].integer.flatMap { $0 > 0 ? Int32($0) : nil } }
+        return out
+    }
+
+    /// `growDictionary(_:entries:)` for a list of counts (duplicates are merged and get the same answer).
+    public func growDictionary(counts: [CategoryCount]) throws -> [Int32?] {
+        var table = CategoryTable(minimumCapacity: counts.count)
+        let entries = counts.map { c in
+            precondition(c.field >= 0 && c.field < CriteoSchema.categoricalCount && c.count > 0)
+            return c.bytes.withUnsafeBytes { table.addCount(field: c.field, bytes: $0, by: c.count) }
+        }
+        let ids = try growDictionary(table, entries: 0..<table.count)
+        return entries.map { ids[$0] }
     }
 
     /// Snapshot metadata (sr:dict:meta) as strings.
@@ -254,6 +248,10 @@ public struct DictionaryCache: Sendable {
     /// Id of a category, or nil (then the field's OOV id applies).
     @inline(__always)
     public func id(field: Int, bytes: UnsafeRawBufferPointer) -> Int32? { stats.id(field: field, bytes: bytes) }
+
+    /// Ids of a row's 26 categories (0 = not in the dictionary), looked up together.
+    @inline(__always)
+    public func categoryIds(of row: CriteoRow, into ids: UnsafeMutablePointer<Int32>) { stats.categoryIds(of: row, into: ids) }
 
     /// Applies new sr:dict:log entries. Returns how many new ids were learnt. Throws
     /// `FeatureStoreError.dictionaryInconsistent` if the log contradicts the cache.

@@ -19,7 +19,7 @@
 // | sr:dict:meta                     | hash   | first featurize (once)     | state (loading/ready), min_frequency, snapshot_version, snapshot_next_id, snapshot_categories, snapshot_checksum (CRC32C of the stats file), loaded_from, loaded_at_ms |
 // | sr:dict:next_id                  | string | snapshot load, grow script | next unassigned category id |
 // | sr:dict:{field}                  | hash   | snapshot load, grow script | category bytes → id, field 0..<26 |
-// | sr:dict:pending:{field}          | hash   | grow script                | online category → count while below min_frequency |
+// | sr:dict:pending:{field}          | hash   | grow script                | every category counted online → its count while below min_frequency, then -id (so one HMGET tells new / pending / assigned) |
 // | sr:dict:log                      | stream | grow script                | one entry per ONLINE id assignment: f (field), c (category bytes), i (id); in id order |
 // | sr:workers                       | hash   | featurize (every second)   | worker id → JSON heartbeat {worker, shard, shards, topic, partitions, rows, batches, dead_letters, lost, paused, last_seen_ms} |
 //

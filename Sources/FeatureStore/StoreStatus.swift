@@ -100,6 +100,8 @@ extension FeatureStore {
         var pendingCats: Int64 = 0
         let pend = try redis.pipeline((0..<26).map { ["HLEN", layout.dictPending(field: $0)] })
         for r in pend { pendingCats += r.integer ?? 0 }
+        // sr:dict:pending also keeps every online-assigned category (as -id): not pending.
+        pendingCats = max(0, pendingCats - max(0, nextId - snapNext))
         let nowMs = Date().timeIntervalSince1970 * 1000
         var workers: [FeatureStoreStatus.Worker] = []
         for (id, json) in try hash(layout.workers) {

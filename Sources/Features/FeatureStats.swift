@@ -66,6 +66,24 @@ public struct FeatureStats: Sendable, Equatable {
         categories.find(field: field, bytes: bytes).map { categories.ids[$0] }
     }
 
+    /// Ids of all 26 categories of `row` into `ids[0..<26]`, with 0 for a category not in the
+    /// dictionary. The lookups are issued together (see `CategoryTable.findAll`).
+    public func categoryIds(of row: CriteoRow, into ids: UnsafeMutablePointer<Int32>) {
+        let n = CriteoSchema.categoricalCount
+        row.bytes.withUnsafeBytes { raw in
+            row.catStart.withUnsafeBufferPointer { starts in
+                row.catEnd.withUnsafeBufferPointer { ends in
+                    // An empty row's bytes may have no storage; any valid address does for zero lengths.
+                    let base = raw.baseAddress ?? UnsafeRawPointer(ids)
+                    categories.findAll(n, base: base, keyStarts: starts.baseAddress!, keyEnds: ends.baseAddress!, into: ids)
+                }
+            }
+        }
+        categories.ids.withUnsafeBufferPointer { table in
+            for j in 0..<n { let e = ids[j]; ids[j] = e >= 0 ? table[Int(e)] : 0 }
+        }
+    }
+
     /// Id of a category given as a String (convenience, not for hot paths).
     public func id(field: Int, category: String) -> Int32? {
         var s = category

@@ -264,22 +264,15 @@ final class Grower: @unchecked Sendable {
             if table.count > 0 { table = CategoryTable(minimumCapacity: 4096) }
             condition.unlock()
             do {
-                if batch.count > 0 {
-                    var counts: [CategoryCount] = []
-                    counts.reserveCapacity(batch.count)
-                    for e in 0..<batch.count {
-                        counts.append(CategoryCount(field: batch.field(at: e), bytes: Array(batch.bytes(at: e)), count: batch.counts[e]))
-                    }
-                    // Several short scripts rather than one long one: Redis runs one script at a
-                    // time, so a long growth script would stall the commits queued behind it.
-                    var from = 0
-                    while from < counts.count {
-                        let chunk = Array(counts[from..<min(from + growChunk, counts.count)])
-                        from += chunk.count
-                        if let assigned = try link.run("dictionary growth", { try $0.growDictionary(counts: chunk) }),
-                           assigned.contains(where: { $0 != nil }) {
-                            condition.lock(); newIds = true; condition.unlock()
-                        }
+                // Several short scripts rather than one long one: Redis runs one script at a
+                // time, so a long growth script would stall the commits queued behind it.
+                var from = 0
+                while from < batch.count {
+                    let chunk = from..<min(from + growChunk, batch.count)
+                    from = chunk.upperBound
+                    if let assigned = try link.run("dictionary growth", { try $0.growDictionary(batch, entries: chunk) }),
+                       assigned.contains(where: { $0 != nil }) {
+                        condition.lock(); newIds = true; condition.unlock()
                     }
                 }
             } catch {

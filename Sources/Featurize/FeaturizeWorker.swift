@@ -83,6 +83,8 @@ public struct FeaturizeSummary: Sendable, Codable, Equatable {
     public var handleSeconds: Double = 0
     public var flushSeconds: Double = 0
     public var emptyPolls: Int64 = 0
+    /// Broker-thread wake-ups sent because the consumer queue ran low (see `wakeFetcher`).
+    public var wakeups: Int64 = 0
     /// The worker thread's own Redis calls (heartbeat, back-pressure, dictionary sync, retention).
     public var redisSeconds: Double = 0
     public var raw: Bool = false
@@ -159,6 +161,8 @@ public final class FeaturizeWorker: @unchecked Sendable {
     var lastWorkAt: ContinuousClock.Instant? = nil
     var syncWanted = false
     var lastNewIdSync = ContinuousClock.now
+    var lastWake = ContinuousClock.now
+    var wakeIndex = 0
 
     public init(options: FeaturizeOptions, stats: FeatureStats,
                 shouldStop: (@Sendable () -> Bool)? = nil,
@@ -338,6 +342,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 summary.pollSeconds += seconds(ContinuousClock.now - tPoll - handleTime)
                 if got == 0 { summary.emptyPolls += 1 }
                 lastPollEmpty = got == 0
+                if got < 512 { wakeFetcher() }
             } catch let error as KafkaError {
                 say("Kafka poll failed: \(error); retrying")
                 Thread.sleep(forTimeInterval: 0.2)
@@ -382,6 +387,21 @@ public final class FeaturizeWorker: @unchecked Sendable {
             _ = try? withRedisOnce { try store.removeWorker(options.workerId) }
         }
         return finish(start)
+    }
+
+    /// librdkafka 2.0 stops fetching a partition while the consumer queue is over
+    /// queued.min.messages / queued.max.messages.kbytes and re-checks only when its broker thread
+    /// next wakes up — up to a second later, with the queue long drained (2.1 made this
+    /// `fetch.queue.backoff.ms`). A watermark query is a request through that broker thread, so it
+    /// wakes it and fetching resumes at once. Round-robin over owned partitions reaches every
+    /// leader of a real cluster; at most one query per 10 ms.
+    func wakeFetcher() {
+        let now = ContinuousClock.now
+        guard !summary.partitions.isEmpty, now - lastWake >= .milliseconds(10) else { return }
+        lastWake = now
+        wakeIndex = (wakeIndex + 1) % summary.partitions.count
+        _ = try? consumer.watermarks(topic: options.topic, partition: summary.partitions[wakeIndex], timeout: .milliseconds(500))
+        summary.wakeups += 1
     }
 
     func withRedisOnce(_ body: () throws -> Void) throws { try body() }
@@ -488,15 +508,17 @@ public final class FeaturizeWorker: @unchecked Sendable {
         let weights = st.weights.baseAddress! + st.rows * f
         denseEncoder.encodeDense(row, ids: ids, weights: weights)
         // Categories through the growing cache (the snapshot plus ids learnt online).
-        _ = row.withCategoryBytes { (j, bytes) -> Void? in
-            if let id = cache.id(field: j, bytes: bytes) {
-                ids[d + j] = id
-            } else {
-                ids[d + j] = FeatureIdLayout.oovId(j)
-                st.unknown.addCount(field: j, bytes: bytes)
-            }
+        cache.categoryIds(of: row, into: ids + d)
+        var missing = false
+        for j in 0..<CriteoSchema.categoricalCount {
             weights[d + j] = 1
-            return nil
+            if ids[d + j] == 0 { ids[d + j] = FeatureIdLayout.oovId(j); missing = true }
+        }
+        if missing {
+            _ = row.withCategoryBytes { (j, bytes) -> Void? in
+                if ids[d + j] == FeatureIdLayout.oovId(j) { st.unknown.addCount(field: j, bytes: bytes) }
+                return nil
+            }
         }
         st.labels[st.rows] = row.label ?? 0
         st.rows += 1

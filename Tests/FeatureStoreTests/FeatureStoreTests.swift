@@ -99,10 +99,11 @@ struct FeatureStoreTests {
         let new = Array("new-cat".utf8)
         // 2 seen by A (below 3), then 1 by B → B's call crosses the threshold.
         #expect(try a.growDictionary(counts: [CategoryCount(field: 4, bytes: new, count: 2)]) == [nil])
-        let ids = try b.growDictionary(counts: [CategoryCount(field: 4, bytes: new, count: 1),
-                                                CategoryCount(field: 0, bytes: Array("aa".utf8), count: 1),
+        let ids = try b.growDictionary(counts: [CategoryCount(field: 9, bytes: Array("rare".utf8), count: 1),
+                                                CategoryCount(field: 4, bytes: new, count: 1),
                                                 CategoryCount(field: 9, bytes: Array("rare".utf8), count: 1)])
-        #expect(ids == [stats.nextId, stats.id(field: 0, category: "aa"), nil])
+        // Both "rare" inputs are merged (count 2, still below 3) and get the same answer.
+        #expect(ids == [nil, stats.nextId, nil])
         // A sees the same id when it next counts the category, and both caches learn it from the log.
         #expect(try a.growDictionary(counts: [CategoryCount(field: 4, bytes: new, count: 1)]) == [stats.nextId])
         #expect(try cacheA.sync(a) == 1)
@@ -110,7 +111,9 @@ struct FeatureStoreTests {
         let idA = new.withUnsafeBytes { cacheA.id(field: 4, bytes: $0) }, idB = new.withUnsafeBytes { cacheB.id(field: 4, bytes: $0) }
         #expect(idA == stats.nextId && idB == stats.nextId)
         #expect(try a.redis.command(["GET", "sr:dict:next_id"]).integer == Int64(stats.nextId) + 1)
-        #expect(try a.redis.command(["HGET", "sr:dict:pending:9", "rare"]).integer == 1)
+        #expect(try a.redis.command(["HGET", "sr:dict:pending:9", "rare"]).integer == 2)
+        // An assigned category stays in pending as -id, so one lookup tells new, pending and assigned apart.
+        #expect(try a.redis.command(["HGET", "sr:dict:pending:4", "new-cat"]).integer == -Int64(stats.nextId))
         let st = try a.status()
         #expect(st.onlineIds == 1 && st.pendingCategories == 1 && st.dictionaryState == "ready")
     }
