@@ -84,6 +84,9 @@ struct Featurize: ParsableCommand {
     @Option(help: "Commit a partial batch this long after it started (freshness). Default 200.")
     var lingerMs: Int?
 
+    @Option(help: "Milliseconds unknown-category counts are merged locally before they are sent to Redis (online dictionary growth). Default 1000.")
+    var growthIntervalMs: Int?
+
     @Option(help: "Pause while a target feature stream has this many batches not yet trained. Default 256.")
     var maxPending: Int?
 
@@ -133,6 +136,7 @@ struct Featurize: ParsableCommand {
         options.prefix = prefix ?? file.prefix ?? "sr"
         options.batchSize = batchSize
         options.linger = .milliseconds(lingerMs ?? file.lingerMs ?? 200)
+        options.growthInterval = .milliseconds(growthIntervalMs ?? file.growthIntervalMs ?? 1000)
         options.maxPending = Int64(maxPending)
         options.featureShards = featureShards
         options.raw = raw
@@ -151,7 +155,7 @@ struct Featurize: ParsableCommand {
 /// The `featurize:` and `redis:` sections of a settings file (configs/featurize.yaml).
 struct FeaturizeSettings {
     var topic: String?, bootstrap: String?, stats: String?
-    var batchSize: Int?, lingerMs: Int?, maxPending: Int?, featureShards: Int?
+    var batchSize: Int?, lingerMs: Int?, growthIntervalMs: Int?, maxPending: Int?, featureShards: Int?
     var kafkaProperties: [String: String] = [:]
     var redis: String?, prefix: String?
 
@@ -169,7 +173,7 @@ struct FeaturizeSettings {
         s.topic = f["topic"] as? String
         s.bootstrap = f["bootstrap"] as? String
         s.stats = f["stats"] as? String
-        s.batchSize = int(f["batch_size"]); s.lingerMs = int(f["linger_ms"])
+        s.batchSize = int(f["batch_size"]); s.lingerMs = int(f["linger_ms"]); s.growthIntervalMs = int(f["growth_interval_ms"])
         s.maxPending = int(f["max_pending"]); s.featureShards = int(f["feature_shards"])
         for (k, v) in f["kafka_properties"] as? [String: Any] ?? [:] { s.kafkaProperties[k] = "\(v)" }
         s.redis = r["address"] as? String
@@ -196,6 +200,9 @@ struct FeaturizeBench: ParsableCommand {
 
     @Option(help: "Rows per feature batch.")
     var batchSize: Int = 1024
+
+    @Option(help: "Passed to the worker's --growth-interval-ms.")
+    var growthIntervalMs: Int = 1000
 
     @Option(help: "Rows used for the statistics snapshot (the rest exercise OOV counting and online growth).")
     var statsRows: Int = 200_000
@@ -269,7 +276,8 @@ struct FeaturizeBench: ParsableCommand {
             p.executableURL = URL(fileURLWithPath: exe)
             p.arguments = ["featurize", "--topic", "bench", "--bootstrap", cluster.bootstrapServers,
                            "--redis", "127.0.0.1:\(redisPort)", "--stats", statsFile.path, "--batch-size", "\(batchSize)",
-                           "--max-pending", "1000000", "--until-idle", "1.5", "--progress-seconds", "5"]
+                           "--max-pending", "1000000", "--until-idle", "1.5", "--progress-seconds", "5",
+                           "--growth-interval-ms", "\(growthIntervalMs)"]
                 + kafkaProperty.flatMap { ["-X", $0] } + extra
             let out = Pipe()
             p.standardOutput = out
@@ -341,6 +349,8 @@ struct FeaturizeBench: ParsableCommand {
             "featurize_rows_per_cpu_s": (full["cpuSeconds"] as? Double).map { $0 > 0 ? Double(rows) / $0 : 0 } ?? 0,
             "featurize_max_rss_mib": Double(full["maxRSSBytes"] as? Int64 ?? Int64(full["maxRSSBytes"] as? Int ?? 0)) / 1048576,
             "raw_max_rss_mib": Double(raw["maxRSSBytes"] as? Int64 ?? Int64(raw["maxRSSBytes"] as? Int ?? 0)) / 1048576,
+            "growth_occurrences": full["growthOccurrences"] ?? 0, "growth_entries": full["growthEntries"] ?? 0,
+            "growth_tail_seconds": full["growthTailSeconds"] ?? 0, "growth_interval_ms": growthIntervalMs,
         ]
         if json {
             print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
@@ -351,6 +361,7 @@ struct FeaturizeBench: ParsableCommand {
             raw consume (ceiling)   %.0f rows/s   max RSS %.1f MiB
             featurize end to end    %.0f rows/s   max RSS %.1f MiB   (%@ rows, %@ batches, lost upstream %@)
             featurize CPU           %@ s user+sys (%@ rows per CPU-second; raw consume %@ s); redis-server %@ s
+            online growth           %@ unknown-category occurrences sent as %@ entries (every %d ms); last growth %@ s after the last commit
             ratio                   %.2f
             """, rows, partitions, Double(bytes) / Double(rows), batchSize, Double(rows) / produceSeconds,
                          rawRate, result["raw_max_rss_mib"] as! Double, fullRate, result["featurize_max_rss_mib"] as! Double,
@@ -358,6 +369,8 @@ struct FeaturizeBench: ParsableCommand {
                          String(format: "%.2f", full["cpuSeconds"] as? Double ?? 0),
                          String(format: "%.0f", result["featurize_rows_per_cpu_s"] as? Double ?? 0),
                          String(format: "%.2f", raw["cpuSeconds"] as? Double ?? 0), String(format: "%.2f", redisCPUSeconds),
+                         "\(full["growthOccurrences"] ?? 0)", "\(full["growthEntries"] ?? 0)", growthIntervalMs,
+                         String(format: "%.2f", full["growthTailSeconds"] as? Double ?? 0),
                          result["ratio"] as! Double))
         }
     }

@@ -126,7 +126,7 @@ extension FeatureStore {
       local f, m = ARGV[i], tonumber(ARGV[i + 1])
       i = i + 2
       local pk = p .. ':dict:pending:' .. f
-      local setp = {}
+      local setp, ns = {}, 0
       for a = 1, m, CH do
         local b = math.min(a + CH - 1, m)
         local names = {}
@@ -134,17 +134,19 @@ extension FeatureStore {
         local pv = redis.call('HMGET', pk, unpack(names))
         for t = a, b do
           local v = tonumber(pv[t - a + 1])
+          local ks = ARGV[i + 2 * (t - 1) + 1]
           nout = nout + 1
+          out[nout] = 0
           if v and v < 0 then
             out[nout] = -v
           else
-            local cnt = (v or 0) + tonumber(ARGV[i + 2 * (t - 1) + 1])
+            local cnt = (v or 0) + tonumber(ks)
             if cnt >= minf then
-              out[nout] = 0
               crossing[#crossing + 1] = {f, names[t - a + 1], nout}
             else
-              out[nout] = 0
-              setp[#setp + 1] = names[t - a + 1]; setp[#setp + 1] = cnt
+              -- A first sighting (the long tail) stores the count string as given: no number formatting.
+              ns = ns + 2
+              setp[ns - 1] = names[t - a + 1]; setp[ns] = v and cnt or ks
             end
           end
         end

@@ -66,6 +66,9 @@ struct CommitterReport {
     var rows: Int64, batches: Int64, deadLetters: Int64, duplicates: Int64
     var gaps: [(partition: Int32, progress: Int64)]
     var newIds: Bool
+    /// Unknown-category occurrences counted, and the (deduplicated) entries sent to Redis for them.
+    var growthOccurrences: Int64
+    var growthEntries: Int64
     var inFlight: Int
     var commitSeconds: Double
     var enqueueWaitSeconds: Double
@@ -95,15 +98,17 @@ final class Committer: @unchecked Sendable {
     private(set) var enqueueWaitSeconds: Double = 0
     private var gaps: [(partition: Int32, progress: Int64)] = []
     private var newIds = false
+    private var lastCommitAt: ContinuousClock.Instant? = nil
     private var fatal: Error? = nil
     private var abandoned = false
     private let grower: Grower
 
-    init(address: String, prefix: String, capacity: Int, say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
+    init(address: String, prefix: String, capacity: Int, growthInterval: Duration,
+         say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
         self.capacity = capacity
         self.say = say
         self.link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping)
-        self.grower = Grower(address: address, prefix: prefix, say: say, stopping: stopping)
+        self.grower = Grower(address: address, prefix: prefix, every: growthInterval, say: say, stopping: stopping)
         let thread = Thread { [self] in loop() }
         thread.name = "featurize-committer"
         thread.start()
@@ -133,13 +138,19 @@ final class Committer: @unchecked Sendable {
         try grower.close()
     }
 
+    /// When the last commit finished (the last rows became visible to trainers), and when the
+    /// last growth script finished (growth is a side channel: no row waits for it).
+    var lastCommitFinished: ContinuousClock.Instant? { condition.lock(); defer { condition.unlock() }; return lastCommitAt }
+    var lastGrowthFinished: ContinuousClock.Instant? { grower.lastGrowAt }
+
     /// Totals so far and the events the worker must act on (gaps to rewind, new ids to sync).
     func report() throws -> CommitterReport {
         condition.lock(); defer { condition.unlock() }
         if let fatal { throw fatal }
         if try grower.takeNewIds() { newIds = true }
         let r = CommitterReport(rows: rows, batches: batches, deadLetters: deadLetters, duplicates: duplicates,
-                                gaps: gaps, newIds: newIds, inFlight: queue.count,
+                                gaps: gaps, newIds: newIds, growthOccurrences: grower.occurrences, growthEntries: grower.entriesSent,
+                                inFlight: queue.count,
                                 commitSeconds: commitSeconds, enqueueWaitSeconds: enqueueWaitSeconds)
         gaps.removeAll()
         newIds = false
@@ -194,6 +205,7 @@ final class Committer: @unchecked Sendable {
             return
         }
         condition.lock()
+        lastCommitAt = .now
         switch outcome {
         case .committed:
             if u.rows > 0 { batches += 1 }
@@ -218,12 +230,18 @@ final class Grower: @unchecked Sendable {
     private let condition = NSCondition()
     private var table = CategoryTable(minimumCapacity: 4096)
     private var closing = false, finished = false, newIds = false
+    private var lastGrowAtValue: ContinuousClock.Instant? = nil
+    private var occurrencesValue: Int64 = 0, entriesSentValue: Int64 = 0
+    var occurrences: Int64 { condition.lock(); defer { condition.unlock() }; return occurrencesValue }
+    var entriesSent: Int64 { condition.lock(); defer { condition.unlock() }; return entriesSentValue }
+    var lastGrowAt: ContinuousClock.Instant? { condition.lock(); defer { condition.unlock() }; return lastGrowAtValue }
     private var fatal: Error? = nil
-    let every: Duration = .milliseconds(250)
+    let every: Duration
     /// Categories per growth script.
     let growChunk = 1024
 
-    init(address: String, prefix: String, say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
+    init(address: String, prefix: String, every: Duration, say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
+        self.every = every
         link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping)
         let thread = Thread { [self] in loop() }
         thread.name = "featurize-grower"
@@ -232,6 +250,7 @@ final class Grower: @unchecked Sendable {
 
     func add(_ counts: CategoryTable) {
         condition.lock(); defer { condition.unlock() }
+        occurrencesValue += counts.counts.reduce(0, +)
         for e in 0..<counts.count {
             _ = counts.bytes(at: e).withUnsafeBytes { table.addCount(field: counts.field(at: e), bytes: $0, by: counts.counts[e]) }
         }
@@ -258,7 +277,7 @@ final class Grower: @unchecked Sendable {
     private func loop() {
         while true {
             condition.lock()
-            if !closing { _ = condition.wait(until: Date().addingTimeInterval(0.25)) }
+            if !closing { _ = condition.wait(until: Date().addingTimeInterval(seconds(every))) }
             let last = closing
             let batch = table
             if table.count > 0 { table = CategoryTable(minimumCapacity: 4096) }
@@ -270,10 +289,12 @@ final class Grower: @unchecked Sendable {
                 while from < batch.count {
                     let chunk = from..<min(from + growChunk, batch.count)
                     from = chunk.upperBound
-                    if let assigned = try link.run("dictionary growth", { try $0.growDictionary(batch, entries: chunk) }),
-                       assigned.contains(where: { $0 != nil }) {
-                        condition.lock(); newIds = true; condition.unlock()
-                    }
+                    let assigned = try link.run("dictionary growth", { try $0.growDictionary(batch, entries: chunk) })
+                    condition.lock()
+                    lastGrowAtValue = .now
+                    entriesSentValue += Int64(chunk.count)
+                    if assigned?.contains(where: { $0 != nil }) == true { newIds = true }
+                    condition.unlock()
                 }
             } catch {
                 condition.lock(); fatal = error; finished = true; condition.broadcast(); condition.unlock()

@@ -33,6 +33,9 @@ public struct FeaturizeOptions: Sendable {
     public var prefix: String = "sr"
     public var batchSize: Int = 1024
     public var linger: Duration = .milliseconds(200)
+    /// How long unknown-category counts are merged locally before one round of growth scripts:
+    /// longer merges more repeats of the long tail (less Redis work) but gives new ids later.
+    public var growthInterval: Duration = .milliseconds(1000)
     public var maxPending: Int64 = 256
     public var featureShards: Int = 8
     /// Consume and count only (the raw-consume ceiling for the benchmark).
@@ -61,12 +64,21 @@ public struct FeaturizeSummary: Sendable, Codable, Equatable {
     public var lostUpstream: Int64 = 0
     public var duplicateUnits: Int64 = 0
     public var onlineIdsLearnt: Int64 = 0
+    /// Occurrences of categories missing from the cache, and the entries sent to Redis to count
+    /// them (occurrences merged per category over each growth interval).
+    public var growthOccurrences: Int64 = 0
+    public var growthEntries: Int64 = 0
+    /// How long the last growth script finished after the last commit (not part of activeSeconds:
+    /// no row waits for growth).
+    public var growthTailSeconds: Double = 0
     public var seconds: Double = 0
     public var rowsPerSecond: Double = 0
     public var messagesPerSecond: Double = 0
-    /// From the first message received to the last message handled (and, unless raw, committed):
-    /// the time the worker was actually busy, excluding start-up and idle waiting.
+    /// From the first message received to the last message handled (and, unless raw, to the last
+    /// batch committed): the time the worker was busy, excluding start-up and idle waiting.
     public var activeSeconds: Double = 0
+    /// From the first message received to the last one handled (activeSeconds minus the commit tail).
+    public var consumeSeconds: Double = 0
     /// rows (or messages, in raw mode) ÷ activeSeconds.
     public var activeRate: Double = 0
     /// Peak resident memory of this process (VmHWM in /proc/self/status).
@@ -159,6 +171,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
     var encodeBuffer: [UInt8] = []
     var firstMessageAt: ContinuousClock.Instant? = nil
     var lastWorkAt: ContinuousClock.Instant? = nil
+    var lastMessageAt: ContinuousClock.Instant? = nil
     var syncWanted = false
     var lastNewIdSync = ContinuousClock.now
     var lastWake = ContinuousClock.now
@@ -251,7 +264,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
         }
         try assignAll()
         if !options.raw {
-            committer = Committer(address: options.redisAddress, prefix: options.prefix, capacity: 4,
+            committer = Committer(address: options.redisAddress, prefix: options.prefix, capacity: 4, growthInterval: options.growthInterval,
                                   say: { [unowned self] in say($0) }, stopping: { [unowned self] in stopping })
         }
         say("owns partitions \(owned.map(String.init).joined(separator: ",")) of \(options.topic) "
@@ -365,6 +378,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
             }
             if got > 0 {
                 lastWorkAt = .now
+                lastMessageAt = lastWorkAt
                 // Idle means no data arrived, not that handling it took long (waiting on Redis).
                 lastMessage = lastWorkAt!
             }
@@ -381,9 +395,14 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 let r = try committer.report()
                 summary.rows = r.rows; summary.batches = r.batches; summary.deadLetters = r.deadLetters
                 summary.duplicateUnits = r.duplicates
+                summary.growthOccurrences = r.growthOccurrences; summary.growthEntries = r.growthEntries
                 summary.commitSeconds = r.commitSeconds; summary.commitWaitSeconds = r.enqueueWaitSeconds
             }
-            if pending || committer != nil { lastWorkAt = .now }
+            // The run's work ends with its last commit, not when --until-idle noticed the silence.
+            if let done = committer?.lastCommitFinished, lastWorkAt.map({ done > $0 }) ?? pending { lastWorkAt = done }
+            if let grown = committer?.lastGrowthFinished, let done = lastWorkAt, grown > done {
+                summary.growthTailSeconds = seconds(grown - done)
+            }
             _ = try? withRedisOnce { try store.removeWorker(options.workerId) }
         }
         return finish(start)
@@ -410,6 +429,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
         summary.seconds = seconds(ContinuousClock.now - start)
         summary.rowsPerSecond = summary.seconds > 0 ? Double(summary.rows) / summary.seconds : 0
         summary.messagesPerSecond = summary.seconds > 0 ? Double(summary.messages) / summary.seconds : 0
+        if let a = firstMessageAt, let m = lastMessageAt, m > a { summary.consumeSeconds = seconds(m - a) }
         if let a = firstMessageAt, let b = lastWorkAt, b > a {
             summary.activeSeconds = seconds(b - a)
             summary.activeRate = Double(options.raw ? summary.messages : summary.rows) / summary.activeSeconds
@@ -565,6 +585,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
         let r = try committer.report()
         summary.rows = r.rows; summary.batches = r.batches; summary.deadLetters = r.deadLetters
         summary.duplicateUnits = r.duplicates
+        summary.growthOccurrences = r.growthOccurrences; summary.growthEntries = r.growthEntries
         if !r.gaps.isEmpty {
             for g in r.gaps {
                 guard let st = states[g.partition] else { continue }
