@@ -87,6 +87,9 @@ struct Featurize: ParsableCommand {
     @Option(help: "Milliseconds unknown-category counts are merged locally before they are sent to Redis (online dictionary growth). Default 1000.")
     var growthIntervalMs: Int?
 
+    @Option(help: "Below-threshold category counts kept in Redis per field before old ones are forgotten (memory bound; 0 = unbounded). Default 250000.")
+    var maxPendingCategories: Int?
+
     @Option(help: "Pause while a target feature stream has this many batches not yet trained. Default 256.")
     var maxPending: Int?
 
@@ -137,6 +140,7 @@ struct Featurize: ParsableCommand {
         options.batchSize = batchSize
         options.linger = .milliseconds(lingerMs ?? file.lingerMs ?? 200)
         options.growthInterval = .milliseconds(growthIntervalMs ?? file.growthIntervalMs ?? 1000)
+        options.maxPendingCategories = maxPendingCategories ?? file.maxPendingCategories ?? 250_000
         options.maxPending = Int64(maxPending)
         options.featureShards = featureShards
         options.raw = raw
@@ -155,7 +159,7 @@ struct Featurize: ParsableCommand {
 /// The `featurize:` and `redis:` sections of a settings file (configs/featurize.yaml).
 struct FeaturizeSettings {
     var topic: String?, bootstrap: String?, stats: String?
-    var batchSize: Int?, lingerMs: Int?, growthIntervalMs: Int?, maxPending: Int?, featureShards: Int?
+    var batchSize: Int?, lingerMs: Int?, growthIntervalMs: Int?, maxPendingCategories: Int?, maxPending: Int?, featureShards: Int?
     var kafkaProperties: [String: String] = [:]
     var redis: String?, prefix: String?
 
@@ -174,6 +178,7 @@ struct FeaturizeSettings {
         s.bootstrap = f["bootstrap"] as? String
         s.stats = f["stats"] as? String
         s.batchSize = int(f["batch_size"]); s.lingerMs = int(f["linger_ms"]); s.growthIntervalMs = int(f["growth_interval_ms"])
+        s.maxPendingCategories = int(f["max_pending_categories"])
         s.maxPending = int(f["max_pending"]); s.featureShards = int(f["feature_shards"])
         for (k, v) in f["kafka_properties"] as? [String: Any] ?? [:] { s.kafkaProperties[k] = "\(v)" }
         s.redis = r["address"] as? String

@@ -81,7 +81,7 @@ struct Status: ParsableCommand {
         print("dead letters: \(status.deadLettersTotal)" + (status.deadLetters.isEmpty ? "" : "  (" + status.deadLetters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")"))
         let lostTotal = status.lostUpstream.values.reduce(0, +)
         print("rows lost upstream: \(lostTotal)" + (lostTotal == 0 ? "" : "  (" + status.lostUpstream.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")"))
-        print("dictionary: \(status.dictionaryState), next id \(status.dictionaryNextId), snapshot \(status.snapshotCategories) categories, online ids \(status.onlineIds), categories below threshold \(status.pendingCategories)")
+        print("dictionary: \(status.dictionaryState), next id \(status.dictionaryNextId), snapshot \(status.snapshotCategories) categories, online ids \(status.onlineIds), categories below threshold \(status.pendingCategories)" + (status.forgottenCounts > 0 ? ", forgotten at the cap \(status.forgottenCounts)" : ""))
         print("workers (\(status.workers.count)):")
         for w in status.workers {
             let keys = ["shard", "shards", "partitions", "rows", "batches", "dead_letters", "paused"]

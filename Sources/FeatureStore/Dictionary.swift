@@ -109,19 +109,23 @@ extension FeatureStore {
     }
 
     // Counts categories missing from the snapshot, grouped by field:
-    //   ARGV = prefix, then per field: field, m, cat_1, count_1, …, cat_m, count_m (unique cats).
+    //   ARGV = prefix, cap, then per field: field, m, cat_1, count_1, …, cat_m, count_m (unique cats).
     // sr:dict:pending:{f} holds, per category counted online, its count while below min_frequency
     // and -id once it has an id — so ONE HMGET per field answers "new, pending or assigned" and no
     // lookup in the (large) sr:dict:{f} is needed: callers never send snapshot categories (their
     // cache holds the snapshot, verified by checksum). Ids are assigned in input order with one
     // INCRBY. Chunks of CH keep `unpack` under Lua's C-stack limit. Returns per input: id, or 0.
+    // Memory bound: once a field's pending hash holds more than `cap` entries (0 = no cap), each
+    // call also forgets about as many below-threshold counts as it added (lossy counting: HSCAN
+    // on from where the last trim stopped, cursor in sr:dict:trim:{f}); markers are never removed,
+    // so no category ever gets a second id. Forgotten counts are counted in sr:dict:meta.
     static let growScript = LuaScript("""
-    local p = ARGV[1]
+    local p, cap = ARGV[1], tonumber(ARGV[2])
     local minf = tonumber(redis.call('HGET', p .. ':dict:meta', 'min_frequency') or '1')
     local CH = 1000
     local out, crossing = {}, {}
-    local nout = 0
-    local i = 2
+    local nout, forgotten = 0, 0
+    local i = 3
     while i <= #ARGV do
       local f, m = ARGV[i], tonumber(ARGV[i + 1])
       i = i + 2
@@ -152,6 +156,15 @@ extension FeatureStore {
         end
       end
       for a = 1, #setp, 2 * CH do redis.call('HSET', pk, unpack(setp, a, math.min(a + 2 * CH - 1, #setp))) end
+      if cap > 0 and redis.call('HLEN', pk) > cap then
+        local ck = p .. ':dict:trim:' .. f
+        local r = redis.call('HSCAN', pk, redis.call('GET', ck) or '0', 'COUNT', math.max(2 * m, 100))
+        local del, kv = {}, r[2]
+        for t = 1, #kv, 2 do if tonumber(kv[t + 1]) > 0 then del[#del + 1] = kv[t] end end
+        for a = 1, #del, CH do redis.call('HDEL', pk, unpack(del, a, math.min(a + CH - 1, #del))) end
+        redis.call('SET', ck, r[1])
+        forgotten = forgotten + #del
+      end
       i = i + 2 * m
     end
     if #crossing > 0 then
@@ -175,6 +188,7 @@ extension FeatureStore {
         end
       end
     end
+    if forgotten > 0 then redis.call('HINCRBY', p .. ':dict:meta', 'forgotten_counts', forgotten) end
     return out
     """)
 
@@ -183,11 +197,12 @@ extension FeatureStore {
     /// sr:dict:{field} and logged to sr:dict:log, atomically. Returns, per entry of `table[range]`,
     /// the category's online id (assigned now or earlier) or nil while it is below the threshold.
     /// Precondition: no entry is a snapshot category (callers look those up locally first).
-    public func growDictionary(_ table: CategoryTable, entries range: Range<Int>) throws -> [Int32?] {
+    /// `maxPendingPerField` > 0 bounds each sr:dict:pending:{field} (see the script).
+    public func growDictionary(_ table: CategoryTable, entries range: Range<Int>, maxPendingPerField: Int = 0) throws -> [Int32?] {
         guard !range.isEmpty else { return [] }
         var byField = [[Int]](repeating: [], count: CriteoSchema.categoricalCount)
         for e in range { byField[table.field(at: e)].append(e) }
-        var args: [[UInt8]] = [s(layout.prefix)]
+        var args: [[UInt8]] = [s(layout.prefix), s("\(max(0, maxPendingPerField))")]
         args.reserveCapacity(1 + 2 * CriteoSchema.categoricalCount + 2 * range.count)
         var order: [Int] = []
         order.reserveCapacity(range.count)
@@ -209,13 +224,13 @@ extension FeatureStore {
     }
 
     /// `growDictionary(_:entries:)` for a list of counts (duplicates are merged and get the same answer).
-    public func growDictionary(counts: [CategoryCount]) throws -> [Int32?] {
+    public func growDictionary(counts: [CategoryCount], maxPendingPerField: Int = 0) throws -> [Int32?] {
         var table = CategoryTable(minimumCapacity: counts.count)
         let entries = counts.map { c in
             precondition(c.field >= 0 && c.field < CriteoSchema.categoricalCount && c.count > 0)
             return c.bytes.withUnsafeBytes { table.addCount(field: c.field, bytes: $0, by: c.count) }
         }
-        let ids = try growDictionary(table, entries: 0..<table.count)
+        let ids = try growDictionary(table, entries: 0..<table.count, maxPendingPerField: maxPendingPerField)
         return entries.map { ids[$0] }
     }
 

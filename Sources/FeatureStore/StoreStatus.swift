@@ -46,6 +46,8 @@ public struct FeatureStoreStatus: Sendable, Codable, Equatable {
     public var snapshotNextId: Int64
     public var onlineIds: Int64
     public var pendingCategories: Int64
+    /// Below-threshold counts forgotten because a field's pending hash hit its cap.
+    public var forgottenCounts: Int64 = 0
     public var workers: [Worker]
 }
 
@@ -119,6 +121,7 @@ extension FeatureStore {
                                   dictionaryState: meta["state"] ?? "not loaded", dictionaryNextId: nextId,
                                   snapshotCategories: Int64(meta["snapshot_categories"] ?? "") ?? 0,
                                   snapshotNextId: snapNext, onlineIds: max(0, nextId - snapNext),
-                                  pendingCategories: pendingCats, workers: workers)
+                                  pendingCategories: pendingCats,
+                                  forgottenCounts: Int64(meta["forgotten_counts"] ?? "") ?? 0, workers: workers)
     }
 }

@@ -103,12 +103,13 @@ final class Committer: @unchecked Sendable {
     private var abandoned = false
     private let grower: Grower
 
-    init(address: String, prefix: String, capacity: Int, growthInterval: Duration,
+    init(address: String, prefix: String, capacity: Int, growthInterval: Duration, maxPendingPerField: Int,
          say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
         self.capacity = capacity
         self.say = say
         self.link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping)
-        self.grower = Grower(address: address, prefix: prefix, every: growthInterval, say: say, stopping: stopping)
+        self.grower = Grower(address: address, prefix: prefix, every: growthInterval, maxPendingPerField: maxPendingPerField,
+                             say: say, stopping: stopping)
         let thread = Thread { [self] in loop() }
         thread.name = "featurize-committer"
         thread.start()
@@ -240,8 +241,12 @@ final class Grower: @unchecked Sendable {
     /// Categories per growth script.
     let growChunk = 1024
 
-    init(address: String, prefix: String, every: Duration, say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
+    let maxPendingPerField: Int
+
+    init(address: String, prefix: String, every: Duration, maxPendingPerField: Int,
+         say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
         self.every = every
+        self.maxPendingPerField = maxPendingPerField
         link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping)
         let thread = Thread { [self] in loop() }
         thread.name = "featurize-grower"
@@ -289,7 +294,7 @@ final class Grower: @unchecked Sendable {
                 while from < batch.count {
                     let chunk = from..<min(from + growChunk, batch.count)
                     from = chunk.upperBound
-                    let assigned = try link.run("dictionary growth", { try $0.growDictionary(batch, entries: chunk) })
+                    let assigned = try link.run("dictionary growth", { try $0.growDictionary(batch, entries: chunk, maxPendingPerField: maxPendingPerField) })
                     condition.lock()
                     lastGrowAtValue = .now
                     entriesSentValue += Int64(chunk.count)

@@ -36,6 +36,9 @@ public struct FeaturizeOptions: Sendable {
     /// How long unknown-category counts are merged locally before one round of growth scripts:
     /// longer merges more repeats of the long tail (less Redis work) but gives new ids later.
     public var growthInterval: Duration = .milliseconds(1000)
+    /// Bound on the below-threshold category counts kept per field in Redis (sr:dict:pending:{f});
+    /// beyond it the rarest-scanned counts are forgotten (lossy counting). 0 = unbounded.
+    public var maxPendingCategories: Int = 250_000
     public var maxPending: Int64 = 256
     public var featureShards: Int = 8
     /// Consume and count only (the raw-consume ceiling for the benchmark).
@@ -265,6 +268,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
         try assignAll()
         if !options.raw {
             committer = Committer(address: options.redisAddress, prefix: options.prefix, capacity: 4, growthInterval: options.growthInterval,
+                                  maxPendingPerField: options.maxPendingCategories,
                                   say: { [unowned self] in say($0) }, stopping: { [unowned self] in stopping })
         }
         say("owns partitions \(owned.map(String.init).joined(separator: ",")) of \(options.topic) "

@@ -117,4 +117,29 @@ struct FeatureStoreTests {
         let st = try a.status()
         #expect(st.onlineIds == 1 && st.pendingCategories == 1 && st.dictionaryState == "ready")
     }
+
+    @Test("pending counts are bounded per field: below-threshold counts are forgotten at the cap, ids never")
+    func pendingCap() throws {
+        let server = try RedisServerFixture()
+        defer { server.stop() }
+        let stats = smallStats(minFrequency: 3)
+        let store = FeatureStore(redis: try RedisConnection(host: "127.0.0.1", port: server.port))
+        try store.loadSnapshot(stats)
+        // One category reaches the threshold first (it gets an id), then 5,000 singletons flood field 7.
+        let hot = Array("hot".utf8)
+        #expect(try store.growDictionary(counts: [CategoryCount(field: 7, bytes: hot, count: 3)], maxPendingPerField: 200) == [stats.nextId])
+        for round in 0..<50 {
+            let counts = (0..<100).map { CategoryCount(field: 7, bytes: Array("c\(round)-\($0)".utf8), count: 1) }
+            #expect(try store.growDictionary(counts: counts, maxPendingPerField: 200).allSatisfy { $0 == nil })
+        }
+        let length = try store.redis.command(["HLEN", "sr:dict:pending:7"]).integer ?? -1
+        // Each call forgets about as much as it adds once over the cap: bounded near the cap, far below 5,001.
+        #expect(length > 0 && length <= 200 + 2 * 100 + 1)
+        // The category with an id keeps its marker: counting it again cannot assign a second id.
+        #expect(try store.growDictionary(counts: [CategoryCount(field: 7, bytes: hot, count: 5)], maxPendingPerField: 200) == [stats.nextId])
+        #expect(try store.redis.command(["GET", "sr:dict:next_id"]).integer == Int64(stats.nextId) + 1)
+        let status = try store.status()
+        #expect(status.forgottenCounts >= 5_000 - 2 * 200 - 200)
+        #expect(status.onlineIds == 1)
+    }
 }
