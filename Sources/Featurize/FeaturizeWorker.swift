@@ -165,7 +165,15 @@ public final class FeaturizeWorker: @unchecked Sendable {
     var committer: Committer!
     var cache: DictionaryCache
     var consumer: KafkaConsumer!
-    var states: [Int32: PartitionState] = [:]
+    var states: [Int32: PartitionState] = [:] { didSet { indexStates() } }
+    /// `states` indexed by partition number, for the per-message lookup.
+    var stateByPartition: [PartitionState?] = []
+
+    func indexStates() {
+        var index = [PartitionState?](repeating: nil, count: Int(states.keys.max() ?? -1) + 1)
+        for (p, st) in states { index[Int(p)] = st }
+        stateByPartition = index
+    }
     var summary: FeaturizeSummary
     let parser = CriteoParser(labels: .required)
     var row = CriteoRow()
@@ -347,16 +355,20 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 // while data flows ask without waiting; wait only when the queue ran dry. Messages are
                 // handled in place (no per-message copies); `handle` copies only dead letters.
                 let raw = options.raw
-                var handleTime: Duration = .zero
+                // Handling starts with the first message (librdkafka has returned by then): one clock
+                // read per poll instead of two per message.
+                var handleStart: ContinuousClock.Instant? = nil
                 (got, batch) = try consumer.pollInPlace(maxMessages: 2048, timeout: lastPollEmpty ? .milliseconds(20) : .zero) { m in
                     if raw { return }
-                    guard let st = states[m.partition] else { return }
-                    let t = ContinuousClock.now
+                    if handleStart == nil { handleStart = .now }
+                    let p = Int(m.partition)
+                    guard p >= 0 && p < stateByPartition.count, let st = stateByPartition[p] else { return }
                     try handle(m, st)
-                    handleTime += ContinuousClock.now - t
                 }
+                let tEnd = ContinuousClock.now
+                let handleTime = handleStart.map { tEnd - $0 } ?? .zero
                 summary.handleSeconds += seconds(handleTime)
-                summary.pollSeconds += seconds(ContinuousClock.now - tPoll - handleTime)
+                summary.pollSeconds += seconds(tEnd - tPoll - handleTime)
                 if got == 0 { summary.emptyPolls += 1 }
                 lastPollEmpty = got == 0
                 if got < 512 { wakeFetcher() }
