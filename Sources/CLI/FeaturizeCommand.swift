@@ -87,6 +87,9 @@ struct Featurize: ParsableCommand {
     @Option(help: "Milliseconds unknown-category counts are merged locally before they are sent to Redis (online dictionary growth). Default 1000.")
     var growthIntervalMs: Int?
 
+    @Option(help: "Threads that parse and encode rows, each owning a share of the partitions. Default 2.")
+    var parseThreads: Int?
+
     @Option(help: "Below-threshold category counts kept in Redis per field before old ones are forgotten (memory bound; 0 = unbounded). Default 250000.")
     var maxPendingCategories: Int?
 
@@ -141,6 +144,7 @@ struct Featurize: ParsableCommand {
         options.linger = .milliseconds(lingerMs ?? file.lingerMs ?? 200)
         options.growthInterval = .milliseconds(growthIntervalMs ?? file.growthIntervalMs ?? 1000)
         options.maxPendingCategories = maxPendingCategories ?? file.maxPendingCategories ?? 250_000
+        options.parseThreads = max(1, parseThreads ?? file.parseThreads ?? 2)
         options.maxPending = Int64(maxPending)
         options.featureShards = featureShards
         options.raw = raw
@@ -159,7 +163,7 @@ struct Featurize: ParsableCommand {
 /// The `featurize:` and `redis:` sections of a settings file (configs/featurize.yaml).
 struct FeaturizeSettings {
     var topic: String?, bootstrap: String?, stats: String?
-    var batchSize: Int?, lingerMs: Int?, growthIntervalMs: Int?, maxPendingCategories: Int?, maxPending: Int?, featureShards: Int?
+    var batchSize: Int?, lingerMs: Int?, growthIntervalMs: Int?, maxPendingCategories: Int?, parseThreads: Int?, maxPending: Int?, featureShards: Int?
     var kafkaProperties: [String: String] = [:]
     var redis: String?, prefix: String?
 
@@ -179,6 +183,7 @@ struct FeaturizeSettings {
         s.stats = f["stats"] as? String
         s.batchSize = int(f["batch_size"]); s.lingerMs = int(f["linger_ms"]); s.growthIntervalMs = int(f["growth_interval_ms"])
         s.maxPendingCategories = int(f["max_pending_categories"])
+        s.parseThreads = int(f["parse_threads"])
         s.maxPending = int(f["max_pending"]); s.featureShards = int(f["feature_shards"])
         for (k, v) in f["kafka_properties"] as? [String: Any] ?? [:] { s.kafkaProperties[k] = "\(v)" }
         s.redis = r["address"] as? String
@@ -208,6 +213,9 @@ struct FeaturizeBench: ParsableCommand {
 
     @Option(help: "Passed to the worker's --growth-interval-ms.")
     var growthIntervalMs: Int = 1000
+
+    @Option(help: "Passed to the worker's --parse-threads.")
+    var parseThreads: Int = 2
 
     @Option(help: "Rows used for the statistics snapshot (the rest exercise OOV counting and online growth).")
     var statsRows: Int = 200_000
@@ -282,7 +290,7 @@ struct FeaturizeBench: ParsableCommand {
             p.arguments = ["featurize", "--topic", "bench", "--bootstrap", cluster.bootstrapServers,
                            "--redis", "127.0.0.1:\(redisPort)", "--stats", statsFile.path, "--batch-size", "\(batchSize)",
                            "--max-pending", "1000000", "--until-idle", "1.5", "--progress-seconds", "5",
-                           "--growth-interval-ms", "\(growthIntervalMs)"]
+                           "--growth-interval-ms", "\(growthIntervalMs)", "--parse-threads", "\(parseThreads)"]
                 + kafkaProperty.flatMap { ["-X", $0] } + extra
             let out = Pipe()
             p.standardOutput = out

@@ -41,6 +41,8 @@ public struct FeaturizeOptions: Sendable {
     public var maxPendingCategories: Int = 250_000
     public var maxPending: Int64 = 256
     public var featureShards: Int = 8
+    /// Threads that parse and encode (each owns a share of the partitions). 1 = the poll thread only.
+    public var parseThreads: Int = 1
     /// Consume and count only (the raw-consume ceiling for the benchmark).
     public var raw: Bool = false
     /// Stop (after committing everything) once no message arrived for this long.
@@ -171,12 +173,22 @@ public final class FeaturizeWorker: @unchecked Sendable {
 
     func indexStates() {
         var index = [PartitionState?](repeating: nil, count: Int(states.keys.max() ?? -1) + 1)
-        for (p, st) in states { index[Int(p)] = st }
+        var thread = [Int](repeating: -1, count: index.count)
+        for (k, p) in states.keys.sorted().enumerated() {
+            index[Int(p)] = states[p]
+            thread[Int(p)] = k % max(1, options.parseThreads)
+        }
         stateByPartition = index
+        threadOfPartition = thread
     }
     var summary: FeaturizeSummary
     let parser = CriteoParser(labels: .required)
-    var row = CriteoRow()
+    /// One per handling thread; thread t handles the partitions with threadOfPartition[p] == t.
+    var contexts: [HandlerContext] = []
+    var threadOfPartition: [Int] = []
+    var handlers: ForkJoin? = nil
+    /// Handling threads may note a retention gap at the same time.
+    let retentionLock = NSLock()
     /// Dense normalisation from the snapshot (the shared `FeatureEncoder`).
     let denseEncoder: FeatureEncoder
     var encodeBuffer: [UInt8] = []
@@ -200,7 +212,12 @@ public final class FeaturizeWorker: @unchecked Sendable {
         self.log = log
         self.summary = FeaturizeSummary(worker: options.workerId, partitions: [], raw: options.raw)
         denseEncoder = FeatureEncoder(stats: stats)
+        let threads = max(1, options.parseThreads)
+        contexts = (0..<threads).map { _ in HandlerContext() }
+        if threads > 1 { handlers = ForkJoin(threads: threads, name: "featurize-parse") }
     }
+
+    deinit { handlers?.shutdown() }
 
     /// Asks `run()` to commit what it holds and return. Thread-safe.
     public func stop() { stopFlag.store(true, ordering: .relaxed) }
@@ -354,21 +371,14 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 // librdkafka's batch consume waits until the batch is FULL or the timeout passes, so
                 // while data flows ask without waiting; wait only when the queue ran dry. Messages are
                 // handled in place (no per-message copies); `handle` copies only dead letters.
-                let raw = options.raw
-                // Handling starts with the first message (librdkafka has returned by then): one clock
-                // read per poll instead of two per message.
-                var handleStart: ContinuousClock.Instant? = nil
-                (got, batch) = try consumer.pollInPlace(maxMessages: 2048, timeout: lastPollEmpty ? .milliseconds(20) : .zero) { m in
-                    if raw { return }
-                    if handleStart == nil { handleStart = .now }
-                    let p = Int(m.partition)
-                    guard p >= 0 && p < stateByPartition.count, let st = stateByPartition[p] else { return }
-                    try handle(m, st)
-                }
+                let polled = try consumer.pollBatch(maxMessages: 2048, timeout: lastPollEmpty ? .milliseconds(20) : .zero)
+                batch = polled.events
+                got = polled.count
+                let tHandle = ContinuousClock.now
+                if !options.raw && got > 0 { try handleAll(polled) }
                 let tEnd = ContinuousClock.now
-                let handleTime = handleStart.map { tEnd - $0 } ?? .zero
-                summary.handleSeconds += seconds(handleTime)
-                summary.pollSeconds += seconds(tEnd - tPoll - handleTime)
+                summary.handleSeconds += seconds(tEnd - tHandle)
+                summary.pollSeconds += seconds(tHandle - tPoll)
                 if got == 0 { summary.emptyPolls += 1 }
                 lastPollEmpty = got == 0
                 if got < 512 { wakeFetcher() }
@@ -490,7 +500,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
         guard lost > 0 else { return }
         if st.startedAt == nil { st.startedAt = .now }
         st.lost += lost
-        summary.lostUpstream += lost
+        retentionLock.withLock { summary.lostUpstream += lost }
         say("RETENTION GAP on \(options.topic)/\(st.partition): need offset \(from) but the broker's earliest retained offset is \(low); "
             + "\(lost) rows were LOST UPSTREAM (deleted by Kafka retention before any worker read them). "
             + "Counted in \(options.prefix):lost; continuing at \(low). Increase retention or add featurize workers.")
@@ -498,7 +508,42 @@ public final class FeaturizeWorker: @unchecked Sendable {
 
     // MARK: Per message
 
-    func handle(_ m: KafkaMessageView, _ st: PartitionState) throws {
+    /// Scratch state of one handling thread.
+    final class HandlerContext {
+        var row = CriteoRow()
+        var messages: [Int] = []
+    }
+
+    /// Handles a polled batch: each owned partition belongs to one handling thread
+    /// (`--parse-threads`), which takes its messages in offset order; threads run at once and
+    /// join before the next poll, so everything else (dictionary sync, commits' bookkeeping) sees
+    /// a quiet worker.
+    func handleAll(_ batch: KafkaMessageBatch) throws {
+        if contexts.count == 1 {
+            let ctx = contexts[0]
+            for i in 0..<batch.count {
+                let p = Int(batch.partition(i))
+                guard p < stateByPartition.count, let st = stateByPartition[p] else { continue }
+                try handle(batch.message(i), st, ctx)
+            }
+            return
+        }
+        for ctx in contexts { ctx.messages.removeAll(keepingCapacity: true) }
+        for i in 0..<batch.count {
+            let p = Int(batch.partition(i))
+            guard p < threadOfPartition.count, threadOfPartition[p] >= 0 else { continue }
+            contexts[threadOfPartition[p]].messages.append(i)
+        }
+        try handlers!.run { [self] t in
+            let ctx = contexts[t]
+            for i in ctx.messages {
+                let m = batch.message(i)
+                try handle(m, stateByPartition[Int(m.partition)]!, ctx)
+            }
+        }
+    }
+
+    func handle(_ m: KafkaMessageView, _ st: PartitionState, _ ctx: HandlerContext) throws {
         // A full unit that could not be committed (stopping while Redis is down): take nothing more.
         if st.rows >= st.batchSize { return }
         switch st.tracker.classify(m.offset) {
@@ -527,18 +572,18 @@ public final class FeaturizeWorker: @unchecked Sendable {
         if st.startedAt == nil { st.startedAt = .now }
         if let ts = m.timestampMs, ts > 0, st.producedAtMs == 0 || ts < st.producedAtMs { st.producedAtMs = ts }
         let ok: RowRejection?
-        do throws(RowRejection) { try parser.parse(m.value, into: &row); ok = nil } catch { ok = error }
+        do throws(RowRejection) { try parser.parse(m.value, into: &ctx.row); ok = nil } catch { ok = error }
         if let rejection = ok {
             st.deadLetters.append(DeadLetter(raw: Array(m.value), offset: m.offset, reason: rejection.reason.rawValue, detail: rejection.detail))
         } else {
-            encodeRow(into: st)
+            encodeRow(ctx.row, into: st)
             if st.rows == st.batchSize { try commit(st) }
         }
     }
 
     /// `FeatureEncoder` semantics, plus counting of categories missing from the cache.
     @inline(__always)
-    func encodeRow(into st: PartitionState) {
+    func encodeRow(_ row: CriteoRow, into st: PartitionState) {
         let f = CriteoSchema.fieldCount, d = CriteoSchema.denseCount
         let ids = st.ids.baseAddress! + st.rows * f
         let weights = st.weights.baseAddress! + st.rows * f

@@ -338,6 +338,34 @@ public struct KafkaMessageView {
     public let timestampMs: Int64?
 }
 
+/// Messages of one `KafkaConsumer.pollBatch`, alive (in librdkafka's buffers) until the batch is
+/// released. Views are valid while the batch is. Safe to read from several threads at once.
+public final class KafkaMessageBatch: @unchecked Sendable {
+    fileprivate var messages: [UnsafeMutablePointer<rd_kafka_message_t>] = []
+    /// Per-partition errors and end-of-partition events (no messages).
+    public fileprivate(set) var events = KafkaPollBatch()
+
+    fileprivate init() {}
+    deinit { for p in messages { rd_kafka_message_destroy(p) } }
+
+    /// Good messages in the batch.
+    public var count: Int { messages.count }
+
+    /// The partition of message `i` (cheap: for routing before handling).
+    public func partition(_ i: Int) -> Int32 { messages[i].pointee.partition }
+
+    /// Message `i` in place.
+    public func message(_ i: Int) -> KafkaMessageView {
+        let p = messages[i]
+        let m = p.pointee
+        var tstype = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+        let ts = rd_kafka_message_timestamp(p, &tstype)
+        return KafkaMessageView(partition: m.partition, offset: m.offset,
+                                value: UnsafeRawBufferPointer(start: m.payload, count: m.payload == nil ? 0 : m.len),
+                                timestampMs: tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts)
+    }
+}
+
 /// What one `poll` returned: messages, plus per-partition errors (for example
 /// `_AUTO_OFFSET_RESET` when an assigned offset fell out of retention and
 /// `auto.offset.reset=error`). Errors never drop messages that arrived with them.
@@ -507,6 +535,38 @@ public final class KafkaConsumer: @unchecked Sendable {
             i += 1
         }
         return (count, batch)
+    }
+
+    /// Like `pollInPlace`, but the messages stay alive in the returned batch until it is released,
+    /// so several threads can handle them (each message at most by one thread). Errors and
+    /// end-of-partition events are in `events`; `count` counts good messages only.
+    public func pollBatch(maxMessages: Int = 1000, timeout: Duration = .milliseconds(500)) throws -> KafkaMessageBatch {
+        precondition(maxMessages > 0, "maxMessages must be positive")
+        lock.lock(); defer { lock.unlock() }
+        if rawBuffer.count < maxMessages { rawBuffer = .init(repeating: nil, count: maxMessages) }
+        let n = rawBuffer.withUnsafeMutableBufferPointer { rd_kafka_consume_batch_queue(queue, milliseconds(timeout), $0.baseAddress, maxMessages) }
+        if n < 0 { throw KafkaError("rd_kafka_consume_batch_queue", code: rd_kafka_last_error()) }
+        let batch = KafkaMessageBatch()
+        batch.messages.reserveCapacity(n)
+        for i in 0..<max(0, n) {
+            guard let p = rawBuffer[i] else { continue }
+            rawBuffer[i] = nil
+            let m = p.pointee
+            if m.err == RD_KAFKA_RESP_ERR_NO_ERROR { batch.messages.append(p); continue }
+            defer { rd_kafka_message_destroy(p) }
+            let topic = m.rkt.map { String(cString: rd_kafka_topic_name($0)) }
+            if m.err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                batch.events.endOfPartition.append(KafkaTopicPartition(topic: topic ?? "", partition: m.partition))
+            } else {
+                var text = String(cString: rd_kafka_err2str(m.err))
+                if let payload = m.payload, m.len > 0 {
+                    text = String(decoding: UnsafeRawBufferPointer(start: payload, count: m.len), as: UTF8.self)
+                }
+                batch.events.errors.append(KafkaPartitionError(topic: topic, partition: m.partition, offset: m.offset,
+                                                               error: KafkaError("consume", code: m.err.rawValue, message: text)))
+            }
+        }
+        return batch
     }
 
     /// Queries the broker for a partition's low/high watermarks

@@ -80,7 +80,7 @@ final class WorkerThread: @unchecked Sendable {
 }
 
 func options(shard: Int = 0, shards: Int = 1, topic: String, bootstrap: String, redis: String, batchSize: Int = 100,
-             featureShards: Int = 4, untilIdle: Duration? = .seconds(2)) -> FeaturizeOptions {
+             featureShards: Int = 4, untilIdle: Duration? = .seconds(2), parseThreads: Int = 2) -> FeaturizeOptions {
     var o = FeaturizeOptions(shard: shard, shards: shards, topic: topic, kafka: KafkaConfig(bootstrapServers: bootstrap),
                              redisAddress: redis, workerId: "test-\(shard)")
     o.batchSize = batchSize
@@ -88,6 +88,7 @@ func options(shard: Int = 0, shards: Int = 1, topic: String, bootstrap: String, 
     o.untilIdle = untilIdle
     o.linger = .milliseconds(100)
     o.progressEvery = .seconds(60)
+    o.parseThreads = parseThreads
     return o
 }
 

@@ -30,8 +30,8 @@ func independentEncoding(_ line: [UInt8], stats: FeatureStats) -> (ids: [Int32],
 
 @Suite("featurize worker (mock Kafka + real Redis)", .serialized, .timeLimit(.minutes(5)))
 struct FeaturizeWorkerTests {
-    @Test("rows → batches, value by value against an independent computation")
-    func roundTrip() throws {
+    @Test("rows → batches, value by value against an independent computation (1 and 3 parse threads)", arguments: [1, 3])
+    func roundTrip(parseThreads: Int) throws {
         let redis = try RedisServerFixture()
         defer { redis.stop() }
         let cluster = try MockKafkaCluster(brokers: 1)
@@ -41,7 +41,7 @@ struct FeaturizeWorkerTests {
         let stats = statsFor(Array(rows.prefix(600)), minFrequency: 2)
         try produce(rows, topic: "rt", bootstrap: cluster.bootstrapServers, partitions: 3)
         let w = WorkerThread(options: options(topic: "rt", bootstrap: cluster.bootstrapServers, redis: "127.0.0.1:\(redis.port)",
-                                              batchSize: 128, featureShards: 2), stats: stats)
+                                              batchSize: 128, featureShards: 2, parseThreads: parseThreads), stats: stats)
         let summary = try w.join()
         #expect(summary.rows == 1200 && summary.deadLetters == 0)
         let conn = try RedisConnection(host: "127.0.0.1", port: redis.port)
