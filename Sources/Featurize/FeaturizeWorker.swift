@@ -198,6 +198,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
     var syncWanted = false
     var lastNewIdSync = ContinuousClock.now
     var lastWake = ContinuousClock.now
+    var kafkaTroubleSince: ContinuousClock.Instant? = nil
     var wakeIndex = 0
 
     public init(options: FeaturizeOptions, stats: FeatureStats,
@@ -388,6 +389,9 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 continue
             }
             summary.messages += Int64(got)
+            let clientErrors = consumer.takeClientErrors()
+            if clientErrors.count > 0 { kafkaTrouble(clientErrors.last ?? "client error") }
+            if got > 0 { kafkaAnswered() }
             if !batch.errors.isEmpty, now - lastKafkaErrorLog >= .seconds(5) {
                 lastKafkaErrorLog = now
                 kafkaErrorsLogged += 1
@@ -445,8 +449,30 @@ public final class FeaturizeWorker: @unchecked Sendable {
         guard !summary.partitions.isEmpty, now - lastWake >= .milliseconds(10) else { return }
         lastWake = now
         wakeIndex = (wakeIndex + 1) % summary.partitions.count
-        _ = try? consumer.watermarks(topic: options.topic, partition: summary.partitions[wakeIndex], timeout: .milliseconds(500))
         summary.wakeups += 1
+        // The same query tells whether the broker answers at all: librdkafka reconnects by itself,
+        // but the operator should hear about an outage (once) and its end.
+        do {
+            _ = try consumer.watermarks(topic: options.topic, partition: summary.partitions[wakeIndex], timeout: .milliseconds(500))
+            kafkaAnswered()
+        } catch {
+            kafkaTrouble("\(error)")
+        }
+    }
+
+    /// Logs a Kafka outage once (librdkafka reconnects by itself; the operator should still hear).
+    func kafkaTrouble(_ what: String) {
+        guard kafkaTroubleSince == nil else { return }
+        kafkaTroubleSince = .now
+        say("Kafka unavailable: \(what). librdkafka keeps reconnecting (back-off up to reconnect.backoff.max.ms); "
+            + "consumption resumes where it stopped when the broker is back — nothing is lost")
+    }
+
+    /// Logs the end of an outage: data arrived or the broker answered a query.
+    func kafkaAnswered() {
+        guard let since = kafkaTroubleSince else { return }
+        kafkaTroubleSince = nil
+        say(String(format: "Kafka answers again (%.1f s after the outage was reported); consuming", seconds(ContinuousClock.now - since)))
     }
 
     func withRedisOnce(_ body: () throws -> Void) throws { try body() }

@@ -401,12 +401,34 @@ public struct KafkaAssignment: Sendable, Equatable {
     }
 }
 
+/// Errors librdkafka reported through its error callback (broker down, all brokers down, …):
+/// they do not stop a client — librdkafka keeps reconnecting — but the owner should say so.
+private final class ClientErrorState: @unchecked Sendable {
+    let lock = NSLock()
+    var count = 0
+    var last: String? = nil
+}
+
+private let errorCallback: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafeMutableRawPointer?) -> Void = { _, code, reason, opaque in
+    guard let opaque else { return }
+    let state = Unmanaged<ClientErrorState>.fromOpaque(opaque).takeUnretainedValue()
+    let text = reason.map { String(cString: $0) } ?? String(cString: rd_kafka_err2str(rd_kafka_resp_err_t(rawValue: code)))
+    // The group coordinator is not used with explicit assignment: its connection errors say
+    // nothing about whether data can be fetched.
+    if text.hasPrefix("GroupCoordinator") { return }
+    state.lock.lock()
+    state.count += 1
+    state.last = text
+    state.lock.unlock()
+}
+
 /// A Kafka consumer with explicit partition assignment (`rd_kafka_assign`): no group
 /// rebalancing, the caller decides which partitions and offsets it reads and keeps its own
 /// positions (e.g. in Redis). Owned by one task/thread (see the file header).
 public final class KafkaConsumer: @unchecked Sendable {
     private let rk: OpaquePointer
     private let queue: OpaquePointer
+    private let errors: ClientErrorState  // reached from the C error callback; released after rk
     private let lock = NSLock()
     private var rawBuffer: [UnsafeMutablePointer<rd_kafka_message_t>?] = []
 
@@ -419,6 +441,9 @@ public final class KafkaConsumer: @unchecked Sendable {
         if config["enable.auto.commit"] == nil { config["enable.auto.commit"] = "false" }
         if config["enable.auto.offset.store"] == nil { config["enable.auto.offset.store"] = "false" }
         let conf = try config.make("KafkaConsumer")
+        let errors = ClientErrorState()
+        rd_kafka_conf_set_error_cb(conf, errorCallback)
+        rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(errors).toOpaque())
         let rk = try newHandle(RD_KAFKA_CONSUMER, conf, "rd_kafka_new(consumer)")
         let err = rd_kafka_poll_set_consumer(rk)
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR, let q = rd_kafka_queue_get_consumer(rk) else {
@@ -427,6 +452,16 @@ public final class KafkaConsumer: @unchecked Sendable {
         }
         self.rk = rk
         self.queue = q
+        self.errors = errors
+    }
+
+    /// Client errors (broker connections lost or refused, …) reported since the last call: how
+    /// many, and the last one's text. librdkafka delivers them while the consumer is polled (often
+    /// seconds late, aggregated) and keeps reconnecting meanwhile.
+    public func takeClientErrors() -> (count: Int, last: String?) {
+        errors.lock.lock(); defer { errors.lock.unlock() }
+        defer { errors.count = 0; errors.last = nil }
+        return (errors.count, errors.last)
     }
 
     deinit {
@@ -619,6 +654,15 @@ public final class MockKafkaCluster: @unchecked Sendable {
         guard let cluster else { throw KafkaError("rd_kafka_mock_topic_create", message: "mock cluster destroyed") }
         try kafkaCheck(rd_kafka_mock_topic_create(cluster, name, Int32(partitions), Int32(replicationFactor)),
                        "rd_kafka_mock_topic_create(\(name), \(partitions) partitions)")
+    }
+
+    /// Takes broker `id` (1-based) down (`rd_kafka_mock_broker_set_down`: its connections are
+    /// closed and new ones refused) or back up — an outage for tests.
+    public func setBroker(_ id: Int32, up: Bool) throws(KafkaError) {
+        lock.lock(); defer { lock.unlock() }
+        guard let cluster else { throw KafkaError("rd_kafka_mock_broker_set_up/down", message: "mock cluster destroyed") }
+        try kafkaCheck(up ? rd_kafka_mock_broker_set_up(cluster, id) : rd_kafka_mock_broker_set_down(cluster, id),
+                       "rd_kafka_mock_broker_set_\(up ? "up" : "down")(\(id))")
     }
 
     /// Stops the brokers and frees the owner handle. Idempotent.
