@@ -87,7 +87,7 @@ struct Featurize: ParsableCommand {
     @Option(help: "Milliseconds unknown-category counts are merged locally before they are sent to Redis (online dictionary growth). Default 1000.")
     var growthIntervalMs: Int?
 
-    @Option(help: "Threads that parse and encode rows, each owning a share of the partitions. Default 2.")
+    @Option(help: "Threads that parse and encode rows, each owning a share of the partitions (more than 1 pays off only with cores to spare beside Redis). Default 1.")
     var parseThreads: Int?
 
     @Option(help: "Below-threshold category counts kept in Redis per field before old ones are forgotten (memory bound; 0 = unbounded). Default 250000.")
@@ -144,7 +144,7 @@ struct Featurize: ParsableCommand {
         options.linger = .milliseconds(lingerMs ?? file.lingerMs ?? 200)
         options.growthInterval = .milliseconds(growthIntervalMs ?? file.growthIntervalMs ?? 1000)
         options.maxPendingCategories = maxPendingCategories ?? file.maxPendingCategories ?? 250_000
-        options.parseThreads = max(1, parseThreads ?? file.parseThreads ?? 2)
+        options.parseThreads = max(1, parseThreads ?? file.parseThreads ?? 1)
         options.maxPending = Int64(maxPending)
         options.featureShards = featureShards
         options.raw = raw
@@ -215,7 +215,7 @@ struct FeaturizeBench: ParsableCommand {
     var growthIntervalMs: Int = 1000
 
     @Option(help: "Passed to the worker's --parse-threads.")
-    var parseThreads: Int = 2
+    var parseThreads: Int = 1
 
     @Option(help: "Rows used for the statistics snapshot (the rest exercise OOV counting and online growth).")
     var statsRows: Int = 200_000
