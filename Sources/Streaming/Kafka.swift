@@ -329,8 +329,8 @@ public struct KafkaMessage: Sendable, Equatable {
     public let timestampMs: Int64?
 }
 
-/// A consumed message seen in place (`KafkaConsumer.pollInPlace`): `value` points into
-/// librdkafka's buffer and is valid only inside the callback.
+/// A consumed message seen in place (`KafkaMessageBatch.message`): `value` points into
+/// librdkafka's buffer and is valid while its batch is alive.
 public struct KafkaMessageView {
     public let partition: Int32
     public let offset: Int64
@@ -525,55 +525,9 @@ public final class KafkaConsumer: @unchecked Sendable {
         return batch
     }
 
-    /// Zero-copy poll: like `poll(maxMessages:timeout:)` but hands each good message to `body`
-    /// in place (its payload points into librdkafka's buffer and is valid only during the call;
-    /// copy what you keep). No per-message arrays, strings or topic names are built. Errors and
-    /// end-of-partition events are collected as in `poll`; the returned batch has no messages.
-    /// Returns the number of messages passed to `body` in `count`.
-    public func pollInPlace(maxMessages: Int = 1000, timeout: Duration = .milliseconds(500),
-                            _ body: (KafkaMessageView) throws -> Void) throws -> (count: Int, batch: KafkaPollBatch) {
-        precondition(maxMessages > 0, "maxMessages must be positive")
-        lock.lock(); defer { lock.unlock() }
-        if rawBuffer.count < maxMessages { rawBuffer = .init(repeating: nil, count: maxMessages) }
-        let n = rawBuffer.withUnsafeMutableBufferPointer { rd_kafka_consume_batch_queue(queue, milliseconds(timeout), $0.baseAddress, maxMessages) }
-        if n < 0 { throw KafkaError("rd_kafka_consume_batch_queue", code: rd_kafka_last_error()) }
-        var batch = KafkaPollBatch()
-        var count = 0
-        var i = 0
-        // Every message must be destroyed, even if `body` throws.
-        defer { while i < n { if let p = rawBuffer[i] { rd_kafka_message_destroy(p) }; rawBuffer[i] = nil; i += 1 } }
-        while i < n {
-            guard let p = rawBuffer[i] else { i += 1; continue }
-            let m = p.pointee
-            if m.err != RD_KAFKA_RESP_ERR_NO_ERROR {
-                let topic = m.rkt.map { String(cString: rd_kafka_topic_name($0)) }
-                if m.err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                    batch.endOfPartition.append(KafkaTopicPartition(topic: topic ?? "", partition: m.partition))
-                } else {
-                    var text = String(cString: rd_kafka_err2str(m.err))
-                    if let payload = m.payload, m.len > 0 {
-                        text = String(decoding: UnsafeRawBufferPointer(start: payload, count: m.len), as: UTF8.self)
-                    }
-                    batch.errors.append(KafkaPartitionError(topic: topic, partition: m.partition, offset: m.offset,
-                                                            error: KafkaError("consume", code: m.err.rawValue, message: text)))
-                }
-            } else {
-                var tstype = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
-                let ts = rd_kafka_message_timestamp(p, &tstype)
-                count += 1
-                try body(KafkaMessageView(partition: m.partition, offset: m.offset,
-                                          value: UnsafeRawBufferPointer(start: m.payload, count: m.payload == nil ? 0 : m.len),
-                                          timestampMs: tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts))
-            }
-            rd_kafka_message_destroy(p)
-            rawBuffer[i] = nil
-            i += 1
-        }
-        return (count, batch)
-    }
-
-    /// Like `pollInPlace`, but the messages stay alive in the returned batch until it is released,
-    /// so several threads can handle them (each message at most by one thread). Errors and
+    /// Zero-copy poll: like `poll(maxMessages:timeout:)`, but the good messages stay in
+    /// librdkafka's buffers, alive until the returned batch is released (no per-message arrays,
+    /// strings or topic names), so one or several threads can handle them in place. Errors and
     /// end-of-partition events are in `events`; `count` counts good messages only.
     public func pollBatch(maxMessages: Int = 1000, timeout: Duration = .milliseconds(500)) throws -> KafkaMessageBatch {
         precondition(maxMessages > 0, "maxMessages must be positive")
