@@ -25,10 +25,9 @@ start() {
     if running; then echo "broker: already running (pid $(cat "$PIDFILE"), bootstrap $(cat "$BOOT" 2>/dev/null))"; return 0; fi
     local bin; bin="$(streamrec_bin)"
     rm -f "$BOOT" "$PIDFILE"
-    # setsid: a Ctrl-C in the calling terminal does not reach it; stop it with broker.sh stop.
+    # Detached (own session, no inherited descriptors); stop it with broker.sh stop.
     # shellcheck disable=SC2086
-    setsid "$bin" broker --config "$CONFIG" --bootstrap-file "$BOOT" ${STREAMREC_BROKER_ARGS:-} \
-        >"$LOG" 2>&1 </dev/null &
+    detached "$LOG" "$bin" broker --config "$CONFIG" --bootstrap-file "$BOOT" ${STREAMREC_BROKER_ARGS:-}
     echo $! > "$PIDFILE"
     for _ in $(seq 1 200); do
         if [ -s "$BOOT" ]; then echo "broker: started (pid $(cat "$PIDFILE"), bootstrap $(cat "$BOOT"))"; return 0; fi

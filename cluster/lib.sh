@@ -18,6 +18,22 @@ streamrec_bin() {
     return 1
 }
 
+# detached LOG COMMAND ARGS…: starts COMMAND in the background in its own session (a Ctrl-C in
+# the calling terminal does not reach it), output to LOG, stdin from /dev/null, and WITHOUT the
+# caller's other open file descriptors: a daemon holding its parent's pipes or the status socket a
+# supervisor waits on (Foundation's Process, CI runners) keeps that parent waiting forever.
+# Prints nothing; $! is the daemon's pid afterwards.
+detached() {
+    local log="$1"; shift
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd="${fd##*/}"
+            if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-" 2>/dev/null || true; fi
+        done
+        exec setsid "$@" >"$log" 2>&1 </dev/null
+    ) &
+}
+
 # pid_alive PIDFILE WORD: the pidfile names a live process whose command line contains WORD
 # (so a stale pidfile whose pid was reused by another program is not mistaken for ours).
 pid_alive() {

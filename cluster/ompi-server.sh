@@ -24,7 +24,7 @@ start() {
     if running; then echo "ompi-server: already running (pid $(cat "$PIDFILE"), uri file $URI)"; return 0; fi
     command -v ompi-server >/dev/null || { echo "ompi-server: not installed; run scripts/setup.sh" >&2; exit 1; }
     rm -f "$URI" "$PIDFILE"
-    setsid ompi-server -r "$URI" --no-daemonize >"$LOG" 2>&1 </dev/null &
+    detached "$LOG" ompi-server -r "$URI" --no-daemonize
     echo $! > "$PIDFILE"
     for _ in $(seq 1 100); do
         if [ -s "$URI" ]; then echo "ompi-server: started (pid $(cat "$PIDFILE"), uri file $URI)"; return 0; fi

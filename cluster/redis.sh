@@ -21,7 +21,8 @@ ping() { redis-cli -h 127.0.0.1 -p "$PORT" PING 2>/dev/null | grep -q PONG; }
 start() {
     if running; then echo "redis: already running (pid $(cat "$PIDFILE"), port $PORT, dir $DATA_DIR)"; return 0; fi
     command -v redis-server >/dev/null || { echo "redis: redis-server not installed; run scripts/setup.sh" >&2; exit 1; }
-    redis-server "$HERE/redis.conf" --port "$PORT" --dir "$DATA_DIR" --pidfile "$PIDFILE" \
+    # redis daemonizes itself (and writes the pidfile); `detached` drops our descriptors first.
+    detached /dev/null redis-server "$HERE/redis.conf" --port "$PORT" --dir "$DATA_DIR" --pidfile "$PIDFILE" \
         --logfile "$LOGFILE" --daemonize yes
     for _ in $(seq 1 100); do
         if ping; then echo "redis: started (pid $(cat "$PIDFILE"), port $PORT, dir $DATA_DIR)"; return 0; fi
