@@ -4,24 +4,7 @@ import FeatureStore
 import Featurize
 import Foundation
 import Streaming
-import Synchronization
 import Yams
-
-/// Set by SIGINT/SIGTERM; the worker commits what it holds and exits 0.
-let featurizeStopSignal = Atomic<Bool>(false)
-
-/// Unblocks SIGINT/SIGTERM (a process spawned from a test thread inherits a mask that blocks
-/// them) and installs a handler that only sets `featurizeStopSignal`.
-func installStopSignals() {
-    var set = sigset_t()
-    sigemptyset(&set)
-    sigaddset(&set, SIGINT)
-    sigaddset(&set, SIGTERM)
-    pthread_sigmask(SIG_UNBLOCK, &set, nil)
-    let handler: @convention(c) (Int32) -> Void = { _ in featurizeStopSignal.store(true, ordering: .relaxed) }
-    signal(SIGINT, handler)
-    signal(SIGTERM, handler)
-}
 
 /// Parses repeated `-X key=value` librdkafka properties.
 func kafkaProperties(_ items: [String]) throws -> [String: String] {
@@ -116,7 +99,8 @@ struct Featurize: ParsableCommand {
     }
 
     func run() throws {
-        installStopSignals()
+        // SIGINT/SIGTERM: the worker commits what it holds and exits 0.
+        let signals = ShutdownSignals.install()
         let file = try FeaturizeSettings.load(config)
         let batchSize = self.batchSize ?? file.batchSize ?? 1024
         let featureShards = self.featureShards ?? file.featureShards ?? 8
@@ -152,7 +136,7 @@ struct Featurize: ParsableCommand {
         options.statsSource = statsPath ?? ""
         options.progressEvery = .milliseconds(Int64(progressSeconds * 1000))
         let worker = FeaturizeWorker(options: options, stats: statsValue,
-                                     shouldStop: { featurizeStopSignal.load(ordering: .relaxed) })
+                                     shouldStop: { signals.isRaised })
         let summary = try worker.run()
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]

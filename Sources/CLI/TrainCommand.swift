@@ -4,6 +4,7 @@ import Checkpoint
 import Cluster
 import Features
 import Models
+import Streaming
 import StreamRecNumerics
 import Training
 import TrainerService
@@ -65,7 +66,8 @@ struct Train: ParsableCommand {
         if let logEvery { cfg.train.logEvery = logEvery }
         if let minFrequency { cfg.train.minFrequency = minFrequency }
         BLAS.setThreads(cfg.train.blasThreads)
-        let stop = StopSignal { sig in log("received signal \(sig): finishing the step, then checkpointing and stopping") }
+        let stop = ShutdownSignals.install()
+        stop.onSignal { sig in log("received \(ShutdownSignals.name(of: sig)): finishing the step, then checkpointing and stopping") }
         if source == .redis {
             try runOnline(cfg, stop: stop)
         } else if runsUnderMPI {
@@ -91,7 +93,7 @@ struct Train: ParsableCommand {
         }
     }
 
-    func runSingle(_ cfg: ConfigFile, stop: StopSignal) throws {
+    func runSingle(_ cfg: ConfigFile, stop: ShutdownSignals) throws {
         let featureStats = try loadStats(cfg)
         let store = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints)
         let wd = WideDeepModel(config: cfg.model)
@@ -104,7 +106,7 @@ struct Train: ParsableCommand {
         log(summaryLine(s))
     }
 
-    func runMPI(_ cfg: ConfigFile, stop: StopSignal) throws {
+    func runMPI(_ cfg: ConfigFile, stop: ShutdownSignals) throws {
         _ = try MPI.initialize(required: .funneled)
         defer { try? MPI.finalize() }
         let world = try MPI.world()
@@ -135,7 +137,7 @@ struct Train: ParsableCommand {
 
 extension Train {
     /// The resident online trainer: Redis feature streams, resume, dynamic join, leave.
-    func runOnline(_ cfg: ConfigFile, stop: StopSignal) throws {
+    func runOnline(_ cfg: ConfigFile, stop: ShutdownSignals) throws {
         _ = try MPI.initialize(required: .funneled)
         defer { try? MPI.finalize() }
         var options = OnlineTrainerOptions(redisAddress: redis, checkpointDir: URL(fileURLWithPath: checkpointDir))

@@ -1,4 +1,5 @@
-// Streaming/ShutdownSignals: SIGINT/SIGTERM for long-running commands (`broker`, `produce`).
+// Streaming/ShutdownSignals: SIGINT/SIGTERM for every long-running command (`broker`, `produce`,
+// `featurize`, `train`, `serve`) — one mechanism, so they all stop the same way.
 //
 // Why this exists
 //   A process started from a Swift test thread (or from some daemons) inherits a signal mask in
@@ -33,6 +34,7 @@ public final class ShutdownSignals: @unchecked Sendable {
     private let condition = NSCondition()
     private var first: Int32? = nil
     private var count = 0
+    private var observers: [@Sendable (Int32) -> Void] = []
 
     private static let lock = NSLock()
     nonisolated(unsafe) private static var shared: ShutdownSignals?
@@ -74,10 +76,21 @@ public final class ShutdownSignals: @unchecked Sendable {
             condition.lock()
             count += 1
             if first == nil { first = Int32(byte) }
+            let notify = observers
             condition.broadcast()
             condition.unlock()
+            for observer in notify { observer(Int32(byte)) }
         }
     }
+
+    /// Calls `body` (on the watcher thread) for every signal from now on, e.g. to log it.
+    public func onSignal(_ body: @escaping @Sendable (Int32) -> Void) {
+        condition.lock(); defer { condition.unlock() }
+        observers.append(body)
+    }
+
+    /// True once SIGINT or SIGTERM arrived.
+    public var isRaised: Bool { received != nil }
 
     /// The first signal received, or nil. Cheap enough to poll every few hundred rows.
     public var received: Int32? {
