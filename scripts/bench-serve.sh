@@ -206,7 +206,7 @@ LUA
 
 log() { echo "$*" | tee -a "$RESULTS"; }
 
-log "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; $(uname -r)"
+log "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; $(uname -r); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 log "binary: $BIN"
 for preset in $PRESETS; do
     D=$WORK/$preset
@@ -218,6 +218,13 @@ for preset in $PRESETS; do
         --checkpoint-dir "$D/ckpt" --checkpoint-every 1 --keep 2 --log-every 1 >"$D/train.log" 2>&1
     BASE=$(cat "$D/ckpt/LATEST")
     MODEL_BYTES=$(stat -c %s "$D/ckpt/$BASE/model.safetensors")
+    # Bytes of the tensors a server keeps (model.safetensors also holds the optimizer state, optim.*).
+    PARAM_BYTES=$(python3 - "$D/ckpt/$BASE/model.safetensors" <<'PY'
+import json, struct, sys
+f = open(sys.argv[1], "rb"); n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n))
+print(sum(e["data_offsets"][1] - e["data_offsets"][0] for k, e in h.items() if k != "__metadata__" and not k.startswith("optim.")))
+PY
+)
     # Bodies: 1 row and 100 rows (unlabelled rows: label column cut off).
     python3 - "$D" <<'PY'
 import json, sys
@@ -233,7 +240,7 @@ PY
     for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.05; done
     RSS_LOADED=$(awk '/VmRSS/ {print $2}' /proc/$SERVER_PID/status)
     log ""
-    log "== $preset: $BASE, model.safetensors $((MODEL_BYTES / 1024)) KiB, server RSS after load $RSS_LOADED KiB"
+    log "== $preset: $BASE, model.safetensors $((MODEL_BYTES / 1024)) KiB (parameters without optimizer state $((PARAM_BYTES / 1024)) KiB), server RSS after load $RSS_LOADED KiB"
     for n in 1 100; do
         BODY_FILE=$D/body$n.json timeout $((DURATION + 30)) wrk -t2 -c8 -d"${DURATION}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/predict" > "$D/wrk$n.txt"
         RPS=$(awk '/Requests\/sec/ {print $2}' "$D/wrk$n.txt")
@@ -248,9 +255,10 @@ PY
     log "fixed rate $RATE req/s 1-row with $RELOADS reloads: $RELOAD"
     METRICS=$(curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^streamrec_serve_(reloads_total|rejected_checkpoints_total|model_step|model_load_seconds) ')
     log "server: $(echo "$METRICS" | tr '\n' ' ')"
-    python3 - "$RELOAD" "$MODEL_BYTES" "$RSS_LOADED" "$FIXED" "$RATE" <<'PY' | tee -a "$RESULTS"
+    log "load average after the reload stage: $(cut -d' ' -f1-3 /proc/loadavg)"
+    python3 - "$RELOAD" "$MODEL_BYTES" "$RSS_LOADED" "$FIXED" "$RATE" "$PARAM_BYTES" <<'PY' | tee -a "$RESULTS"
 import json, sys
-r = json.loads(sys.argv[1]); model = int(sys.argv[2]) / 1024
+r = json.loads(sys.argv[1]); model = int(sys.argv[2]) / 1024; params = int(sys.argv[6]) / 1024
 f = json.loads(sys.argv[4]); rate = sys.argv[5]
 a = f.get("all", {})
 print(f"fixed {rate} req/s 1-row: p50 {a.get('p50_ms')} ms, p99 {a.get('p99_ms')} ms, max {a.get('max_ms')} ms; "
@@ -258,7 +266,8 @@ print(f"fixed {rate} req/s 1-row: p50 {a.get('p50_ms')} ms, p99 {a.get('p99_ms')
 peak, before = r.get("rss_peak_during_kib"), r.get("rss_before_kib")
 if peak:
     print(f"memory: model {model:.0f} KiB; RSS before reloads {before} KiB, peak during reloads {peak} KiB; "
-          f"peak/model {peak / model:.2f}; growth during reload/model {(peak - before) / model:.2f}")
+          f"peak/model {peak / model:.2f}; growth during reload/model {(peak - before) / model:.2f}; "
+          f"growth/parameters {(peak - before) / params:.2f}")
 s, d = r.get("steady", {}), r.get("during_reloads", {})
 if s and d:
     print(f"reloads: steady p50 {s['p50_ms']} ms p99 {s['p99_ms']} ms; during reloads p50 {d['p50_ms']} ms p99 {d['p99_ms']} ms "
