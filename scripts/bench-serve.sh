@@ -127,10 +127,14 @@ async def run(host, port, body, rate, duration, conns, on_start=None, timeout=5.
                                         "elapsed_s": round(elapsed, 2), "errors": errors}
 
 def rss_kib(pid):
+    """(VmRSS, RssAnon) in KiB: all resident pages, and the anonymous part (heap, stacks: what the
+    process allocated, without the mapped code and data of the binary and its shared libraries)."""
+    rss = anon = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"): return int(line.split()[1])
-    return 0
+            if line.startswith("VmRSS:"): rss = int(line.split()[1])
+            elif line.startswith("RssAnon:"): anon = int(line.split()[1])
+    return rss, anon
 
 def write_versions(ckpt_root, base, count, gap, first_step, stop_at):
     """Copies `base` to new step directories (manifest step rewritten) and points LATEST at each."""
@@ -189,8 +193,10 @@ def main():
         out["steady"] = summary(steady); out["during_reloads"] = summary(during)
         before = [r for t, r in rss if t < window["start"]]
         inside = [r for t, r in rss if window["start"] <= t <= window["end"] + 0.5]
-        out["rss_before_kib"] = max(before) if before else None
-        out["rss_peak_during_kib"] = max(inside) if inside else None
+        out["rss_before_kib"] = max(r[0] for r in before) if before else None
+        out["rss_peak_during_kib"] = max(r[0] for r in inside) if inside else None
+        out["anon_before_kib"] = max(r[1] for r in before) if before else None
+        out["anon_peak_during_kib"] = max(r[1] for r in inside) if inside else None
     else:
         out["all"] = summary([l for _, l in lat])
     print(json.dumps(out))
@@ -239,8 +245,9 @@ PY
     SERVER_PID=$!
     for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.05; done
     RSS_LOADED=$(awk '/VmRSS/ {print $2}' /proc/$SERVER_PID/status)
+    ANON_LOADED=$(awk '/RssAnon/ {print $2}' /proc/$SERVER_PID/status)
     log ""
-    log "== $preset: $BASE, model.safetensors $((MODEL_BYTES / 1024)) KiB (parameters without optimizer state $((PARAM_BYTES / 1024)) KiB), server RSS after load $RSS_LOADED KiB"
+    log "== $preset: $BASE, model.safetensors $((MODEL_BYTES / 1024)) KiB (parameters without optimizer state $((PARAM_BYTES / 1024)) KiB), server RSS after load $RSS_LOADED KiB (anonymous $ANON_LOADED KiB)"
     for n in 1 100; do
         BODY_FILE=$D/body$n.json timeout $((DURATION + 30)) wrk -t2 -c8 -d"${DURATION}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/predict" > "$D/wrk$n.txt"
         RPS=$(awk '/Requests\/sec/ {print $2}' "$D/wrk$n.txt")
@@ -268,6 +275,10 @@ if peak:
     print(f"memory: model {model:.0f} KiB; RSS before reloads {before} KiB, peak during reloads {peak} KiB; "
           f"peak/model {peak / model:.2f}; growth during reload/model {(peak - before) / model:.2f}; "
           f"growth/parameters {(peak - before) / params:.2f}")
+    a0, a1 = r.get("anon_before_kib"), r.get("anon_peak_during_kib")
+    if a1:
+        print(f"memory (anonymous only, without mapped code of the binary and libraries): before reloads {a0} KiB, "
+              f"peak {a1} KiB; peak/model {a1 / model:.2f}; growth/model {(a1 - a0) / model:.2f}")
 s, d = r.get("steady", {}), r.get("during_reloads", {})
 if s and d:
     print(f"reloads: steady p50 {s['p50_ms']} ms p99 {s['p99_ms']} ms; during reloads p50 {d['p50_ms']} ms p99 {d['p99_ms']} ms "
