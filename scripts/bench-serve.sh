@@ -3,6 +3,9 @@
 #
 #   scripts/bench-serve.sh                 # both configs; results in $WORK/results.txt
 #   PRESETS=small DURATION=5 scripts/bench-serve.sh
+#   CONTROL=1 PRESETS=large scripts/bench-serve.sh   # control: versions are written as usual, but the
+#                                                    # server watches a copy of the directory and never
+#                                                    # reloads (what the writing alone costs the latency)
 #
 # For each config (large = configs/widedeep.yaml, small = --preset small) it trains a checkpoint on a
 # few thousand generated rows, starts the release server, then measures:
@@ -22,6 +25,7 @@ RATE=${RATE:-1000}
 DURATION=${DURATION:-10}
 RELOADS=${RELOADS:-20}
 RELOAD_GAP=${RELOAD_GAP:-0.5}
+CONTROL=${CONTROL:-0}
 ROWS=${ROWS:-3000}
 BIN=${STREAMREC_BIN:-$ROOT/.build/release/streamrec}
 mkdir -p "$WORK"
@@ -241,7 +245,9 @@ json.dump({"rows": rows[:100]}, open(d + "/body100.json", "w"))
 PY
     PORT=$(free_port)
     EMPTY=$D/empty; mkdir -p "$EMPTY"
-    "$BIN" serve --checkpoints "$D/ckpt" --port "$PORT" --max-rows 1000 2>"$D/serve.log" &
+    WATCHED=$D/ckpt
+    if [[ $CONTROL == 1 ]]; then WATCHED=$D/ckpt-control; rm -rf "$WATCHED"; cp -r "$D/ckpt" "$WATCHED"; log "CONTROL=1: the server watches $WATCHED; versions are written to $D/ckpt and never loaded"; fi
+    "$BIN" serve --checkpoints "$WATCHED" --port "$PORT" --max-rows 1000 2>"$D/serve.log" &
     SERVER_PID=$!
     for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.05; done
     RSS_LOADED=$(awk '/VmRSS/ {print $2}' /proc/$SERVER_PID/status)
