@@ -3,6 +3,9 @@
 #
 #   scripts/bench-serve.sh                 # both configs; results in $WORK/results.txt
 #   PRESETS=small DURATION=5 scripts/bench-serve.sh
+#   CONTROL=1 PRESETS=large scripts/bench-serve.sh   # control: versions are written as usual, but the
+#                                                    # server watches a copy of the directory and never
+#                                                    # reloads (what the writing alone costs the latency)
 #
 # For each config (large = configs/widedeep.yaml, small = --preset small) it trains a checkpoint on a
 # few thousand generated rows, starts the release server, then measures:
@@ -22,6 +25,7 @@ RATE=${RATE:-1000}
 DURATION=${DURATION:-10}
 RELOADS=${RELOADS:-20}
 RELOAD_GAP=${RELOAD_GAP:-0.5}
+CONTROL=${CONTROL:-0}
 ROWS=${ROWS:-3000}
 BIN=${STREAMREC_BIN:-$ROOT/.build/release/streamrec}
 mkdir -p "$WORK"
@@ -127,10 +131,14 @@ async def run(host, port, body, rate, duration, conns, on_start=None, timeout=5.
                                         "elapsed_s": round(elapsed, 2), "errors": errors}
 
 def rss_kib(pid):
+    """(VmRSS, RssAnon) in KiB: all resident pages, and the anonymous part (heap, stacks: what the
+    process allocated, without the mapped code and data of the binary and its shared libraries)."""
+    rss = anon = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"): return int(line.split()[1])
-    return 0
+            if line.startswith("VmRSS:"): rss = int(line.split()[1])
+            elif line.startswith("RssAnon:"): anon = int(line.split()[1])
+    return rss, anon
 
 def write_versions(ckpt_root, base, count, gap, first_step, stop_at):
     """Copies `base` to new step directories (manifest step rewritten) and points LATEST at each."""
@@ -189,8 +197,10 @@ def main():
         out["steady"] = summary(steady); out["during_reloads"] = summary(during)
         before = [r for t, r in rss if t < window["start"]]
         inside = [r for t, r in rss if window["start"] <= t <= window["end"] + 0.5]
-        out["rss_before_kib"] = max(before) if before else None
-        out["rss_peak_during_kib"] = max(inside) if inside else None
+        out["rss_before_kib"] = max(r[0] for r in before) if before else None
+        out["rss_peak_during_kib"] = max(r[0] for r in inside) if inside else None
+        out["anon_before_kib"] = max(r[1] for r in before) if before else None
+        out["anon_peak_during_kib"] = max(r[1] for r in inside) if inside else None
     else:
         out["all"] = summary([l for _, l in lat])
     print(json.dumps(out))
@@ -206,7 +216,7 @@ LUA
 
 log() { echo "$*" | tee -a "$RESULTS"; }
 
-log "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; $(uname -r)"
+log "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; $(uname -r); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 log "binary: $BIN"
 for preset in $PRESETS; do
     D=$WORK/$preset
@@ -218,6 +228,13 @@ for preset in $PRESETS; do
         --checkpoint-dir "$D/ckpt" --checkpoint-every 1 --keep 2 --log-every 1 >"$D/train.log" 2>&1
     BASE=$(cat "$D/ckpt/LATEST")
     MODEL_BYTES=$(stat -c %s "$D/ckpt/$BASE/model.safetensors")
+    # Bytes of the tensors a server keeps (model.safetensors also holds the optimizer state, optim.*).
+    PARAM_BYTES=$(python3 - "$D/ckpt/$BASE/model.safetensors" <<'PY'
+import json, struct, sys
+f = open(sys.argv[1], "rb"); n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n))
+print(sum(e["data_offsets"][1] - e["data_offsets"][0] for k, e in h.items() if k != "__metadata__" and not k.startswith("optim.")))
+PY
+)
     # Bodies: 1 row and 100 rows (unlabelled rows: label column cut off).
     python3 - "$D" <<'PY'
 import json, sys
@@ -228,12 +245,15 @@ json.dump({"rows": rows[:100]}, open(d + "/body100.json", "w"))
 PY
     PORT=$(free_port)
     EMPTY=$D/empty; mkdir -p "$EMPTY"
-    "$BIN" serve --checkpoints "$D/ckpt" --port "$PORT" --max-rows 1000 2>"$D/serve.log" &
+    WATCHED=$D/ckpt
+    if [[ $CONTROL == 1 ]]; then WATCHED=$D/ckpt-control; rm -rf "$WATCHED"; cp -r "$D/ckpt" "$WATCHED"; log "CONTROL=1: the server watches $WATCHED; versions are written to $D/ckpt and never loaded"; fi
+    "$BIN" serve --checkpoints "$WATCHED" --port "$PORT" --max-rows 1000 2>"$D/serve.log" &
     SERVER_PID=$!
     for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.05; done
     RSS_LOADED=$(awk '/VmRSS/ {print $2}' /proc/$SERVER_PID/status)
+    ANON_LOADED=$(awk '/RssAnon/ {print $2}' /proc/$SERVER_PID/status)
     log ""
-    log "== $preset: $BASE, model.safetensors $((MODEL_BYTES / 1024)) KiB, server RSS after load $RSS_LOADED KiB"
+    log "== $preset: $BASE, model.safetensors $((MODEL_BYTES / 1024)) KiB (parameters without optimizer state $((PARAM_BYTES / 1024)) KiB), server RSS after load $RSS_LOADED KiB (anonymous $ANON_LOADED KiB)"
     for n in 1 100; do
         BODY_FILE=$D/body$n.json timeout $((DURATION + 30)) wrk -t2 -c8 -d"${DURATION}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/predict" > "$D/wrk$n.txt"
         RPS=$(awk '/Requests\/sec/ {print $2}' "$D/wrk$n.txt")
@@ -248,9 +268,10 @@ PY
     log "fixed rate $RATE req/s 1-row with $RELOADS reloads: $RELOAD"
     METRICS=$(curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^streamrec_serve_(reloads_total|rejected_checkpoints_total|model_step|model_load_seconds) ')
     log "server: $(echo "$METRICS" | tr '\n' ' ')"
-    python3 - "$RELOAD" "$MODEL_BYTES" "$RSS_LOADED" "$FIXED" "$RATE" <<'PY' | tee -a "$RESULTS"
+    log "load average after the reload stage: $(cut -d' ' -f1-3 /proc/loadavg)"
+    python3 - "$RELOAD" "$MODEL_BYTES" "$RSS_LOADED" "$FIXED" "$RATE" "$PARAM_BYTES" <<'PY' | tee -a "$RESULTS"
 import json, sys
-r = json.loads(sys.argv[1]); model = int(sys.argv[2]) / 1024
+r = json.loads(sys.argv[1]); model = int(sys.argv[2]) / 1024; params = int(sys.argv[6]) / 1024
 f = json.loads(sys.argv[4]); rate = sys.argv[5]
 a = f.get("all", {})
 print(f"fixed {rate} req/s 1-row: p50 {a.get('p50_ms')} ms, p99 {a.get('p99_ms')} ms, max {a.get('max_ms')} ms; "
@@ -258,7 +279,12 @@ print(f"fixed {rate} req/s 1-row: p50 {a.get('p50_ms')} ms, p99 {a.get('p99_ms')
 peak, before = r.get("rss_peak_during_kib"), r.get("rss_before_kib")
 if peak:
     print(f"memory: model {model:.0f} KiB; RSS before reloads {before} KiB, peak during reloads {peak} KiB; "
-          f"peak/model {peak / model:.2f}; growth during reload/model {(peak - before) / model:.2f}")
+          f"peak/model {peak / model:.2f}; growth during reload/model {(peak - before) / model:.2f}; "
+          f"growth/parameters {(peak - before) / params:.2f}")
+    a0, a1 = r.get("anon_before_kib"), r.get("anon_peak_during_kib")
+    if a1:
+        print(f"memory (anonymous only, without mapped code of the binary and libraries): before reloads {a0} KiB, "
+              f"peak {a1} KiB; peak/model {a1 / model:.2f}; growth/model {(a1 - a0) / model:.2f}")
 s, d = r.get("steady", {}), r.get("during_reloads", {})
 if s and d:
     print(f"reloads: steady p50 {s['p50_ms']} ms p99 {s['p99_ms']} ms; during reloads p50 {d['p50_ms']} ms p99 {d['p99_ms']} ms "

@@ -77,6 +77,8 @@ struct Serve: ParsableCommand {
         // CPU a request costs and competing with the request threads (measured: 6.1 → 3.2 ms CPU
         // per 1-row request on the large config).
         BLAS.setThreads(1)
+        // Large freed blocks (a replaced model version) go straight back to the kernel.
+        configureAllocatorForServing()
         let settings = ServeSettings(
             checkpoints: URL(fileURLWithPath: checkpoints, isDirectory: true), host: host, port: port,
             limits: PredictLimits(maxRows: maxRows, maxBodyBytes: maxBodyBytes.bytes),

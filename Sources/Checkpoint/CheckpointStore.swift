@@ -373,7 +373,12 @@ public struct CheckpointStore: Sendable {
     /// parses and has a known format and version, every listed file has the listed size and
     /// sha256, model.safetensors (and the dictionary, if named) are listed, no unlisted files
     /// are present, and model.safetensors passes the validating reader. Reads every file.
-    public static func verify(_ dir: URL) -> [CheckpointProblem] {
+    ///
+    /// `digestCheckedByCaller`: files whose size is checked here but whose sha256 (and, for
+    /// model.safetensors, structure) the caller checks itself while reading them once
+    /// (`SafeTensorsStream.read` returns the digest to compare with `manifest.files`). A caller
+    /// that passes a name and does not check it loads an unverified file.
+    public static func verify(_ dir: URL, digestCheckedByCaller: Set<String> = []) -> [CheckpointProblem] {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         guard fm.fileExists(atPath: dir.path, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -408,6 +413,14 @@ public struct CheckpointStore: Sendable {
                 problems.append(CheckpointProblem(file: name, message: "listed in the manifest but missing"))
                 continue
             }
+            if digestCheckedByCaller.contains(name) {
+                let size = (try? fm.attributesOfItem(atPath: url.path)[.size] as? Int) ?? -1
+                if size != expected.bytes {
+                    problems.append(CheckpointProblem(
+                        file: name, message: "size is \(size) bytes, manifest says \(expected.bytes)"))
+                }
+                continue
+            }
             do {
                 let actual = try digest(of: url)
                 if actual.bytes != expected.bytes {
@@ -429,7 +442,7 @@ public struct CheckpointStore: Sendable {
         }
 
         let model = dir.appendingPathComponent(modelFileName)
-        if fm.fileExists(atPath: model.path) {
+        if !digestCheckedByCaller.contains(modelFileName), fm.fileExists(atPath: model.path) {
             do {
                 _ = try SafeTensorsFile(url: model)
             } catch {
@@ -458,13 +471,18 @@ public struct CheckpointStore: Sendable {
         } catch {
             throw CheckpointError.io(path: url.path, message: "read failed: \(error.localizedDescription)")
         }
+        return FileDigest(sha256: hex(hasher.finalize()), bytes: total)
+    }
+
+    /// Lower-case hex of a digest, as manifests store it.
+    static func hex(_ digest: SHA256.Digest) -> String {
         let hexDigits = Array("0123456789abcdef".utf8)
         var hex = [UInt8]()
-        for byte in hasher.finalize() {
+        for byte in digest {
             hex.append(hexDigits[Int(byte >> 4)])
             hex.append(hexDigits[Int(byte & 0x0f)])
         }
-        return FileDigest(sha256: String(decoding: hex, as: UTF8.self), bytes: total)
+        return String(decoding: hex, as: UTF8.self)
     }
 
     // MARK: POSIX helpers (errors become CheckpointError.io)

@@ -346,7 +346,17 @@ public struct SafeTensorsFile: Sendable {
         dataOffset = 8 + headerLength
         let dataLength = size - dataOffset
         let headerData = contents.subdata(in: contents.startIndex + 8 ..< contents.startIndex + dataOffset)
+        let (metadata, infos) = try Self.parseHeader(headerData, dataLength: dataLength, path: path)
+        self.metadata = metadata
+        self.tensors = infos
+        self.index = Dictionary(uniqueKeysWithValues: infos.enumerated().map { ($1.name, $0) })
+    }
 
+    /// Parses and validates a JSON header (without the 8-byte length prefix) against a data
+    /// section of `dataLength` bytes: dtypes, byte counts, tensors contiguous and in bounds and
+    /// filling the data section exactly. Returns the metadata and the tensors sorted by offset.
+    /// Shared by `init` and `SafeTensorsStream`, so both accept exactly the same files.
+    static func parseHeader(_ headerData: Data, dataLength: Int, path: String) throws -> ([String: String], [TensorInfo]) {
         let root: JSONValue
         do {
             root = try JSONDecoder().decode(JSONValue.self, from: headerData)
@@ -404,10 +414,7 @@ public struct SafeTensorsFile: Sendable {
         guard cursor == dataLength else {
             throw SafeTensorsError.trailingBytes(path: path, used: cursor, dataLength: dataLength)
         }
-
-        self.metadata = metadata
-        self.tensors = infos
-        self.index = Dictionary(uniqueKeysWithValues: infos.enumerated().map { ($1.name, $0) })
+        return (metadata, infos)
     }
 
     private static func parseEntry(name: String, entry: JSONValue, path: String) throws -> TensorInfo {

@@ -90,6 +90,22 @@ public final class RowStore: @unchecked Sendable {
         return chunks[s / chunkRows].pointer + (s % chunkRows) * stride + dim * k
     }
 
+    /// The memory of rows `rows` as contiguous pieces (one per chunk they span), in slot order.
+    /// Only for a store without optimizer states, whose rows within a chunk are back to back:
+    /// a loader reads a `[rows × dim]` tensor straight into them.
+    public func contiguousSegments(rows: Range<Int>) -> [UnsafeMutableBufferPointer<Float>] {
+        precondition(stateCount == 0, "rows are contiguous only in a store without optimizer states")
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= count, "rows \(rows) outside 0..<\(count)")
+        var out: [UnsafeMutableBufferPointer<Float>] = []
+        var s = rows.lowerBound
+        while s < rows.upperBound {
+            let end = min(rows.upperBound, (s / Self.chunkRows + 1) * Self.chunkRows)
+            out.append(UnsafeMutableBufferPointer(start: row(Int32(s)), count: (end - s) * dim))
+            s = end
+        }
+        return out
+    }
+
     /// Bytes held (parameters and optimizer state), for memory reports.
     public var allocatedBytes: Int { chunks.count * Self.chunkRows * stride * 4 }
 }

@@ -19,7 +19,7 @@ import Training
 /// workspace from the pool for the duration of the call; the model itself is only read.
 ///
 /// ```swift
-/// let served = try ServingModel.load(directory: dir, maxRows: 1000)
+/// let served = try ServingModel.load(directory: dir, workspaceRows: 1000)
 /// let p = try served.predict(rows: [row])
 /// ```
 public final class ServingModel: Sendable {
@@ -34,14 +34,21 @@ public final class ServingModel: Sendable {
     public let loadSeconds: Double
     /// Size of `model.safetensors` on disk.
     public let modelFileBytes: Int
+    /// Inference-only (`WideDeepModel.forInference`): parameters without optimizer state.
     public let model: WideDeepModel
     public let encoder: FeatureEncoder
+    /// sha256 of the checkpoint's feature statistics file (from its verified manifest), if any.
+    public let statsDigest: String?
+    /// True when this version's dictionaries were taken from the version it replaced (its
+    /// statistics file is byte-identical, by sha256) instead of being parsed again.
+    public let reusedDictionary: Bool
     /// Rows a workspace holds; longer requests are split into chunks of this size.
     public let workspaceRows: Int
     let pool: WorkspacePool
 
-    init(model: WideDeepModel, stats: FeatureStats, manifest: CheckpointManifest, directory: URL,
-         workspaceRows: Int, loadSeconds: Double, modelFileBytes: Int, pool: WorkspacePool? = nil) {
+    init(model: WideDeepModel, encoder: FeatureEncoder, statsDigest: String?, reusedDictionary: Bool,
+         manifest: CheckpointManifest, directory: URL, workspaceRows: Int, loadSeconds: Double,
+         modelFileBytes: Int, pool: WorkspacePool) {
         version = directory.lastPathComponent
         step = manifest.step
         samplesTrained = manifest.samplesTrained
@@ -51,41 +58,58 @@ public final class ServingModel: Sendable {
         self.loadSeconds = loadSeconds
         self.modelFileBytes = modelFileBytes
         self.model = model
-        encoder = FeatureEncoder(stats: stats)
+        self.encoder = encoder
+        self.statsDigest = statsDigest
+        self.reusedDictionary = reusedDictionary
         self.workspaceRows = max(1, workspaceRows)
-        self.pool = pool ?? WorkspacePool(config: model.config, rows: self.workspaceRows)
+        self.pool = pool
     }
 
-    /// Verifies (sha256 of every file, structure, tensor shapes against the config) and loads
-    /// the checkpoint at `directory`, then runs a warm-up prediction on a dummy row through the
-    /// real request path. Throws with every problem it found; never returns a half-loaded model.
-    /// Slow (reads and hashes every file): call it off the request path.
+    /// The model's memory (parameters, rows, dictionaries the next version does not share) is
+    /// given back on a background thread, not on the request thread that happened to drop the
+    /// last reference: freeing tens of MB (munmap, page freeing, TLB shootdowns) and a large
+    /// dictionary costs milliseconds a request should not wait for.
+    deinit {
+        BackgroundRelease.release(model: model, encoder: encoder)
+    }
+
+    /// Verifies and loads the checkpoint at `directory` (see `loadForServing`: every file's sha256
+    /// and size, structure, tensor shapes against the config; `model.safetensors` is read once,
+    /// hashed as it is read, straight into an inference-only model), then runs a warm-up
+    /// prediction on a dummy row through the real request path. Throws with the problems it
+    /// found; never returns a half-loaded model. Slow: call it off the request path.
     ///
-    /// Workspaces depend only on the model config, so a new version with the same config as
-    /// `previous` shares its workspace pool: a swap allocates nothing on the request path.
-    public static func load(directory: URL, workspaceRows: Int, previous: ServingModel? = nil) throws -> ServingModel {
+    /// With `previous`: workspaces depend only on the model config, so a new version with the same
+    /// config shares its workspace pool (a swap allocates nothing on the request path), and a
+    /// byte-identical statistics file (same sha256) reuses its parsed dictionaries.
+    public static func load(directory: URL, workspaceRows: Int, previous: ServingModel? = nil,
+                            afterChunk: () -> Void = {}) throws -> ServingModel {
         let start = ContinuousClock.now
-        let (model, stats, manifest) = try loadForServing(directory)
-        let fileBytes = (try? FileManager.default.attributesOfItem(
-            atPath: directory.appendingPathComponent(CheckpointStore.modelFileName).path)[.size] as? Int) ?? 0
-        // Warm-up: one dummy row (all dense missing, all categories empty), small workspace.
-        let warmup = ServingModel(model: model, stats: stats, manifest: manifest, directory: directory,
-                                  workspaceRows: 1, loadSeconds: 0, modelFileBytes: fileBytes)
-        let p = warmup.predict(rows: [CriteoRow()])
+        let loaded = try loadForServing(directory, previous: previous, afterChunk: afterChunk)
+        let rows = max(1, workspaceRows)
+        let shared = previous.flatMap { $0.model.config == loaded.model.config && $0.workspaceRows == rows ? $0.pool : nil }
+        let pool = shared ?? WorkspacePool(config: loaded.model.config, rows: rows)
+        if shared == nil { pool.prewarm() }
+        // Warm-up: one dummy row (all dense missing, all categories empty), through the same code
+        // as a request (a small workspace from the pool; a shared pool has them parked already).
+        let p = Self.predict(rows: [CriteoRow()], model: loaded.model, encoder: loaded.encoder, pool: pool, workspaceRows: rows)
         guard p.count == 1, p[0].isFinite, p[0] >= 0, p[0] <= 1 else {
             throw CheckpointLoadError("checkpoint \(directory.path): warm-up prediction gave \(p), not a probability; refusing it")
         }
-        let shared = previous.flatMap { $0.model.config == model.config && $0.workspaceRows == max(1, workspaceRows) ? $0.pool : nil }
-        let pool = shared ?? WorkspacePool(config: model.config, rows: max(1, workspaceRows))
-        if shared == nil { pool.prewarm() }
-        return ServingModel(model: model, stats: stats, manifest: manifest, directory: directory,
-                            workspaceRows: workspaceRows, loadSeconds: (ContinuousClock.now - start).seconds,
-                            modelFileBytes: fileBytes, pool: pool)
+        return ServingModel(model: loaded.model, encoder: loaded.encoder, statsDigest: loaded.statsDigest,
+                            reusedDictionary: loaded.reusedDictionary, manifest: loaded.manifest, directory: directory,
+                            workspaceRows: rows, loadSeconds: (ContinuousClock.now - start).seconds,
+                            modelFileBytes: loaded.modelFileBytes, pool: pool)
     }
 
     /// Encodes `rows` with the checkpoint's dictionaries and normalisation and returns one click
     /// probability per row, in order.
     public func predict(rows: [CriteoRow]) -> [Float] {
+        Self.predict(rows: rows, model: model, encoder: encoder, pool: pool, workspaceRows: workspaceRows)
+    }
+
+    static func predict(rows: [CriteoRow], model: WideDeepModel, encoder: FeatureEncoder, pool: WorkspacePool,
+                        workspaceRows: Int) -> [Float] {
         let F = CriteoSchema.fieldCount
         var out: [Float] = []
         out.reserveCapacity(rows.count)
@@ -152,55 +176,6 @@ final class WorkspacePool: Sendable {
     }
 
     var parked: Int { small.withLock { $0.count } + large.withLock { $0.count } }
-}
-
-/// Loads a checkpoint for serving: the same verification as `WideDeepCheckpoint.load(verify: true)`
-/// (every file's sha256 and size, manifest, safetensors structure, model kind, tensor shapes
-/// against the config), but it does not read the optimizer-state tensors (serving never uses
-/// them) and gives their zero-filled memory back to the kernel, so a loaded version costs about
-/// a third of `model.safetensors` and a reload stays well under 2× the model size.
-func loadForServing(_ dir: URL) throws -> (WideDeepModel, FeatureStats, CheckpointManifest) {
-    let problems = CheckpointStore.verify(dir)
-    if !problems.isEmpty {
-        throw CheckpointLoadError("checkpoint \(dir.path) failed verification: " +
-                                  problems.map(\.description).joined(separator: "; "))
-    }
-    let manifest = try CheckpointStore.loadManifest(dir)
-    guard manifest.modelKind == WideDeepCheckpoint.modelKind else {
-        throw CheckpointLoadError("checkpoint \(dir.path) holds a '\(manifest.modelKind)' model, expected '\(WideDeepCheckpoint.modelKind)'")
-    }
-    let config = try JSONDecoder().decode(WideDeepConfig.self, from: JSONEncoder().encode(manifest.modelConfig))
-    let model: WideDeepModel
-    do {
-        let file = try SafeTensorsFile(url: dir.appendingPathComponent(CheckpointStore.modelFileName))
-        var tensors: [String: ModelTensor] = [:]
-        for info in file.tensors where !info.name.hasPrefix("optim.") {
-            switch info.dtype {
-            case .f32: tensors[info.name] = ModelTensor(name: info.name, shape: info.shape, storage: .float32(try file.floats(info.name)))
-            case .i32: tensors[info.name] = ModelTensor(name: info.name, shape: info.shape, storage: .int32(try file.int32s(info.name)))
-            default: throw CheckpointLoadError("tensor \(info.name) has unsupported dtype \(info.dtype.rawValue)")
-            }
-        }
-        model = try WideDeepModel.load(config: config, tensors: tensors, step: manifest.step)
-    }
-    releasePages(model.adamM.buffer)
-    releasePages(model.adamV.buffer)
-    let stats = try FeatureStats.read(from: dir.appendingPathComponent(manifest.dictionary ?? WideDeepCheckpoint.statsFileName))
-    return (model, stats, manifest)
-}
-
-/// Returns the whole pages inside `buffer` to the kernel (they read back as zeros). Used for the
-/// optimizer moments a serving model allocates but never touches.
-private func releasePages(_ buffer: UnsafeMutableBufferPointer<Float>) {
-    #if canImport(Glibc)
-    guard let base = buffer.baseAddress else { return }
-    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-    let start = (Int(bitPattern: base) + page - 1) / page * page
-    let end = (Int(bitPattern: base) + buffer.count * MemoryLayout<Float>.stride) / page * page
-    if end > start {
-        _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_DONTNEED)
-    }
-    #endif
 }
 
 extension Duration {

@@ -169,6 +169,49 @@ func randomBatch(_ B: Int, fields F: Int, ids: Int32 = 40, seed: UInt64) -> Feat
         #expect(b.exportTensors() == a.exportTensors())
     }
 
+    @Test func inferenceModelFilledInPlacePredictsLikeTheTrainedModel() throws {
+        // More than one 4096-row chunk, so the contiguous segments cross a chunk boundary.
+        let a = WideDeepModel(config: tinyConfig())
+        let big = randomBatch(2000, fields: 3, ids: 20_000, seed: 5)
+        a.trainStep(big, workspace: a.makeWorkspace(capacity: 2000), grads: a.makeGradients())
+        #expect(a.sparseRowCount > 4096)
+        let tensors = Dictionary(uniqueKeysWithValues: a.exportTensors(includeOptimizer: false).map { ($0.name, $0) })
+
+        let b = WideDeepModel.forInference(config: tinyConfig())
+        #expect(!b.trainable && b.adamM.count == 0 && b.adamV.count == 0)
+        for e in b.denseLayout.entries {
+            let v = tensors[e.name]!.floats!
+            for i in 0..<e.count { b.params[e.offset + i] = v[i] }
+        }
+        let ids = tensors["sparse.ids"]!.int32s!, n = ids.count
+        b.reserveInferenceRows(n)
+        let segments = b.deepRows.contiguousSegments(rows: 0..<n)
+        #expect(segments.count == (n + 4095) / 4096)
+        var k = 0
+        for seg in segments { for i in 0..<seg.count { seg[i] = tensors["deep.embedding.weight"]!.floats![k]; k += 1 } }
+        #expect(k == n * 4)
+        k = 0
+        for seg in b.wideRows.contiguousSegments(rows: 0..<n) { for i in 0..<seg.count { seg[i] = tensors["wide.weight"]!.floats![k]; k += 1 } }
+        try ids.withUnsafeBufferPointer { try b.registerInferenceIds($0) }
+        #expect(b.sparseRowCount == n)
+        // A third of the trainable model's memory.
+        #expect(b.parameterBytes * 3 == a.parameterBytes)
+
+        // Seen ids and ids neither model has (read as zero rows) alike.
+        let probe = randomBatch(64, fields: 3, ids: 30_000, seed: 6)
+        #expect(b.predict(probe, workspace: b.makeWorkspace(capacity: 64)) == a.predict(probe, workspace: a.makeWorkspace(capacity: 64)))
+    }
+
+    @Test func inferenceIdsMustBeUniqueAndFitTheReservedRows() {
+        let m = WideDeepModel.forInference(config: tinyConfig())
+        m.reserveInferenceRows(3)
+        #expect(throws: ModelError.self) { try [Int32(1), 2, 1].withUnsafeBufferPointer { try m.registerInferenceIds($0) } }
+        let fresh = WideDeepModel.forInference(config: tinyConfig())
+        fresh.reserveInferenceRows(2)
+        #expect(throws: ModelError.self) { try [Int32(1), 2, 3].withUnsafeBufferPointer { try fresh.registerInferenceIds($0) } }
+        #expect(throws: ModelError.self) { try [Int32(-4)].withUnsafeBufferPointer { try fresh.registerInferenceIds($0) } }
+    }
+
     @Test func loadRejectsAMismatchedShape() {
         let a = WideDeepModel(config: tinyConfig())
         let tensors = Dictionary(uniqueKeysWithValues: a.exportTensors().map { ($0.name, $0) })

@@ -37,13 +37,13 @@ final class TinyModelFixture: @unchecked Sendable {
 
     /// Trains one more step (so versions differ) and writes checkpoint `step`.
     @discardableResult
-    func write(step: Int, train: Bool = true) throws -> URL {
+    func write(step: Int, train: Bool = true, stats: FeatureStats? = nil) throws -> URL {
         if train {
             let lines = rows.map { "1\t" + $0 }
-            let batch = BatchPacker.pack(lines: lines, encoder: FeatureEncoder(stats: stats), batchSize: 64).batches[0]
+            let batch = BatchPacker.pack(lines: lines, encoder: FeatureEncoder(stats: self.stats), batchSize: 64).batches[0]
             model.trainStep(batch, workspace: model.makeWorkspace(capacity: 64), grads: model.makeGradients())
         }
-        let snap = WideDeepCheckpoint.snapshot(model: model, stats: stats,
+        let snap = WideDeepCheckpoint.snapshot(model: model, stats: stats ?? self.stats,
                                                record: .init(step: step, samplesTrained: step * 64, wallTimeSeconds: 1,
                                                              metrics: ["auc": 0.5]))
         return try WideDeepCheckpoint.write(snap, to: store)
@@ -57,6 +57,12 @@ final class TinyModelFixture: @unchecked Sendable {
         let batch = BatchPacker.pack(lines: rows, encoder: encoder, parser: CriteoParser(labels: .optional),
                                      batchSize: rows.count).batches[0]
         return loaded.model.predict(batch, workspace: loaded.model.makeWorkspace(capacity: rows.count))
+    }
+
+    /// Statistics of the fixture's training rows with another frequency threshold (a different
+    /// dictionary, as a checkpoint written after the dictionary changed would carry).
+    func otherStats(minFrequency: Int) throws -> FeatureStats {
+        try FeatureStats.compute(file: dir.appendingPathComponent("train.tsv").path, minFrequency: minFrequency).stats
     }
 
     /// Flips one byte in the middle of a checkpoint's model.safetensors.

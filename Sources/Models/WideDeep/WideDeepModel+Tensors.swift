@@ -75,7 +75,8 @@ public struct WideDeepSnapshot: @unchecked Sendable {
 
 extension WideDeepModel {
     public func snapshot() -> WideDeepSnapshot {
-        WideDeepSnapshot(config: config, layout: denseLayout, params: params.toArray(), adamM: adamM.toArray(), adamV: adamV.toArray(),
+        precondition(trainable, "an inference-only model (WideDeepModel.forInference) has no optimizer state to snapshot")
+        return WideDeepSnapshot(config: config, layout: denseLayout, params: params.toArray(), adamM: adamM.toArray(), adamV: adamV.toArray(),
                          wideBiasLinear: wideBiasLinear, wideBiasAccumulator: wideBiasAccumulator, idOfSlot: index.idOfSlot,
                          deepChunks: deepRows.copyChunks(), wideChunks: wideRows.copyChunks())
     }

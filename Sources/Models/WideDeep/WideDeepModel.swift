@@ -127,8 +127,24 @@ public final class WideDeepModel: @unchecked Sendable {
     private var epoch: Int32 = 0
     private var rowScratch: FloatBuffer
 
-    public init(config: WideDeepConfig) {
+    /// False for a model built by `forInference(config:)`: it holds no optimizer state and can
+    /// only predict.
+    public let trainable: Bool
+
+    public convenience init(config: WideDeepConfig) {
+        self.init(config: config, trainable: true)
+    }
+
+    /// A model that can only predict: no Adam moments, no FTRL state, sparse rows of values only
+    /// (a third of a trainable model's memory), and all parameters zero until loaded (see
+    /// `reserveInferenceRows` and `registerInferenceIds`). Training calls on it stop the process.
+    public static func forInference(config: WideDeepConfig) -> WideDeepModel {
+        WideDeepModel(config: config, trainable: false)
+    }
+
+    private init(config: WideDeepConfig, trainable: Bool) {
         self.config = config
+        self.trainable = trainable
         var layout = ParameterLayout()
         var width = config.deepInputWidth
         for (l, h) in (config.deepLayers + [1]).enumerated() {
@@ -140,13 +156,13 @@ public final class WideDeepModel: @unchecked Sendable {
         wideBiasOffset = layout.add("wide.bias", shape: [1]).offset
         denseLayout = layout
         params = FloatBuffer(count: layout.total)
-        adamM = FloatBuffer(count: layout.total)
-        adamV = FloatBuffer(count: layout.total)
+        adamM = FloatBuffer(count: trainable ? layout.total : 0)
+        adamV = FloatBuffer(count: trainable ? layout.total : 0)
         wideBiasAccumulator = config.wideOptimizer.initialAccumulator
-        deepRows = RowStore(dim: config.embeddingSize, states: 2)
-        wideRows = RowStore(dim: 1, states: 2)
+        deepRows = RowStore(dim: config.embeddingSize, states: trainable ? 2 : 0)
+        wideRows = RowStore(dim: 1, states: trainable ? 2 : 0)
         rowScratch = FloatBuffer(count: config.embeddingSize)
-        initializeDense()
+        if trainable { initializeDense() }
     }
 
     /// Glorot-uniform weights, zero biases, from the config's seed.
@@ -187,6 +203,7 @@ public final class WideDeepModel: @unchecked Sendable {
         precondition(batch.fieldCount == F, "batch has \(batch.fieldCount) fields, model expects \(F)")
         precondition(B <= ws.capacity, "batch of \(B) rows exceeds workspace capacity \(ws.capacity)")
         if B == 0 { return StepLoss(logLossSum: 0, l2Term: 0, count: 0) }
+        precondition(trainable || !training, "an inference-only model (WideDeepModel.forInference) cannot train")
         let slots = ws.slots.pointer
         batch.ids.withUnsafeBufferPointer { ids in
             for bf in 0..<(B * F) {
@@ -330,6 +347,7 @@ public final class WideDeepModel: @unchecked Sendable {
     /// repeats are summed in list order first, so every replica computes identical values.
     public func applyGradients(dense: UnsafeMutableBufferPointer<Float>, ids: [Int32],
                                deepRowGrads: [Float], wideRowGrads: [Float], totalSamples: Int) {
+        precondition(trainable, "an inference-only model (WideDeepModel.forInference) cannot train")
         guard totalSamples > 0 else { return }
         precondition(dense.count >= denseLayout.total)
         precondition(deepRowGrads.count == ids.count * config.embeddingSize, "deep row gradients must be ids × embedding size")
@@ -405,8 +423,35 @@ public final class WideDeepModel: @unchecked Sendable {
     public func makeGradients() -> WideDeepGradients { WideDeepGradients(denseCount: denseLayout.total) }
     public func makeWorkspace(capacity: Int) -> WideDeepWorkspace { WideDeepWorkspace(config: config, capacity: capacity) }
 
-    /// Bytes of parameters plus optimizer state (dense and sparse).
+    /// Bytes of parameters plus optimizer state (dense and sparse); parameters only for an
+    /// inference-only model.
     public var parameterBytes: Int {
-        params.count * 4 * 3 + index.count * (config.embeddingSize * 3 + 3) * 4
+        let copies = trainable ? 3 : 1
+        return params.count * 4 * copies + index.count * (config.embeddingSize + 1) * copies * 4
+    }
+
+    // MARK: - Loading an inference-only model in place
+
+    /// Appends `n` zero rows (slots `sparseRowCount ..< sparseRowCount + n`) to an inference-only
+    /// model, so a loader can write row values straight into `deepRows.row(s)` / `wideRows.row(s)`
+    /// before the ids are known. Follow with `registerInferenceIds`.
+    public func reserveInferenceRows(_ n: Int) {
+        precondition(!trainable, "reserveInferenceRows is for WideDeepModel.forInference models")
+        precondition(index.count == deepRows.count, "register the ids of reserved rows before reserving more")
+        for _ in 0..<n { deepRows.append(); wideRows.append() }
+    }
+
+    /// Gives reserved rows their ids: the k-th id gets the k-th unregistered slot. Throws if an id
+    /// repeats or is negative, or if there are more ids than reserved rows.
+    public func registerInferenceIds(_ ids: UnsafeBufferPointer<Int32>) throws(ModelError) {
+        precondition(!trainable, "registerInferenceIds is for WideDeepModel.forInference models")
+        guard index.count + ids.count <= deepRows.count else {
+            throw .incompatibleTensor("\(ids.count) ids for \(deepRows.count - index.count) reserved rows")
+        }
+        for id in ids {
+            guard id >= 0 else { throw .incompatibleTensor("sparse.ids holds a negative id \(id)") }
+            guard index.existingSlot(id) == nil else { throw .incompatibleTensor("sparse.ids repeats id \(id)") }
+            _ = index.slot(id) { _, _ in }
+        }
     }
 }
