@@ -13,7 +13,8 @@
 #   2. fixed-rate 1-row load at $RATE req/s (open loop, latency from each request's scheduled send
 #      time, so stalls are not hidden — wrk2 style) for $DURATION s: p50/p99/max, failures;
 #   3. the same fixed-rate load while 20 new checkpoint versions are written (copied, renamed,
-#      LATEST replaced atomically) one every $RELOAD_GAP s: p99 during reloads vs steady, failures,
+#      LATEST replaced atomically; by a separate process at nice 10, like the trainer's writer) one
+#      every $RELOAD_GAP s: p99 during reloads vs steady, failures,
 #      reloads seen by the server, and server RSS (sampled every 10 ms) vs model.safetensors size.
 # Needs: swift, wrk, python3 (standard library only), curl.
 set -euo pipefail
@@ -46,7 +47,7 @@ cat > "$WORK/loadgen.py" <<'PY'
 # Fixed-rate (open-loop) HTTP/1.1 load generator with keep-alive connections. Latency of each
 # request counts from its scheduled send time. Optional: write new checkpoint versions while the
 # load runs, and sample a process's RSS.
-import asyncio, json, os, shutil, sys, threading, time
+import asyncio, json, multiprocessing, os, shutil, sys, threading, time
 
 def percentile(xs, q):
     if not xs: return float("nan")
@@ -172,10 +173,22 @@ def main():
         if a.get("reloads"):
             window["start"] = t0 + a["steady"]
             stop = []
+            # The versions are written by a separate process at nice 10 (like the trainer's checkpoint
+            # writer): as a thread of this load generator, its copying held the GIL and delayed the
+            # requests' sends, which showed up as server latency even with no reload at all.
+            ctx = multiprocessing.get_context("fork")
+            done = ctx.Queue()
+            def write_process():
+                os.nice(10)
+                end = []
+                write_versions(a["ckpt_root"], a["base"], a["reloads"], a["gap"], a["first_step"], end)
+                done.put(end[0])
             def writer():
                 time.sleep(max(0, window["start"] - time.perf_counter()))
-                write_versions(a["ckpt_root"], a["base"], a["reloads"], a["gap"], a["first_step"], stop)
-                window["end"] = stop[0]
+                p = ctx.Process(target=write_process, daemon=True)
+                p.start()
+                window["end"] = done.get()  # time.perf_counter is CLOCK_MONOTONIC: comparable across processes
+                p.join()
             threading.Thread(target=writer, daemon=True).start()
     # With reloads, the load runs until the writer is done plus 1 s (bounded by the duration).
     def until():
