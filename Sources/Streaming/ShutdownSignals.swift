@@ -1,5 +1,6 @@
-// Streaming/ShutdownSignals: SIGINT/SIGTERM for every long-running command (`broker`, `produce`,
-// `featurize`, `train`, `serve`) — one mechanism, so they all stop the same way.
+// Streaming/ShutdownSignals: SIGINT/SIGTERM for the long-running commands (`broker`, `produce`,
+// `featurize`, `train`) — one mechanism, so they stop the same way. (`serve` runs on Hummingbird,
+// whose service group has its own graceful-shutdown signal handling.)
 //
 // Why this exists
 //   A process started from a Swift test thread (or from some daemons) inherits a signal mask in
