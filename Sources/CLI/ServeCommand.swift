@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import Streaming
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -71,7 +72,7 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
-        unblockTerminationSignals()
+        let signals = ShutdownSignals.install()
         // One OpenBLAS thread: request concurrency comes from the server's threads. With OpenBLAS's
         // own worker threads, every 1-row GEMM woke them and they spun in sched_yield, doubling the
         // CPU a request costs and competing with the request threads (measured: 6.1 → 3.2 ms CPU
@@ -87,24 +88,17 @@ struct Serve: ParsableCommand {
         let outcome = Outcome()
         let done = DispatchSemaphore(value: 0)
         Task {
-            do { try await runServingServer(settings: settings) } catch { outcome.error = error }
+            do {
+                try await runServingServer(settings: settings) {
+                    let sig = signals.wait()
+                    serveLog("\(sig.map(ShutdownSignals.name(of:)) ?? "signal") received: finishing in-flight requests, then stopping")
+                }
+            } catch { outcome.error = error }
             done.signal()
         }
         done.wait()
         if let error = outcome.error { throw error }
         serveLog("stopped")
-    }
-
-    /// Processes started from Swift test threads inherit a signal mask that blocks SIGINT and
-    /// SIGTERM; unblock them so the service group's graceful-shutdown handler sees them.
-    private func unblockTerminationSignals() {
-        #if canImport(Glibc)
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, SIGINT)
-        sigaddset(&set, SIGTERM)
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
-        #endif
     }
 }
 

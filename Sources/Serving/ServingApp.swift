@@ -128,10 +128,20 @@ public func buildServingApplication(settings: ServeSettings, state: ServingState
     return (app, state, watcher)
 }
 
-/// Runs the server until SIGINT/SIGTERM (graceful shutdown: in-flight requests finish).
-public func runServingServer(settings: ServeSettings) async throws {
+/// Runs the server until asked to stop (graceful shutdown: in-flight requests finish).
+/// `waitForShutdown` is called on a thread of its own and blocks until the server should stop
+/// (the CLI waits for SIGINT/SIGTERM through `Streaming.ShutdownSignals`, the mechanism every
+/// streamrec command shares); when it returns, the service group shuts down gracefully.
+public func runServingServer(settings: ServeSettings, waitForShutdown: @escaping @Sendable () -> Void) async throws {
     let (app, _, _) = buildServingApplication(settings: settings)
-    try await app.runService()
+    let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: app.logger))
+    let waiter = Thread {
+        waitForShutdown()
+        Task { await group.triggerGracefulShutdown() }
+    }
+    waiter.name = "serve-shutdown"
+    waiter.start()
+    try await group.run()
 }
 
 // MARK: - Handlers

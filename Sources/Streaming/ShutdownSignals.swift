@@ -1,6 +1,6 @@
-// Streaming/ShutdownSignals: SIGINT/SIGTERM for the long-running commands (`broker`, `produce`,
-// `featurize`, `train`) — one mechanism, so they stop the same way. (`serve` runs on Hummingbird,
-// whose service group has its own graceful-shutdown signal handling.)
+// Streaming/ShutdownSignals: SIGINT/SIGTERM for every long-running command (`broker`, `produce`,
+// `featurize`, `train`, `serve` — whose Hummingbird service group runs without its own signal
+// handling and is shut down gracefully when this reports a signal) — one mechanism, one behaviour.
 //
 // Why this exists
 //   A process started from a Swift test thread (or from some daemons) inherits a signal mask in
