@@ -5,12 +5,7 @@ import Checkpoint
 import Features
 import Models
 import StreamRecNumerics
-
-func tempDir(_ name: String = #function) throws -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("streamrec-\(name.filter(\.isLetter))-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url
-}
+import TestSupport
 
 func smallTestConfig() -> WideDeepConfig {
     var c = WideDeepConfig()
@@ -25,7 +20,7 @@ final class Collected: @unchecked Sendable {
 
 @Suite(.serialized) struct TrainerTests {
     @Test func trainsCheckpointsAndReloadsIdentically() throws {
-        let dir = try tempDir()
+        let dir = try temporaryTestDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = dir.appendingPathComponent("train.tsv")
         try writeSynthetic(rows: 2_000, seed: 3, to: data, probabilitiesTo: dir.appendingPathComponent("train.tsv.prob"))
@@ -68,7 +63,7 @@ final class Collected: @unchecked Sendable {
     }
 
     @Test func corruptCheckpointIsRefused() throws {
-        let dir = try tempDir()
+        let dir = try temporaryTestDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keep: 3)
         let model = WideDeepModel(config: smallTestConfig())
@@ -84,7 +79,7 @@ final class Collected: @unchecked Sendable {
     }
 
     @Test func malformedRowsAreCountedAndSkipped() throws {
-        let dir = try tempDir()
+        let dir = try temporaryTestDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = dir.appendingPathComponent("mixed.tsv")
         var gen = SyntheticCriteo(seed: 5)
@@ -108,7 +103,7 @@ final class Collected: @unchecked Sendable {
 
     /// A small model trained on synthetic data learns most of what the planted model knows.
     @Test func learnsThePlantedModel() throws {
-        let dir = try tempDir()
+        let dir = try temporaryTestDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let data = dir.appendingPathComponent("all.tsv")
         try writeSynthetic(rows: 24_000, seed: 11, to: data, probabilitiesTo: dir.appendingPathComponent("all.prob"))
