@@ -62,6 +62,45 @@ final class RedisLink {
     }
 }
 
+/// The lifecycle the committer and the grower share: one thread running `loop()`, a condition
+/// guarding the subclass's state, `closing` (finish the work and stop), `finished` (the thread
+/// ended) and the first fatal error, which every later call rethrows.
+class BackgroundLoop: @unchecked Sendable {
+    let condition = NSCondition()
+    var closing = false
+    var finished = false
+    var fatal: Error? = nil
+
+    func start(name: String) {
+        let thread = Thread { [self] in loop() }
+        thread.name = name
+        thread.start()
+    }
+
+    /// The thread's body; it ends with `end(_:)`.
+    func loop() { preconditionFailure("BackgroundLoop.loop is overridden") }
+
+    /// Marks the thread ended (with its failure, if any) and wakes every waiter. Call without the lock.
+    func end(_ error: Error? = nil) {
+        condition.lock()
+        if let error, fatal == nil { fatal = error }
+        finished = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Asks the thread to finish its work, waits until it has, and rethrows its failure.
+    func finishAndWait() throws {
+        condition.lock()
+        closing = true
+        condition.broadcast()
+        while !finished { condition.wait() }
+        let f = fatal
+        condition.unlock()
+        if let f { throw f }
+    }
+}
+
 struct CommitterReport {
     var rows: Int64, batches: Int64, deadLetters: Int64, duplicates: Int64
     var gaps: [(partition: Int32, progress: Int64)]
@@ -80,13 +119,10 @@ struct PendingCommit {
     var counts: CategoryTable?
 }
 
-final class Committer: @unchecked Sendable {
+final class Committer: BackgroundLoop, @unchecked Sendable {
     private let link: RedisLink
-    private let condition = NSCondition()
     private var queue: [PendingCommit] = []
     private let capacity: Int
-    private var closing = false
-    private var finished = false
     private let say: (String) -> Void
     // Results, read by the worker thread (under `condition`).
     private(set) var rows: Int64 = 0
@@ -99,7 +135,6 @@ final class Committer: @unchecked Sendable {
     private var gaps: [(partition: Int32, progress: Int64)] = []
     private var newIds = false
     private var lastCommitAt: ContinuousClock.Instant? = nil
-    private var fatal: Error? = nil
     private var abandoned = false
     private let grower: Grower
 
@@ -110,9 +145,8 @@ final class Committer: @unchecked Sendable {
         self.link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping)
         self.grower = Grower(address: address, prefix: prefix, every: growthInterval, maxPendingPerField: maxPendingPerField,
                              say: say, stopping: stopping)
-        let thread = Thread { [self] in loop() }
-        thread.name = "featurize-committer"
-        thread.start()
+        super.init()
+        start(name: "featurize-committer")
     }
 
     /// Queues a unit; blocks while `capacity` units are in flight. Throws a committer failure.
@@ -127,16 +161,10 @@ final class Committer: @unchecked Sendable {
         condition.broadcast()
     }
 
-    /// Commits everything queued, then stops the thread. Throws a committer failure.
+    /// Commits everything queued, then stops the thread (and the grower's). Throws a failure.
     func close() throws {
-        condition.lock()
-        closing = true
-        condition.broadcast()
-        while !finished { condition.wait() }
-        let f = fatal
-        condition.unlock()
-        if let f { throw f }
-        try grower.close()
+        try finishAndWait()
+        try grower.finishAndWait()
     }
 
     /// When the last commit finished (the last rows became visible to trainers), and when the
@@ -158,27 +186,17 @@ final class Committer: @unchecked Sendable {
         return r
     }
 
-    private func loop() {
+    override func loop() {
         while true {
             condition.lock()
             while queue.isEmpty && !closing { condition.wait() }
-            if queue.isEmpty || abandoned {
-                finished = true
-                condition.broadcast()
-                condition.unlock()
-                return
-            }
-            let next = queue[0]
+            let next = queue.isEmpty || abandoned ? nil : queue[0]
             condition.unlock()
+            guard let next else { return end() }
             do {
                 try process(next)
             } catch {
-                condition.lock()
-                fatal = error
-                finished = true
-                condition.broadcast()
-                condition.unlock()
-                return
+                return end(error)
             }
             condition.lock()
             queue.removeFirst()
@@ -226,17 +244,15 @@ final class Committer: @unchecked Sendable {
 /// merged here and sent with ONE `growDictionary` script every `every` (repeated categories are
 /// counted once), on its own thread and connection, so commits never wait for it. Growth is not
 /// part of the exactly-once unit (see FeatureStoreLayout).
-final class Grower: @unchecked Sendable {
+final class Grower: BackgroundLoop, @unchecked Sendable {
     private let link: RedisLink
-    private let condition = NSCondition()
     private var table = CategoryTable(minimumCapacity: 4096)
-    private var closing = false, finished = false, newIds = false
+    private var newIds = false
     private var lastGrowAtValue: ContinuousClock.Instant? = nil
     private var occurrencesValue: Int64 = 0, entriesSentValue: Int64 = 0
     var occurrences: Int64 { condition.lock(); defer { condition.unlock() }; return occurrencesValue }
     var entriesSent: Int64 { condition.lock(); defer { condition.unlock() }; return entriesSentValue }
     var lastGrowAt: ContinuousClock.Instant? { condition.lock(); defer { condition.unlock() }; return lastGrowAtValue }
-    private var fatal: Error? = nil
     let every: Duration
     /// Categories per growth script.
     let growChunk = 1024
@@ -248,9 +264,8 @@ final class Grower: @unchecked Sendable {
         self.every = every
         self.maxPendingPerField = maxPendingPerField
         link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping)
-        let thread = Thread { [self] in loop() }
-        thread.name = "featurize-grower"
-        thread.start()
+        super.init()
+        start(name: "featurize-grower")
     }
 
     func add(_ counts: CategoryTable) {
@@ -268,18 +283,7 @@ final class Grower: @unchecked Sendable {
         return newIds
     }
 
-    /// Sends what is left, then stops the thread.
-    func close() throws {
-        condition.lock()
-        closing = true
-        condition.broadcast()
-        while !finished { condition.wait() }
-        let f = fatal
-        condition.unlock()
-        if let f { throw f }
-    }
-
-    private func loop() {
+    override func loop() {
         while true {
             condition.lock()
             if !closing { _ = condition.wait(until: Date().addingTimeInterval(seconds(every))) }
@@ -302,13 +306,9 @@ final class Grower: @unchecked Sendable {
                     condition.unlock()
                 }
             } catch {
-                condition.lock(); fatal = error; finished = true; condition.broadcast(); condition.unlock()
-                return
+                return end(error)
             }
-            if last {
-                condition.lock(); finished = true; condition.broadcast(); condition.unlock()
-                return
-            }
+            if last { return end() }
         }
     }
 }
