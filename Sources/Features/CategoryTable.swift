@@ -157,7 +157,8 @@ public struct CategoryTable: Sendable {
                     heads[j] = Self.head(p, len)
                     touched &+= slots[Int(truncatingIfNeeded: h) & mask].meta
                 }
-                // Keeps the touching loads from being optimised away (the sum is never 1 in practice).
+                // A use of the loaded values, so the optimiser keeps the loads; the second pass
+                // overwrites out[0] whatever happens here.
                 if touched == 1 { out[0] = -2 }
                 for j in 0..<n {
                     let p = base + Int(keyStarts[j]), len = Int(keyEnds[j] - keyStarts[j])

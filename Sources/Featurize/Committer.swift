@@ -170,15 +170,16 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
     /// When the last commit finished (the last rows became visible to trainers), and when the
     /// last growth script finished (growth is a side channel: no row waits for it).
     var lastCommitFinished: ContinuousClock.Instant? { condition.lock(); defer { condition.unlock() }; return lastCommitAt }
-    var lastGrowthFinished: ContinuousClock.Instant? { grower.lastGrowAt }
+    var lastGrowthFinished: ContinuousClock.Instant? { grower.totals.lastGrowAt }
 
     /// Totals so far and the events the worker must act on (gaps to rewind, new ids to sync).
     func report() throws -> CommitterReport {
         condition.lock(); defer { condition.unlock() }
         if let fatal { throw fatal }
         if try grower.takeNewIds() { newIds = true }
+        let growth = grower.totals
         let r = CommitterReport(rows: rows, batches: batches, deadLetters: deadLetters, duplicates: duplicates,
-                                gaps: gaps, newIds: newIds, growthOccurrences: grower.occurrences, growthEntries: grower.entriesSent,
+                                gaps: gaps, newIds: newIds, growthOccurrences: growth.occurrences, growthEntries: growth.entriesSent,
                                 inFlight: queue.count,
                                 commitSeconds: commitSeconds, enqueueWaitSeconds: enqueueWaitSeconds)
         gaps.removeAll()
@@ -248,11 +249,11 @@ final class Grower: BackgroundLoop, @unchecked Sendable {
     private let link: RedisLink
     private var table = CategoryTable(minimumCapacity: 4096)
     private var newIds = false
-    private var lastGrowAtValue: ContinuousClock.Instant? = nil
-    private var occurrencesValue: Int64 = 0, entriesSentValue: Int64 = 0
-    var occurrences: Int64 { condition.lock(); defer { condition.unlock() }; return occurrencesValue }
-    var entriesSent: Int64 { condition.lock(); defer { condition.unlock() }; return entriesSentValue }
-    var lastGrowAt: ContinuousClock.Instant? { condition.lock(); defer { condition.unlock() }; return lastGrowAtValue }
+    /// Unknown-category occurrences received, entries sent to Redis for them, and when the last
+    /// growth script finished.
+    struct Totals { var occurrences: Int64 = 0, entriesSent: Int64 = 0, lastGrowAt: ContinuousClock.Instant? = nil }
+    private var running = Totals()
+    var totals: Totals { condition.lock(); defer { condition.unlock() }; return running }
     let every: Duration
     /// Categories per growth script.
     let growChunk = 1024
@@ -270,7 +271,7 @@ final class Grower: BackgroundLoop, @unchecked Sendable {
 
     func add(_ counts: CategoryTable) {
         condition.lock(); defer { condition.unlock() }
-        occurrencesValue += counts.counts.reduce(0, +)
+        running.occurrences += counts.counts.reduce(0, +)
         for e in 0..<counts.count {
             _ = counts.bytes(at: e).withUnsafeBytes { table.addCount(field: counts.field(at: e), bytes: $0, by: counts.counts[e]) }
         }
@@ -300,8 +301,8 @@ final class Grower: BackgroundLoop, @unchecked Sendable {
                     from = chunk.upperBound
                     let assigned = try link.run("dictionary growth", { try $0.growDictionary(batch, entries: chunk, maxPendingPerField: maxPendingPerField) })
                     condition.lock()
-                    lastGrowAtValue = .now
-                    entriesSentValue += Int64(chunk.count)
+                    running.lastGrowAt = .now
+                    running.entriesSent += Int64(chunk.count)
                     if assigned?.contains(where: { $0 != nil }) == true { newIds = true }
                     condition.unlock()
                 }

@@ -186,14 +186,13 @@ public final class FeaturizeWorker: @unchecked Sendable {
     /// One per handling thread; thread t handles the partitions with threadOfPartition[p] == t.
     var contexts: [HandlerContext] = []
     var threadOfPartition: [Int] = []
-    var handlers: ForkJoin? = nil
+    let handlers: ForkJoin
     /// Handling threads may note a retention gap at the same time.
     let retentionLock = NSLock()
     /// Dense normalisation from the snapshot (the shared `FeatureEncoder`).
     let denseEncoder: FeatureEncoder
     var encodeBuffer: [UInt8] = []
     var firstMessageAt: ContinuousClock.Instant? = nil
-    var lastWorkAt: ContinuousClock.Instant? = nil
     var lastMessageAt: ContinuousClock.Instant? = nil
     var syncWanted = false
     var lastNewIdSync = ContinuousClock.now
@@ -215,10 +214,10 @@ public final class FeaturizeWorker: @unchecked Sendable {
         denseEncoder = FeatureEncoder(stats: stats)
         let threads = max(1, options.parseThreads)
         contexts = (0..<threads).map { _ in HandlerContext() }
-        if threads > 1 { handlers = ForkJoin(threads: threads, name: "featurize-parse") }
+        handlers = ForkJoin(threads: threads, name: "featurize-parse")
     }
 
-    deinit { handlers?.shutdown() }
+    deinit { handlers.shutdown() }
 
     /// Asks `run()` to commit what it holds and return. Thread-safe.
     public func stop() { stopFlag.store(true, ordering: .relaxed) }
@@ -301,7 +300,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
             + "(resuming at \(owned.map { "\($0)@\(states[$0]!.tracker.next)" }.joined(separator: " ")))"
             + (options.raw ? " — RAW mode: consume and count only" : " → feature shards \(Set(states.values.map(\.shard)).sorted())"))
 
-        var lastMessage = ContinuousClock.now
+        let loopStart = ContinuousClock.now
         var lastHeartbeat = ContinuousClock.now - .seconds(10)
         var lastProgress = ContinuousClock.now
         var lastProgressRows: Int64 = 0
@@ -398,7 +397,6 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 say("Kafka reports \(batch.errors.count) error(s), e.g. \(batch.errors[0].error) — librdkafka keeps reconnecting; consumption continues when the broker is back")
             }
             if got > 0 {
-                lastMessage = now
                 if firstMessageAt == nil { firstMessageAt = tPoll }
             }
             if !options.raw {
@@ -406,33 +404,17 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 try flushAll(force: false)
                 summary.flushSeconds += seconds(ContinuousClock.now - t)
             }
-            if got > 0 {
-                lastWorkAt = .now
-                lastMessageAt = lastWorkAt
-                // Idle means no data arrived, not that handling it took long (waiting on Redis).
-                lastMessage = lastWorkAt!
-            }
-            if let idle = options.untilIdle, ContinuousClock.now - lastMessage >= idle {
+            // Idle means no data arrived, not that handling it took long (waiting on Redis).
+            if got > 0 { lastMessageAt = .now }
+            if let idle = options.untilIdle, ContinuousClock.now - (lastMessageAt ?? loopStart) >= idle {
                 say("no data for \(idle); stopping (--until-idle)")
                 break
             }
         }
         if !options.raw {
-            let pending = states.values.contains { $0.hasUnit }
             try flushAll(force: true)
             try committer?.close()
-            if let committer {
-                let r = try committer.report()
-                summary.rows = r.rows; summary.batches = r.batches; summary.deadLetters = r.deadLetters
-                summary.duplicateUnits = r.duplicates
-                summary.growthOccurrences = r.growthOccurrences; summary.growthEntries = r.growthEntries
-                summary.commitSeconds = r.commitSeconds; summary.commitWaitSeconds = r.enqueueWaitSeconds
-            }
-            // The run's work ends with its last commit, not when --until-idle noticed the silence.
-            if let done = committer?.lastCommitFinished, lastWorkAt.map({ done > $0 }) ?? pending { lastWorkAt = done }
-            if let grown = committer?.lastGrowthFinished, let done = lastWorkAt, grown > done {
-                summary.growthTailSeconds = seconds(grown - done)
-            }
+            if let committer { applyTotals(try committer.report()) }
             _ = try? withRedisOnce { try store.removeWorker(options.workerId) }
         }
         return finish(start)
@@ -482,7 +464,13 @@ public final class FeaturizeWorker: @unchecked Sendable {
         summary.rowsPerSecond = summary.seconds > 0 ? Double(summary.rows) / summary.seconds : 0
         summary.messagesPerSecond = summary.seconds > 0 ? Double(summary.messages) / summary.seconds : 0
         if let a = firstMessageAt, let m = lastMessageAt, m > a { summary.consumeSeconds = seconds(m - a) }
-        if let a = firstMessageAt, let b = lastWorkAt, b > a {
+        // The run's work ends with its last commit (or, in raw mode, its last message), not when
+        // --until-idle noticed the silence; growth scripts that end later hold no row back.
+        let workEnd = [lastMessageAt, committer?.lastCommitFinished].compactMap { $0 }.max()
+        if let grown = committer?.lastGrowthFinished, let done = workEnd, grown > done {
+            summary.growthTailSeconds = seconds(grown - done)
+        }
+        if let a = firstMessageAt, let b = workEnd, b > a {
             summary.activeSeconds = seconds(b - a)
             summary.activeRate = Double(options.raw ? summary.messages : summary.rows) / summary.activeSeconds
         }
@@ -545,22 +533,13 @@ public final class FeaturizeWorker: @unchecked Sendable {
     /// join before the next poll, so everything else (dictionary sync, commits' bookkeeping) sees
     /// a quiet worker.
     func handleAll(_ batch: KafkaMessageBatch) throws {
-        if contexts.count == 1 {
-            let ctx = contexts[0]
-            for i in 0..<batch.count {
-                let p = Int(batch.partition(i))
-                guard p < stateByPartition.count, let st = stateByPartition[p] else { continue }
-                try handle(batch.message(i), st, ctx)
-            }
-            return
-        }
         for ctx in contexts { ctx.messages.removeAll(keepingCapacity: true) }
         for i in 0..<batch.count {
             let p = Int(batch.partition(i))
             guard p < threadOfPartition.count, threadOfPartition[p] >= 0 else { continue }
             contexts[threadOfPartition[p]].messages.append(i)
         }
-        try handlers!.run { [self] t in
+        try handlers.run { [self] t in
             let ctx = contexts[t]
             for i in ctx.messages {
                 let m = batch.message(i)
@@ -667,12 +646,18 @@ public final class FeaturizeWorker: @unchecked Sendable {
         st.resetUnit()
     }
 
-    /// Applies what the committer reported: totals, partitions to rewind after a gap, new ids.
-    func collectCommits() throws {
-        let r = try committer.report()
+    /// Copies the committer's running totals into the summary.
+    func applyTotals(_ r: CommitterReport) {
         summary.rows = r.rows; summary.batches = r.batches; summary.deadLetters = r.deadLetters
         summary.duplicateUnits = r.duplicates
         summary.growthOccurrences = r.growthOccurrences; summary.growthEntries = r.growthEntries
+        summary.commitSeconds = r.commitSeconds; summary.commitWaitSeconds = r.enqueueWaitSeconds
+    }
+
+    /// Applies what the committer reported: totals, partitions to rewind after a gap, new ids.
+    func collectCommits() throws {
+        let r = try committer.report()
+        applyTotals(r)
         if !r.gaps.isEmpty {
             for g in r.gaps {
                 guard let st = states[g.partition] else { continue }

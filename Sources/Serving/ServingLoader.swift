@@ -37,7 +37,7 @@ struct LoadedForServing {
 /// structure (the same validating header parser as `SafeTensorsFile`), the model kind, and every
 /// tensor's dtype and shape against the config — the same checks as
 /// `WideDeepCheckpoint.load(verify: true)`. Throws `CheckpointLoadError` naming every problem.
-func loadForServing(_ dir: URL, previous: ServingModel?, afterChunk: () -> Void = {}) throws -> LoadedForServing {
+func loadForServing(_ dir: URL, previous: ServingModel?) throws -> LoadedForServing {
     let modelName = CheckpointStore.modelFileName
     let problems = CheckpointStore.verify(dir, digestCheckedByCaller: [modelName])
     if !problems.isEmpty {
@@ -69,7 +69,7 @@ func loadForServing(_ dir: URL, previous: ServingModel?, afterChunk: () -> Void 
             var all = destinations
             all["sparse.ids"] = .into([UnsafeMutableRawBufferPointer(ids)])
             return all
-        }, afterChunk: afterChunk)
+        })
     } catch let error as CheckpointLoadError {
         throw CheckpointLoadError("checkpoint \(dir.path): \(error.description)")
     } catch {

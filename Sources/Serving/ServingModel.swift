@@ -82,10 +82,9 @@ public final class ServingModel: Sendable {
     /// With `previous`: workspaces depend only on the model config, so a new version with the same
     /// config shares its workspace pool (a swap allocates nothing on the request path), and a
     /// byte-identical statistics file (same sha256) reuses its parsed dictionaries.
-    public static func load(directory: URL, workspaceRows: Int, previous: ServingModel? = nil,
-                            afterChunk: () -> Void = {}) throws -> ServingModel {
+    public static func load(directory: URL, workspaceRows: Int, previous: ServingModel? = nil) throws -> ServingModel {
         let start = ContinuousClock.now
-        let loaded = try loadForServing(directory, previous: previous, afterChunk: afterChunk)
+        let loaded = try loadForServing(directory, previous: previous)
         let rows = max(1, workspaceRows)
         let shared = previous.flatMap { $0.model.config == loaded.model.config && $0.workspaceRows == rows ? $0.pool : nil }
         let pool = shared ?? WorkspacePool(config: loaded.model.config, rows: rows)
