@@ -4,8 +4,10 @@
 // Cluster/Streaming → CLI. See docs/ARCHITECTURE.md.
 import PackageDescription
 
-// Kernels are bounds-checked in debug; release drops the checks because the hot loops are
-// validated by the layer tests against slow reference versions.
+// `-Ounchecked` only for the numeric kernels (Sources/Numerics, Sources/Kernels): their hot loops
+// are checked against slow reference versions by NumericsTests and ModelsTests, which also run on
+// the release build (scripts/test.sh). Everything that sees outside input (parsers, codecs, the
+// models' batch handling, the trainer) builds with normal checks. See docs/ARCHITECTURE.md.
 let fastMath: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-enforce-exclusivity=unchecked"], .when(configuration: .release)),
 ]
@@ -36,14 +38,15 @@ let package = Package(
 
         // MARK: Swift modules, one job each
         .target(name: "StreamRecNumerics", dependencies: ["COpenBLAS"], path: "Sources/Numerics", swiftSettings: fastMath),
-        .target(name: "Features", dependencies: ["StreamRecNumerics"], swiftSettings: fastMath),
-        .target(name: "Models", dependencies: ["StreamRecNumerics", "Features"], swiftSettings: fastMath),
+        // Layers (forward/backward pairs) and optimizers: the kernels the models are built from.
+        .target(name: "Kernels", dependencies: ["StreamRecNumerics"], swiftSettings: fastMath),
+        .target(name: "Features", dependencies: ["StreamRecNumerics"]),
+        .target(name: "Models", dependencies: ["StreamRecNumerics", "Kernels", "Features"]),
         .target(name: "Checkpoint", dependencies: [
             "StreamRecNumerics",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "Training", dependencies: ["StreamRecNumerics", "Features", "Models", "Checkpoint", "Cluster"],
-                swiftSettings: fastMath),
+        .target(name: "Training", dependencies: ["StreamRecNumerics", "Features", "Models", "Checkpoint", "Cluster"]),
         .target(name: "Cluster", dependencies: ["CMPI"]),
         .target(name: "Streaming", dependencies: ["CRdKafka", "CHiredis"]),
         .target(name: "FeatureStore", dependencies: ["Features", "Streaming"]),
@@ -66,7 +69,7 @@ let package = Package(
         // MARK: Tests
         .testTarget(name: "NumericsTests", dependencies: ["StreamRecNumerics"]),
         .testTarget(name: "FeaturesTests", dependencies: ["Features", "StreamRecNumerics"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "StreamRecNumerics", "Features"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "StreamRecNumerics", "Features"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "StreamRecNumerics"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Features", "Checkpoint", "StreamRecNumerics", "TestSupport"]),
         .testTarget(name: "NativeTests", dependencies: ["Cluster", "Streaming", "TestSupport"]),

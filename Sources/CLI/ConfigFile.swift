@@ -16,7 +16,11 @@ struct ConfigFile {
             do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
                 throw CLIError("cannot read config file \(path): \(error.localizedDescription)")
             }
-            guard let loaded = try Yams.load(yaml: text) as? [String: Any] else {
+            let parsed: Any?
+            do { parsed = try Yams.load(yaml: text) } catch {
+                throw CLIError("config file \(path) is not valid YAML: \(error)")
+            }
+            guard let loaded = parsed as? [String: Any] else {
                 throw CLIError("config file \(path) is not a YAML mapping")
             }
             root = loaded

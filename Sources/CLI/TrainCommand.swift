@@ -94,6 +94,7 @@ struct Train: ParsableCommand {
     }
 
     func runSingle(_ cfg: ConfigFile, stop: ShutdownSignals) throws {
+        try checkNewLineage(cfg)
         let featureStats = try loadStats(cfg)
         let store = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints)
         let wd = WideDeepModel(config: cfg.model)
@@ -107,9 +108,29 @@ struct Train: ParsableCommand {
     }
 
     func runMPI(_ cfg: ConfigFile, stop: ShutdownSignals) throws {
+        try runAsMPIJob { try trainFromFile(cfg, stop: stop) }
+    }
+
+    /// Runs the body of an MPI job. A clean return finalizes MPI. An error is printed first
+    /// (with the rank) and then ends the whole job with `MPI_Abort`: finalizing instead would
+    /// leave the other ranks waiting forever in their next collective.
+    func runAsMPIJob(_ body: () throws -> Void) throws {
         _ = try MPI.initialize(required: .funneled)
-        defer { try? MPI.finalize() }
+        do {
+            try body()
+        } catch {
+            let world = try? MPI.world()
+            let rank = world.map { "rank \($0.rank)/\($0.size)" } ?? "rank ?"
+            FileHandle.standardError.write(Data("Error (\(rank)): \(error)\n".utf8))
+            if let world { MPI.abort(world, code: 1) }
+            throw error
+        }
+        try MPI.finalize()
+    }
+
+    func trainFromFile(_ cfg: ConfigFile, stop: ShutdownSignals) throws {
         let world = try MPI.world()
+        if world.rank == 0 { try checkNewLineage(cfg) }
         let rank = world.rank, size = world.size
         // Rank 0 decides the statistics and the initial model; everyone else receives them, so
         // ranks on other hosts need no shared filesystem.
@@ -138,8 +159,10 @@ struct Train: ParsableCommand {
 extension Train {
     /// The resident online trainer: Redis feature streams, resume, dynamic join, leave.
     func runOnline(_ cfg: ConfigFile, stop: ShutdownSignals) throws {
-        _ = try MPI.initialize(required: .funneled)
-        defer { try? MPI.finalize() }
+        try runAsMPIJob { try trainOnline(cfg, stop: stop) }
+    }
+
+    func trainOnline(_ cfg: ConfigFile, stop: ShutdownSignals) throws {
         var options = OnlineTrainerOptions(redisAddress: redis, checkpointDir: URL(fileURLWithPath: checkpointDir))
         options.prefix = prefix
         options.shardCount = featureShards
@@ -151,6 +174,7 @@ extension Train {
             trainer = try OnlineTrainer.join(settings: cfg.train, options: options) { log($0) }
         } else {
             let world = try MPI.world()
+            if world.rank == 0 { try checkOnlineInputs(cfg) }
             let featureStats: FeatureStats? = try world.rank == 0 ? stats.map { try FeatureStats.read(from: URL(fileURLWithPath: $0)) } : nil
             trainer = try OnlineTrainer.start(world: world, config: cfg.model, stats: featureStats, settings: cfg.train,
                                               options: options) { log($0) }
@@ -161,6 +185,40 @@ extension Train {
                    trainer.rank, trainer.size, s.steps, trainer.trainer.model.parameterDigest(),
                    100 * s.communicationSeconds / max(s.communicationSeconds + s.computeSeconds, 1e-9), s.stopReason))
         if trainer.trainer.exchange.isCoordinator { log(summaryLine(s)) }
+    }
+}
+
+extension Train {
+    /// Rank 0's inputs for an online run, checked before any collective: a fresh start needs
+    /// the feature statistics, a resume needs nothing else.
+    func checkOnlineInputs(_ cfg: ConfigFile) throws {
+        let dir = URL(fileURLWithPath: checkpointDir)
+        let resumable = !fresh && CheckpointStore(directory: dir, keep: cfg.train.keepCheckpoints).latest() != nil
+        if stats == nil && !resumable {
+            throw CLIError("""
+                train --source redis needs --stats FILE for a fresh start: there is \(fresh ? "--fresh" : "no checkpoint in \(checkpointDir) to resume from"). \
+                Pass the statistics file the featurize workers use (`streamrec stats --data … --out features.stats`), \
+                or --checkpoint-dir DIR holding a checkpoint to resume from.
+                """)
+        }
+        if fresh { try checkNewLineage(cfg) }
+        if let stats, !FileManager.default.isReadableFile(atPath: stats) {
+            throw CLIError("--stats \(stats): no such readable file; pass the statistics file from `streamrec stats` (the one the featurize workers use)")
+        }
+    }
+}
+
+extension Train {
+    /// A new lineage (file training, or `--fresh`) would reuse the step numbers of the versions
+    /// already in --checkpoint-dir, and a version is never rewritten: refuse before training.
+    func checkNewLineage(_ cfg: ConfigFile) throws {
+        let existing = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints).list()
+        guard let newest = existing.last else { return }
+        throw CLIError("""
+            --checkpoint-dir \(checkpointDir) already holds \(existing.count) checkpoint version(s) of another run \
+            (newest \(newest.url.lastPathComponent)); versions are never rewritten. Pass an empty --checkpoint-dir, \
+            or remove the old versions\(source == .redis ? ", or drop --fresh to resume from them" : "").
+            """)
     }
 }
 

@@ -87,6 +87,7 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
     case invalidStep(Int)
     case invalidFile(name: String, reason: String)
     case notFound(spec: String, reason: String)
+    case versionExists(step: Int)
 
     public var description: String {
         switch self {
@@ -107,6 +108,9 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
             "checkpoint file '\(name)': \(reason)"
         case let .notFound(spec, reason):
             "no checkpoint for '\(spec)': \(reason)"
+        case let .versionExists(step):
+            "a checkpoint for step \(step) already exists and versions are never rewritten; "
+                + "write a new lineage into an empty --checkpoint-dir (or resume the existing one)"
         }
     }
 }
@@ -141,13 +145,18 @@ public struct CheckpointStore: Sendable {
         return Int(digits)
     }
 
+    /// Whether a version for `step` exists (complete or not: its name is taken either way).
+    public func hasVersion(step: Int) -> Bool {
+        FileManager.default.fileExists(atPath: directory.appendingPathComponent(Self.directoryName(step: step)).path)
+    }
+
     // MARK: Writing
 
     /// Writes a checkpoint for `step` and makes it LATEST; returns its directory.
     ///
     /// `manifest.files` and `manifest.step` are filled in here. `files` must include
-    /// `model.safetensors`, and the file `manifest.dictionary` names if set. A checkpoint that
-    /// already exists for `step` is replaced. Afterwards old checkpoints beyond `keep` and
+    /// `model.safetensors`, and the file `manifest.dictionary` names if set. A version that
+    /// already exists for `step` is never replaced (`CheckpointError.versionExists`). Afterwards old checkpoints beyond `keep` and
     /// stale temp directories from crashed writers are deleted.
     @discardableResult
     public func write(step: Int, manifest: CheckpointManifest, files: [CheckpointFile]) throws -> URL {
@@ -157,6 +166,8 @@ public struct CheckpointStore: Sendable {
         let fm = FileManager.default
         try io(directory.path) { try fm.createDirectory(at: directory, withIntermediateDirectories: true) }
         let name = Self.directoryName(step: step)
+        // A version is immutable once written: servers and resumes may already hold it.
+        if fm.fileExists(atPath: directory.appendingPathComponent(name).path) { throw CheckpointError.versionExists(step: step) }
         let pid = getpid()
         let temp = directory.appendingPathComponent(".tmp-\(name)-\(pid)", isDirectory: true)
         let target = directory.appendingPathComponent(name, isDirectory: true)
@@ -189,19 +200,10 @@ public struct CheckpointStore: Sendable {
             try Self.writeDurably(manifest.encoded(), to: temp.appendingPathComponent(CheckpointManifest.fileName))
             try posix { try PosixFile.sync(path: temp.path) }
 
-            if fm.fileExists(atPath: target.path) {
-                // Same step written again: move the old one aside (it becomes a stale temp dir),
-                // put the new one in place, then delete the old one.
-                let aside = directory.appendingPathComponent(".tmp-replaced-\(name)-\(pid)", isDirectory: true)
-                if fm.fileExists(atPath: aside.path) { try io(aside.path) { try fm.removeItem(at: aside) } }
-                try Self.rename(target, to: aside)
-                try Self.rename(temp, to: target)
-                try posix { try PosixFile.sync(path: directory.path) }
-                try? fm.removeItem(at: aside)
-            } else {
-                try Self.rename(temp, to: target)
-                try posix { try PosixFile.sync(path: directory.path) }
-            }
+            // rename(2) would replace an empty directory of that name made meanwhile; check again.
+            if fm.fileExists(atPath: target.path) { throw CheckpointError.versionExists(step: step) }
+            try Self.rename(temp, to: target)
+            try posix { try PosixFile.sync(path: directory.path) }
         } catch {
             try? fm.removeItem(at: temp)
             throw error

@@ -120,8 +120,8 @@ public final class FeatureStore: @unchecked Sendable {
     if progress < first then return redis.error_reply('GAP ' .. progress) end
     local id = ''
     if ARGV[3] ~= '' then
-      id = redis.call('XADD', KEYS[2], '*', 'b', ARGV[3])
-      redis.call('INCR', KEYS[3])
+      local n = redis.call('INCR', KEYS[3])
+      id = redis.call('XADD', KEYS[2], '*', 'b', ARGV[3], 'n', n)
       redis.call('INCRBY', KEYS[4], ARGV[4])
     end
     local i = 11

@@ -7,11 +7,11 @@
 //
 // | key                              | type   | written by                 | meaning |
 // |----------------------------------|--------|----------------------------|---------|
-// | sr:fs:{s}                        | stream | featurize (commit script)  | feature batches of shard s; each entry has field "b" = `FeatureBatchCodec` bytes (batch + topic/partition/offset range/rejected/produced-at) |
+// | sr:fs:{s}                        | stream | featurize (commit script)  | feature batches of shard s; each entry has field "b" = `FeatureBatchCodec` bytes (batch + topic/partition/offset range/rejected/produced-at) and "n" = its ordinal (sr:appended:{s} after it) |
 // | sr:progress:{topic}:{p}          | string | featurize (commit script)  | next Kafka offset of partition p not yet covered by a committed unit (absent = 0) |
 // | sr:appended:{s}                  | string | featurize (commit script)  | batches appended to sr:fs:{s}, ever |
 // | sr:rows:{s}                      | string | featurize (commit script)  | rows in those batches |
-// | sr:trained:{s}                   | string | TRAINERS (INCRBY)          | batches of sr:fs:{s} consumed; pending(s) = appended − trained drives back-pressure |
+// | sr:trained:{s}                   | string | TRAINERS (SET)             | ordinal "n" of the entry of sr:fs:{s} the trainer's lineage has trained up to (set again on resume, so it follows the checkpointed lineage); pending(s) = appended − trained drives back-pressure |
 // | sr:retain:{s}                    | string | TRAINERS (SET)             | stream id every live checkpoint has passed; featurize XTRIMs sr:fs:{s} MINID to it (entries with smaller ids are deleted) |
 // | sr:deadletter                    | stream | featurize (commit script)  | refused rows: raw, topic, partition, offset, reason, detail, worker |
 // | sr:deadletter:count              | hash   | featurize (commit script)  | reason (`RejectReason` raw value) → count |
@@ -32,7 +32,7 @@
 //
 // Trainers (issue 4) read with `FeatureStreamReader`: XREAD/XRANGE on sr:fs:{s} after the last
 // stream id they trained (kept in their checkpoint), decode with `FeatureBatchCodec.decode`,
-// INCRBY sr:trained:{s} by the batches they consumed, and SET sr:retain:{s} to the smallest stream
+// SET sr:trained:{s} to the ordinal of the last entry their lineage trained, and SET sr:retain:{s} to the smallest stream
 // id any live checkpoint still needs (`FeatureStreamReader.markTrained`, `.setRetain`). Until a
 // trainer sets sr:retain:{s}, nothing is trimmed; back-pressure (--max-pending) bounds memory.
 //

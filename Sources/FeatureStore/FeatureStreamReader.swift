@@ -20,6 +20,9 @@ import Streaming
 public struct FeatureStreamEntry: Sendable, Equatable {
     public var id: String
     public var batch: SourcedFeatureBatch
+    /// The entry's number in its shard (field `n`: sr:appended:{s} right after it was appended);
+    /// nil for entries written before featurize recorded it.
+    public var ordinal: Int64?
 }
 
 /// A stream entry that could not be decoded.
@@ -69,22 +72,34 @@ public final class FeatureStreamReader: @unchecked Sendable {
             throw FeatureStoreError.unexpectedReply("stream entry \(entry)")
         }
         var payload: [UInt8]? = nil
+        var ordinal: Int64? = nil
         var i = 0
         while i + 1 < kv.count {
-            if kv[i].text == "b" { payload = kv[i + 1].bytes }
+            switch kv[i].text {
+            case "b": payload = kv[i + 1].bytes
+            case "n": ordinal = kv[i + 1].text.flatMap { Int64($0) }
+            default: break
+            }
             i += 2
         }
         guard let payload else { throw FeatureStoreError.unexpectedReply("stream entry \(id) of shard \(shard) has no field \"b\"") }
         do {
-            return FeatureStreamEntry(id: id, batch: try FeatureBatchCodec.decode(payload))
+            return FeatureStreamEntry(id: id, batch: try FeatureBatchCodec.decode(payload), ordinal: ordinal)
         } catch {
             throw FeatureStreamDecodeError(shard: shard, id: id, error: error)
         }
     }
 
-    /// Adds `batches` to sr:trained:{shard} (trainers call this after consuming batches).
+    /// Adds `batches` to sr:trained:{shard} (for entries without an ordinal).
     public func markTrained(shard: Int, batches: Int) throws {
         try redis.command(["INCRBY", layout.trained(shard), "\(batches)"])
+    }
+
+    /// Sets sr:trained:{shard} to the ordinal of the entry the trainer's lineage has trained up
+    /// to. Setting (not adding) keeps the count equal to the lineage when a restarted trainer
+    /// trains the batches after its checkpoint again.
+    public func markTrained(shard: Int, through ordinal: Int64) throws {
+        try redis.command(["SET", layout.trained(shard), "\(ordinal)"])
     }
 
     /// Sets sr:retain:{shard}: featurize may delete entries with smaller ids.

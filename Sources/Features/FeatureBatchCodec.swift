@@ -58,7 +58,7 @@ public struct SourcedFeatureBatch: Sendable, Equatable {
 
 /// Why bytes could not be decoded as a feature batch. The description says what to do.
 public struct FeatureBatchCodecError: Error, Sendable, Equatable, CustomStringConvertible {
-    public enum Kind: String, Sendable { case badMagic, unsupportedVersion, truncated, lengthMismatch, checksumMismatch, invalidHeader }
+    public enum Kind: String, Sendable { case badMagic, unsupportedVersion, truncated, lengthMismatch, checksumMismatch, invalidHeader, invalidContent }
     public var kind: Kind
     public var message: String
     public var description: String { message }
@@ -201,8 +201,15 @@ public enum FeatureBatchCodec {
                                         rejectedRows: Int(get32(raw, 20)),
                                         producedAtMs: Int64(bitPattern: get64(raw, 40)))
         var p = headerSize + T
+        // The checksum only proves the bytes are the ones written: the values are checked too,
+        // because they index the model's rows and feed its kernels (which run without checks).
+        var negativeId = -1, badWeight = -1, badLabel = -1
         let ids = [Int32](unsafeUninitializedCapacity: B * F) { buf, count in
-            for k in 0..<(B * F) { buf[k] = Int32(bitPattern: get32(raw, p)); p += 4 }
+            for k in 0..<(B * F) {
+                let id = Int32(bitPattern: get32(raw, p)); p += 4
+                if id < 0 && negativeId < 0 { negativeId = k }
+                buf[k] = id
+            }
             count = B * F
         }
         let weights = [Float](unsafeUninitializedCapacity: B * F) { buf, count in
@@ -220,9 +227,26 @@ public enum FeatureBatchCodec {
             if labelBytes == 1 {
                 for b in 0..<B { buf[b] = raw[p] == 0 ? 0 : 1; p += 1 }
             } else {
-                for b in 0..<B { buf[b] = Float(bitPattern: get32(raw, p)); p += 4 }
+                for b in 0..<B {
+                    let y = Float(bitPattern: get32(raw, p)); p += 4
+                    if !(y >= 0 && y <= 1) && badLabel < 0 { badLabel = b }
+                    buf[b] = y
+                }
             }
             count = B
+        }
+        if negativeId >= 0 {
+            throw FeatureBatchCodecError(.invalidContent,
+                "feature batch row \(negativeId / F) field \(negativeId % F) has a negative feature id \(ids[negativeId]); the entry is corrupt")
+        }
+        for k in 0..<(B * F) where !weights[k].isFinite { badWeight = k; break }
+        if badWeight >= 0 {
+            throw FeatureBatchCodecError(.invalidContent,
+                "feature batch row \(badWeight / F) field \(badWeight % F) has a non-finite weight \(weights[badWeight]); the entry is corrupt")
+        }
+        if badLabel >= 0 {
+            throw FeatureBatchCodecError(.invalidContent,
+                "feature batch row \(badLabel) has label \(labels[badLabel]), labels must be in [0, 1]; the entry is corrupt")
         }
         return SourcedFeatureBatch(batch: FeatureBatch(fieldCount: F, ids: ids, weights: weights, labels: labels),
                                    source: source)

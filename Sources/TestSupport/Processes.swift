@@ -147,3 +147,65 @@ public func temporaryTestDirectory(_ name: String = #function) throws -> URL {
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url
 }
+
+/// A process running in the background with its stdout and stderr in one log file: for tests
+/// that signal it, kill its children or restart what it depends on while it runs.
+public final class BackgroundProcess: @unchecked Sendable {
+    public let process = Process()
+    public let logURL: URL
+
+    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], log: URL) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        logURL = log
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let h = try FileHandle(forWritingTo: log)
+        process.standardOutput = h
+        process.standardError = h
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+    public var isRunning: Bool { process.isRunning }
+    public var output: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+
+    /// Direct children (e.g. the ranks `mpirun` started), lowest pid first.
+    public func children() -> [Int32] {
+        ((try? runProcess("/usr/bin/pgrep", ["-P", "\(pid)"]).stdout) ?? "")
+            .split(separator: "\n").compactMap { Int32($0) }.sorted()
+    }
+
+    /// Waits up to `seconds` for the process to exit; true if it did.
+    @discardableResult
+    public func waitForExit(within seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if process.isRunning { return false }
+        process.waitUntilExit()
+        return true
+    }
+
+    /// SIGKILLs the process and its children if still running (cleanup).
+    public func kill() {
+        guard process.isRunning else { return }
+        for c in children() { Foundation.kill(c, SIGKILL) }
+        Foundation.kill(pid, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    deinit { kill() }
+}
+
+/// Polls `condition` every 50 ms until it holds or `seconds` pass; true if it held.
+public func poll(for seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try condition() { return true }
+        Thread.sleep(forTimeInterval: 0.05)
+    }
+    return try condition()
+}

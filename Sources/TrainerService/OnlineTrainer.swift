@@ -149,7 +149,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
         if comm.rank == 0, let url = options.freshnessLog { freshness = try FreshnessLog(url: url) }
         source = RedisBatchSource(reader: reader, shardCount: state.shardCount,
                                   shards: ShardAssignment.shards(rank: comm.rank, size: comm.size, shardCount: state.shardCount),
-                                  positions: positions)
+                                  positions: positions, redisAddress: options.redisAddress, log: log)
     }
 
     /// Trains until stopped (SIGTERM on rank 0), idle for `untilIdle`, or this rank leaves.
@@ -188,6 +188,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
         }
         if comm.rank == 0 {
             log("online training on \(comm.size) rank(s): \(state.shardCount) feature shards, assignment \(assignmentDescription())")
+            try resetTrainedCounters()
         }
         return try t.run()
     }
@@ -206,7 +207,10 @@ public final class OnlineTrainer: StepBoundaryHandler {
         if let local, let (key, id) = local.positions.first, let shard = ShardAssignment.shard(fromKey: key), let pos = StreamPosition(id) {
             let produced = StreamPosition(ms: local.producedAtMs, seq: 0).words
             mine = [Int32(shard)] + pos.words + produced[0..<2]
-            try reader.markTrained(shard: shard, batches: 1)
+            // Back-pressure only: during a Redis outage the next trained batch sets it again.
+            _ = try source.link.attempt {
+                if let n = local.ordinal { try reader.markTrained(shard: shard, through: n) } else { try reader.markTrained(shard: shard, batches: 1) }
+            }
         }
         let all = try comm.allgatherv(mine).values
         let trainedMs = Int64(Date().timeIntervalSince1970 * 1000)
@@ -228,7 +232,22 @@ public final class OnlineTrainer: StepBoundaryHandler {
                                          "updated_ms": Int64(Date().timeIntervalSince1970 * 1000),
                                          "positions": trainer.positions]
             if let data = try? JSONSerialization.data(withJSONObject: status, options: [.sortedKeys]) {
-                _ = try? redis.command(["SET", keys.status, String(decoding: data, as: UTF8.self)])
+                _ = try source.link.attempt { try redis.command(["SET", keys.status, String(decoding: data, as: UTF8.self)]) }
+            }
+        }
+    }
+
+    /// Points every shard's sr:trained:{s} at the entry this lineage has trained up to (rank 0,
+    /// at start): after a crash the counter may count batches the lost steps had trained.
+    func resetTrainedCounters() throws {
+        for shard in 0..<state.shardCount {
+            let position = source.positions[shard] ?? .start
+            _ = try source.link.attempt {
+                if position == .start { try redis.command(["SET", reader.layout.trained(shard), "0"]); return }
+                let id = position.description
+                guard let entry = try reader.range(shard: shard, from: id, to: id, count: 1).first, entry.id == id,
+                      let n = entry.ordinal else { return }   // trimmed, or written before ordinals
+                try reader.markTrained(shard: shard, through: n)
             }
         }
     }

@@ -23,8 +23,13 @@ public final class RedisBatchSource: BatchSource {
     /// trainer never sees a refused row.
     public let rejections = RejectionCounts()
 
-    public init(reader: FeatureStreamReader, shardCount: Int, shards: [Int], positions: [Int: StreamPosition], prefetch: Int = 4) {
+    /// Rides out Redis restarts: while Redis is away `poll` reports idle.
+    let link: RedisLink
+
+    public init(reader: FeatureStreamReader, shardCount: Int, shards: [Int], positions: [Int: StreamPosition], prefetch: Int = 4,
+                redisAddress: String = "redis", log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.reader = reader
+        self.link = RedisLink(redis: reader.redis, address: redisAddress, log: log)
         self.shardCount = shardCount
         self.shards = shards
         self.positions = positions
@@ -38,6 +43,19 @@ public final class RedisBatchSource: BatchSource {
     }
 
     public func poll(timeout: Double) throws -> SourcePoll {
+        guard link.isUp() else {
+            usleep(UInt32(min(timeout, 0.05) * 1e6))
+            return .idle
+        }
+        do {
+            return try pollShards(timeout: timeout)
+        } catch {
+            try link.absorb(error)   // an outage: report idle; anything else (a corrupt entry) ends the job
+            return .idle
+        }
+    }
+
+    private func pollShards(timeout: Double) throws -> SourcePoll {
         guard !shards.isEmpty else {
             usleep(UInt32(min(timeout, 0.05) * 1e6))
             return .idle
@@ -75,6 +93,6 @@ public final class RedisBatchSource: BatchSource {
     private func sourced(_ entry: FeatureStreamEntry, shard: Int) -> SourcedBatch {
         return SourcedBatch(batch: entry.batch.batch, epoch: 1,
                             positions: [ShardAssignment.key(shard): entry.id],
-                            producedAtMs: entry.batch.source.producedAtMs)
+                            producedAtMs: entry.batch.source.producedAtMs, ordinal: entry.ordinal)
     }
 }

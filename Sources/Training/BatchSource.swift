@@ -9,12 +9,16 @@ public struct SourcedBatch: Sendable {
     public var positions: [String: String]
     /// When the batch's oldest row was produced (ms since the epoch; 0 if unknown): freshness.
     public var producedAtMs: Int64
+    /// The batch's number in its stream (1 = the first ever appended), when the source knows it:
+    /// lets the trainer publish how far its lineage has trained for back-pressure.
+    public var ordinal: Int64?
 
-    public init(batch: FeatureBatch, epoch: Int, positions: [String: String], producedAtMs: Int64 = 0) {
+    public init(batch: FeatureBatch, epoch: Int, positions: [String: String], producedAtMs: Int64 = 0, ordinal: Int64? = nil) {
         self.batch = batch
         self.epoch = epoch
         self.positions = positions
         self.producedAtMs = producedAtMs
+        self.ordinal = ordinal
     }
 }
 

@@ -39,6 +39,14 @@ public struct StepSignals: Sendable, Equatable {
     }
 }
 
+/// A batch the trainer cannot train on (it reached the trainer past the codec's checks).
+public enum TrainerError: Error, CustomStringConvertible {
+    case incompatibleBatch(String)
+    public var description: String {
+        switch self { case .incompatibleBatch(let m): return "incompatible feature batch: \(m)" }
+    }
+}
+
 /// Combines one rank's step gradients with every other rank's. The trainer loop is the same for
 /// one process and for N MPI ranks; only this seam differs.
 public protocol GradientExchange: AnyObject {
@@ -149,7 +157,9 @@ public final class Trainer {
     }
 
     public func run() throws -> TrainSummary {
-        let ws = model.makeWorkspace(capacity: settings.batchSize)
+        // Sized for the configured batch; a larger batch (e.g. featurize packing more rows than
+        // train.batch_size) grows it, so any batch size trains with any config.
+        var ws = model.makeWorkspace(capacity: max(settings.batchSize, 1))
         let grads = model.makeGradients()
         let empty = FeatureBatch(fieldCount: model.config.fieldCount, ids: [], weights: [], labels: [])
         if exchange.isCoordinator, let store {
@@ -206,6 +216,12 @@ public final class Trainer {
 
             // 2. The step: local forward/backward, exchange, identical update everywhere.
             let batch = local?.batch ?? empty
+            if batch.fieldCount != model.config.fieldCount {
+                throw TrainerError.incompatibleBatch(
+                    "batch at \(local?.positions.description ?? "?") has \(batch.fieldCount) fields per row, the model expects "
+                    + "\(model.config.fieldCount) (model.field_count): the feature workers and the trainer disagree on the schema")
+            }
+            if batch.count > ws.capacity { ws = model.makeWorkspace(capacity: batch.count) }
             if let e = local?.epoch { epoch = e }
             if let p = local?.positions { positions.merge(p) { $1 } }
             let c0 = Date()
@@ -241,7 +257,9 @@ public final class Trainer {
                 lastCheckpointStep = model.step
             }
         }
-        if exchange.isCoordinator, !leftJob, steps > 0 || lastCheckpointStep < 0, lastCheckpointStep != model.step, writer != nil {
+        // The final version, unless this step already has one (e.g. a restart that found no new
+        // data: the version it resumed from stays as written, metrics and all).
+        if exchange.isCoordinator, !leftJob, lastCheckpointStep != model.step, let store, !store.hasVersion(step: model.step), writer != nil {
             stall += checkpoint(start: start, wide: lastWide, deep: lastDeep)
         }
         try writer?.finish()

@@ -14,24 +14,44 @@ import Streaming
     /// Writes `rows` generated rows as feature batches of `batch` rows into `shards` streams
     /// (Kafka partition p → shard p), the way featurize commits them. Returns the stats file.
     func fillStore(redisPort: Int, dir: URL, rows: Int, batch: Int, shards: Int) throws -> String {
-        let data = dir.appendingPathComponent("rows.tsv")
-        try writeSynthetic(rows: rows, seed: 21, to: data, probabilitiesTo: dir.appendingPathComponent("rows.prob"))
-        let (stats, _) = try FeatureStats.compute(file: data.path, minFrequency: 2)
+        try fillStore(redisPort: redisPort, dir: dir, batchSizes: Array(repeating: batch, count: rows / batch) + (rows % batch > 0 ? [rows % batch] : []),
+                      shards: shards)
+    }
+
+    /// Writes batches of the given row counts, batch i into shard i mod `shards`, continuing
+    /// each partition after its stored progress (so a store can be filled again later). The
+    /// statistics come from the first fill's rows (kept in `dir`). Returns the stats file.
+    func fillStore(redisPort: Int, dir: URL, batchSizes: [Int], shards: Int, seed: UInt64 = 21) throws -> String {
+        let rows = batchSizes.reduce(0, +)
+        let data = dir.appendingPathComponent("rows-\(seed).tsv")
+        try writeSynthetic(rows: rows, seed: seed, to: data, probabilitiesTo: dir.appendingPathComponent("rows-\(seed).prob"))
         let statsPath = dir.appendingPathComponent("features.stats")
-        try stats.write(to: statsPath)
+        if !FileManager.default.fileExists(atPath: statsPath.path) {
+            let (stats, _) = try FeatureStats.compute(file: data.path, minFrequency: 2)
+            try stats.write(to: statsPath)
+        }
+        let stats = try FeatureStats.read(from: statsPath)
         let lines = try String(contentsOf: data, encoding: .utf8).split(separator: "\n").map(String.init)
-        let packed = BatchPacker.pack(lines: lines, encoder: FeatureEncoder(stats: stats), batchSize: batch)
         let store = FeatureStore(redis: try RedisConnection(host: "127.0.0.1", port: redisPort), prefix: "sr")
-        var next = [Int64](repeating: 0, count: shards)
-        for (i, b) in packed.batches.enumerated() {
+        var start = 0
+        for (i, size) in batchSizes.enumerated() {
+            let b = try #require(BatchPacker.pack(lines: lines[start..<(start + size)], encoder: FeatureEncoder(stats: stats), batchSize: size).batches.first)
+            start += size
             let p = i % shards
-            let first = next[p], last = first + Int64(b.count) - 1
+            let first = try store.readProgress(topic: "criteo", partition: Int32(p)), last = first + Int64(b.count) - 1
             let bytes = FeatureBatchCodec.encode(b, source: FeatureBatchSource(topic: "criteo", partition: Int32(p), firstOffset: first, lastOffset: last))
             _ = try store.commit(CommitUnit(topic: "criteo", partition: Int32(p), firstOffset: first, lastOffset: last,
                                             shard: p, encodedBatch: bytes, rows: b.count))
-            next[p] = last + 1
         }
         return statsPath.path
+    }
+
+    /// sr:appended:{s} and sr:trained:{s} of shards 0..<n.
+    func counters(redisPort: Int, shards: Int) throws -> (appended: [Int], trained: [Int]) {
+        let conn = try RedisConnection(host: "127.0.0.1", port: redisPort)
+        let a = try (0..<shards).map { Int(try conn.command(["GET", "sr:appended:\($0)"]).text ?? "0") ?? 0 }
+        let t = try (0..<shards).map { Int(try conn.command(["GET", "sr:trained:\($0)"]).text ?? "0") ?? 0 }
+        return (a, t)
     }
 
     func trainArgs(redisPort: Int, stats: String, ck: String, untilIdle: Double = 1.5) throws -> [String] {
@@ -69,12 +89,17 @@ import Streaming
         var trained = 0
         for s in 0..<4 { trained += Int(try conn.command(["GET", "sr:trained:\(s)"]).text ?? "0") ?? 0 }
         #expect(trained == 30)
-        // A rerun resumes from the checkpoint and finds nothing new: still exactly once.
+        // A rerun resumes from the checkpoint and finds nothing new: still exactly once, and the
+        // version it resumed from is not rewritten.
+        let latestName = try String(contentsOfFile: ck + "/LATEST", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let manifestBefore = try Data(contentsOf: URL(fileURLWithPath: "\(ck)/\(latestName)/manifest.json"))
         let again = try runProcess(mpirun, ["-np", "1"] + trainArgs(redisPort: redis.port, stats: stats, ck: ck, untilIdle: 1),
                                    environment: mpiTestEnvironment, timeout: .seconds(120))
         #expect(again.status == 0, "\(again.stderr)")
         #expect(again.stdout.contains("resuming from"))
         #expect(try manifest(ck)["samples_trained"] as? Int == 3_000)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: "\(ck)/\(latestName)/manifest.json")) == manifestBefore,
+                "a restart without new data rewrote \(latestName)")
     }
 
     /// kill -9 of a rank at random moments (mpirun then ends the job), restart, repeat: the final
@@ -88,7 +113,9 @@ import Streaming
         let stats = try fillStore(redisPort: redis.port, dir: dir, rows: rows, batch: 50, shards: 4)
         let ck = dir.appendingPathComponent("ck").path
         let mpirun = try #require(findExecutable("mpirun"))
-        var rng = SystemRandomNumberGenerator()
+        let seed = UInt64(ProcessInfo.processInfo.environment["STREAMREC_FAULT_SEED"] ?? "") ?? UInt64.random(in: 1...999_999)
+        print("exactlyOnceAcrossKills: fault seed \(seed) (replay with STREAMREC_FAULT_SEED=\(seed))")
+        var rng = SeededGenerator(seed: seed)
         var kills = 0
         var intermediate: [Int] = []
         for attempt in 0..<3 {
@@ -122,6 +149,22 @@ import Streaming
                                environment: mpiTestEnvironment, timeout: .seconds(240))
         #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
         #expect(try manifest(ck)["samples_trained"] as? Int == rows)
+        // Back-pressure follows the lineage: batches trained again after a kill count once.
+        let (appended, trained) = try counters(redisPort: redis.port, shards: 4)
+        #expect(trained == appended, "trained \(trained) vs appended \(appended) (seed \(seed))")
+    }
+}
+
+/// SplitMix64: a tiny seeded generator so a test's random fault moments can be replayed.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
 

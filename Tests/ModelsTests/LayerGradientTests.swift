@@ -1,6 +1,7 @@
 import Testing
 import Foundation
 @testable import Models
+import Kernels
 import StreamRecNumerics
 
 // Every layer's backward is checked against central finite differences of a Double reference

@@ -1,6 +1,7 @@
 import Testing
 import Foundation
 @testable import Models
+import Kernels
 
 @Suite struct OptimizerTests {
     @Test func adamFirstTwoStepsByHand() {

@@ -1,3 +1,4 @@
+import Kernels
 /// Wide&Deep settings, as in MindSpore's online-learning `default_config.yaml`
 /// (`configs/widedeep.yaml` holds the same values; the `small` preset shrinks the deep part).
 public struct WideDeepConfig: Codable, Sendable, Equatable {

@@ -1,3 +1,4 @@
+import Kernels
 import StreamRecNumerics
 import Features
 

@@ -1,0 +1,72 @@
+import Foundation
+import Streaming
+
+/// The trainer's Redis connection across Redis restarts.
+///
+/// A call that fails with a connection error (or LOADING/BUSY while a restarted Redis reads its
+/// AOF) marks the link down with one log line; `isUp()` then reconnects at most every
+/// `retryInterval` and logs once when Redis is back. Meanwhile the trainer simply has no batches
+/// (it waits, and still notices SIGTERM): nothing is lost, because what the model has trained is
+/// recorded in its checkpoints, not in Redis. Owned by the trainer thread.
+final class RedisLink {
+    let redis: RedisConnection
+    let address: String
+    let retryInterval: TimeInterval
+    private let log: @Sendable (String) -> Void
+    private var downSince: Date?
+    private var nextAttempt = Date.distantPast
+
+    init(redis: RedisConnection, address: String, retryInterval: TimeInterval = 0.5, log: @escaping @Sendable (String) -> Void) {
+        self.redis = redis
+        self.address = address
+        self.retryInterval = retryInterval
+        self.log = log
+    }
+
+    var isDown: Bool { downSince != nil }
+
+    /// True when the connection is usable; while it is down, tries to reconnect (rate-limited).
+    func isUp() -> Bool {
+        guard let since = downSince else { return true }
+        guard Date() >= nextAttempt else { return false }
+        nextAttempt = Date().addingTimeInterval(retryInterval)
+        do {
+            try redis.reconnect()
+            _ = try redis.command(["PING"]).throwingIfError()
+        } catch {
+            return false
+        }
+        downSince = nil
+        log(String(format: "Redis at %@ is back after %.1fs; training continues", address, Date().timeIntervalSince(since)))
+        return true
+    }
+
+    /// Whether `error` means Redis is (temporarily) unavailable rather than a real failure.
+    static func isOutage(_ error: Error) -> Bool {
+        guard let e = error as? RedisError else { return false }
+        switch e {
+        case .connect, .connectionLost: return true
+        case .server(let m): return m.hasPrefix("LOADING") || m.hasPrefix("BUSY") || m.hasPrefix("MASTERDOWN")
+        case .protocol: return false
+        }
+    }
+
+    /// Records an outage (logs only its start); rethrows anything that is not one.
+    func absorb(_ error: Error) throws {
+        guard Self.isOutage(error) else { throw error }
+        if downSince == nil {
+            downSince = Date()
+            nextAttempt = Date().addingTimeInterval(retryInterval)
+            log("Redis at \(address) unavailable (\(error)); waiting for it, retrying every \(retryInterval)s")
+        }
+    }
+
+    /// Runs `body` unless the link is down; an outage is absorbed and gives nil.
+    func attempt<T>(_ body: () throws -> T) throws -> T? {
+        guard isUp() else { return nil }
+        do { return try body() } catch {
+            try absorb(error)
+            return nil
+        }
+    }
+}
