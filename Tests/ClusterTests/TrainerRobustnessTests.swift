@@ -132,7 +132,7 @@ import Streaming
         try redis.start()
         #expect(poll(for: 30) { job.output.contains("is back after") }, "\(job.output)")
         // More data after the restart, then wait for all of it to be trained.
-        _ = try t.fillStore(redisPort: redis.port, dir: dir, rows: 1_000, batch: 50, shards: 4, seed: 22)
+        _ = try t.fillStore(redisPort: redis.port, dir: dir, batchSizes: Array(repeating: 50, count: 20), shards: 4, seed: 22)
         #expect(try poll(for: 120) { let c = try t.counters(redisPort: redis.port, shards: 4); return c.trained == c.appended && c.trained.reduce(0, +) == 60 },
                 "\(job.output)")
         let rank0 = try #require(job.children().first)
