@@ -60,7 +60,7 @@ public final class CheckpointWatcher: Service, Sendable {
     }
 
     enum Candidate {
-        case none
+        case nothing
         case version(URL)
         /// LATEST or the version it names is refused before loading; `key` identifies the attempt.
         case refused(key: String, reason: String, label: String)
@@ -72,7 +72,7 @@ public final class CheckpointWatcher: Service, Sendable {
         let store = CheckpointStore(directory: root, keep: Int.max)
         do {
             if let dir = try store.latestVersion() { return .version(dir) }
-            return store.latest().map { .version($0) } ?? .none
+            return store.latest().map { .version($0) } ?? .nothing
         } catch {
             let label: String
             switch error {
@@ -105,7 +105,7 @@ public final class CheckpointWatcher: Service, Sendable {
         defer { polling.withLock { $0 = false } }
         let dir: URL
         switch candidate() {
-        case .none:
+        case .nothing:
             return .unchanged
         case .version(let url):
             dir = url

@@ -37,13 +37,6 @@ public struct ConnectionTimeouts: Sendable, Equatable {
     }
 }
 
-extension TimeAmount {
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
-}
-
 /// Header and body deadlines of one connection (one instance per channel, used on its event loop only).
 /// Sits after the HTTP decoder, so it sees request parts; `channelReadComplete` still arrives for
 /// every read from the socket, including reads the decoder could not turn into a part yet, which

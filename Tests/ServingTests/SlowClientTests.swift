@@ -118,9 +118,10 @@ private let long: Duration = .seconds(60)
             // One byte every 50 ms keeps the connection busy but never completes the head.
             let trickle = try RawClient(host: "localhost", port: port)
             var bytes = Array("GET /healthz HTTP/1.1\r\nX-Slow: ".utf8) + Array(repeating: UInt8(ascii: "a"), count: 10_000)
-            #expect(trickle.waitForClose(within: 20) {
+            let trickleClosed = trickle.waitForClose(within: 20) {
                 if !bytes.isEmpty { trickle.send(String(UnicodeScalar(bytes.removeFirst()))) }
-            }, "a trickled request head stayed open")
+            }
+            #expect(trickleClosed, "a trickled request head stayed open")
             #expect(state.metrics.timedOutConnections(phase: "header") >= 2)
 
             // The header deadline starts at a request's first byte, not when the connection opened.
@@ -146,7 +147,8 @@ private let long: Duration = .seconds(60)
 
             let trickle = try RawClient(host: "localhost", port: port)
             trickle.send(head)
-            #expect(trickle.waitForClose(within: 20) { trickle.send(" ") }, "a trickled body stayed open")
+            let trickleClosed = trickle.waitForClose(within: 20) { trickle.send(" ") }
+            #expect(trickleClosed, "a trickled body stayed open")
             #expect(state.metrics.timedOutConnections(phase: "body") >= 2)
         }
     }
@@ -189,7 +191,7 @@ private let long: Duration = .seconds(60)
     func badLatestRefused() async throws {
         let fx = try TinyModelFixture()
         let log = Lines(), slot = ModelSlot(), metrics = ServingMetrics()
-        let watcher = CheckpointWatcher(root: fx.root, slot: slot, metrics: metrics, workspaceRows: 8, log: log.add)
+        let watcher = CheckpointWatcher(root: fx.root, slot: slot, metrics: metrics, workspaceRows: 8, log: { log.add($0) })
         try fx.write(step: 1)
         #expect(await watcher.pollOnce() == .loaded(version: "step-000000000001"))
         // A good checkpoint outside the root, which an absolute or relative LATEST could reach.
@@ -215,7 +217,7 @@ private let long: Duration = .seconds(60)
     func symlinkOutsideRefused() async throws {
         let fx = try TinyModelFixture()
         let log = Lines(), slot = ModelSlot(), metrics = ServingMetrics()
-        let watcher = CheckpointWatcher(root: fx.root, slot: slot, metrics: metrics, workspaceRows: 8, log: log.add)
+        let watcher = CheckpointWatcher(root: fx.root, slot: slot, metrics: metrics, workspaceRows: 8, log: { log.add($0) })
         let good = try fx.write(step: 1)
         #expect(await watcher.pollOnce() == .loaded(version: "step-000000000001"))
         let outside = try WideDeepCheckpointWriter.writeOutside(fx, step: 7)
