@@ -341,6 +341,7 @@ private func entries(_ dir: URL) throws -> [String] {
         try FileManager.default.removeItem(at: link)
         try FileManager.default.createSymbolicLink(at: link, withDestinationURL: good)
         #expect(try store.latestVersion()?.path == link.path)
+        try FileManager.default.removeItem(at: link)
 
         // LATEST holding a path, `..`, an absolute path or garbage names no version.
         for text in ["../elsewhere/step-000000000007", outside.path, "..", "step-000000000001/../../x", "garbage \u{1}\u{2}", ""] {

@@ -45,8 +45,13 @@ import TestSupport
         // Default idle/header/body timeouts (60/10/30 s): nothing below ends on its own.
         process.arguments = ["serve", "--checkpoints", fx.root.path, "--port", String(port), "--poll-interval-ms", "50",
                              "--shutdown-timeout", "3"]
+        let logURL = fx.dir.appendingPathComponent("serve.log")
+        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        let logFile = try FileHandle(forWritingTo: logURL)
+        defer { try? logFile.close() }
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        process.standardError = logFile
+        func log() -> String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
         try process.run()
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         let ready = await eventually(60) {
@@ -66,7 +71,7 @@ import TestSupport
         // listed in its manifest is hashed in full before anything is swapped.
         let slow = try WideDeepCheckpointWriter.writeOutside(fx, step: 4)
         let padding = slow.appendingPathComponent("padding.bin")
-        FileManager.default.createFile(atPath: padding.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: padding.path, contents: nil)
         let handle = try FileHandle(forWritingTo: padding)
         try handle.truncate(atOffset: 32 << 30)
         try handle.close()
@@ -75,20 +80,21 @@ import TestSupport
         try manifest.encoded().write(to: slow.appendingPathComponent(CheckpointManifest.fileName))
         try FileManager.default.moveItem(at: slow, to: fx.root.appendingPathComponent(slow.lastPathComponent))
         try fx.pointLatest(at: slow.lastPathComponent)
-        let tasks = "/proc/\(process.processIdentifier)/task"
+        // The loader is under way once the process has read more than 1 GiB (rchar counts read(2) bytes).
+        let io = "/proc/\(process.processIdentifier)/io"
         let loading = await eventually(30) {
-            let threads = (try? FileManager.default.contentsOfDirectory(atPath: tasks)) ?? []
-            return threads.contains { tid in
-                (try? String(contentsOfFile: "\(tasks)/\(tid)/comm", encoding: .utf8))?.hasPrefix("checkpoint-load") == true
-            }
+            let text = (try? String(contentsOfFile: io, encoding: .utf8)) ?? ""
+            let rchar = text.split(separator: "\n").first { $0.hasPrefix("rchar:") }
+                .flatMap { Int($0.dropFirst(6).trimmingCharacters(in: .whitespaces)) } ?? 0
+            return rchar > 1 << 30
         }
-        #expect(loading, "the slow reload never started")
+        #expect(loading, "the slow reload never started: \(log())")
 
         let signalled = Date()
         kill(process.processIdentifier, SIGTERM)
         let exited = await eventually(20) { !process.isRunning }
         #expect(exited)
-        #expect(Date().timeIntervalSince(signalled) < 8, "took \(Date().timeIntervalSince(signalled)) s to stop")
+        #expect(Date().timeIntervalSince(signalled) < 8, "took \(Date().timeIntervalSince(signalled)) s to stop: \(log())")
         if exited { #expect(process.terminationStatus == 0) }
         for client in [idle, partial, stalled] { #expect(client.waitForClose(within: 5)) }
     }
