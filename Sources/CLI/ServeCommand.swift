@@ -42,8 +42,12 @@ struct Serve: ParsableCommand {
         GET /v1/model; GET /healthz; GET /readyz (503 until a model is loaded); GET /metrics (Prometheus). \
         The checkpoints directory is polled for a new LATEST; a new version is verified (sha256, \
         structure), loaded and warmed up off the request path, then swapped in atomically. A corrupt \
-        or incompatible version is refused and counted, and the last good version keeps serving. \
-        Stops cleanly on SIGINT/SIGTERM.
+        or incompatible version is refused and counted, and the last good version keeps serving; so is \
+        a LATEST that is not a step-<12 digits> name in the root, or a version that resolves outside \
+        the root. Idle connections, slow headers and slow or stalled bodies are closed after \
+        --idle-timeout, --header-timeout and --body-timeout; a declared Content-Length over \
+        --max-body-bytes gets 413 before any body is read. Stops on SIGINT/SIGTERM within \
+        --shutdown-timeout (requests in progress finish first if they can).
         """)
 
     @Option(name: [.customLong("checkpoints"), .customLong("checkpoint-dir")],
@@ -65,10 +69,27 @@ struct Serve: ParsableCommand {
     @Option(help: "How often to look at LATEST, in milliseconds (at most 1000).")
     var pollIntervalMs: Int = 200
 
+    @Option(help: "Seconds a connection may stay open with no request arriving (keep-alive between requests, or nothing sent).")
+    var idleTimeout: Double = 60
+
+    @Option(help: "Seconds from the first byte of a request until its headers are complete; slower clients are disconnected.")
+    var headerTimeout: Double = 10
+
+    @Option(help: "Seconds from the headers until the whole request body has arrived; slower or stalled bodies are disconnected.")
+    var bodyTimeout: Double = 30
+
+    @Option(help: "Seconds a SIGTERM/SIGINT waits for requests in progress before closing every connection.")
+    var shutdownTimeout: Double = 5
+
     func validate() throws {
         if !(1...65535).contains(port) && port != 0 { throw ValidationError("--port must be 0…65535") }
         if maxRows < 1 { throw ValidationError("--max-rows must be at least 1") }
         if !(1...1000).contains(pollIntervalMs) { throw ValidationError("--poll-interval-ms must be 1…1000 (new versions are noticed within a second)") }
+        for (name, value) in [("--idle-timeout", idleTimeout), ("--header-timeout", headerTimeout),
+                              ("--body-timeout", bodyTimeout), ("--shutdown-timeout", shutdownTimeout)]
+        where !(value > 0 && value <= 86_400) {
+            throw ValidationError("\(name) must be more than 0 and at most 86400 seconds")
+        }
     }
 
     func run() throws {
@@ -83,7 +104,9 @@ struct Serve: ParsableCommand {
         let settings = ServeSettings(
             checkpoints: URL(fileURLWithPath: checkpoints, isDirectory: true), host: host, port: port,
             limits: PredictLimits(maxRows: maxRows, maxBodyBytes: maxBodyBytes.bytes),
-            pollInterval: .milliseconds(pollIntervalMs))
+            pollInterval: .milliseconds(pollIntervalMs),
+            timeouts: ConnectionTimeouts(idle: .seconds(idleTimeout), header: .seconds(headerTimeout), body: .seconds(bodyTimeout),
+                                         shutdownGrace: .seconds(min(1, shutdownTimeout)), shutdown: .seconds(shutdownTimeout)))
         serveLog("watching \(settings.checkpoints.path) every \(pollIntervalMs) ms; listening on http://\(host):\(port)")
         let outcome = Outcome()
         let done = DispatchSemaphore(value: 0)

@@ -193,7 +193,7 @@ extension Train {
     /// the feature statistics, a resume needs nothing else.
     func checkOnlineInputs(_ cfg: ConfigFile) throws {
         let dir = URL(fileURLWithPath: checkpointDir)
-        let resumable = !fresh && CheckpointStore(directory: dir, keep: cfg.train.keepCheckpoints).latest() != nil
+        let resumable = try !fresh && OnlineTrainer.resumableCheckpoint(in: CheckpointStore(directory: dir, keep: cfg.train.keepCheckpoints)) != nil
         if stats == nil && !resumable {
             throw CLIError("""
                 train --source redis needs --stats FILE for a fresh start: there is \(fresh ? "--fresh" : "no checkpoint in \(checkpointDir) to resume from"). \

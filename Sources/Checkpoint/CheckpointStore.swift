@@ -88,6 +88,11 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
     case invalidFile(name: String, reason: String)
     case notFound(spec: String, reason: String)
     case versionExists(step: Int)
+    /// LATEST (or a name given as a version) is not a `step-<12 digits>` version name, or LATEST
+    /// is not a small regular file.
+    case invalidLatest(root: String, reason: String)
+    /// A version entry resolves (through a symlink) to a place outside the checkpoints root.
+    case outsideRoot(name: String, target: String, root: String)
 
     public var description: String {
         switch self {
@@ -111,6 +116,10 @@ public enum CheckpointError: Error, Equatable, CustomStringConvertible {
         case let .versionExists(step):
             "a checkpoint for step \(step) already exists and versions are never rewritten; "
                 + "write a new lineage into an empty --checkpoint-dir (or resume the existing one)"
+        case let .invalidLatest(root, reason):
+            "\(root)/LATEST: \(reason)"
+        case let .outsideRoot(name, target, root):
+            "\(root)/\(name) resolves to \(target), outside the checkpoints root: refused"
         }
     }
 }
@@ -269,15 +278,67 @@ public struct CheckpointStore: Sendable {
 
     /// The checkpoint LATEST names; if LATEST is missing or names something unusable, the newest
     /// step directory with a readable manifest. nil if there is none.
+    /// Versions that resolve outside the root (symlinks) are never returned.
     public func latest() -> URL? {
-        if let name = readLatestName(), Self.step(fromDirectoryName: name) != nil {
-            let url = directory.appendingPathComponent(name, isDirectory: true)
-            if (try? Self.loadManifest(url)) != nil { return url }
-        }
-        for (_, url) in stepDirectories().reversed() where (try? Self.loadManifest(url)) != nil {
+        if let url = try? latestVersion(), (try? Self.loadManifest(url)) != nil { return url }
+        for (_, url) in stepDirectories().reversed()
+        where (try? version(named: url.lastPathComponent)) != nil && (try? Self.loadManifest(url)) != nil {
             return url
         }
         return nil
+    }
+
+    /// The version LATEST names, nil when there is no LATEST. Throws when LATEST is not a small
+    /// regular file holding a `step-<12 digits>` name, or names an entry that resolves outside
+    /// the root (see `version(named:)`). The directory itself may be missing or broken: that is
+    /// for verification to say.
+    public func latestVersion() throws -> URL? {
+        guard let name = try readLatest() else { return nil }
+        return try version(named: name)
+    }
+
+    /// The directory of version `name` in this store. Refuses anything but a `step-<12 digits>`
+    /// name (so no path, `..` or absolute path can lead elsewhere) and an entry whose real path
+    /// (symlinks followed) is outside the root's real path. A missing entry is returned as is.
+    public func version(named name: String) throws -> URL {
+        guard Self.step(fromDirectoryName: name) != nil else {
+            let shown = name.count > 80 ? String(name.prefix(80)) + "…" : name
+            throw CheckpointError.invalidLatest(
+                root: directory.path, reason: "names \(String(reflecting: shown)), not a step-<12 digits> version in this directory")
+        }
+        let url = directory.appendingPathComponent(name, isDirectory: true)
+        guard let target = Self.realPath(url.path) else { return url }
+        let root = Self.realPath(directory.path) ?? directory.path
+        guard target.hasPrefix(root.hasSuffix("/") ? root : root + "/") else {
+            throw CheckpointError.outsideRoot(name: name, target: target, root: directory.path)
+        }
+        return url
+    }
+
+    /// LATEST's text, trimmed; nil when there is no LATEST. Only a small regular file is read
+    /// (a FIFO would block the reader; a large file is not a version name).
+    public func readLatest() throws -> String? {
+        let url = directory.appendingPathComponent(Self.latestFileName)
+        // attributesOfItem does not follow symlinks (lstat).
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: url.path) else { return nil }
+        guard attributes[.type] as? FileAttributeType == .typeRegular else {
+            throw CheckpointError.invalidLatest(root: directory.path, reason: "is not a regular file")
+        }
+        guard let size = attributes[.size] as? Int, size <= 4096 else {
+            throw CheckpointError.invalidLatest(root: directory.path, reason: "is larger than 4096 bytes: not a version name")
+        }
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw CheckpointError.io(path: url.path, message: "cannot read: \(error.localizedDescription)")
+        }
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The canonical path (symlinks and `..` resolved), nil if it does not exist.
+    static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     /// Every `step-*` directory, oldest first, with its manifest or the reason it has none.
@@ -286,6 +347,7 @@ public struct CheckpointStore: Sendable {
         let latestName = readLatestName()
         return stepDirectories().map { step, url in
             do {
+                _ = try version(named: url.lastPathComponent)
                 let manifest = try Self.loadManifest(url)
                 return CheckpointSummary(step: step, url: url, manifest: manifest, problem: nil,
                                          isLatest: url.lastPathComponent == latestName)
@@ -317,7 +379,7 @@ public struct CheckpointStore: Sendable {
         }
         if let step = Int(spec) {
             guard (0 ... Self.maxStep).contains(step) else { throw CheckpointError.invalidStep(step) }
-            let url = directory.appendingPathComponent(Self.directoryName(step: step), isDirectory: true)
+            let url = try version(named: Self.directoryName(step: step))
             guard hasManifest(url) else { throw CheckpointError.notFound(spec: spec, reason: available()) }
             return url
         }
@@ -332,8 +394,10 @@ public struct CheckpointStore: Sendable {
             }
             return latest
         }
-        let inside = directory.appendingPathComponent(spec, isDirectory: true)
-        if hasManifest(inside) { return inside }
+        if Self.step(fromDirectoryName: spec) != nil {
+            let inside = try version(named: spec)
+            if hasManifest(inside) { return inside }
+        }
         throw CheckpointError.notFound(spec: spec, reason: "not a step number or a directory; " + available())
     }
 
@@ -413,6 +477,12 @@ public struct CheckpointStore: Sendable {
             let url = dir.appendingPathComponent(name)
             guard fm.fileExists(atPath: url.path) else {
                 problems.append(CheckpointProblem(file: name, message: "listed in the manifest but missing"))
+                continue
+            }
+            // A checkpoint holds its own files: a symlink could lead anywhere, a FIFO or device
+            // would block or never end the read (attributesOfItem does not follow symlinks).
+            guard (try? fm.attributesOfItem(atPath: url.path)[.type] as? FileAttributeType) == .typeRegular else {
+                problems.append(CheckpointProblem(file: name, message: "is not a regular file (symlinks, FIFOs and devices are refused)"))
                 continue
             }
             if digestCheckedByCaller.contains(name) {

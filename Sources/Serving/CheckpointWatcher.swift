@@ -2,7 +2,8 @@
 // served, loads and verifies it on a thread of its own (never on the request path), warms it up,
 // then swaps it into the `ModelSlot`. A version that fails is remembered (by directory name and
 // manifest modification time) so it is not retried in a loop, logged, counted, and the last good
-// version keeps serving.
+// version keeps serving. A LATEST that is not a version name of this root (a path, `..`, garbage)
+// and a version that resolves outside the root (a `step-*` symlink) are refused the same way.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -58,15 +59,34 @@ public final class CheckpointWatcher: Service, Sendable {
         }
     }
 
+    enum Candidate {
+        case nothing
+        case version(URL)
+        /// LATEST or the version it names is refused before loading; `key` identifies the attempt.
+        case refused(key: String, reason: String, label: String)
+    }
+
     /// The directory LATEST names (read directly, so a LATEST naming a broken or missing
     /// directory is noticed and refused); without LATEST, the store's newest readable version.
-    func candidate() -> URL? {
-        let latestFile = root.appendingPathComponent(CheckpointStore.latestFileName)
-        if let data = FileManager.default.contents(atPath: latestFile.path) {
-            let name = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            if !name.isEmpty, !name.contains("/") { return root.appendingPathComponent(name, isDirectory: true) }
+    func candidate() -> Candidate {
+        let store = CheckpointStore(directory: root, keep: Int.max)
+        do {
+            if let dir = try store.latestVersion() { return .version(dir) }
+            return store.latest().map { .version($0) } ?? .nothing
+        } catch {
+            let label: String
+            switch error {
+            case CheckpointError.outsideRoot: label = "outside_root"
+            case CheckpointError.invalidLatest: label = "invalid_latest"
+            default: label = "invalid_checkpoint"
+            }
+            // Rewriting LATEST (even with the same text) is a new attempt; polling again is not.
+            let latest = root.appendingPathComponent(CheckpointStore.latestFileName).path
+            let mtime = (try? FileManager.default.attributesOfItem(atPath: latest)[.modificationDate] as? Date)
+                .map { String($0.timeIntervalSince1970) } ?? "absent"
+            let reason = String(describing: error)
+            return .refused(key: "LATEST@\(mtime): \(reason)", reason: reason, label: label)
         }
-        return CheckpointStore(directory: root, keep: Int.max).latest()
     }
 
     /// Identity of one attempt: the directory name and its manifest's modification time, so a
@@ -83,16 +103,29 @@ public final class CheckpointWatcher: Service, Sendable {
         // One poll at a time (the service loop and a test may both call this).
         guard polling.withLock({ busy in if busy { return false }; busy = true; return true }) else { return .unchanged }
         defer { polling.withLock { $0 = false } }
-        guard let dir = candidate() else { return .unchanged }
+        let dir: URL
+        switch candidate() {
+        case .nothing:
+            return .unchanged
+        case .version(let url):
+            dir = url
+        case .refused(let key, let reason, let label):
+            guard refused.withLock({ $0.insert(key).inserted }) else { return .unchanged }
+            metrics.recordRejectedCheckpoint(reason: label)
+            let kept = slot.current.map { "still serving \($0.version)" } ?? "no model loaded yet"
+            log("refused LATEST: \(reason); \(kept). It will not be retried until LATEST changes.")
+            return .rejected(version: CheckpointStore.latestFileName, reason: reason)
+        }
         let version = dir.lastPathComponent
         if slot.current?.version == version { return .unchanged }
         let key = attemptKey(dir)
         if refused.withLock({ $0.contains(key) }) { return .unchanged }
 
         let rows = workspaceRows, previous = slot.current
-        let result: Result<ServingModel, any Error> = await Self.offRequestPath {
+        // nil: shutting down; the load is abandoned (it only reads) rather than waited for.
+        guard let result: Result<ServingModel, any Error> = await Self.offRequestPath({
             Result { try ServingModel.load(directory: dir, workspaceRows: rows, previous: previous) }
-        }
+        }) else { return .unchanged }
         switch result {
         case .success(let model):
             let old = slot.replace(with: model)
@@ -102,7 +135,7 @@ public final class CheckpointWatcher: Service, Sendable {
             return .loaded(version: version)
         case .failure(let error):
             refused.withLock { _ = $0.insert(key) }
-            metrics.recordRejectedCheckpoint()
+            metrics.recordRejectedCheckpoint(reason: "invalid_checkpoint")
             let kept = slot.current.map { "still serving \($0.version)" } ?? "no model loaded yet"
             log("refused checkpoint \(version): \(error); \(kept). It will not be retried until its manifest changes.")
             return .rejected(version: version, reason: String(describing: error))
@@ -110,16 +143,39 @@ public final class CheckpointWatcher: Service, Sendable {
     }
 
     /// Runs `body` on a thread of its own so a load (hashing and copying the whole model)
-    /// never occupies the threads that answer requests.
-    static func offRequestPath<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { (cont: CheckedContinuation<T, Never>) in
-            let thread = Thread {
-                lowerThisThreadsPriority()
-                cont.resume(returning: body())
+    /// never occupies the threads that answer requests. Returns nil at once when the task is
+    /// cancelled (shutdown), leaving the thread to finish and its result to be dropped, so a
+    /// slow or stuck read never holds up SIGTERM.
+    static func offRequestPath<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T? {
+        let pending = PendingResult<T>()
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (cont: CheckedContinuation<T?, Never>) in
+                pending.set(cont)
+                if Task.isCancelled { pending.resume(nil); return }
+                let thread = Thread {
+                    lowerThisThreadsPriority()
+                    pending.resume(body())
+                }
+                thread.name = "checkpoint-loader"
+                thread.stackSize = 8 << 20
+                thread.start()
             }
-            thread.name = "checkpoint-loader"
-            thread.stackSize = 8 << 20
-            thread.start()
+        } onCancel: {
+            pending.resume(nil)
+        }
+    }
+}
+
+/// A continuation resumed exactly once, by whichever comes first: the result or cancellation.
+private final class PendingResult<T: Sendable>: Sendable {
+    private let continuation = Mutex<CheckedContinuation<T?, Never>?>(nil)
+
+    func set(_ cont: CheckedContinuation<T?, Never>) { continuation.withLock { $0 = cont } }
+
+    func resume(_ value: T?) {
+        continuation.withLock { cont in
+            cont?.resume(returning: value)
+            cont = nil
         }
     }
 }

@@ -10,6 +10,8 @@
 import Foundation
 import Features
 import Hummingbird
+import HummingbirdCore
+import NIOCore
 import ServiceLifecycle
 
 /// Settings of one `streamrec serve` process.
@@ -19,14 +21,17 @@ public struct ServeSettings: Sendable {
     public var port: Int
     public var limits: PredictLimits
     public var pollInterval: Duration
+    public var timeouts: ConnectionTimeouts
 
     public init(checkpoints: URL, host: String = "127.0.0.1", port: Int = 8080,
-                limits: PredictLimits = PredictLimits(), pollInterval: Duration = .milliseconds(200)) {
+                limits: PredictLimits = PredictLimits(), pollInterval: Duration = .milliseconds(200),
+                timeouts: ConnectionTimeouts = ConnectionTimeouts()) {
         self.checkpoints = checkpoints
         self.host = host
         self.port = port
         self.limits = limits
         self.pollInterval = pollInterval
+        self.timeouts = timeouts
     }
 }
 
@@ -121,7 +126,13 @@ public func buildServingApplication(settings: ServeSettings, state: ServingState
     let state = state ?? ServingState(limits: settings.limits)
     let watcher = CheckpointWatcher(root: settings.checkpoints, slot: state.slot, metrics: state.metrics,
                                     workspaceRows: settings.limits.maxRows, pollInterval: settings.pollInterval, log: log)
-    var app = Application(router: buildServingRouter(state: state),
+    let timeouts = settings.timeouts, metrics = state.metrics
+    let http1 = HTTP1Channel.Configuration(
+        additionalChannelHandlers: [RequestReadTimeoutHandler(timeouts: timeouts) { phase in
+            metrics.recordTimedOutConnection(phase: phase.rawValue)
+        }],
+        idleTimeout: TimeAmount(timeouts.idle))
+    var app = Application(router: buildServingRouter(state: state), server: .http1(configuration: http1),
                           configuration: .init(address: .hostname(settings.host, port: settings.port),
                                                serverName: "streamrec-serve"))
     app.addServices(watcher)
@@ -134,7 +145,12 @@ public func buildServingApplication(settings: ServeSettings, state: ServingState
 /// streamrec command shares); when it returns, the service group shuts down gracefully.
 public func runServingServer(settings: ServeSettings, waitForShutdown: @escaping @Sendable () -> Void) async throws {
     let (app, _, _) = buildServingApplication(settings: settings)
-    let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: app.logger))
+    var configuration = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [], logger: app.logger)
+    // Requests still being received are bounded by shutdownGrace (RequestReadTimeoutHandler); this
+    // bounds everything else (a slow response, a client that never reads): after it, the server
+    // is cancelled and its connections closed.
+    configuration.maximumGracefulShutdownDuration = settings.timeouts.shutdown
+    let group = ServiceGroup(configuration: configuration)
     let waiter = Thread {
         waitForShutdown()
         Task { await group.triggerGracefulShutdown() }
@@ -148,6 +164,13 @@ public func runServingServer(settings: ServeSettings, waitForShutdown: @escaping
 
 func predict(_ request: Request, state: ServingState) async -> Response {
     var request = request
+    // A declared length over the limit is refused before any of the body is read; the response
+    // closes the connection (RequestReadTimeoutHandler) so the body is never waited for.
+    if let declared = request.headers[.contentLength], let length = Int(declared), length > state.limits.maxBodyBytes {
+        var response = errorResponse(RequestError(413, "request body of \(length) bytes (Content-Length) is larger than \(state.limits.maxBodyBytes) bytes (--max-body-bytes); send fewer rows per request"))
+        response.headers[.connection] = "close"
+        return response
+    }
     let body: ByteBuffer
     do {
         body = try await request.collectBody(upTo: state.limits.maxBodyBytes)

@@ -25,6 +25,8 @@ public final class ServingMetrics: Sendable {
         var rowsPredicted: UInt64 = 0
         var reloads: UInt64 = 0
         var rejectedCheckpoints: UInt64 = 0
+        var rejectedByReason: [String: UInt64] = [:]
+        var timedOut: [String: UInt64] = [:]          // phase → connections closed
         var lastLoadSeconds: Double = 0
     }
 
@@ -47,10 +49,18 @@ public final class ServingMetrics: Sendable {
     public func recordReload(loadSeconds: Double) {
         state.withLock { $0.reloads += 1; $0.lastLoadSeconds = loadSeconds }
     }
-    public func recordRejectedCheckpoint() { state.withLock { $0.rejectedCheckpoints += 1 } }
+    /// `reason`: `invalid_checkpoint` (failed verification or load), `invalid_latest` (LATEST is
+    /// not a version name), `outside_root` (the version resolves outside the checkpoints root).
+    public func recordRejectedCheckpoint(reason: String) {
+        state.withLock { $0.rejectedCheckpoints += 1; $0.rejectedByReason[reason, default: 0] += 1 }
+    }
+    /// A connection closed because its request head (`header`) or body (`body`) was too slow.
+    public func recordTimedOutConnection(phase: String) { state.withLock { $0.timedOut[phase, default: 0] += 1 } }
 
     public var reloads: UInt64 { state.withLock { $0.reloads } }
     public var rejectedCheckpoints: UInt64 { state.withLock { $0.rejectedCheckpoints } }
+    public func rejectedCheckpoints(reason: String) -> UInt64 { state.withLock { $0.rejectedByReason[reason] ?? 0 } }
+    public func timedOutConnections(phase: String) -> UInt64 { state.withLock { $0.timedOut[phase] ?? 0 } }
     public func requests(endpoint: String, status: Int) -> UInt64 {
         state.withLock { $0.requests[endpoint]?[status] ?? 0 }
     }
@@ -87,6 +97,16 @@ public final class ServingMetrics: Sendable {
         line("# HELP streamrec_serve_rejected_checkpoints_total Checkpoint versions refused (corrupt, partial or incompatible).")
         line("# TYPE streamrec_serve_rejected_checkpoints_total counter")
         line("streamrec_serve_rejected_checkpoints_total \(s.rejectedCheckpoints)")
+        line("# HELP streamrec_serve_rejected_checkpoints_by_reason_total Refusals by reason: invalid_checkpoint, invalid_latest (LATEST is not a version name), outside_root (resolves outside the checkpoints root).")
+        line("# TYPE streamrec_serve_rejected_checkpoints_by_reason_total counter")
+        for reason in ["invalid_checkpoint", "invalid_latest", "outside_root"] {
+            line("streamrec_serve_rejected_checkpoints_by_reason_total{reason=\"\(reason)\"} \(s.rejectedByReason[reason] ?? 0)")
+        }
+        line("# HELP streamrec_serve_timed_out_connections_total Connections closed because a request head (header) or body (body) did not arrive in time.")
+        line("# TYPE streamrec_serve_timed_out_connections_total counter")
+        for phase in ["body", "header"] {
+            line("streamrec_serve_timed_out_connections_total{phase=\"\(phase)\"} \(s.timedOut[phase] ?? 0)")
+        }
         line("# HELP streamrec_serve_model_loaded 1 once a model is serving.")
         line("# TYPE streamrec_serve_model_loaded gauge")
         line("streamrec_serve_model_loaded \(model == nil ? 0 : 1)")

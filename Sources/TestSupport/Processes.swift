@@ -171,6 +171,8 @@ public final class BackgroundProcess: @unchecked Sendable {
 
     public var pid: Int32 { process.processIdentifier }
     public var isRunning: Bool { process.isRunning }
+    /// The exit status once it has exited (nil while it runs).
+    public var exitStatus: Int32? { process.isRunning ? nil : process.terminationStatus }
     public var output: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
 
     /// Direct children (e.g. the ranks `mpirun` started), lowest pid first.

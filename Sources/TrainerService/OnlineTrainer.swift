@@ -85,7 +85,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
         var model: WideDeepModel?
         if world.rank == 0 {
             let ckpts = CheckpointStore(directory: options.checkpointDir, keep: settings.keepCheckpoints)
-            if options.resume, let latest = ckpts.latest() {
+            if options.resume, let latest = try resumableCheckpoint(in: ckpts) {
                 let loaded = try WideDeepCheckpoint.load(latest)
                 log("resuming from \(latest.path): step \(loaded.manifest.step), \(loaded.manifest.samplesTrained) samples, positions \(loaded.manifest.streamPositions.sorted { $0.key < $1.key })")
                 model = loaded.model
@@ -101,6 +101,40 @@ public final class OnlineTrainer: StepBoundaryHandler {
         }
         let (s, m) = try broadcastState(state, model: model, root: 0, over: world)
         return try OnlineTrainer(comm: world, state: s, model: m, settings: settings, options: options, log: log)
+    }
+
+    /// The version a resume starts from: nil when the directory holds no version (a fresh start).
+    /// Throws when LATEST is unusable or a version newer than the one it would resume from is
+    /// broken: resuming from an older one silently would later collide with the broken one's
+    /// step number (versions are never rewritten) — a person has to look.
+    public static func resumableCheckpoint(in store: CheckpointStore) throws -> URL? {
+        let versions = store.list()
+        guard !versions.isEmpty else { return nil }
+        let named = try store.latestVersion()
+        guard let latest = store.latest() else {
+            let problem = versions.last.flatMap(\.problem) ?? "no usable manifest"
+            throw CheckpointLoadError("""
+                \(store.directory.path) holds \(versions.count) checkpoint version(s) but none is usable (newest \
+                \(versions.last!.url.lastPathComponent): \(problem)). Run `streamrec ckpt verify \(store.directory.path)`; \
+                move the broken versions away to start fresh, or use a new --checkpoint-dir
+                """)
+        }
+        if let named, named.standardizedFileURL != latest.standardizedFileURL {
+            throw CheckpointLoadError("""
+                \(store.directory.path)/LATEST names \(named.lastPathComponent), which is not usable; the newest usable version \
+                is \(latest.lastPathComponent). Run `streamrec ckpt verify \(store.directory.path)`, then move the broken \
+                version away (and point LATEST at \(latest.lastPathComponent)) to resume from there
+                """)
+        }
+        let step = CheckpointStore.step(fromDirectoryName: latest.lastPathComponent) ?? 0
+        if let newer = versions.last(where: { $0.step > step }) {
+            throw CheckpointLoadError("""
+                \(newer.url.lastPathComponent) in \(store.directory.path) is newer than the newest usable version \
+                \(latest.lastPathComponent) but broken (\(newer.problem ?? "unusable")); resuming from \(latest.lastPathComponent) \
+                would collide with it. Move it away to resume from \(latest.lastPathComponent)
+                """)
+        }
+        return latest
     }
 
     /// A dynamically joining rank: waits for the job's port in Redis, connects, and receives the

@@ -314,3 +314,57 @@ private func entries(_ dir: URL) throws -> [String] {
     #expect(JSONValue.number(3.5).exactInt == nil)
     #expect(JSONValue.bool(true).exactInt == nil)
 }
+
+@Test func versionsOutsideTheRootAreRefused() throws {
+    try withTempDirectory { base in
+        let root = base.appendingPathComponent("checkpoints"), elsewhere = base.appendingPathComponent("elsewhere")
+        let store = CheckpointStore(directory: root, keep: 5)
+        let good = try write(store, step: 1)
+        let outside = try write(CheckpointStore(directory: elsewhere, keep: 5), step: 7)
+        #expect(CheckpointStore.verify(outside).isEmpty)
+        let link = root.appendingPathComponent("step-000000000007")
+        try FileManager.default.createSymbolicLink(at: link, withDestinationURL: outside)
+        let latestFile = root.appendingPathComponent("LATEST")
+
+        // A step-* symlink leading outside the root: never the latest, not resolvable, listed with why.
+        try FileManager.default.removeItem(at: latestFile)
+        #expect(store.latest() == good)
+        #expect(throws: CheckpointError.outsideRoot(name: link.lastPathComponent, target: outside.resolvingSymlinksInPath().path,
+                                                    root: store.directory.path)) { try store.resolve("7") }
+        #expect(throws: CheckpointError.self) { try store.resolve("step-000000000007") }
+        #expect(store.list().first { $0.step == 7 }?.problem?.contains("outside the checkpoints root") == true)
+        try Data("step-000000000007\n".utf8).write(to: latestFile)
+        #expect(throws: CheckpointError.self) { try store.latestVersion() }
+        #expect(store.latest() == good)
+
+        // A symlink that stays inside the root is fine.
+        try FileManager.default.removeItem(at: link)
+        try FileManager.default.createSymbolicLink(at: link, withDestinationURL: good)
+        #expect(try store.latestVersion()?.path == link.path)
+        try FileManager.default.removeItem(at: link)
+
+        // LATEST holding a path, `..`, an absolute path or garbage names no version.
+        for text in ["../elsewhere/step-000000000007", outside.path, "..", "step-000000000001/../../x", "garbage \u{1}\u{2}", ""] {
+            try Data(text.utf8).write(to: latestFile)
+            #expect(throws: CheckpointError.self, "LATEST = \(text)") { try store.latestVersion() }
+            #expect(store.latest() == good)
+        }
+        // Not a regular file (a FIFO would block the reader).
+        try FileManager.default.removeItem(at: latestFile)
+        try FileManager.default.createSymbolicLink(at: latestFile, withDestinationURL: elsewhere.appendingPathComponent("LATEST"))
+        #expect(throws: CheckpointError.self) { try store.latestVersion() }
+    }
+}
+
+@Test func verifyRefusesFilesThatAreNotRegular() throws {
+    try withTempDirectory { root in
+        let dir = try write(CheckpointStore(directory: root, keep: 5), step: 1)
+        // Same bytes, same sha256, but reached through a symlink to a file outside the checkpoint.
+        let stats = dir.appendingPathComponent("features.stats"), copy = root.appendingPathComponent("stats-copy")
+        try FileManager.default.copyItem(at: stats, to: copy)
+        try FileManager.default.removeItem(at: stats)
+        try FileManager.default.createSymbolicLink(at: stats, withDestinationURL: copy)
+        let problems = CheckpointStore.verify(dir)
+        #expect(problems.contains { $0.file == "features.stats" && $0.message.contains("not a regular file") }, "\(problems)")
+    }
+}

@@ -42,7 +42,7 @@ import Streaming
         train += ["--stats", "\(data)/features.stats", "--checkpoint-dir", ck, "--checkpoint-every", "50", "--until-idle", "3"]
         let r = try runProcess(mpirun, train, environment: mpiTestEnvironment, timeout: .seconds(300))
         #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
-        #expect(r.stdout.contains("wide_loss:"), "\(r.stdout)")
+        #expect(r.stdout.contains("done ("), "\(r.stdout)")
 
         let verify = try run(["ckpt", "verify", ck])
         _ = verify

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Checkpoint
 import TestSupport
 
 /// The real `streamrec serve` process: answers on its port, and SIGTERM stops it cleanly (exit 0),
@@ -31,5 +32,70 @@ import TestSupport
         let exited = await eventually(30) { !process.isRunning }
         #expect(exited)
         if exited { #expect(process.terminationStatus == 0) }
+    }
+
+    @Test("SIGTERM stops serve within seconds despite idle, partial and stalled clients and a reload in progress",
+          .enabled(if: streamrecBinary() != nil))
+    func sigtermWithSlowClientsAndReload() async throws {
+        let fx = try TinyModelFixture()
+        try fx.write(step: 3)
+        let port = try freeLoopbackPort()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: streamrecBinary()!)
+        // Default idle/header/body timeouts (60/10/30 s): nothing below ends on its own.
+        process.arguments = ["serve", "--checkpoints", fx.root.path, "--port", String(port), "--poll-interval-ms", "50",
+                             "--shutdown-timeout", "3"]
+        let logURL = fx.dir.appendingPathComponent("serve.log")
+        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        let logFile = try FileHandle(forWritingTo: logURL)
+        defer { try? logFile.close() }
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = logFile
+        func log() -> String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let ready = await eventually(60) {
+            guard let probe = try? RawClient(port: port) else { return false }
+            probe.send("GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            return probe.waitFor("\"ready\"", within: 5)
+        }
+        try #require(ready)
+
+        let idle = try RawClient(port: port)
+        let partial = try RawClient(port: port)
+        partial.send("POST /v1/predict HTTP/1.1\r\nHost: x\r\n")
+        let stalled = try RawClient(port: port)
+        stalled.send("POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+
+        // A version whose load takes far longer than the shutdown bound: a 32 GiB sparse file
+        // listed in its manifest is hashed in full before anything is swapped.
+        let slow = try WideDeepCheckpointWriter.writeOutside(fx, step: 4)
+        let padding = slow.appendingPathComponent("padding.bin")
+        _ = FileManager.default.createFile(atPath: padding.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: padding)
+        try handle.truncate(atOffset: 32 << 30)
+        try handle.close()
+        var manifest = try CheckpointStore.loadManifest(slow)
+        manifest.files["padding.bin"] = FileDigest(sha256: String(repeating: "0", count: 64), bytes: 32 << 30)
+        try manifest.encoded().write(to: slow.appendingPathComponent(CheckpointManifest.fileName))
+        try FileManager.default.moveItem(at: slow, to: fx.root.appendingPathComponent(slow.lastPathComponent))
+        try fx.pointLatest(at: slow.lastPathComponent)
+        // The loader is under way once the process has read more than 1 GiB (rchar counts read(2) bytes).
+        let io = "/proc/\(process.processIdentifier)/io"
+        let loading = await eventually(30) {
+            let text = (try? String(contentsOfFile: io, encoding: .utf8)) ?? ""
+            let rchar = text.split(separator: "\n").first { $0.hasPrefix("rchar:") }
+                .flatMap { Int($0.dropFirst(6).trimmingCharacters(in: .whitespaces)) } ?? 0
+            return rchar > 1 << 30
+        }
+        #expect(loading, "the slow reload never started: \(log())")
+
+        let signalled = Date()
+        kill(process.processIdentifier, SIGTERM)
+        let exited = await eventually(20) { !process.isRunning }
+        #expect(exited)
+        #expect(Date().timeIntervalSince(signalled) < 8, "took \(Date().timeIntervalSince(signalled)) s to stop: \(log())")
+        if exited { #expect(process.terminationStatus == 0) }
+        for client in [idle, partial, stalled] { #expect(client.waitForClose(within: 5)) }
     }
 }
