@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: installs/builds via setup.sh (debug), then `swift test`.
-# Extra arguments go to `swift test` (e.g. `--filter NativeTests`). Exits with swift test's status.
+# Runs the whole test suite on the RELEASE build — the code users run: the numeric kernels build
+# with -Ounchecked there (see docs/ARCHITECTURE.md, "Build flags"), so their reference checks must
+# run against that build. Installs/builds via setup.sh, then `swift test -c release`, one test at
+# a time (the integration tests start MPI jobs, Redis and brokers; on 2 cores, running them side
+# by side only starves each other). Extra arguments go to `swift test`
+# (e.g. `--filter NativeTests`). Exits with swift test's status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
+bash scripts/setup.sh -c release --build-tests -Xswiftc -enable-testing
 
 # Open MPI inside containers/CI: allow root, stay on loopback, shared-memory + TCP transports.
 export OMPI_ALLOW_RUN_AS_ROOT=1
@@ -12,11 +16,11 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_oob_tcp_if_include=lo
 export OMPI_MCA_btl_tcp_if_include=lo
 export OMPI_MCA_btl=self,vader,tcp
-# The MPI smoke test runs this binary under mpirun.
-export STREAMREC_BIN="${STREAMREC_BIN:-$(swift build --show-bin-path)/streamrec}"
+# The integration tests run this binary (under mpirun, as services).
+export STREAMREC_BIN="${STREAMREC_BIN:-$(swift build -c release --show-bin-path)/streamrec}"
 
 set +e
-swift test "$@"
+swift test -c release --skip-build --no-parallel "$@"
 status=$?
 set -e
 exit $status

@@ -20,6 +20,10 @@ struct Eval: ParsableCommand {
     @Option(help: "Labelled Criteo-format file.") var data: String
     @Option(help: "Rows per scoring batch.") var batchSize: Int = 1000
 
+    func validate() throws {
+        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1 (got \(batchSize))") }
+    }
+
     func run() throws {
         BLAS.setThreads(1)
         let dir: URL

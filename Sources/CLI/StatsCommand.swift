@@ -19,6 +19,10 @@ struct Stats: ParsableCommand {
     @Option(help: "Minimum count for a category to get its own id.") var minFrequency: Int = 10
     @Flag(help: "Accept 39-field rows without a label.") var unlabelled = false
 
+    func validate() throws {
+        if minFrequency < 1 { throw ValidationError("--min-frequency must be at least 1 (got \(minFrequency))") }
+    }
+
     func run() throws {
         let start = Date()
         let fileSize = (try? FileManager.default.attributesOfItem(atPath: data)[.size] as? Int64) ?? nil

@@ -65,6 +65,7 @@ struct Train: ParsableCommand {
         if let keep { cfg.train.keepCheckpoints = keep }
         if let logEvery { cfg.train.logEvery = logEvery }
         if let minFrequency { cfg.train.minFrequency = minFrequency }
+        try cfg.train.validate()
         BLAS.setThreads(cfg.train.blasThreads)
         let stop = ShutdownSignals.install()
         stop.onSignal { sig in log("received \(ShutdownSignals.name(of: sig)): finishing the step, then checkpointing and stopping") }

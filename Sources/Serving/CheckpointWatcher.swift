@@ -148,13 +148,16 @@ public final class CheckpointWatcher: Service, Sendable {
     /// slow or stuck read never holds up SIGTERM.
     static func offRequestPath<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T? {
         let pending = PendingResult<T>()
+        let job = OneShot(body)
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (cont: CheckedContinuation<T?, Never>) in
                 pending.set(cont)
                 if Task.isCancelled { pending.resume(nil); return }
                 let thread = Thread {
                     lowerThisThreadsPriority()
-                    pending.resume(body())
+                    // `run` drops the body (and what it captured, e.g. the replaced version)
+                    // before the waiting task resumes, so nothing outlives the swap.
+                    pending.resume(job.run())
                 }
                 thread.name = "checkpoint-loader"
                 thread.stackSize = 8 << 20
@@ -163,6 +166,16 @@ public final class CheckpointWatcher: Service, Sendable {
         } onCancel: {
             pending.resume(nil)
         }
+    }
+}
+
+/// A closure run at most once and released right after.
+private final class OneShot<T: Sendable>: Sendable {
+    private let body: Mutex<(@Sendable () -> T)?>
+    init(_ body: @escaping @Sendable () -> T) { self.body = Mutex(body) }
+    func run() -> T? {
+        guard let f = body.withLock({ b -> (@Sendable () -> T)? in defer { b = nil }; return b }) else { return nil }
+        return f()
     }
 }
 

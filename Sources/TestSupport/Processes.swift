@@ -166,7 +166,7 @@ public final class BackgroundProcess: @unchecked Sendable {
         process.standardOutput = h
         process.standardError = h
         process.standardInput = FileHandle.nullDevice
-        try process.run()
+        try withTerminationSignalsUnblocked { try process.run() }
     }
 
     public var pid: Int32 { process.processIdentifier }
@@ -210,4 +210,17 @@ public func poll(for seconds: Double, _ condition: () throws -> Bool) rethrows -
         Thread.sleep(forTimeInterval: 0.05)
     }
     return try condition()
+}
+
+/// Runs `body` (e.g. `Process.run()`) with SIGTERM and SIGINT unblocked in the calling thread.
+/// Test threads (dispatch workers) block them and a spawned child inherits that mask, so a shell
+/// script's `trap … TERM` would never run; the test process itself is never sent these signals.
+public func withTerminationSignalsUnblocked<T>(_ body: () throws -> T) rethrows -> T {
+    var unblock = sigset_t(), previous = sigset_t()
+    sigemptyset(&unblock)
+    sigaddset(&unblock, SIGTERM)
+    sigaddset(&unblock, SIGINT)
+    pthread_sigmask(SIG_UNBLOCK, &unblock, &previous)
+    defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+    return try body()
 }

@@ -193,19 +193,24 @@ private func entries(_ dir: URL) throws -> [String] {
     }
 }
 
-@Test func rewritingTheSameStepReplacesIt() throws {
+/// A version is immutable once written: a second write of the same step is refused and the
+/// first one stays exactly as it was.
+@Test func rewritingTheSameStepIsRefused() throws {
     try withTempDirectory { root in
         let store = CheckpointStore(directory: root, keep: 3)
-        try write(store, step: 5)
+        let first = try write(store, step: 5)
+        let before = try Data(contentsOf: first.appendingPathComponent("manifest.json"))
         var second = manifest()
         second.metrics = ["auc": 0.99]
-        let dir = try store.write(step: 5, manifest: second, files: [
-            .safetensors(tensors: [.vector("w", [9, 9])]),
-            .data("features.stats", Data("new".utf8)),
-        ])
-        #expect(CheckpointStore.verify(dir) == [])
-        #expect(try CheckpointStore.loadManifest(dir).metrics == ["auc": 0.99])
-        #expect(try SafeTensorsFile(url: dir.appendingPathComponent("model.safetensors")).floats("w") == [9, 9])
+        #expect(throws: CheckpointError.versionExists(step: 5)) {
+            try store.write(step: 5, manifest: second, files: [
+                .safetensors(tensors: [.vector("w", [9, 9])]),
+                .data("features.stats", Data("new".utf8)),
+            ])
+        }
+        #expect(try Data(contentsOf: first.appendingPathComponent("manifest.json")) == before)
+        #expect(CheckpointStore.verify(first) == [])
+        #expect(store.hasVersion(step: 5) && !store.hasVersion(step: 6))
         #expect(try entries(root) == ["LATEST", "step-000000000005"])
     }
 }
