@@ -50,6 +50,8 @@ struct Broker: ParsableCommand {
 
     func run() throws {
         let signals = ShutdownSignals.install()
+        // Tearing the mock cluster down closes client connections; it must not hold the exit.
+        signals.exitUnlessStopped(within: .seconds(10), what: "broker")
         let cluster = FileManager.default.fileExists(atPath: config) ? try KafkaClusterConfig.load(path: config) : KafkaClusterConfig()
         var topics: [(String, Int)] = cluster.topics.map { ($0.name, $0.partitions) }
         for (i, name) in topic.enumerated() {

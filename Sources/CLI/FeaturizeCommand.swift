@@ -29,7 +29,12 @@ struct Featurize: ParsableCommand {
         (snapshot from --stats, online growth in Redis), and packed into batches of --batch-size \
         rows appended to sr:fs:(P mod --feature-shards). Each batch is committed with the \
         partition's progress in one Lua script, so a worker killed at any instant and restarted \
-        covers every row exactly once. Stops cleanly on SIGINT/SIGTERM (commits what it holds). \
+        covers every row exactly once. Stops cleanly on SIGINT/SIGTERM (commits what it holds; \
+        while Redis is unreachable it stops retrying and leaves the rest to be read again), within \
+        seconds even while Redis or Kafka is down; a second signal exits at once. \
+        A partition whose stored progress is beyond the broker's high watermark (topic recreated, \
+        cluster replaced, offsets reset) stops the worker with exit status 3 naming it, unless \
+        --on-offset-reset restart-from-earliest says to read it again from the broker's earliest offset. \
         See docs/ARCHITECTURE.md and Sources/FeatureStore/FeatureStoreLayout.swift for the layout.
         """)
 
@@ -94,13 +99,31 @@ struct Featurize: ParsableCommand {
     @Option(help: "Seconds between progress lines.")
     var progressSeconds: Double = 5
 
+    @Option(help: ArgumentHelp("When a partition's stored progress is beyond the broker's high watermark (topic recreated, "
+                               + "cluster replaced, offsets reset): 'stop' (exit 3 naming the partitions; the default) or "
+                               + "'restart-from-earliest' (move their progress back to the broker's earliest offset, logged "
+                               + "and counted in sr:offsetreset:applied). Never skips.",
+                               valueName: "stop|restart-from-earliest"))
+    var onOffsetReset: String = OffsetResetPolicy.stop.rawValue
+
     func validate() throws {
         guard shards > 0, shard >= 0, shard < shards else { throw ValidationError("need 0 ≤ --shard < --shards") }
+        guard OffsetResetPolicy(rawValue: onOffsetReset) != nil else {
+            throw ValidationError("--on-offset-reset must be one of \(OffsetResetPolicy.allCases.map(\.rawValue).joined(separator: ", ")), got '\(onOffsetReset)'")
+        }
+        if let lingerMs, lingerMs < 0 { throw ValidationError("--linger-ms must be ≥ 0") }
+        if let growthIntervalMs, growthIntervalMs < 0 { throw ValidationError("--growth-interval-ms must be ≥ 0") }
+        if let maxPendingCategories, maxPendingCategories < 0 { throw ValidationError("--max-pending-categories must be ≥ 0 (0 = unbounded)") }
+        if let parseThreads, parseThreads < 1 { throw ValidationError("--parse-threads must be at least 1") }
+        if let untilIdle, !(untilIdle > 0) { throw ValidationError("--until-idle must be a positive number of seconds") }
+        guard progressSeconds > 0 else { throw ValidationError("--progress-seconds must be positive") }
     }
 
     func run() throws {
-        // SIGINT/SIGTERM: the worker commits what it holds and exits 0.
+        // SIGINT/SIGTERM: the worker commits what it holds and exits 0; a second signal, or a stop
+        // that takes longer than 20 s, exits at once (what is not committed is read again).
         let signals = ShutdownSignals.install()
+        signals.exitUnlessStopped(within: .seconds(20), what: "featurize")
         let file = try FeaturizeSettings.load(config)
         let batchSize = self.batchSize ?? file.batchSize ?? 1024
         let featureShards = self.featureShards ?? file.featureShards ?? 8
@@ -109,6 +132,9 @@ struct Featurize: ParsableCommand {
         guard batchSize > 0, batchSize <= 1_000_000 else { throw ValidationError("--batch-size must be in 1…1000000") }
         guard featureShards > 0 else { throw ValidationError("--feature-shards must be positive") }
         guard maxPending > 0 else { throw ValidationError("--max-pending must be positive") }
+        for (name, value) in [("batch_size", file.batchSize), ("feature_shards", file.featureShards), ("max_pending", file.maxPending)] {
+            if let value, value <= 0 { throw ValidationError("\(config ?? "config"): featurize.\(name) must be positive, got \(value)") }
+        }
         if !raw && statsPath == nil { throw ValidationError("--stats FILE is required (create it with `streamrec stats`)") }
         let statsValue: FeatureStats
         if let statsPath {
@@ -135,12 +161,26 @@ struct Featurize: ParsableCommand {
         options.untilIdle = untilIdle.map { .milliseconds(Int64($0 * 1000)) }
         options.statsSource = statsPath ?? ""
         options.progressEvery = .milliseconds(Int64(progressSeconds * 1000))
+        options.onOffsetReset = OffsetResetPolicy(rawValue: onOffsetReset) ?? .stop
         let worker = FeaturizeWorker(options: options, stats: statsValue,
                                      shouldStop: { signals.isRaised })
-        let summary = try worker.run()
+        let summary: FeaturizeSummary
+        do {
+            summary = try worker.run()
+        } catch let error as FeaturizeError {
+            if case .offsetReset = error {
+                FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+                throw ExitCode(3)
+            }
+            throw CLIError("\(error)")
+        }
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
         print("summary " + String(decoding: try enc.encode(summary), as: UTF8.self))
+        // Everything is committed or left to be re-read. Exit without closing the consumer: with
+        // explicit assignment there is no group to leave, and librdkafka's close can wait for a
+        // broker that is gone.
+        Glibc.exit(0)
     }
 }
 

@@ -23,8 +23,10 @@ struct Produce: ParsableCommand {
 
         Every delivery report is checked: if any message fails (or is still unacknowledged after \
         --flush-timeout) the command stops reading, flushes, prints the summary and exits with \
-        status 1 naming the first error. SIGINT/SIGTERM stop reading, flush what was produced, \
-        print the summary and exit with 128+signal. The last stdout line is a JSON summary: \
+        status 1 naming the first error. SIGINT/SIGTERM stop reading, flush what was produced \
+        (waiting at most 5 s: rows the broker has not acknowledged by then — it may be \
+        unreachable — are dropped and counted as undelivered), print the summary and exit with \
+        128+signal; a second signal exits at once. The last stdout line is a JSON summary: \
         rows, bytes, seconds, rows_per_s, delivered, failed_deliveries.
         """)
 
@@ -74,6 +76,7 @@ struct Produce: ParsableCommand {
 
     func run() throws {
         let signals = ShutdownSignals.install()
+        signals.exitUnlessStopped(within: .seconds(20), what: "produce")
         let (config, bootstrap) = try kafka.producerConfig()
         let keying: RowKeying = try keyField.map { .field(index: $0 - 1, separator: try separatorByte()) } ?? .wholeRow
         let reader = try LineReader(path: data, maxLineLength: maxLineBytes - 3)
@@ -84,6 +87,8 @@ struct Produce: ParsableCommand {
         } catch {
             throw CLIError("produce: cannot start producing to '\(topic)' on \(bootstrap): \(error.message)")
         }
+        // A full librdkafka queue (broker unreachable) makes a send wait; a signal ends the wait.
+        producer.giveUp = { signals.isRaised }
         produceNote("produce: \(data) → topic \(topic) (\(producer.partitions) partitions) on \(bootstrap)"
             + (rate.map { String(format: ", at most %.0f rows/s", $0) } ?? ""))
 
@@ -96,22 +101,36 @@ struct Produce: ParsableCommand {
         do {
             try reader.forEachLine(progress: { progress.update($0) }) { line, _ in
                 if line.count >= maxLineBytes && line.last != 0x0A { truncated += 1 }
-                do throws(KafkaError) { try producer.send(line: line) } catch { sendError = error; throw Stop() }
-                if producer.rows & 0xFF == 0 {
-                    if let s = signals.received { stoppedBy = s; throw Stop() }
-                    if producer.rows & 0x3FF == 0 && producer.failed { stoppedOnFailure = true; throw Stop() }
+                if let s = signals.received { stoppedBy = s; throw Stop() }
+                do throws(KafkaError) { try producer.send(line: line) } catch {
+                    if error.isInterrupted, let s = signals.received { stoppedBy = s; throw Stop() }
+                    sendError = error; throw Stop()
                 }
+                if producer.rows & 0x3FF == 0 && producer.failed { stoppedOnFailure = true; throw Stop() }
             }
         } catch is Stop {}
         progress.finish(reader.fileSize ?? 0)
 
-        let summary = producer.finish(timeout: .milliseconds(Int64(flushTimeout * 1000)))
+        // After a signal the flush is bounded: the user asked to stop, and the broker may be gone.
+        let flushWait = stoppedBy == nil ? flushTimeout : min(flushTimeout, 5)
+        let summary = producer.finish(timeout: .milliseconds(Int64(flushWait * 1000)))
         var extra: [String: String] = ["truncated_lines": "\(truncated)"]
         if let stoppedBy { extra["interrupted"] = "\"\(ShutdownSignals.name(of: stoppedBy))\"" }
         FileHandle.standardOutput.write(Data((summary.jsonLine(topic: topic, extra: extra) + "\n").utf8))
 
         if truncated > 0 {
             produceNote("produce: warning: \(truncated) lines longer than \(maxLineBytes) bytes were truncated")
+        }
+        if let stoppedBy {
+            let name = ShutdownSignals.name(of: stoppedBy)
+            if summary.ok {
+                produceNote("produce: \(name): stopped after \(summary.rows) rows, all delivered")
+            } else {
+                produceNote("produce: \(name): stopped after \(summary.rows) rows; \(summary.delivered) delivered, "
+                            + "\(summary.failed + summary.undelivered) NOT acknowledged by the broker at \(bootstrap) within \(Int(flushWait)) s "
+                            + "(unreachable?) and dropped — produce those rows again")
+            }
+            throw ExitCode(ShutdownSignals.exitStatus(for: stoppedBy))
         }
         if let sendError {
             throw CLIError("produce: could not enqueue row \(summary.rows + 1): \(sendError.message); "
@@ -122,10 +141,6 @@ struct Produce: ParsableCommand {
             throw CLIError("produce: \(summary.failed + summary.undelivered) of \(summary.rows) deliveries failed "
                            + "(first error: \(reason))" + (stoppedOnFailure ? "; stopped reading at the first failure" : "")
                            + ". Check that the broker at \(bootstrap) is up and the topic exists.")
-        }
-        if let stoppedBy {
-            produceNote("produce: \(ShutdownSignals.name(of: stoppedBy)): stopped after \(summary.rows) rows, all delivered")
-            throw ExitCode(ShutdownSignals.exitStatus(for: stoppedBy))
         }
         produceNote(String(format: "produce: %d rows (%d bytes) delivered in %.2f s, %.0f rows/s",
                    summary.rows, summary.bytes, summary.seconds, summary.rowsPerSecond))

@@ -71,6 +71,7 @@ struct Status: ParsableCommand {
             var line = "  \(p.topic)/\(p.partition)  progress \(p.progress)"
             if let h = p.highWatermark { line += "  high \(h)  lag \(p.lag ?? 0)" }
             if let l = p.lowWatermark, l > p.progress { line += "  ! RETENTION GAP: earliest retained \(l)" }
+            if let h = p.highWatermark, h < p.progress { line += "  ! OFFSET RESET: progress beyond the broker's high watermark" }
             if p.lostUpstream > 0 { line += "  LOST UPSTREAM \(p.lostUpstream)" }
             print(line)
         }
@@ -81,6 +82,10 @@ struct Status: ParsableCommand {
         print("dead letters: \(status.deadLettersTotal)" + (status.deadLetters.isEmpty ? "" : "  (" + status.deadLetters.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")"))
         let lostTotal = status.lostUpstream.values.reduce(0, +)
         print("rows lost upstream: \(lostTotal)" + (lostTotal == 0 ? "" : "  (" + status.lostUpstream.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")"))
+        for key in Set(status.offsetResetsDetected.keys).union(status.offsetResetsApplied.keys).sorted() {
+            print("OFFSET RESET \(key): detected \(status.offsetResetsDetected[key] ?? 0)×, progress reset to earliest \(status.offsetResetsApplied[key] ?? 0)×"
+                  + (status.offsetResetLast[key].map { "  (last: \($0))" } ?? ""))
+        }
         print("dictionary: \(status.dictionaryState), next id \(status.dictionaryNextId), snapshot \(status.snapshotCategories) categories, online ids \(status.onlineIds), categories below threshold \(status.pendingCategories)" + (status.forgottenCounts > 0 ? ", forgotten at the cap \(status.forgottenCounts)" : ""))
         print("workers (\(status.workers.count)):")
         for w in status.workers {

@@ -177,10 +177,48 @@ public final class FeatureStore: @unchecked Sendable {
 
     /// The next offset of `partition` not yet covered (0 when nothing was committed).
     public func readProgress(topic: String, partition: Int32) throws -> Int64 {
-        let r = try redis.command(["GET", layout.progress(topic: topic, partition: partition)])
+        let key = layout.progress(topic: topic, partition: partition)
+        let r = try redis.command(["GET", key])
         if r.isNull { return 0 }
-        guard let v = r.integer else { throw FeatureStoreError.unexpectedReply("progress is \(r)") }
+        guard let v = r.integer, v >= 0 else {
+            throw FeatureStoreError.unexpectedReply("\(key) holds \(r), not an offset ≥ 0; it is written only by featurize's "
+                                                    + "commit script — restore it or delete the key to re-read the partition from offset 0")
+        }
         return v
+    }
+
+    // MARK: Offset resets
+
+    /// Records that `partition`'s stored progress is beyond the broker's high watermark
+    /// (`sr:offsetreset:detected` += 1, `sr:offsetreset:last` = `description`).
+    public func recordOffsetReset(topic: String, partition: Int32, description: String) throws {
+        let field = FeatureStoreLayout.lostField(topic: topic, partition: partition)
+        let r = try redis.pipeline([["HINCRBY", layout.offsetResetsDetected, field, "1"],
+                                    ["HSET", layout.offsetResetLast, field, description]])
+        for reply in r { try reply.throwingIfError() }
+    }
+
+    static let resetScript = LuaScript("""
+    local progress = tonumber(redis.call('GET', KEYS[1]) or '0')
+    if progress ~= tonumber(ARGV[1]) then return {0, progress} end
+    redis.call('SET', KEYS[1], ARGV[2])
+    redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+    redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+    return {1, tonumber(ARGV[2])}
+    """)
+
+    /// Moves `partition`'s progress from `from` back to `to` (the broker's earliest offset) in one
+    /// script, counting it in `sr:offsetreset:applied`. Returns false (and changes nothing) when
+    /// the stored progress is no longer `from` (another worker moved it).
+    public func resetProgress(topic: String, partition: Int32, from: Int64, to: Int64, description: String) throws -> Bool {
+        let keys = [layout.progress(topic: topic, partition: partition), layout.offsetResetsApplied, layout.offsetResetLast]
+        let reply = try Self.resetScript.run(redis, keys: keys.map(s),
+                                             args: [s("\(from)"), s("\(to)"),
+                                                    s(FeatureStoreLayout.lostField(topic: topic, partition: partition)), s(description)])
+        guard let e = reply.elements, e.count == 2, let flag = e[0].integer else {
+            throw FeatureStoreError.unexpectedReply("offset-reset script returned \(reply)")
+        }
+        return flag == 1
     }
 
     // MARK: Back-pressure and retention

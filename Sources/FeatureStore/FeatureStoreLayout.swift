@@ -16,6 +16,9 @@
 // | sr:deadletter                    | stream | featurize (commit script)  | refused rows: raw, topic, partition, offset, reason, detail, worker |
 // | sr:deadletter:count              | hash   | featurize (commit script)  | reason (`RejectReason` raw value) → count |
 // | sr:lost                          | hash   | featurize (commit script)  | "{topic}:{p}" → rows lost upstream (Kafka retention dropped them before anyone read them) |
+// | sr:offsetreset:detected          | hash   | featurize                  | "{topic}:{p}" → times the stored progress was found beyond the broker's high watermark (topic recreated, cluster replaced, offsets reset) |
+// | sr:offsetreset:applied           | hash   | featurize (reset script)   | "{topic}:{p}" → times the progress was moved back to the broker's earliest offset (`--on-offset-reset restart-from-earliest`) |
+// | sr:offsetreset:last              | hash   | featurize                  | "{topic}:{p}" → one line: when, stored progress, broker watermarks, what was done |
 // | sr:dict:meta                     | hash   | first featurize (once)     | state (loading/ready), min_frequency, snapshot_version, snapshot_next_id, snapshot_categories, snapshot_checksum (CRC32C of the stats file), loaded_from, loaded_at_ms |
 // | sr:dict:next_id                  | string | snapshot load, grow script | next unassigned category id |
 // | sr:dict:{field}                  | hash   | snapshot load, grow script | category bytes → id, field 0..<26 |
@@ -62,6 +65,9 @@ public struct FeatureStoreLayout: Sendable, Equatable {
     public var deadLetters: String { "\(prefix):deadletter" }
     public var deadLetterCount: String { "\(prefix):deadletter:count" }
     public var lost: String { "\(prefix):lost" }
+    public var offsetResetsDetected: String { "\(prefix):offsetreset:detected" }
+    public var offsetResetsApplied: String { "\(prefix):offsetreset:applied" }
+    public var offsetResetLast: String { "\(prefix):offsetreset:last" }
     public var dictMeta: String { "\(prefix):dict:meta" }
     public var dictNextId: String { "\(prefix):dict:next_id" }
     public func dict(field: Int) -> String { "\(prefix):dict:\(field)" }

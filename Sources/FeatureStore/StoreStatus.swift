@@ -40,6 +40,11 @@ public struct FeatureStoreStatus: Sendable, Codable, Equatable {
     public var deadLetters: [String: Int64]
     public var deadLettersTotal: Int64
     public var lostUpstream: [String: Int64]
+    /// "{topic}:{p}" → times its stored progress was found beyond the broker's high watermark,
+    /// times it was reset to the broker's earliest offset, and the last such event.
+    public var offsetResetsDetected: [String: Int64] = [:]
+    public var offsetResetsApplied: [String: Int64] = [:]
+    public var offsetResetLast: [String: String] = [:]
     public var dictionaryState: String
     public var dictionaryNextId: Int64
     public var snapshotCategories: Int64
@@ -116,8 +121,12 @@ extension FeatureStore {
             workers.append(.init(id: id, heartbeatAgeSeconds: age, info: info))
         }
         workers.sort { $0.id < $1.id }
+        let resetsDetected = try hash(layout.offsetResetsDetected).mapValues { Int64($0) ?? 0 }
+        let resetsApplied = try hash(layout.offsetResetsApplied).mapValues { Int64($0) ?? 0 }
+        let resetLast = try hash(layout.offsetResetLast)
         return FeatureStoreStatus(prefix: layout.prefix, partitions: partitions, shards: shards, deadLetters: dl,
                                   deadLettersTotal: dl.values.reduce(0, +), lostUpstream: lost,
+                                  offsetResetsDetected: resetsDetected, offsetResetsApplied: resetsApplied, offsetResetLast: resetLast,
                                   dictionaryState: meta["state"] ?? "not loaded", dictionaryNextId: nextId,
                                   snapshotCategories: Int64(meta["snapshot_categories"] ?? "") ?? 0,
                                   snapshotNextId: snapNext, onlineIds: max(0, nextId - snapNext),

@@ -11,20 +11,38 @@ import FeatureStore
 import Foundation
 import Streaming
 
+/// A line said once per process run, by whichever thread gets there first.
+final class OneTimeNotice: @unchecked Sendable {
+    private let lock = NSLock()
+    private var said = false
+    func say(_ line: String, with say: (String) -> Void) {
+        let first = lock.withLock { () -> Bool in defer { said = true }; return !said }
+        if first { say(line) }
+    }
+}
+
 /// One Redis connection plus the retry funnel: Redis failures are retried with back-off
 /// 100 ms → 5 s, each outage logged once (and its end); returns nil only when asked to stop while
-/// Redis is still failing.
+/// Redis is still failing (said once per worker through `stopNotice`).
+/// Every call is bounded: connect and each command time out after `timeout`, and the back-off
+/// sleeps in 50 ms steps that notice a stop.
 final class RedisLink {
     let address: String
     let prefix: String
     let say: (String) -> Void
     let stopping: () -> Bool
+    let stopNotice: OneTimeNotice
+    let timeout: Duration
     private var connection: RedisConnection?
     private(set) var store: FeatureStore!
     private var downSince: ContinuousClock.Instant? = nil
+    /// True once this link gave up because the worker is stopping while Redis fails.
+    private(set) var gaveUp = false
 
-    init(address: String, prefix: String, say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
+    init(address: String, prefix: String, say: @escaping (String) -> Void, stopping: @escaping () -> Bool,
+         stopNotice: OneTimeNotice, timeout: Duration = .seconds(5)) {
         self.address = address; self.prefix = prefix; self.say = say; self.stopping = stopping
+        self.stopNotice = stopNotice; self.timeout = timeout
     }
 
     func run<T>(_ what: String, _ body: (FeatureStore) throws -> T) throws -> T? {
@@ -34,7 +52,7 @@ final class RedisLink {
                 if let c = connection {
                     if !c.isConnected { try c.reconnect() }
                 } else {
-                    let c = try RedisConnection(address: address)
+                    let c = try RedisConnection(address: address, timeout: timeout)
                     connection = c
                     store = FeatureStore(redis: c, prefix: prefix)
                 }
@@ -53,10 +71,16 @@ final class RedisLink {
                     downSince = .now
                     say("Redis unavailable during \(what): \(error). Consumption paused; retrying with back-off (100 ms → 5 s). No data is lost: the uncommitted unit is retried.")
                 }
-                if stopping() { return nil }
-                Thread.sleep(forTimeInterval: delay)
-                delay = min(delay * 2, 5)
+                if stopping() {
+                    gaveUp = true
+                    stopNotice.say("stopping while Redis is unavailable (\(error)): not retrying; everything not committed "
+                                   + "(see the progress in Redis) is read again from Kafka on restart — exactly once, nothing lost", with: say)
+                    return nil
+                }
                 connection?.close()
+                let end = ContinuousClock.now + .milliseconds(Int64(delay * 1000))
+                while !stopping() && ContinuousClock.now < end { Thread.sleep(forTimeInterval: 0.05) }
+                delay = min(delay * 2, 5)
             }
         }
     }
@@ -139,12 +163,12 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
     private let grower: Grower
 
     init(address: String, prefix: String, capacity: Int, growthInterval: Duration, maxPendingPerField: Int,
-         say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
+         say: @escaping (String) -> Void, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
         self.capacity = capacity
         self.say = say
-        self.link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping)
+        self.link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping, stopNotice: stopNotice)
         self.grower = Grower(address: address, prefix: prefix, every: growthInterval, maxPendingPerField: maxPendingPerField,
-                             say: say, stopping: stopping)
+                             say: say, stopping: stopping, stopNotice: stopNotice)
         super.init()
         start(name: "featurize-committer")
     }
@@ -159,6 +183,15 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
         if abandoned || finished { return }
         queue.append(c)
         condition.broadcast()
+    }
+
+    /// Waits until every queued unit is committed. Returns false when the committer gave up
+    /// (stopping while Redis is down); throws its failure.
+    func drain() throws -> Bool {
+        condition.lock(); defer { condition.unlock() }
+        while !queue.isEmpty && fatal == nil && !finished && !abandoned { condition.wait() }
+        if let fatal { throw fatal }
+        return queue.isEmpty && !abandoned
     }
 
     /// Commits everything queued, then stops the thread (and the grower's). Throws a failure.
@@ -220,8 +253,8 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
             return
         }
         guard let outcome else {
-            say("stopping while Redis is unavailable: \(u.topic)/\(u.partition) from offset \(u.firstOffset) on was not committed and will be re-read on restart")
-            condition.lock(); abandoned = true; condition.unlock()
+            // The link said so (once per worker); the rest of the queue is dropped, to be re-read.
+            condition.lock(); abandoned = true; condition.broadcast(); condition.unlock()
             return
         }
         condition.lock()
@@ -261,10 +294,10 @@ final class Grower: BackgroundLoop, @unchecked Sendable {
     let maxPendingPerField: Int
 
     init(address: String, prefix: String, every: Duration, maxPendingPerField: Int,
-         say: @escaping (String) -> Void, stopping: @escaping () -> Bool) {
+         say: @escaping (String) -> Void, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
         self.every = every
         self.maxPendingPerField = maxPendingPerField
-        link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping)
+        link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping, stopNotice: stopNotice)
         super.init()
         start(name: "featurize-grower")
     }

@@ -50,11 +50,60 @@ public struct FeaturizeOptions: Sendable {
     public var statsSource: String = "features.stats"
     public var workerId: String
     public var progressEvery: Duration = .seconds(5)
+    /// What to do with a partition whose stored progress is beyond the broker's high watermark.
+    public var onOffsetReset: OffsetResetPolicy = .stop
 
     public init(shard: Int, shards: Int, topic: String, kafka: KafkaConfig, redisAddress: String, workerId: String? = nil) {
         self.shard = shard; self.shards = shards; self.topic = topic; self.kafka = kafka; self.redisAddress = redisAddress
         let host = ProcessInfo.processInfo.hostName
         self.workerId = workerId ?? "featurize-\(shard)of\(shards)@\(host):\(ProcessInfo.processInfo.processIdentifier)"
+    }
+}
+
+/// A partition whose stored progress (next offset, in Redis) is beyond the broker's high watermark:
+/// the topic was recreated, the cluster replaced or its offsets reset. Reading on would skip every
+/// offset below the stored progress without a word, so the worker never does that.
+public enum OffsetResetPolicy: String, Sendable, CaseIterable {
+    /// Stop (exit non-zero) naming the partitions, their progress and the broker's watermarks;
+    /// nothing of those partitions is read. The default: the operator decides.
+    case stop
+    /// Move the partitions' progress back to the broker's earliest offset (logged, counted in
+    /// sr:offsetreset:applied) and read everything the broker has.
+    case restartFromEarliest = "restart-from-earliest"
+}
+
+/// An offset reset found on one partition (see `OffsetResetPolicy`).
+public struct OffsetResetFinding: Sendable, Equatable, CustomStringConvertible {
+    public var topic: String
+    public var partition: Int32
+    /// The stored progress (next offset the worker would read).
+    public var progress: Int64
+    /// The broker's watermarks, when it answered a query in time.
+    public var watermarks: KafkaWatermarks?
+
+    public var description: String {
+        "\(topic)/\(partition): stored progress \(progress), broker "
+            + (watermarks.map { "low \($0.low) high \($0.high)" } ?? "reset the consumer below it (watermarks unavailable)")
+    }
+}
+
+public enum FeaturizeError: Error, Sendable, CustomStringConvertible {
+    /// Options that cannot work (checked before anything starts).
+    case invalidOptions(String)
+    /// Stopped by the default `OffsetResetPolicy.stop`.
+    case offsetReset([OffsetResetFinding])
+
+    public var description: String {
+        switch self {
+        case .invalidOptions(let m): return m
+        case .offsetReset(let findings):
+            return "OFFSET RESET: the broker's offsets are behind the progress stored in Redis on \(findings.count) partition(s) — "
+                + findings.map(\.description).joined(separator: "; ")
+                + ". The topic was recreated, the Kafka cluster replaced or its offsets reset; reading on would skip every "
+                + "offset below the stored progress, so nothing of these partitions was read (counted in sr:offsetreset:detected). "
+                + "To read them from the broker's earliest offset, run featurize again with --on-offset-reset restart-from-earliest; "
+                + "if the old cluster is coming back, point --bootstrap at it instead."
+        }
     }
 }
 
@@ -67,6 +116,8 @@ public struct FeaturizeSummary: Sendable, Codable, Equatable {
     public var batches: Int64 = 0
     public var deadLetters: Int64 = 0
     public var lostUpstream: Int64 = 0
+    /// Partitions whose progress was moved back to the broker's earliest offset (offset reset).
+    public var offsetResets: Int64 = 0
     public var duplicateUnits: Int64 = 0
     public var onlineIdsLearnt: Int64 = 0
     /// Occurrences of categories missing from the cache, and the entries sent to Redis to count
@@ -126,6 +177,12 @@ final class PartitionState {
     var unknown = CategoryTable(minimumCapacity: 256)
     /// After a rewind: ignore messages until the one at `tracker.next` arrives.
     var rewinding = false
+    /// The offset this partition was last assigned at: librdkafka delivers an offset below it only
+    /// after the broker called it out of range (beyond the high watermark) and it reset to earliest.
+    var assignedAt: Int64
+    /// The first offset delivered below `assignedAt`: an offset reset waiting for the worker
+    /// thread; the partition's messages are ignored until it is resolved.
+    var resetSeenAt: Int64? = nil
 
     init(partition: Int32, shard: Int, next: Int64, batchSize: Int) {
         self.partition = partition
@@ -137,6 +194,7 @@ final class PartitionState {
         weights = .allocate(capacity: batchSize * f)
         labels = .allocate(capacity: batchSize)
         unitFirst = next
+        assignedAt = next
     }
 
     deinit { ids.deallocate(); weights.deallocate(); labels.deallocate() }
@@ -199,12 +257,19 @@ public final class FeaturizeWorker: @unchecked Sendable {
     var lastWake = ContinuousClock.now
     var kafkaTroubleSince: ContinuousClock.Instant? = nil
     var wakeIndex = 0
+    /// Every librdkafka call that asks the broker runs here, never on the worker or parse threads
+    /// (librdkafka 2.0.2 can block in them far beyond their timeout while the broker is down).
+    let kafkaCalls = OffThreadCalls(name: "featurize-kafka-calls")
+    /// The outcome of the last broker query sent by `wakeFetcher`.
+    let wakeOutcome = LockedOutcome()
+    /// Set when the run must end with an error after its clean stop (offset reset, policy stop).
+    var failure: Error? = nil
+    /// "Stopping while Redis is unavailable" is said once, by whichever thread gives up first.
+    let stopNotice = OneTimeNotice()
 
     public init(options: FeaturizeOptions, stats: FeatureStats,
                 shouldStop: (@Sendable () -> Bool)? = nil,
                 log: @escaping @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data((line + "\n").utf8)) }) {
-        precondition(options.shards > 0 && options.shard >= 0 && options.shard < options.shards)
-        precondition(options.batchSize > 0 && options.featureShards > 0)
         self.options = options
         self.snapshot = stats
         self.cache = DictionaryCache(snapshot: stats)
@@ -217,7 +282,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
         handlers = ForkJoin(threads: threads, name: "featurize-parse")
     }
 
-    deinit { handlers.shutdown() }
+    deinit { handlers.shutdown(); kafkaCalls.close() }
 
     /// Asks `run()` to commit what it holds and return. Thread-safe.
     public func stop() { stopFlag.store(true, ordering: .relaxed) }
@@ -240,6 +305,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
     /// Runs until `stop()`/`shouldStop`, or `untilIdle`. Returns the run's totals.
     @discardableResult
     public func run() throws -> FeaturizeSummary {
+        try validate(options)
         let start = ContinuousClock.now
         var kafkaConfig = options.kafka
         if kafkaConfig["auto.offset.reset"] == nil { kafkaConfig["auto.offset.reset"] = "earliest" }
@@ -250,19 +316,27 @@ public final class FeaturizeWorker: @unchecked Sendable {
         // throughput for memory.
         consumer = try KafkaConsumer(config: kafkaConfig)
         link = RedisLink(address: options.redisAddress, prefix: options.prefix, say: { [unowned self] in say($0) },
-                         stopping: { [unowned self] in stopping })
+                         stopping: { [unowned self] in stopping }, stopNotice: stopNotice)
 
         // Partitions (retry until the topic exists and the broker answers).
         var partitionCount = 0
         var delay = 0.1
         var warned = false
         while partitionCount == 0 {
-            do {
-                partitionCount = try consumer.partitionCount(topic: options.topic, timeout: .seconds(5))
-            } catch {
+            let consumer = self.consumer!, topic = options.topic
+            let answer = kafkaCalls.call(timeout: .seconds(6), stopping: { stopping }) {
+                Result { () throws(KafkaError) in try consumer.partitionCount(topic: topic, timeout: .seconds(5)) }
+            }
+            switch answer {
+            case .success(let n)?: partitionCount = n
+            case .failure(let error)?:
                 if !warned { say("cannot read metadata of topic \(options.topic) (\(error)); retrying (is the broker up? see `streamrec broker`)"); warned = true }
-                if stopping { return finish(start) }
-                Thread.sleep(forTimeInterval: delay); delay = min(delay * 2, 5)
+            case nil:
+                if !warned && !stopping { say("no answer to a metadata request for topic \(options.topic) within 6 s; retrying (is the broker up? see `streamrec broker`)"); warned = true }
+            }
+            if partitionCount == 0 {
+                if stopping { say("stopping before any partition was assigned; nothing was read"); return finish(start) }
+                sleepUnlessStopping(delay); delay = min(delay * 2, 5)
             }
         }
         let owned = (0..<Int32(partitionCount)).filter { Int($0) % options.shards == options.shard }
@@ -286,15 +360,35 @@ public final class FeaturizeWorker: @unchecked Sendable {
             let st = PartitionState(partition: p, shard: FeatureStoreLayout.shard(partition: p, shards: options.featureShards),
                                     next: next, batchSize: options.batchSize)
             states[p] = st
-            if let w = try? consumer.watermarks(topic: options.topic, partition: p, timeout: .seconds(5)) {
+        }
+        // Offset resets first (progress beyond the high watermark), then retention gaps (below the
+        // low watermark). Only a watermark the broker reports decides; an unanswered query leaves
+        // the partition to the check on its first delivered message (`resetSeenAt`).
+        var resets: [OffsetResetFinding] = []
+        for p in owned {
+            let st = states[p]!
+            guard let w = queryWatermarks(p, timeout: .seconds(5)) else {
+                if stopping { return finish(start) }
+                continue
+            }
+            if !options.raw && st.tracker.next > w.high {
+                resets.append(OffsetResetFinding(topic: options.topic, partition: p, progress: st.tracker.next, watermarks: w))
+            } else {
                 noteRetention(st, low: w.low)
+            }
+        }
+        if !resets.isEmpty {
+            guard try handleOffsetResets(resets) else {
+                let summary = finish(start)
+                if let failure { throw failure }
+                return summary
             }
         }
         try assignAll()
         if !options.raw {
             committer = Committer(address: options.redisAddress, prefix: options.prefix, capacity: 4, growthInterval: options.growthInterval,
                                   maxPendingPerField: options.maxPendingCategories,
-                                  say: { [unowned self] in say($0) }, stopping: { [unowned self] in stopping })
+                                  say: { [unowned self] in say($0) }, stopping: { [unowned self] in stopping }, stopNotice: stopNotice)
         }
         say("owns partitions \(owned.map(String.init).joined(separator: ",")) of \(options.topic) "
             + "(resuming at \(owned.map { "\($0)@\(states[$0]!.tracker.next)" }.joined(separator: " ")))"
@@ -310,12 +404,11 @@ public final class FeaturizeWorker: @unchecked Sendable {
         var paused = false
         var lastPollEmpty = true
         var pauseStarted = ContinuousClock.now
-        var kafkaErrorsLogged = 0
-        var lastKafkaErrorLog = ContinuousClock.now - .seconds(60)
         let targetShards = Set(states.values.map(\.shard)).sorted()
 
-        while !stopping {
+        while !stopping && failure == nil {
             let now = ContinuousClock.now
+            noteWakeOutcome()
             if !options.raw {
                 try collectCommits()
                 if now - lastHeartbeat >= .seconds(1) {
@@ -375,7 +468,17 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 batch = polled.events
                 got = polled.count
                 let tHandle = ContinuousClock.now
-                if !options.raw && got > 0 { try handleAll(polled) }
+                if !options.raw && got > 0 {
+                    try handleAll(polled)
+                    let seen = states.values.filter { $0.resetSeenAt != nil }.sorted { $0.partition < $1.partition }
+                    if !seen.isEmpty {
+                        let findings = seen.map { st in
+                            OffsetResetFinding(topic: options.topic, partition: st.partition, progress: st.tracker.next,
+                                               watermarks: queryWatermarks(st.partition, timeout: .seconds(5)))
+                        }
+                        if try !handleOffsetResets(findings) { break }
+                    }
+                }
                 let tEnd = ContinuousClock.now
                 summary.handleSeconds += seconds(tEnd - tHandle)
                 summary.pollSeconds += seconds(tHandle - tPoll)
@@ -391,11 +494,8 @@ public final class FeaturizeWorker: @unchecked Sendable {
             let clientErrors = consumer.takeClientErrors()
             if clientErrors.count > 0 { kafkaTrouble(clientErrors.last ?? "client error") }
             if got > 0 { kafkaAnswered() }
-            if !batch.errors.isEmpty, now - lastKafkaErrorLog >= .seconds(5) {
-                lastKafkaErrorLog = now
-                kafkaErrorsLogged += 1
-                say("Kafka reports \(batch.errors.count) error(s), e.g. \(batch.errors[0].error) — librdkafka keeps reconnecting; consumption continues when the broker is back")
-            }
+            // Consumer errors are part of an outage: one line when it starts, one when it ends.
+            if let first = batch.errors.first { kafkaTrouble("\(first.error)") }
             if got > 0 {
                 if firstMessageAt == nil { firstMessageAt = tPoll }
             }
@@ -415,9 +515,93 @@ public final class FeaturizeWorker: @unchecked Sendable {
             try flushAll(force: true)
             try committer?.close()
             if let committer { applyTotals(try committer.report()) }
-            _ = try? withRedisOnce { try store.removeWorker(options.workerId) }
+            if !link.gaveUp { _ = try? withRedisOnce { try store.removeWorker(options.workerId) } }
         }
-        return finish(start)
+        let summary = finish(start)
+        if let failure { throw failure }
+        return summary
+    }
+
+    /// Options that cannot work, as an error that names the option (the CLI checks them earlier;
+    /// this guards library callers).
+    func validate(_ o: FeaturizeOptions) throws {
+        guard o.shards > 0, o.shard >= 0, o.shard < o.shards else {
+            throw FeaturizeError.invalidOptions("shard \(o.shard) of \(o.shards): need shards > 0 and 0 ≤ shard < shards (--shard, --shards)")
+        }
+        guard o.batchSize > 0 else { throw FeaturizeError.invalidOptions("--batch-size must be positive, got \(o.batchSize)") }
+        guard o.featureShards > 0 else { throw FeaturizeError.invalidOptions("--feature-shards must be positive, got \(o.featureShards)") }
+        guard o.maxPending > 0 else { throw FeaturizeError.invalidOptions("--max-pending must be positive, got \(o.maxPending)") }
+    }
+
+    /// Sleeps `seconds` in short steps, returning early once stopping.
+    func sleepUnlessStopping(_ seconds: Double) {
+        let end = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        while !stopping && ContinuousClock.now < end { Thread.sleep(forTimeInterval: 0.05) }
+    }
+
+    /// The partition's watermarks from the broker, asked on the Kafka-call thread; nil when the
+    /// broker did not answer within `timeout` (or the worker is stopping). Never blocks longer.
+    func queryWatermarks(_ partition: Int32, timeout: Duration) -> KafkaWatermarks? {
+        let consumer = self.consumer!, topic = options.topic
+        let ask = timeout > .milliseconds(1500) ? timeout - .seconds(1) : timeout
+        let answer = kafkaCalls.call(timeout: timeout, stopping: { stopping }) {
+            Result { () throws(KafkaError) in try consumer.watermarks(topic: topic, partition: partition, timeout: ask) }
+        }
+        if case .success(let w)? = answer, w.high >= 0, w.low >= 0 { return w }
+        return nil
+    }
+
+    // MARK: Offset resets
+
+    /// Applies `options.onOffsetReset` to partitions whose stored progress is beyond what the
+    /// broker has. Returns false when the run must stop (policy `stop`: `failure` is set; or the
+    /// worker is stopping while Redis is down).
+    func handleOffsetResets(_ findings: [OffsetResetFinding]) throws -> Bool {
+        let when = ISO8601DateFormatter().string(from: Date())
+        switch options.onOffsetReset {
+        case .stop:
+            for f in findings {
+                say("OFFSET RESET on \(f): not reading this partition (--on-offset-reset stop)")
+                guard try withRedis("recording an offset reset", {
+                    try store.recordOffsetReset(topic: f.topic, partition: f.partition,
+                                                description: "\(when) \(f); stopped (--on-offset-reset stop)")
+                }) != nil else { return false }
+            }
+            failure = FeaturizeError.offsetReset(findings)
+            return false
+        case .restartFromEarliest:
+            // Everything read before the reset is committed first, so progress in Redis is exactly
+            // the offset the broker reset us from.
+            if committer != nil {
+                for f in findings { if let st = states[f.partition] { try commit(st) } }
+                guard try committer.drain() else { return false }
+                try collectCommits()
+            }
+            for f in findings {
+                guard let st = states[f.partition] else { continue }
+                // librdkafka resets to earliest, so a delivered offset below the assignment is the earliest too.
+                let earliest = f.watermarks?.low ?? st.resetSeenAt ?? 0
+                let from = st.tracker.next
+                let line = "\(when) \(f); progress reset \(from) → \(earliest) (--on-offset-reset restart-from-earliest)"
+                guard let moved = try withRedis("offset reset", {
+                    try store.recordOffsetReset(topic: f.topic, partition: f.partition, description: line)
+                    return try store.resetProgress(topic: f.topic, partition: f.partition, from: from, to: earliest, description: line)
+                }) else { return false }
+                guard moved else {
+                    throw FeaturizeError.invalidOptions("OFFSET RESET on \(f): the progress in Redis is no longer \(from) — another "
+                        + "featurize worker owns \(f.topic)/\(f.partition)? Give every worker its own --shard of the same --shards")
+                }
+                summary.offsetResets += 1
+                say("OFFSET RESET on \(f): progress moved back \(from) → \(earliest); reading the partition again from the broker's "
+                    + "earliest offset (counted in \(options.prefix):offsetreset:applied)")
+                st.tracker.rewind(to: earliest)
+                st.resetUnit()
+                st.resetSeenAt = nil
+                st.rewinding = false
+            }
+            if consumerAssigned { try assignAll() }
+            return true
+        }
     }
 
     /// librdkafka 2.0 stops fetching a partition while the consumer queue is over
@@ -431,14 +615,27 @@ public final class FeaturizeWorker: @unchecked Sendable {
         guard !summary.partitions.isEmpty, now - lastWake >= .milliseconds(10) else { return }
         lastWake = now
         wakeIndex = (wakeIndex + 1) % summary.partitions.count
-        summary.wakeups += 1
         // The same query tells whether the broker answers at all: librdkafka reconnects by itself,
-        // but the operator should hear about an outage (once) and its end.
-        do {
-            _ = try consumer.watermarks(topic: options.topic, partition: summary.partitions[wakeIndex], timeout: .milliseconds(500))
-            kafkaAnswered()
-        } catch {
-            kafkaTrouble("\(error)")
+        // but the operator should hear about an outage (once) and its end (`noteWakeOutcome`).
+        // It runs on the Kafka-call thread: while an earlier one is still out, none is sent.
+        let consumer = self.consumer!, topic = options.topic, partition = summary.partitions[wakeIndex]
+        let outcome = wakeOutcome
+        if kafkaCalls.post({
+            outcome.set(Result { () throws(KafkaError) in try consumer.watermarks(topic: topic, partition: partition, timeout: .milliseconds(500)) })
+        }) { summary.wakeups += 1 }
+    }
+
+    /// Reports what the last broker query said, and a query that has not come back for 5 s
+    /// (librdkafka blocked inside it) as an outage.
+    func noteWakeOutcome() {
+        if let r = wakeOutcome.take() {
+            switch r {
+            case .success: kafkaAnswered()
+            case .failure(let e): kafkaTrouble("\(e)")
+            }
+        }
+        if let busy = kafkaCalls.busyFor, busy >= .seconds(5) {
+            kafkaTrouble("a broker query has not been answered for \(Int(seconds(busy))) s")
         }
     }
 
@@ -492,10 +689,14 @@ public final class FeaturizeWorker: @unchecked Sendable {
         return summary
     }
 
+    var consumerAssigned = false
+
     func assignAll() throws {
+        for st in states.values { st.assignedAt = st.tracker.next }
         try consumer.assign(states.values.sorted { $0.partition < $1.partition }.map {
             KafkaAssignment(topic: options.topic, partition: $0.partition, offset: $0.tracker.next)
         })
+        consumerAssigned = true
     }
 
     func heartbeat(paused: Bool) throws {
@@ -551,22 +752,25 @@ public final class FeaturizeWorker: @unchecked Sendable {
     func handle(_ m: KafkaMessageView, _ st: PartitionState, _ ctx: HandlerContext) throws {
         // A full unit that could not be committed (stopping while Redis is down): take nothing more.
         if st.rows >= st.batchSize { return }
+        // An offset reset waits for the worker thread: nothing of this partition is taken meanwhile.
+        if st.resetSeenAt != nil { return }
         switch st.tracker.classify(m.offset) {
-        case .duplicate: return
+        case .duplicate:
+            // Below the assigned offset: the broker called our position out of range (beyond its high
+            // watermark) and librdkafka reset to earliest. Reading on would skip everything up to the
+            // stored progress; the worker thread decides (`handleOffsetResets`).
+            if m.offset < st.assignedAt && !st.rewinding { st.resetSeenAt = m.offset }
+            return
         case .inOrder: st.rewinding = false
         case .jump where st.rewinding:
             // Still the pre-rewind prefetch, unless the rewind target itself fell out of retention.
-            guard let low = try? consumer.watermarks(topic: options.topic, partition: st.partition, timeout: .seconds(5)).low,
-                  low > st.tracker.next else { return }
+            guard let low = lowWatermark(st.partition), low > st.tracker.next else { return }
             st.rewinding = false
             noteRetention(st, low: min(low, m.offset))
             st.tracker.skip(to: m.offset)
         case .jump:
             // Retention, or offsets without messages? Ask the broker.
-            var low: Int64? = nil
-            for _ in 0..<3 where low == nil {
-                low = try? consumer.watermarks(topic: options.topic, partition: st.partition, timeout: .seconds(5)).low
-            }
+            let low = lowWatermark(st.partition)
             if let low, low <= st.tracker.next {
                 say("offsets \(st.tracker.next)..<\(m.offset) of \(options.topic)/\(st.partition) carry no message (compaction or transaction markers; low watermark \(low)); covering them")
             } else if let low { noteRetention(st, low: min(low, m.offset)) }
@@ -584,6 +788,12 @@ public final class FeaturizeWorker: @unchecked Sendable {
             encodeRow(ctx.row, into: st)
             if st.rows == st.batchSize { try commit(st) }
         }
+    }
+
+    /// The partition's earliest retained offset: asked of the broker (bounded, off this thread),
+    /// else what librdkafka last learnt from a fetch response; nil when neither is known.
+    func lowWatermark(_ partition: Int32) -> Int64? {
+        queryWatermarks(partition, timeout: .seconds(5))?.low ?? consumer.cachedWatermarks(topic: options.topic, partition: partition)?.low
     }
 
     /// `FeatureEncoder` semantics, plus counting of categories missing from the cache.
@@ -676,6 +886,14 @@ public final class FeaturizeWorker: @unchecked Sendable {
             if let learnt = try withRedis("dictionary sync", { try cache.sync(store) }) { summary.onlineIdsLearnt += Int64(learnt) }
         }
     }
+}
+
+/// The last broker query's outcome, handed from the Kafka-call thread to the worker thread.
+final class LockedOutcome: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Result<KafkaWatermarks, KafkaError>? = nil
+    func set(_ r: Result<KafkaWatermarks, KafkaError>) { lock.withLock { value = r } }
+    func take() -> Result<KafkaWatermarks, KafkaError>? { lock.withLock { defer { value = nil }; return value } }
 }
 
 func seconds(_ d: Duration) -> Double {

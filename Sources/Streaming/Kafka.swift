@@ -35,6 +35,14 @@ public struct KafkaError: Error, CustomStringConvertible, Sendable, Equatable {
     /// `RD_KAFKA_RESP_ERR__TIMED_OUT`.
     public var isTimeout: Bool { code == RD_KAFKA_RESP_ERR__TIMED_OUT.rawValue }
 
+    /// The caller asked to stop while a call was waiting (`giveUp` returned true).
+    public static func interrupted(_ operation: String) -> KafkaError {
+        KafkaError(operation, code: RD_KAFKA_RESP_ERR__INTR.rawValue, message: "interrupted (stopping)")
+    }
+
+    /// See `interrupted(_:)`.
+    public var isInterrupted: Bool { code == RD_KAFKA_RESP_ERR__INTR.rawValue }
+
     init(_ operation: String, code: rd_kafka_resp_err_t) {
         self.operation = operation
         self.code = code.rawValue
@@ -263,8 +271,10 @@ public final class KafkaProducer: @unchecked Sendable {
     /// The allocation-free form for hot loops (`RowProducer`): payload and key are copied by
     /// librdkafka before this returns, so the buffers need only live for the call. Delivery
     /// reports are not served here; call `poll()` every so often (queue-full waits do serve them).
+    /// `giveUp` is asked while waiting for queue space (the broker may be unreachable): true
+    /// ends the wait with `KafkaError.interrupted`.
     public func produce(topic: String, partition: Int32?, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer,
-                        queueFullWait: Duration = .seconds(30)) throws(KafkaError) {
+                        queueFullWait: Duration = .seconds(30), giveUp: (() -> Bool)? = nil) throws(KafkaError) {
         let rkt = try topicHandle(topic)
         var deadline: ContinuousClock.Instant? = nil
         while true {
@@ -276,6 +286,7 @@ public final class KafkaProducer: @unchecked Sendable {
             if err == RD_KAFKA_RESP_ERR__QUEUE_FULL {
                 let now = ContinuousClock.now
                 if deadline == nil { deadline = now + queueFullWait }
+                if giveUp?() == true { throw KafkaError.interrupted("rd_kafka_produce(\(topic))") }
                 if now < deadline! { rd_kafka_poll(rk, 10); continue }
             }
             throw KafkaError("rd_kafka_produce(\(topic))", code: err)
@@ -297,6 +308,13 @@ public final class KafkaProducer: @unchecked Sendable {
     /// Throws `KafkaError` with `isTimeout` if messages are still outstanding.
     public func flush(timeout: Duration) throws(KafkaError) {
         try kafkaCheck(rd_kafka_flush(rk, milliseconds(timeout)), "rd_kafka_flush (\(outstanding) messages outstanding)")
+    }
+
+    /// Drops every message not yet delivered (`rd_kafka_purge`, queued and in flight) and serves
+    /// their delivery reports (as failures), so nothing waits for an unreachable broker any more.
+    public func purge() {
+        _ = rd_kafka_purge(rk, 0x1 /* RD_KAFKA_PURGE_F_QUEUE */ | 0x2 /* RD_KAFKA_PURGE_F_INFLIGHT */)
+        rd_kafka_poll(rk, 0)
     }
 
     /// Messages produced but not yet reported (`rd_kafka_outq_len`).
@@ -562,6 +580,16 @@ public final class KafkaConsumer: @unchecked Sendable {
     /// (`rd_kafka_query_watermark_offsets`).
     public func watermarks(topic: String, partition: Int32, timeout: Duration = .seconds(10)) throws(KafkaError) -> KafkaWatermarks {
         try Streaming.watermarks(rk, topic: topic, partition: partition, timeout: timeout)
+    }
+
+    /// The watermarks librdkafka last learnt from fetch responses (`rd_kafka_get_watermark_offsets`):
+    /// never blocks and sends nothing; nil while a value is still unknown (before the first fetch
+    /// response of the partition).
+    public func cachedWatermarks(topic: String, partition: Int32) -> KafkaWatermarks? {
+        var low: Int64 = -1, high: Int64 = -1
+        guard rd_kafka_get_watermark_offsets(rk, topic, partition, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR,
+              low >= 0, high >= 0 else { return nil }
+        return KafkaWatermarks(low: low, high: high)
     }
 
     /// Number of partitions of `topic` (from broker metadata).

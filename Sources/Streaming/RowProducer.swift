@@ -182,6 +182,9 @@ public final class RowProducer {
     private var summary = RowProduceSummary()
     private let start = ContinuousClock.now
     private var sincePoll = 0
+    /// Asked while a send waits for queue space (broker unreachable): true makes `send` throw
+    /// `KafkaError.interrupted` (e.g. after SIGTERM).
+    public var giveUp: (() -> Bool)? = nil
 
     /// - Parameters:
     ///   - partitions: the topic's partition count; nil asks the broker (metadata), which fails if
@@ -235,7 +238,7 @@ public final class RowProducer {
         let partition = RowPartitioning.partition(hash: hash, partitions: partitions)
         var keyBE = hash.bigEndian
         try withUnsafeBytes(of: &keyBE) { (key) throws(KafkaError) in
-            try producer.produce(topic: topic, partition: partition, key: key, value: row)
+            try producer.produce(topic: topic, partition: partition, key: key, value: row, giveUp: giveUp)
         }
         summary.rows += 1
         summary.bytes += row.count
@@ -254,15 +257,20 @@ public final class RowProducer {
 
     /// Flushes (waits up to `timeout` for every outstanding delivery report) and returns the totals.
     /// Does not throw for failed deliveries: check `summary.ok`.
+    /// Messages still unacknowledged then are purged (reported as failed deliveries), so closing
+    /// the producer does not wait for an unreachable broker.
     public func finish(timeout: Duration = .seconds(60)) -> RowProduceSummary {
         do { try producer.flush(timeout: timeout) } catch {}
         producer.poll()
-        let stats = producer.deliveryStats
         var s = summary
+        // Counted before the purge turns them into failures: the summary tells unacknowledged apart.
+        let before = producer.deliveryStats
+        s.undelivered = max(0, s.rows - before.succeeded - before.failed)
+        if s.undelivered > 0 { producer.purge() }
+        let stats = producer.deliveryStats
         s.delivered = stats.succeeded
-        s.failed = stats.failed
-        s.firstError = stats.firstError
-        s.undelivered = max(0, s.rows - stats.succeeded - stats.failed)
+        s.failed = before.failed
+        s.firstError = before.firstError
         if s.undelivered > 0 && s.firstError == nil {
             s.firstError = KafkaError("flush", message: "\(s.undelivered) messages still unacknowledged after \(timeout)")
         }

@@ -14,6 +14,14 @@
 //   The handler only writes the signal number to a self-pipe (async-signal-safe). A watcher
 //   thread reads the pipe and records the first signal; `received` polls it, `wait()` blocks on
 //   it. Installing twice returns the same instance.
+//
+// Bounded stop
+//   A SECOND SIGINT/SIGTERM exits the process at once (`_exit(128+signal)`, one line on stderr):
+//   the operator asked twice, so nothing may wait any longer. `exitUnlessStopped(within:)` arms a
+//   backstop for commands whose clean stop could wait on a network peer: after the first signal,
+//   if the process is still running `grace` later it says so and exits the same way. Both skip
+//   the clean stop's remaining work; callers rely on exactly-once re-reading (nothing they have
+//   not committed is lost).
 
 import Foundation
 #if canImport(Glibc)
@@ -36,6 +44,7 @@ public final class ShutdownSignals: @unchecked Sendable {
     private var first: Int32? = nil
     private var count = 0
     private var observers: [@Sendable (Int32) -> Void] = []
+    private var backstop: (grace: Duration, what: String)? = nil
 
     private static let lock = NSLock()
     nonisolated(unsafe) private static var shared: ShutdownSignals?
@@ -76,11 +85,16 @@ public final class ShutdownSignals: @unchecked Sendable {
             if r <= 0 { return }
             condition.lock()
             count += 1
-            if first == nil { first = Int32(byte) }
+            let isFirst = first == nil
+            if isFirst { first = Int32(byte) }
             let notify = observers
+            let armed = backstop
+            let again = count >= 2
             condition.broadcast()
             condition.unlock()
+            if again { Self.exitNow(Int32(byte), "second \(Self.name(of: Int32(byte))) received: exiting at once") }
             for observer in notify { observer(Int32(byte)) }
+            if isFirst, let armed { startBackstop(armed.grace, armed.what, signal: Int32(byte)) }
         }
     }
 
@@ -88,6 +102,34 @@ public final class ShutdownSignals: @unchecked Sendable {
     public func onSignal(_ body: @escaping @Sendable (Int32) -> Void) {
         condition.lock(); defer { condition.unlock() }
         observers.append(body)
+    }
+
+    /// After the first signal, exits the process (128+signal) if it is still running `grace`
+    /// later; `what` names the command in the line it prints. Arm it once, right after `install()`.
+    public func exitUnlessStopped(within grace: Duration, what: String) {
+        condition.lock()
+        backstop = (grace, what)
+        let already = first
+        condition.unlock()
+        if let already { startBackstop(grace, what, signal: already) }
+    }
+
+    private func startBackstop(_ grace: Duration, _ what: String, signal: Int32) {
+        let thread = Thread {
+            Thread.sleep(forTimeInterval: Double(grace.components.seconds) + Double(grace.components.attoseconds) * 1e-18)
+            Self.exitNow(signal, "\(what): still running \(grace) after \(Self.name(of: signal)); exiting now "
+                         + "(whatever was not committed is read again on restart)")
+        }
+        thread.name = "streamrec-shutdown-backstop"
+        thread.start()
+    }
+
+    /// Writes `line` to stderr and ends the process without running exit handlers or waiting for
+    /// any thread (some may be blocked in a network call).
+    private static func exitNow(_ signal: Int32, _ line: String) -> Never {
+        let text = Array((line + "\n").utf8)
+        _ = text.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+        _exit(exitStatus(for: signal))
     }
 
     /// True once SIGINT or SIGTERM arrived.
