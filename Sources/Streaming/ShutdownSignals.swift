@@ -16,7 +16,7 @@
 //   it. Installing twice returns the same instance.
 //
 // Bounded stop
-//   A SECOND SIGINT/SIGTERM exits the process at once (`_exit(128+signal)`, one line on stderr):
+//   A SECOND SIGINT/SIGTERM (half a second or more after the first) exits the process at once (`_exit(128+signal)`, one line on stderr):
 //   the operator asked twice, so nothing may wait any longer. `exitUnlessStopped(within:)` arms a
 //   backstop for commands whose clean stop could wait on a network peer: after the first signal,
 //   if the process is still running `grace` later it says so and exits the same way. Both skip
@@ -45,6 +45,7 @@ public final class ShutdownSignals: @unchecked Sendable {
     private var count = 0
     private var observers: [@Sendable (Int32) -> Void] = []
     private var backstop: (grace: Duration, what: String)? = nil
+    private var firstAt: ContinuousClock.Instant? = nil
 
     private static let lock = NSLock()
     nonisolated(unsafe) private static var shared: ShutdownSignals?
@@ -86,10 +87,12 @@ public final class ShutdownSignals: @unchecked Sendable {
             condition.lock()
             count += 1
             let isFirst = first == nil
-            if isFirst { first = Int32(byte) }
+            if isFirst { first = Int32(byte); firstAt = .now }
             let notify = observers
             let armed = backstop
-            let again = count >= 2
+            // A repeat within half a second is the same request delivered twice (Ctrl-C reaches both
+            // mpirun and the ranks, and mpirun forwards it again), not an operator asking twice.
+            let again = !isFirst && firstAt.map { ContinuousClock.now - $0 >= .milliseconds(500) } ?? false
             condition.broadcast()
             condition.unlock()
             if again { Self.exitNow(Int32(byte), "second \(Self.name(of: Int32(byte))) received: exiting at once") }
