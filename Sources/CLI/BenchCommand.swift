@@ -33,6 +33,7 @@ struct BenchTrain: ParsableCommand {
 
     func run() throws {
         let cfg = try model.load()
+        try cfg.train.validate()
         BLAS.setThreads(threads)
         if ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil { return try runParallel(cfg) }
         let result = runTrainBenchmark(config: cfg.model, preset: model.preset ?? "large",

@@ -66,7 +66,7 @@ struct Featurize: ParsableCommand {
     @Option(help: "Feature statistics file from `streamrec stats` (dense min/max, dictionary snapshot).")
     var stats: String?
 
-    @Option(help: "Rows per feature batch. Default 1024.")
+    @Option(help: "Rows per feature batch. Default 1000 (the trainer config's train.batch_size).")
     var batchSize: Int?
 
     @Option(help: "Commit a partial batch this long after it started (freshness). Default 200.")
@@ -125,7 +125,7 @@ struct Featurize: ParsableCommand {
         let signals = ShutdownSignals.install()
         signals.exitUnlessStopped(within: .seconds(20), what: "featurize")
         let file = try FeaturizeSettings.load(config)
-        let batchSize = self.batchSize ?? file.batchSize ?? 1024
+        let batchSize = self.batchSize ?? file.batchSize ?? 1000
         let featureShards = self.featureShards ?? file.featureShards ?? 8
         let maxPending = self.maxPending ?? file.maxPending ?? 256
         let statsPath = stats ?? file.stats

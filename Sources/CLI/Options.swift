@@ -18,7 +18,6 @@ struct ModelOptions: ParsableArguments {
         var cfg = try ConfigFile.load(path: config, preset: preset)
         if let batchSize { cfg.train.batchSize = batchSize }
         if let seed { cfg.model.seed = seed }
-        try cfg.train.validate()
         return cfg
     }
 }

@@ -123,8 +123,7 @@ struct Train: ParsableCommand {
             let world = try? MPI.world()
             let rank = world.map { "rank \($0.rank)/\($0.size)" } ?? "rank ?"
             FileHandle.standardError.write(Data("Error (\(rank)): \(error)\n".utf8))
-            if let world { MPI.abort(world, code: 1) }
-            throw error
+            MPI.abortJob(code: 1)
         }
         try MPI.finalize()
     }

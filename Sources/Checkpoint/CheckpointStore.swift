@@ -156,7 +156,8 @@ public struct CheckpointStore: Sendable {
 
     /// Whether a version for `step` exists (complete or not: its name is taken either way).
     public func hasVersion(step: Int) -> Bool {
-        FileManager.default.fileExists(atPath: directory.appendingPathComponent(Self.directoryName(step: step)).path)
+        // lstat: a dangling `step-*` symlink takes the name too.
+        (try? FileManager.default.attributesOfItem(atPath: directory.appendingPathComponent(Self.directoryName(step: step)).path)) != nil
     }
 
     // MARK: Writing
@@ -176,7 +177,7 @@ public struct CheckpointStore: Sendable {
         try io(directory.path) { try fm.createDirectory(at: directory, withIntermediateDirectories: true) }
         let name = Self.directoryName(step: step)
         // A version is immutable once written: servers and resumes may already hold it.
-        if fm.fileExists(atPath: directory.appendingPathComponent(name).path) { throw CheckpointError.versionExists(step: step) }
+        if hasVersion(step: step) { throw CheckpointError.versionExists(step: step) }
         let pid = getpid()
         let temp = directory.appendingPathComponent(".tmp-\(name)-\(pid)", isDirectory: true)
         let target = directory.appendingPathComponent(name, isDirectory: true)

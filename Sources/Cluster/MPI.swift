@@ -107,6 +107,8 @@ public enum MPI {
         var finalized = false
         var provided: MPIThreadLevel = .single
         var owner: pthread_t? = nil
+        /// What `abortJob` aborts when set (see `setJobCommunicator`).
+        var job: Communicator? = nil
     }
     private static let lock = NSLock()
     nonisolated(unsafe) private static var state = State()
@@ -184,6 +186,17 @@ public enum MPI {
     /// continue and the others would otherwise hang in a collective.
     public static func abort(_ communicator: Communicator, code: Int32) -> Never {
         _ = MPI_Abort(communicator.handle, code)
+        fatalError("MPI_Abort returned")
+    }
+
+    /// Records the communicator that spans the whole job (after a dynamic join it joins two
+    /// `mpirun` jobs; `MPI_COMM_WORLD` would only reach this process's own).
+    public static func setJobCommunicator(_ communicator: Communicator) { lock.withLock { state.job = communicator } }
+
+    /// Aborts the whole job: the communicator given to `setJobCommunicator`, else `MPI_COMM_WORLD`.
+    public static func abortJob(code: Int32) -> Never {
+        if let job = lock.withLock({ state.job }) { abort(job, code: code) }
+        _ = MPI_Abort(streamrec_mpi_comm_world(), code)
         fatalError("MPI_Abort returned")
     }
 

@@ -68,6 +68,9 @@ public struct FeatureBatchCodecError: Error, Sendable, Equatable, CustomStringCo
 public enum FeatureBatchCodec {
     public static let magic: [UInt8] = Array("SRFB".utf8)
     public static let version: UInt16 = 1
+    /// Feature ids a batch may carry: 0..<2^27 (134M). Models index their rows by id through a
+    /// dense array, so an id near 2^31 in a corrupt batch would otherwise cost gigabytes.
+    public static let idLimit: Int32 = 1 << 27
     static let headerSize = 50
     static let flagFullWeights: UInt16 = 1
     static let flagFloatLabels: UInt16 = 2
@@ -203,11 +206,11 @@ public enum FeatureBatchCodec {
         var p = headerSize + T
         // The checksum only proves the bytes are the ones written: the values are checked too,
         // because they index the model's rows and feed its kernels (which run without checks).
-        var negativeId = -1, badWeight = -1, badLabel = -1
+        var badId = -1, badWeight = -1, badLabel = -1
         let ids = [Int32](unsafeUninitializedCapacity: B * F) { buf, count in
             for k in 0..<(B * F) {
                 let id = Int32(bitPattern: get32(raw, p)); p += 4
-                if id < 0 && negativeId < 0 { negativeId = k }
+                if (id < 0 || id >= idLimit) && badId < 0 { badId = k }
                 buf[k] = id
             }
             count = B * F
@@ -235,9 +238,9 @@ public enum FeatureBatchCodec {
             }
             count = B
         }
-        if negativeId >= 0 {
+        if badId >= 0 {
             throw FeatureBatchCodecError(.invalidContent,
-                "feature batch row \(negativeId / F) field \(negativeId % F) has a negative feature id \(ids[negativeId]); the entry is corrupt")
+                "feature batch row \(badId / F) field \(badId % F) has feature id \(ids[badId]), outside 0..<\(idLimit); the entry is corrupt")
         }
         for k in 0..<(B * F) where !weights[k].isFinite { badWeight = k; break }
         if badWeight >= 0 {

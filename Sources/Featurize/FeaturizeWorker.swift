@@ -31,7 +31,7 @@ public struct FeaturizeOptions: Sendable {
     public var kafka: KafkaConfig
     public var redisAddress: String
     public var prefix: String = "sr"
-    public var batchSize: Int = 1024
+    public var batchSize: Int = 1000
     public var linger: Duration = .milliseconds(200)
     /// How long unknown-category counts are merged locally before one round of growth scripts:
     /// longer merges more repeats of the long tail (less Redis work) but gives new ids later.
@@ -180,7 +180,7 @@ final class PartitionState {
     /// The offset this partition was last assigned at: librdkafka delivers an offset below it only
     /// after the broker called it out of range (beyond the high watermark) and it reset to earliest.
     var assignedAt: Int64
-    /// The first offset delivered below `assignedAt`: an offset reset waiting for the worker
+    /// The first offset delivered below our position (not rewinding): an offset reset waiting for the worker
     /// thread; the partition's messages are ignored until it is resolved.
     var resetSeenAt: Int64? = nil
 
@@ -756,10 +756,11 @@ public final class FeaturizeWorker: @unchecked Sendable {
         if st.resetSeenAt != nil { return }
         switch st.tracker.classify(m.offset) {
         case .duplicate:
-            // Below the assigned offset: the broker called our position out of range (beyond its high
-            // watermark) and librdkafka reset to earliest. Reading on would skip everything up to the
-            // stored progress; the worker thread decides (`handleOffsetResets`).
-            if m.offset < st.assignedAt && !st.rewinding { st.resetSeenAt = m.offset }
+            // Below our position while not rewinding: librdkafka only goes back by itself when the
+            // broker called the position out of range (topic recreated, cluster replaced) and it
+            // reset to earliest — at start or any time later. Reading on would skip everything up
+            // to the stored progress; the worker thread decides (`handleOffsetResets`).
+            if !st.rewinding { st.resetSeenAt = m.offset }
             return
         case .inOrder: st.rewinding = false
         case .jump where st.rewinding:

@@ -484,8 +484,9 @@ public final class KafkaConsumer: @unchecked Sendable {
 
     deinit {
         rd_kafka_queue_destroy(queue)
-        _ = rd_kafka_consumer_close(rk)
-        rd_kafka_destroy(rk)
+        // No consumer close: partitions are assigned explicitly (no group to leave) and progress
+        // lives in Redis, and rd_kafka_consumer_close can wait for a broker that is gone.
+        rd_kafka_destroy_flags(rk, Int32(RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE))
     }
 
     /// Replaces the current assignment (`rd_kafka_assign`). An empty list unassigns all.

@@ -181,6 +181,15 @@ public final class BackgroundProcess: @unchecked Sendable {
             .split(separator: "\n").compactMap { Int32($0) }.sorted()
     }
 
+    /// The local process of MPI rank `rank` among the children (its environment names the rank;
+    /// pid order says nothing about it).
+    public func mpiRank(_ rank: Int) -> Int32? {
+        children().first { pid in
+            guard let env = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ")) else { return false }
+            return env.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "OMPI_COMM_WORLD_RANK=\(rank)" }
+        }
+    }
+
     /// Waits up to `seconds` for the process to exit; true if it did.
     @discardableResult
     public func waitForExit(within seconds: Double) -> Bool {

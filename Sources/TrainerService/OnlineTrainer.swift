@@ -70,6 +70,8 @@ public final class OnlineTrainer: StepBoundaryHandler {
     let log: @Sendable (String) -> Void
     var state: ClusterState
     var freshness: FreshnessLog?
+    /// Joiners admitted whose DECR of sr:train:joiners has not reached Redis yet (rank 0).
+    var undecrementedJoiners = 0
     /// Set by the signal handler: rank 0 stops the job, other ranks leave it.
     public var signalled: () -> Bool = { false }
     public private(set) var trainer: Trainer!
@@ -103,15 +105,17 @@ public final class OnlineTrainer: StepBoundaryHandler {
         return try OnlineTrainer(comm: world, state: s, model: m, settings: settings, options: options, log: log)
     }
 
-    /// The version a resume starts from: nil when the directory holds no version (a fresh start).
-    /// Throws when LATEST is unusable or a version newer than the one it would resume from is
-    /// broken: resuming from an older one silently would later collide with the broken one's
-    /// step number (versions are never rewritten) — a person has to look.
+    /// The version a resume starts from: the newest usable version (nil when the directory holds
+    /// none: a fresh start). That is normally the one LATEST names; after a crash between a
+    /// version's rename and the LATEST update it is the newer one. Throws when LATEST itself is
+    /// unreadable or a version newer than the newest usable one is broken: resuming from an older
+    /// one would later collide with the broken one's step number (versions are never rewritten),
+    /// so a person has to look.
     public static func resumableCheckpoint(in store: CheckpointStore) throws -> URL? {
         let versions = store.list()
         guard !versions.isEmpty else { return nil }
-        let named = try store.latestVersion()
-        guard let latest = store.latest() else {
+        _ = try store.latestVersion()   // LATEST, if present, must name a version inside the root
+        guard let newest = versions.last(where: { $0.problem == nil && (try? store.version(named: $0.url.lastPathComponent)) != nil }) else {
             let problem = versions.last.flatMap(\.problem) ?? "no usable manifest"
             throw CheckpointLoadError("""
                 \(store.directory.path) holds \(versions.count) checkpoint version(s) but none is usable (newest \
@@ -119,22 +123,15 @@ public final class OnlineTrainer: StepBoundaryHandler {
                 move the broken versions away to start fresh, or use a new --checkpoint-dir
                 """)
         }
-        if let named, named.standardizedFileURL != latest.standardizedFileURL {
+        if let broken = versions.last(where: { $0.step > newest.step }) {
             throw CheckpointLoadError("""
-                \(store.directory.path)/LATEST names \(named.lastPathComponent), which is not usable; the newest usable version \
-                is \(latest.lastPathComponent). Run `streamrec ckpt verify \(store.directory.path)`, then move the broken \
-                version away (and point LATEST at \(latest.lastPathComponent)) to resume from there
+                \(broken.url.lastPathComponent) in \(store.directory.path) is newer than the newest usable version \
+                \(newest.url.lastPathComponent) but broken (\(broken.problem ?? "outside the checkpoints root")); resuming from \
+                \(newest.url.lastPathComponent) would collide with it. Run `streamrec ckpt verify \(store.directory.path)` \
+                and move it away to resume from \(newest.url.lastPathComponent)
                 """)
         }
-        let step = CheckpointStore.step(fromDirectoryName: latest.lastPathComponent) ?? 0
-        if let newer = versions.last(where: { $0.step > step }) {
-            throw CheckpointLoadError("""
-                \(newer.url.lastPathComponent) in \(store.directory.path) is newer than the newest usable version \
-                \(latest.lastPathComponent) but broken (\(newer.problem ?? "unusable")); resuming from \(latest.lastPathComponent) \
-                would collide with it. Move it away to resume from \(latest.lastPathComponent)
-                """)
-        }
-        return latest
+        return newest.url
     }
 
     /// A dynamically joining rank: waits for the job's port in Redis, connects, and receives the
@@ -166,6 +163,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
     init(comm: Communicator, state: ClusterState, model: WideDeepModel, settings: TrainSettings,
          options: OnlineTrainerOptions, log: @escaping @Sendable (String) -> Void) throws {
         self.comm = comm
+        MPI.setJobCommunicator(comm)
         self.state = state
         self.model = model
         self.settings = settings
@@ -299,7 +297,11 @@ public final class OnlineTrainer: StepBoundaryHandler {
     // MARK: StepBoundaryHandler
 
     public func joinersWaiting() -> Int {
-        guard port != nil, let reply = try? redis.command(["GET", keys.joiners]) else { return 0 }
+        guard port != nil, !source.link.isDown else { return 0 }
+        // An admitted joiner whose DECR failed (Redis away) must not be admitted twice: rank 0
+        // would wait in MPI_Comm_accept for a connect that never comes.
+        while undecrementedJoiners > 0, (try? redis.command(["DECR", keys.joiners])) != nil { undecrementedJoiners -= 1 }
+        guard undecrementedJoiners == 0, let reply = try? redis.command(["GET", keys.joiners]) else { return 0 }
         let n = reply.integer ?? Int64(reply.text ?? "0") ?? 0
         return n > 0 ? 1 : 0
     }
@@ -318,6 +320,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
                 return .left
             }
             comm = next!
+            MPI.setJobCommunicator(comm)
             exchange.reset(communicator: comm)
             source.reassign(ShardAssignment.shards(rank: comm.rank, size: comm.size, shardCount: state.shardCount))
             if comm.rank == 0 { log("\(agreed.leaving) rank(s) left at step \(model.step); now \(comm.size): \(assignmentDescription())") }
@@ -330,8 +333,9 @@ public final class OnlineTrainer: StepBoundaryHandler {
             try inter.disconnect()
             if !old.isPredefined { try old.disconnect() }
             comm = merged
+            MPI.setJobCommunicator(comm)
             exchange.reset(communicator: comm)
-            if comm.rank == 0 { try redis.command(["DECR", keys.joiners]) }
+            if comm.rank == 0, try source.link.attempt({ try redis.command(["DECR", keys.joiners]) }) == nil { undecrementedJoiners += 1 }
             // The newcomer gets the whole state: parameters, optimizer state, step, positions.
             let snapshot = ClusterState(config: model.config, step: model.step, samplesTrained: trainer.samplesTrained,
                                         wallTimeSeconds: trainer.wallTimeBefore, positions: trainer.positions,

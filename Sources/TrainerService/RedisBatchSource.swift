@@ -36,6 +36,8 @@ public final class RedisBatchSource: BatchSource {
         self.prefetch = prefetch
     }
 
+    public var isWaitingForUpstream: Bool { link.isDown }
+
     public func reassign(_ shards: [Int]) {
         self.shards = shards
         buffers.removeAll()

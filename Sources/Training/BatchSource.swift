@@ -38,6 +38,13 @@ public protocol BatchSource: AnyObject {
     func poll(timeout: Double) throws -> SourcePoll
     /// Rows refused so far, by reason.
     var rejections: RejectionCounts { get }
+    /// True while the source cannot reach where its batches come from (e.g. Redis restarting):
+    /// time spent so is not idle time for `--until-idle`.
+    var isWaitingForUpstream: Bool { get }
+}
+
+extension BatchSource {
+    public var isWaitingForUpstream: Bool { false }
 }
 
 extension BatchSource {

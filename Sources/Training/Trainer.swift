@@ -185,6 +185,7 @@ public final class Trainer {
                 case .exhausted: exhausted = true
                 }
             }
+            if source.isWaitingForUpstream { lastData = Date() }   // an outage is not idleness
             let wantsStop = stopRequested()
             var signals = StepSignals(samples: local?.batch.count ?? 0, active: exhausted ? 0 : 1, stop: wantsStop ? 1 : 0)
             if let untilIdle, local == nil, Date().timeIntervalSince(lastData) >= untilIdle { signals.idle = 1 }

@@ -7,7 +7,8 @@ import Streaming
 /// (only addresses and paths substituted, and --until-idle so the commands end): gen → stats →
 /// produce → featurize (its default batch size) → `mpirun -np 2 train --config
 /// configs/widedeep.yaml --source redis --stats …`, with `--preset small` and with the default
-/// model. Issue 9 found the trainer crashing on exactly this path.
+/// model. Issue 9 found the trainer crashing on exactly this path (featurize then packed 1,024
+/// rows for a 1,000-row workspace; `batchesOfAnySizeTrain` covers the sizes around it).
 @Suite(.serialized) struct ReadmeWorkflowTests {
     let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
 

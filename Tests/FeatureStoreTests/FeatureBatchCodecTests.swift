@@ -19,6 +19,31 @@ struct FeatureBatchCodecTests {
                                                               rejectedRows: 3, producedAtMs: 1_790_000_000_123))
     }
 
+    /// A checksum only proves the bytes are the ones written: values that would reach the
+    /// kernels (negative or huge ids, non-finite weights, labels outside [0, 1]) are refused too.
+    @Test("values are validated, not only the checksum", arguments: ["negative id", "huge id", "NaN weight", "infinite weight", "label 2", "NaN label"])
+    func contentValidated(_ defect: String) throws {
+        var x = Self.sample(rows: 3, binaryLabels: false)
+        switch defect {
+        case "negative id": x.batch.ids[40] = -5
+        case "huge id": x.batch.ids[41] = FeatureBatchCodec.idLimit
+        case "NaN weight": x.batch.weights[2] = .nan
+        case "infinite weight": x.batch.weights[50] = .infinity
+        case "label 2": x.batch.labels[1] = 2
+        default: x.batch.labels[2] = .nan
+        }
+        let bytes = FeatureBatchCodec.encode(x.batch, source: x.source)
+        do {
+            _ = try FeatureBatchCodec.decode(bytes)
+            Issue.record("a batch with a \(defect) was accepted")
+        } catch {
+            #expect(error.kind == .invalidContent, "\(error)")
+        }
+        // The same batch without the defect decodes.
+        let good = Self.sample(rows: 3, binaryLabels: false)
+        #expect(try FeatureBatchCodec.decode(FeatureBatchCodec.encode(good.batch, source: good.source)) == good)
+    }
+
     @Test("CRC32C matches the standard check value")
     func crcCheckValue() {
         #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
