@@ -109,7 +109,7 @@ import Streaming
         defer { redis.stop() }
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let rows = 8_000
+        let rows = 16_000, batches = rows / 50
         let stats = try fillStore(redisPort: redis.port, dir: dir, rows: rows, batch: 50, shards: 4)
         let ck = dir.appendingPathComponent("ck").path
         let mpirun = try #require(findExecutable("mpirun"))
@@ -119,26 +119,20 @@ import Streaming
         var kills = 0
         var intermediate: [Int] = []
         for attempt in 0..<3 {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: mpirun)
-            p.arguments = ["-np", "2"] + (try trainArgs(redisPort: redis.port, stats: stats, ck: ck))
-            var env = ProcessInfo.processInfo.environment
-            for (k, v) in mpiTestEnvironment { env[k] = v }
-            p.environment = env
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            // Let it get going (MPI start-up plus some steps), then kill one rank.
-            Thread.sleep(forTimeInterval: Double.random(in: 2.5...5.0, using: &rng) + Double(attempt))
-            let children = try runProcess("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"]).stdout
-                .split(separator: "\n").compactMap { Int32($0) }
-            if let victim = children.randomElement(using: &rng), p.isRunning {
+            let job = try BackgroundProcess(mpirun, ["-np", "2"] + (try trainArgs(redisPort: redis.port, stats: stats, ck: ck)),
+                                            environment: mpiTestEnvironment, log: dir.appendingPathComponent("run-\(attempt).log"))
+            // The fault moment is a point in the stream (seeded): once the job has trained that far,
+            // kill -9 one of its ranks (mpirun then ends the job).
+            let fraction = Double.random(in: 0.15...0.30, using: &rng) + 0.25 * Double(attempt)
+            let target = Int(Double(batches) * fraction)
+            let victimRank = Int.random(in: 0...1, using: &rng)
+            print("exactlyOnceAcrossKills: attempt \(attempt): kill rank \(victimRank) after \(target) of \(batches) batches")
+            let reached = try poll(for: 120) { try counters(redisPort: redis.port, shards: 4).trained.reduce(0, +) >= target || !job.isRunning }
+            if reached, job.isRunning, let victim = job.mpiRank(victimRank) {
                 kill(victim, SIGKILL)
                 kills += 1
             }
-            let deadline = Date().addingTimeInterval(60)
-            while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
-            if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+            if !job.waitForExit(within: 60) { job.kill() }
             intermediate.append((try? manifest(ck))?["samples_trained"] as? Int ?? 0)
         }
         #expect(kills > 0)
