@@ -493,8 +493,9 @@ public final class FeaturizeWorker: @unchecked Sendable {
             summary.messages += Int64(got)
             let clientErrors = consumer.takeClientErrors()
             if clientErrors.count > 0 { kafkaTrouble(clientErrors.last ?? "client error") }
-            if got > 0 { kafkaAnswered() }
-            // Consumer errors are part of an outage: one line when it starts, one when it ends.
+            // Consumer errors are part of an outage: one line when it starts, one when it ends —
+            // and it ends only when the broker answers a query (`noteWakeOutcome`): messages
+            // librdkafka had already queued keep arriving after a broker died.
             if let first = batch.errors.first { kafkaTrouble("\(first.error)") }
             if got > 0 {
                 if firstMessageAt == nil { firstMessageAt = tPoll }
@@ -647,7 +648,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
             + "consumption resumes where it stopped when the broker is back — nothing is lost")
     }
 
-    /// Logs the end of an outage: data arrived or the broker answered a query.
+    /// Logs the end of an outage: the broker answered a query.
     func kafkaAnswered() {
         guard let since = kafkaTroubleSince else { return }
         kafkaTroubleSince = nil
