@@ -63,10 +63,8 @@ final class RedisLink {
                 }
                 return value
             } catch let error as RedisError {
-                if case .server(let m) = error, !m.hasPrefix("LOADING"), !m.hasPrefix("BUSY"), !m.hasPrefix("NOSCRIPT"),
-                   !m.hasPrefix("MASTERDOWN"), !m.hasPrefix("TRYAGAIN") {
-                    throw error
-                }
+                // NOSCRIPT too: a restarted Redis has lost the script cache; the retry loads it again.
+                if case .server(let m) = error, !error.isOutage, !m.hasPrefix("NOSCRIPT") { throw error }
                 if downSince == nil {
                     downSince = .now
                     say("Redis unavailable during \(what): \(error). Consumption paused; retrying with back-off (100 ms → 5 s). No data is lost: the uncommitted unit is retried.")

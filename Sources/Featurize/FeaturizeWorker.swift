@@ -177,9 +177,6 @@ final class PartitionState {
     var unknown = CategoryTable(minimumCapacity: 256)
     /// After a rewind: ignore messages until the one at `tracker.next` arrives.
     var rewinding = false
-    /// The offset this partition was last assigned at: librdkafka delivers an offset below it only
-    /// after the broker called it out of range (beyond the high watermark) and it reset to earliest.
-    var assignedAt: Int64
     /// The first offset delivered below our position (not rewinding): an offset reset waiting for the worker
     /// thread; the partition's messages are ignored until it is resolved.
     var resetSeenAt: Int64? = nil
@@ -194,7 +191,6 @@ final class PartitionState {
         weights = .allocate(capacity: batchSize * f)
         labels = .allocate(capacity: batchSize)
         unitFirst = next
-        assignedAt = next
     }
 
     deinit { ids.deallocate(); weights.deallocate(); labels.deallocate() }
@@ -693,7 +689,6 @@ public final class FeaturizeWorker: @unchecked Sendable {
     var consumerAssigned = false
 
     func assignAll() throws {
-        for st in states.values { st.assignedAt = st.tracker.next }
         try consumer.assign(states.values.sorted { $0.partition < $1.partition }.map {
             KafkaAssignment(topic: options.topic, partition: $0.partition, offset: $0.tracker.next)
         })

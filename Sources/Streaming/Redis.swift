@@ -105,6 +105,17 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Malformed protocol data or a wrapper-level misuse.
     case `protocol`(String)
 
+    /// Redis is (for now) unavailable rather than refusing the command: it cannot be reached, or
+    /// it answers LOADING (reading its AOF after a restart), BUSY, MASTERDOWN or TRYAGAIN. Callers
+    /// wait and retry these; any other error is real.
+    public var isOutage: Bool {
+        switch self {
+        case .connect, .connectionLost: true
+        case .server(let m): ["LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN"].contains { m.hasPrefix($0) }
+        case .protocol: false
+        }
+    }
+
     public var description: String {
         switch self {
         case let .connect(host, port, message): "cannot connect to Redis at \(host):\(port): \(message) (is redis-server running? see cluster/redis.sh)"

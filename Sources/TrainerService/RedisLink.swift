@@ -3,8 +3,8 @@ import Streaming
 
 /// The trainer's Redis connection across Redis restarts.
 ///
-/// A call that fails with a connection error (or LOADING/BUSY while a restarted Redis reads its
-/// AOF) marks the link down with one log line; `isUp()` then reconnects at most every
+/// A call that fails with an outage (`RedisError.isOutage`: unreachable, or LOADING while a
+/// restarted Redis reads its AOF) marks the link down with one log line; `isUp()` then reconnects at most every
 /// `retryInterval` and logs once when Redis is back. Meanwhile the trainer simply has no batches
 /// (it waits, and still notices SIGTERM): nothing is lost, because what the model has trained is
 /// recorded in its checkpoints, not in Redis. Owned by the trainer thread.
@@ -41,19 +41,9 @@ final class RedisLink {
         return true
     }
 
-    /// Whether `error` means Redis is (temporarily) unavailable rather than a real failure.
-    static func isOutage(_ error: Error) -> Bool {
-        guard let e = error as? RedisError else { return false }
-        switch e {
-        case .connect, .connectionLost: return true
-        case .server(let m): return m.hasPrefix("LOADING") || m.hasPrefix("BUSY") || m.hasPrefix("MASTERDOWN")
-        case .protocol: return false
-        }
-    }
-
     /// Records an outage (logs only its start); rethrows anything that is not one.
     func absorb(_ error: Error) throws {
-        guard Self.isOutage(error) else { throw error }
+        guard let e = error as? RedisError, e.isOutage else { throw error }
         if downSince == nil {
             downSince = Date()
             nextAttempt = Date().addingTimeInterval(retryInterval)

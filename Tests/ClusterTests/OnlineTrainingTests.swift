@@ -4,6 +4,7 @@ import TestSupport
 import Features
 import FeatureStore
 import Streaming
+import StreamRecNumerics
 
 /// `streamrec train --source redis` under mpirun against a real redis-server holding feature
 /// streams: trains every batch exactly once, across kill -9 and restarts.
@@ -115,7 +116,7 @@ import Streaming
         let mpirun = try #require(findExecutable("mpirun"))
         let seed = UInt64(ProcessInfo.processInfo.environment["STREAMREC_FAULT_SEED"] ?? "") ?? UInt64.random(in: 1...999_999)
         print("exactlyOnceAcrossKills: fault seed \(seed) (replay with STREAMREC_FAULT_SEED=\(seed))")
-        var rng = SeededGenerator(seed: seed)
+        var rng = SplitMix64(seed: seed)
         var kills = 0
         var intermediate: [Int] = []
         for attempt in 0..<3 {
@@ -146,19 +147,6 @@ import Streaming
         // Back-pressure follows the lineage: batches trained again after a kill count once.
         let (appended, trained) = try counters(redisPort: redis.port, shards: 4)
         #expect(trained == appended, "trained \(trained) vs appended \(appended) (seed \(seed))")
-    }
-}
-
-/// SplitMix64: a tiny seeded generator so a test's random fault moments can be replayed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

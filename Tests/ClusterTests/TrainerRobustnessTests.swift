@@ -25,6 +25,14 @@ import Streaming
         return args + extra
     }
 
+    /// A resident 2-rank job (no --until-idle) in the background, logging to dir/train.log;
+    /// `through` runs it via a launcher script (e.g. cluster/train.sh) instead of mpirun.
+    func residentJob(redisPort: Int, stats: String, ck: String, dir: URL, through script: String? = nil) throws -> BackgroundProcess {
+        let args = ["-np", "2"] + (try onlineArgs(redisPort: redisPort, stats: stats, ck: ck, untilIdle: nil))
+        let (exe, argv) = try script.map { ("/bin/bash", [$0] + args) } ?? (mpirun(), args)
+        return try BackgroundProcess(exe, argv, environment: mpiTestEnvironment, log: dir.appendingPathComponent("train.log"))
+    }
+
     // MARK: Any batch size with any config
 
     /// Batches of 1, 999, 1,000, 1,001 and 4,096 rows (the config's workspace is sized for
@@ -121,8 +129,7 @@ import Streaming
         defer { try? FileManager.default.removeItem(at: dir) }
         let stats = try t.fillStore(redisPort: redis.port, dir: dir, rows: 2_000, batch: 50, shards: 4)
         let ck = dir.appendingPathComponent("ck").path
-        let job = try BackgroundProcess(try mpirun(), ["-np", "2"] + onlineArgs(redisPort: redis.port, stats: stats, ck: ck, untilIdle: nil),
-                                        environment: mpiTestEnvironment, log: dir.appendingPathComponent("train.log"))
+        let job = try residentJob(redisPort: redis.port, stats: stats, ck: ck, dir: dir)
         defer { job.kill() }
         #expect(poll(for: 120) { job.output.contains("step: 10,") }, "\(job.output)")
         redis.stop()
@@ -153,8 +160,7 @@ import Streaming
         defer { try? FileManager.default.removeItem(at: dir) }
         let stats = try t.fillStore(redisPort: redis.port, dir: dir, rows: 1_000, batch: 50, shards: 4)
         let ck = dir.appendingPathComponent("ck").path
-        let job = try BackgroundProcess(try mpirun(), ["-np", "2"] + onlineArgs(redisPort: redis.port, stats: stats, ck: ck, untilIdle: nil),
-                                        environment: mpiTestEnvironment, log: dir.appendingPathComponent("train.log"))
+        let job = try residentJob(redisPort: redis.port, stats: stats, ck: ck, dir: dir)
         defer { job.kill() }
         #expect(try poll(for: 120) { try t.counters(redisPort: redis.port, shards: 4).trained.reduce(0, +) == 20 }, "\(job.output)")
         redis.stop()
@@ -182,8 +188,7 @@ import Streaming
         let ck = dir.appendingPathComponent("ck").path
         let script = URL(fileURLWithPath: t.configPath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("cluster/train.sh").path
-        let job = try BackgroundProcess("/bin/bash", [script, "-np", "2"] + onlineArgs(redisPort: redis.port, stats: stats, ck: ck, untilIdle: nil),
-                                        environment: mpiTestEnvironment, log: dir.appendingPathComponent("train.log"))
+        let job = try residentJob(redisPort: redis.port, stats: stats, ck: ck, dir: dir, through: script)
         defer { job.kill() }
         #expect(try poll(for: 120) { try t.counters(redisPort: redis.port, shards: 4).trained.reduce(0, +) == 10 }, "\(job.output)")
         kill(job.pid, SIGTERM)

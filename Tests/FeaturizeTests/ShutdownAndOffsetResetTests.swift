@@ -8,17 +8,6 @@ import Streaming
 import Testing
 import TestSupport
 
-/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
-@discardableResult
-func eventually(_ timeout: Duration, _ condition: () -> Bool) -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if condition() { return true }
-        Thread.sleep(forTimeInterval: 0.02)
-    }
-    return condition()
-}
-
 /// Writes `rows` as a TSV file (one row per line) and returns its path.
 private func rowFile(_ rows: [[UInt8]], in dir: URL) throws -> String {
     let url = dir.appendingPathComponent("rows.tsv")
@@ -41,7 +30,7 @@ private final class RedisProcess {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        let up = eventually(.seconds(10)) { (try? RedisConnection(host: "127.0.0.1", port: port, timeout: .seconds(1)).command(["PING"]).text) == "PONG" }
+        let up = poll(for: 10) { (try? RedisConnection(host: "127.0.0.1", port: port, timeout: .seconds(1)).command(["PING"]).text) == "PONG" }
         if !up { throw FixtureError("redis-server on \(port) did not start") }
     }
     var address: String { "127.0.0.1:\(port)" }
@@ -79,10 +68,10 @@ struct ShutdownAndOffsetResetTests {
         let conn = try RedisConnection(address: "127.0.0.1:\(redis.port)")
         let worker = try StreamrecProcess(featurizeArgs(topic: "criteo", bootstrap: broker.bootstrapServers,
                                                         redis: "127.0.0.1:\(redis.port)", stats: stats) + ["--until-idle", "60"])
-        #expect(eventually(.seconds(60)) { committedRows(conn, shards: 4) >= 8000 }, "ingested before the outage: \(worker.stderr.suffix(1500))")
+        #expect(poll(for: 60) { committedRows(conn, shards: 4) >= 8000 }, "ingested before the outage: \(worker.stderr.suffix(1500))")
         kill(broker.process.processIdentifier, SIGKILL)
         broker.process.waitUntilExit()
-        #expect(eventually(.seconds(20)) { worker.stderr.contains("Kafka unavailable") }, "outage reported: \(worker.stderr.suffix(1500))")
+        #expect(poll(for: 20) { worker.stderr.contains("Kafka unavailable") }, "outage reported: \(worker.stderr.suffix(1500))")
         let t0 = ContinuousClock.now
         worker.signal(SIGTERM)
         let status = worker.wait(timeout: .seconds(15))
@@ -106,11 +95,11 @@ struct ShutdownAndOffsetResetTests {
         let conn = try RedisConnection(address: redis.address)
         let worker = try StreamrecProcess(featurizeArgs(topic: "criteo", bootstrap: cluster.bootstrapServers,
                                                         redis: redis.address, stats: stats))
-        #expect(eventually(.seconds(60)) { committedRows(conn, shards: 4) >= 3000 }, "stderr: \(worker.stderr.suffix(1500))")
+        #expect(poll(for: 60) { committedRows(conn, shards: 4) >= 3000 }, "stderr: \(worker.stderr.suffix(1500))")
         redis.stop()
         // Rows keep arriving, so the worker has a unit it cannot commit.
         try produce(Array(rows.suffix(3000)), topic: "criteo", bootstrap: cluster.bootstrapServers, partitions: 8)
-        #expect(eventually(.seconds(20)) { worker.stderr.contains("Redis unavailable") }, "stderr: \(worker.stderr.suffix(1500))")
+        #expect(poll(for: 20) { worker.stderr.contains("Redis unavailable") }, "stderr: \(worker.stderr.suffix(1500))")
         worker.signal(SIGTERM)
         let status = worker.wait(timeout: .seconds(15))
         #expect(status == 0, "stderr: \(worker.stderr.suffix(2000))")
@@ -127,7 +116,7 @@ struct ShutdownAndOffsetResetTests {
         let path = try rowFile(syntheticRows(20_000, seed: 93), in: dir)
         let producer = try StreamrecProcess(["produce", "--config", "/nonexistent", "--data", path, "--topic", "criteo",
                                              "--bootstrap", broker.bootstrapServers, "--rate", "4000"])
-        #expect(eventually(.seconds(20)) { producer.stderr.contains("→ topic criteo") }, "started: \(producer.stderr)")
+        #expect(poll(for: 20) { producer.stderr.contains("→ topic criteo") }, "started: \(producer.stderr)")
         kill(broker.process.processIdentifier, SIGKILL)
         broker.process.waitUntilExit()
         let t0 = ContinuousClock.now
@@ -153,7 +142,7 @@ struct ShutdownAndOffsetResetTests {
         let worker = try StreamrecProcess(featurizeArgs(topic: "criteo", bootstrap: broker.bootstrapServers,
                                                         redis: redis.address, stats: stats) + ["--until-idle", "60"])
         let conn = try RedisConnection(address: redis.address)
-        #expect(eventually(.seconds(60)) { committedRows(conn, shards: 4) >= 2000 }, "stderr: \(worker.stderr.suffix(1500))")
+        #expect(poll(for: 60) { committedRows(conn, shards: 4) >= 2000 }, "stderr: \(worker.stderr.suffix(1500))")
         let pids = [redis.process.processIdentifier, broker.process.processIdentifier,
                     worker.process.processIdentifier, producer.process.processIdentifier]
         for pid in pids { kill(pid, SIGTERM) }
@@ -177,13 +166,13 @@ struct ShutdownAndOffsetResetTests {
         let path = try rowFile(syntheticRows(5000, seed: 95), in: dir)
         let producer = try StreamrecProcess(["produce", "--config", "/nonexistent", "--data", path, "--topic", "criteo",
                                              "--bootstrap", broker.bootstrapServers, "--rate", "2000"])
-        #expect(eventually(.seconds(20)) { producer.stderr.contains("→ topic criteo") }, "started: \(producer.stderr)")
+        #expect(poll(for: 20) { producer.stderr.contains("→ topic criteo") }, "started: \(producer.stderr)")
         kill(broker.process.processIdentifier, SIGKILL)
         broker.process.waitUntilExit()
         producer.signal(SIGTERM)
         // The first stop waits (≤ 5 s) for deliveries that cannot come; signals sent back to back
         // could merge into one, so the second goes once the first is being handled.
-        #expect(!eventually(.seconds(1)) { !producer.process.isRunning }, "still flushing after the first SIGTERM")
+        #expect(!poll(for: 1) { !producer.process.isRunning }, "still flushing after the first SIGTERM")
         producer.signal(SIGTERM)
         let status = producer.wait(timeout: .seconds(2))
         #expect(status == 128 + SIGTERM, "stderr: \(producer.stderr.suffix(1500))")
