@@ -75,7 +75,7 @@ let package = Package(
         .testTarget(name: "NativeTests", dependencies: ["Cluster", "Streaming", "TestSupport"]),
         .testTarget(name: "ClusterTests", dependencies: ["TestSupport", "streamrec", "Features", "FeatureStore", "Streaming", "StreamRecNumerics"]),
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "Features", "Streaming", "TestSupport"]),
-        .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "TestSupport", "streamrec"]),
+        .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "StreamRecNumerics", "TestSupport", "streamrec"]),
         .testTarget(name: "ServingTests", dependencies: [
             "Serving", "Training", "Models", "Features", "Checkpoint", "TestSupport",
             .product(name: "HummingbirdTesting", package: "hummingbird"),

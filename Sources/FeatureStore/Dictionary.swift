@@ -198,11 +198,13 @@ extension FeatureStore {
     /// the category's online id (assigned now or earlier) or nil while it is below the threshold.
     /// Precondition: no entry is a snapshot category (callers look those up locally first).
     /// `maxPendingPerField` > 0 bounds each sr:dict:pending:{field} (see the script).
-    public func growDictionary(_ table: CategoryTable, entries range: Range<Int>, maxPendingPerField: Int = 0) throws -> [Int32?] {
+    /// `namespace` replaces the prefix in every key (behaviour ids use `layout.behaviorIds(_:)`).
+    public func growDictionary(_ table: CategoryTable, entries range: Range<Int>, maxPendingPerField: Int = 0,
+                               namespace: String? = nil) throws -> [Int32?] {
         guard !range.isEmpty else { return [] }
         var byField = [[Int]](repeating: [], count: CriteoSchema.categoricalCount)
         for e in range { byField[table.field(at: e)].append(e) }
-        var args: [[UInt8]] = [s(layout.prefix), s("\(max(0, maxPendingPerField))")]
+        var args: [[UInt8]] = [s(namespace ?? layout.prefix), s("\(max(0, maxPendingPerField))")]
         args.reserveCapacity(1 + 2 * CriteoSchema.categoricalCount + 2 * range.count)
         var order: [Int] = []
         order.reserveCapacity(range.count)

@@ -59,15 +59,40 @@ public struct CommitUnit: Sendable {
     public var deadLetters: [DeadLetter]
     public var lostRows: Int64
     public var worker: String
+    /// The featurizer's state changes (behaviour user states, popular counts, watermarks),
+    /// written in the same script as the batch and the progress.
+    public var stateWrites: [StateWrite]
 
     public init(topic: String, partition: Int32, firstOffset: Int64, lastOffset: Int64, shard: Int,
                 encodedBatch: [UInt8]?, rows: Int, deadLetters: [DeadLetter] = [], lostRows: Int64 = 0,
-                worker: String = "") {
+                worker: String = "", stateWrites: [StateWrite] = []) {
         precondition(lastOffset >= firstOffset - 1, "a unit covers [firstOffset, lastOffset]")
         self.topic = topic; self.partition = partition; self.firstOffset = firstOffset; self.lastOffset = lastOffset
         self.shard = shard; self.encodedBatch = encodedBatch; self.rows = rows; self.deadLetters = deadLetters
-        self.lostRows = lostRows; self.worker = worker
+        self.lostRows = lostRows; self.worker = worker; self.stateWrites = stateWrites
     }
+}
+
+/// One state change a featurizer adds to its unit's commit. The commit script applies them in
+/// order after the progress check, so they happen exactly when the unit is committed.
+public struct StateWrite: Sendable, Equatable {
+    public enum Operation: String, Sendable {
+        /// HSET key f1 v1 f2 v2 … (args: field, value pairs).
+        case hset = "HSET"
+        /// ZREM key m1 m2 …
+        case zrem = "ZREM"
+        /// HINCRBY key f d for each (field, delta) pair.
+        case hincrby = "HINCRBY"
+        /// ZADD key s1 m1 s2 m2 … (args: score, member pairs).
+        case zadd = "ZADD"
+        /// args: [score, key prefix]: every member of the sorted set `key` with a score below
+        /// `score` is removed, and the key `prefix .. member` deleted (expiring time buckets).
+        case zprune = "ZPRUNE"
+    }
+    public var operation: Operation
+    public var key: String
+    public var args: [[UInt8]]
+    public init(_ operation: Operation, _ key: String, _ args: [[UInt8]]) { self.operation = operation; self.key = key; self.args = args }
 }
 
 public enum CommitOutcome: Sendable, Equatable {
@@ -106,13 +131,21 @@ public final class FeatureStore: @unchecked Sendable {
     /// Raw bytes kept per dead letter (longer rows are truncated; the detail says so).
     public static let deadLetterMaxRawBytes = 64 * 1024
 
-    public init(redis: RedisConnection, prefix: String = "sr") {
+    public init(redis: RedisConnection, prefix: String = "sr", streams: FeatureBatchKind = .rows) {
         self.redis = redis
-        self.layout = FeatureStoreLayout(prefix: prefix)
+        self.layout = FeatureStoreLayout(prefix: prefix, streams: streams)
+    }
+
+    public init(redis: RedisConnection, layout: FeatureStoreLayout) {
+        self.redis = redis
+        self.layout = layout
     }
 
     // MARK: Commit
 
+    // ARGV: 1 firstOffset, 2 new progress, 3 batch bytes ('' = none), 4 rows, 5 lost rows, 6 lost
+    // field, 7 topic, 8 partition, 9 worker, 10 dead-letter MAXLEN, 11 dead letters D, then D × (raw,
+    // offset, reason, detail), then state writes: op, key, m, m args (see `StateWrite`).
     static let commitScript = LuaScript("""
     local progress = tonumber(redis.call('GET', KEYS[1]) or '0')
     local first = tonumber(ARGV[1])
@@ -124,14 +157,32 @@ public final class FeatureStore: @unchecked Sendable {
       id = redis.call('XADD', KEYS[2], '*', 'b', ARGV[3], 'n', n)
       redis.call('INCRBY', KEYS[4], ARGV[4])
     end
-    local i = 11
-    while i + 3 <= #ARGV do
+    local i = 12
+    local last = 12 + 4 * tonumber(ARGV[11])
+    while i < last do
       redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*', 'raw', ARGV[i], 'topic', ARGV[7], 'partition', ARGV[8],
                  'offset', ARGV[i+1], 'reason', ARGV[i+2], 'detail', ARGV[i+3], 'worker', ARGV[9])
       redis.call('HINCRBY', KEYS[6], ARGV[i+2], 1)
       i = i + 4
     end
     if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[7], ARGV[6], ARGV[5]) end
+    local CH = 2000
+    while i <= #ARGV do
+      local op, key, m = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2])
+      local a, z = i + 3, i + 2 + m
+      if op == 'HSET' or op == 'ZADD' or op == 'ZREM' then
+        for c = a, z, CH do redis.call(op, key, unpack(ARGV, c, math.min(c + CH - 1, z))) end
+      elseif op == 'HINCRBY' then
+        for c = a, z, 2 do redis.call('HINCRBY', key, ARGV[c], ARGV[c+1]) end
+      elseif op == 'ZPRUNE' then
+        local old = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. ARGV[a])
+        for _, member in ipairs(old) do redis.call('DEL', ARGV[a+1] .. member) end
+        if #old > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[a]) end
+      else
+        return redis.error_reply('unknown state write ' .. op)
+      end
+      i = z + 1
+    end
     redis.call('SET', KEYS[1], ARGV[2])
     return {1, id}
     """)
@@ -146,9 +197,9 @@ public final class FeatureStore: @unchecked Sendable {
         var args: [[UInt8]] = [
             s("\(unit.firstOffset)"), s("\(unit.lastOffset + 1)"), unit.encodedBatch ?? [], s("\(unit.rows)"),
             s("\(unit.lostRows)"), s(FeatureStoreLayout.lostField(topic: unit.topic, partition: unit.partition)),
-            s(unit.topic), s("\(unit.partition)"), s(unit.worker), s("\(deadLetterMaxLength)"),
+            s(unit.topic), s("\(unit.partition)"), s(unit.worker), s("\(deadLetterMaxLength)"), s("\(unit.deadLetters.count)"),
         ]
-        args.reserveCapacity(args.count + 4 * unit.deadLetters.count)
+        args.reserveCapacity(args.count + 4 * unit.deadLetters.count + unit.stateWrites.reduce(0) { $0 + 3 + $1.args.count })
         for d in unit.deadLetters {
             var detail = d.detail
             var raw = d.raw
@@ -157,6 +208,10 @@ public final class FeatureStore: @unchecked Sendable {
                 raw = Array(raw.prefix(Self.deadLetterMaxRawBytes))
             }
             args.append(raw); args.append(s("\(d.offset)")); args.append(s(d.reason)); args.append(s(detail))
+        }
+        for w in unit.stateWrites {
+            args.append(s(w.operation.rawValue)); args.append(s(w.key)); args.append(s("\(w.args.count)"))
+            args.append(contentsOf: w.args)
         }
         let result: Result<RedisReply, RedisError>
         do { result = .success(try Self.commitScript.run(redis, keys: keys, args: args)) }

@@ -1,3 +1,5 @@
+import Features
+
 // FeatureStoreLayout: the Redis layout of the feature store — the contract between feature
 // workers (`streamrec featurize`, issue 3), trainers (`streamrec train --source redis`, issue 4)
 // and operators (`streamrec status`).
@@ -26,7 +28,25 @@
 // | sr:dict:log                      | stream | grow script                | one entry per ONLINE id assignment: f (field), c (category bytes), i (id); in id order |
 // | sr:workers                       | hash   | featurize (every second)   | worker id → JSON heartbeat {worker, shard, shards, topic, partitions, rows, batches, dead_letters, lost, paused, last_seen_ms} |
 //
-// Exactly once: a commit unit (one batch or none, its dead letters, its lost rows, and the new
+// Behaviour keys (`featurize --kind behavior`, issue 10). The feature streams and their counters
+// above exist a second time under `sr:rl:` (sr:rl:fs:{s}, sr:rl:appended:{s}, sr:rl:rows:{s},
+// sr:rl:trained:{s}, sr:rl:retain:{s}) and hold `transitions` batches; progress, dead letters,
+// lost rows and workers are shared (keyed by topic).
+//
+// | key                              | type   | written by                 | meaning |
+// |----------------------------------|--------|----------------------------|---------|
+// | sr:rl:u:dict:0, sr:rl:i:dict:0   | hash   | grow script                | user / item id bytes → id (the Criteo dictionary machinery with namespace sr:rl:u / sr:rl:i and one field, 0; also :dict:next_id, :dict:pending:0, :dict:log) |
+// | sr:rl:user                       | hash   | featurize (commit script)  | user id bytes → packed state (`UserState`: last H+1 items, bounded consumed set, the pending event) |
+// | sr:rl:pending:{topic}:{p}        | zset   | featurize (commit script)  | users of partition p whose newest event still waits for its transition → that event's time (reloaded on restart, so the watermark can release them) |
+// | sr:rl:wm                         | hash   | featurize (commit script)  | "{topic}:{p}" → the partition's event-time watermark (largest event time seen, Unix s) |
+// | sr:rl:late                       | hash   | featurize (commit script)  | "{topic}:{p}" → events older than watermark − allowed lateness (not counted in popular items) |
+// | sr:rl:events                     | hash   | featurize (commit script)  | "{topic}:{p}" → valid behaviour events featurized |
+// | sr:rl:pop:{bucket}               | hash   | featurize (commit script)  | item id bytes → events in [bucket×slide, (bucket+1)×slide) of event time |
+// | sr:rl:pop:buckets                | zset   | featurize (commit script)  | bucket → bucket; buckets older than a window (+ lateness) behind the watermark are deleted |
+// | sr:rl:pop:meta                   | hash   | featurize (start)          | window_seconds, slide_seconds, lateness_seconds (what `streamrec popular` sums) |
+//
+// Exactly once: a commit unit (one batch or none, its dead letters, its lost rows, the
+// featurizer's state writes — behaviour user states, popular counts, watermark — and the new
 // progress) is written by ONE Lua script that first checks `progress == unit.firstOffset`:
 // progress > firstOffset means the unit was already committed (a retry after a lost reply or a
 // crash) and it is skipped as a duplicate; progress < firstOffset is a gap and an error (the
@@ -49,19 +69,25 @@
 // counting and committing can count a batch's unknown categories twice (ids stay identical on
 // every shard; only the moment a category crosses the threshold moves).
 
-/// Key names of the feature store under one prefix.
+/// Key names of the feature store under one prefix. `streams` says which batches the feature
+/// streams and their counters hold: Criteo rows under `{prefix}:fs:{s}`, behaviour transitions
+/// under `{prefix}:rl:fs:{s}` — two pipelines can share one prefix (and one Redis) without their
+/// trainers meeting each other's batches.
 public struct FeatureStoreLayout: Sendable, Equatable {
     public var prefix: String
-    public init(prefix: String = "sr") { self.prefix = prefix }
+    public var streams: FeatureBatchKind
+    public init(prefix: String = "sr", streams: FeatureBatchKind = .rows) { self.prefix = prefix; self.streams = streams }
 
-    public func featureStream(_ shard: Int) -> String { "\(prefix):fs:\(shard)" }
+    /// Where the feature streams and their counters live.
+    var streamBase: String { streams == .rows ? prefix : "\(prefix):rl" }
+    public func featureStream(_ shard: Int) -> String { "\(streamBase):fs:\(shard)" }
     public func progress(topic: String, partition: Int32) -> String { "\(prefix):progress:\(topic):\(partition)" }
     public var progressPattern: String { "\(prefix):progress:*" }
-    public func appended(_ shard: Int) -> String { "\(prefix):appended:\(shard)" }
-    public func rows(_ shard: Int) -> String { "\(prefix):rows:\(shard)" }
-    public func trained(_ shard: Int) -> String { "\(prefix):trained:\(shard)" }
-    public func retain(_ shard: Int) -> String { "\(prefix):retain:\(shard)" }
-    public var appendedPattern: String { "\(prefix):appended:*" }
+    public func appended(_ shard: Int) -> String { "\(streamBase):appended:\(shard)" }
+    public func rows(_ shard: Int) -> String { "\(streamBase):rows:\(shard)" }
+    public func trained(_ shard: Int) -> String { "\(streamBase):trained:\(shard)" }
+    public func retain(_ shard: Int) -> String { "\(streamBase):retain:\(shard)" }
+    public var appendedPattern: String { "\(streamBase):appended:*" }
     public var deadLetters: String { "\(prefix):deadletter" }
     public var deadLetterCount: String { "\(prefix):deadletter:count" }
     public var lost: String { "\(prefix):lost" }
@@ -75,8 +101,32 @@ public struct FeatureStoreLayout: Sendable, Equatable {
     public var dictLog: String { "\(prefix):dict:log" }
     public var workers: String { "\(prefix):workers" }
 
+    // Behaviour events (featurize --kind behavior); see "Behaviour keys" above.
+    /// The namespace of an online id dictionary for users or items (`{ns}:dict:0`, `{ns}:dict:next_id`, …).
+    public func behaviorIds(_ space: BehaviorIdSpace) -> String { "\(prefix):rl:\(space.rawValue)" }
+    public func behaviorIdMap(_ space: BehaviorIdSpace) -> String { "\(behaviorIds(space)):dict:0" }
+    public func behaviorNextId(_ space: BehaviorIdSpace) -> String { "\(behaviorIds(space)):dict:next_id" }
+    public var userStates: String { "\(prefix):rl:user" }
+    public var eventWatermarks: String { "\(prefix):rl:wm" }
+    public var lateEvents: String { "\(prefix):rl:late" }
+    public var behaviorEvents: String { "\(prefix):rl:events" }
+    public func pendingUsers(topic: String, partition: Int32) -> String { "\(prefix):rl:pending:\(topic):\(partition)" }
+    public func popular(bucket: Int64) -> String { "\(prefix):rl:pop:\(bucket)" }
+    public var popularBucketPrefix: String { "\(prefix):rl:pop:" }
+    public var popularBuckets: String { "\(prefix):rl:pop:buckets" }
+    public var popularMeta: String { "\(prefix):rl:pop:meta" }
+
     /// The feature shard that Kafka partition `partition` feeds.
     public static func shard(partition: Int32, shards: Int) -> Int { Int(partition) % shards }
-    /// The field name used in sr:lost for a partition.
+    /// The field name used in sr:lost (and the other per-partition hashes) for a partition.
     public static func lostField(topic: String, partition: Int32) -> String { "\(topic):\(partition)" }
+}
+
+/// The two id spaces of behaviour events. Item ids start at 2 (0 pads a short state, 1 is the
+/// item OOV id), user ids at 1 (0 is the user OOV id): every id is assigned when first seen, so
+/// the OOV ids only stand for ids a server has never seen.
+public enum BehaviorIdSpace: String, Sendable, CaseIterable {
+    case users = "u", items = "i"
+    public var firstId: Int32 { self == .items ? 2 : 1 }
+    public var oovId: Int32 { self == .items ? 1 : 0 }
 }

@@ -30,6 +30,15 @@ public enum RejectReason: String, CaseIterable, Sendable, Codable {
     case nonNumericDense = "non_numeric_dense"
     /// A dense field is a number too large for Float32.
     case denseOutOfRange = "dense_out_of_range"
+    // Behaviour events (`BehaviorParser`):
+    /// Fewer than the 4 fields user,item,behavior,time.
+    case missingField = "missing_field"
+    /// A user or item id is empty.
+    case emptyId = "empty_id"
+    /// The behaviour is not pv, cart, fav or buy.
+    case unknownBehavior = "unknown_behavior"
+    /// The time is not a non-negative integer (Unix seconds).
+    case badTime = "bad_time"
 }
 
 /// A refused row: the reason (for counting) and a detail for people.

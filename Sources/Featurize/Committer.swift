@@ -28,7 +28,7 @@ final class OneTimeNotice: @unchecked Sendable {
 /// sleeps in 50 ms steps that notice a stop.
 final class RedisLink {
     let address: String
-    let prefix: String
+    let layout: FeatureStoreLayout
     let say: (String) -> Void
     let stopping: () -> Bool
     let stopNotice: OneTimeNotice
@@ -39,9 +39,9 @@ final class RedisLink {
     /// True once this link gave up because the worker is stopping while Redis fails.
     private(set) var gaveUp = false
 
-    init(address: String, prefix: String, say: @escaping (String) -> Void, stopping: @escaping () -> Bool,
+    init(address: String, layout: FeatureStoreLayout, say: @escaping (String) -> Void, stopping: @escaping () -> Bool,
          stopNotice: OneTimeNotice, timeout: Duration = .seconds(5)) {
-        self.address = address; self.prefix = prefix; self.say = say; self.stopping = stopping
+        self.address = address; self.layout = layout; self.say = say; self.stopping = stopping
         self.stopNotice = stopNotice; self.timeout = timeout
     }
 
@@ -54,7 +54,7 @@ final class RedisLink {
                 } else {
                     let c = try RedisConnection(address: address, timeout: timeout)
                     connection = c
-                    store = FeatureStore(redis: c, prefix: prefix)
+                    store = FeatureStore(redis: c, layout: layout)
                 }
                 let value = try body(store)
                 if let since = downSince {
@@ -160,12 +160,12 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
     private var abandoned = false
     private let grower: Grower
 
-    init(address: String, prefix: String, capacity: Int, growthInterval: Duration, maxPendingPerField: Int,
+    init(address: String, layout: FeatureStoreLayout, capacity: Int, growthInterval: Duration, maxPendingPerField: Int,
          say: @escaping (String) -> Void, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
         self.capacity = capacity
         self.say = say
-        self.link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping, stopNotice: stopNotice)
-        self.grower = Grower(address: address, prefix: prefix, every: growthInterval, maxPendingPerField: maxPendingPerField,
+        self.link = RedisLink(address: address, layout: layout, say: say, stopping: stopping, stopNotice: stopNotice)
+        self.grower = Grower(address: address, layout: layout, every: growthInterval, maxPendingPerField: maxPendingPerField,
                              say: say, stopping: stopping, stopNotice: stopNotice)
         super.init()
         start(name: "featurize-committer")
@@ -291,11 +291,11 @@ final class Grower: BackgroundLoop, @unchecked Sendable {
 
     let maxPendingPerField: Int
 
-    init(address: String, prefix: String, every: Duration, maxPendingPerField: Int,
+    init(address: String, layout: FeatureStoreLayout, every: Duration, maxPendingPerField: Int,
          say: @escaping (String) -> Void, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
         self.every = every
         self.maxPendingPerField = maxPendingPerField
-        link = RedisLink(address: address, prefix: prefix, say: say, stopping: stopping, stopNotice: stopNotice)
+        link = RedisLink(address: address, layout: layout, say: say, stopping: stopping, stopNotice: stopNotice)
         super.init()
         start(name: "featurize-grower")
     }

@@ -1,4 +1,6 @@
-// FeaturizeWorker: Kafka partitions → parsed, encoded feature batches → Redis feature store.
+// FeaturizeEngine: Kafka partitions → parsed, encoded feature batches → Redis feature store, for
+// any input kind: the kind-specific part is a `Featurizer` (`CriteoFeaturizer` for Criteo rows,
+// `BehaviorFeaturizer` for behaviour events); `FeaturizeWorker` is the Criteo engine.
 //
 // Purpose and limits
 //   * Owns the partitions p ≡ shard (mod shards) of one topic by explicit assignment and resumes
@@ -7,9 +9,8 @@
 //     local dictionary cache), the dead letters of the rows refused in between, and rows lost
 //     upstream. A unit is committed when it holds B rows, or `linger` after it started (freshness),
 //     or at shutdown; one Lua script writes it atomically with the partition's new progress.
-//   * Categories missing from the cache get the field's OOV id and are counted; after each commit
-//     the counts go to `FeatureStore.growDictionary` and the cache tails sr:dict:log, so rows in
-//     LATER units use new ids. Rows already encoded keep the OOV id.
+//   * The featurizer seals a unit into its batch and its state writes (e.g. behaviour user
+//     states), committed in the same script; unknown-category counts go to the grower.
 //   * Redis failures: stop consuming, retry the same call with back-off 100 ms → 5 s, log each
 //     outage once and its end; the progress check makes retried commits idempotent.
 //   * Back-pressure: before polling, if any target stream has ≥ maxPending batches not yet
@@ -158,59 +159,61 @@ public struct FeaturizeSummary: Sendable, Codable, Equatable {
     public var raw: Bool = false
 }
 
-/// One owned partition: its offsets and the unit being built.
-final class PartitionState {
+/// One owned partition: its offsets and the unit being built (the featurizer's part in `unit`).
+final class PartitionState<Unit: AnyObject> {
     let partition: Int32
     let shard: Int
     var tracker: OffsetTracker
     let batchSize: Int
-    let ids: UnsafeMutableBufferPointer<Int32>
-    let weights: UnsafeMutableBufferPointer<Float>
-    let labels: UnsafeMutableBufferPointer<Float>
+    let unit: Unit
     // The unit in progress.
     var unitFirst: Int64
-    var rows = 0
     var deadLetters: [DeadLetter] = []
     var lost: Int64 = 0
     var producedAtMs: Int64 = 0
     var startedAt: ContinuousClock.Instant? = nil
-    var unknown = CategoryTable(minimumCapacity: 256)
     /// After a rewind: ignore messages until the one at `tracker.next` arrives.
     var rewinding = false
     /// The first offset delivered below our position (not rewinding): an offset reset waiting for the worker
     /// thread; the partition's messages are ignored until it is resolved.
     var resetSeenAt: Int64? = nil
 
-    init(partition: Int32, shard: Int, next: Int64, batchSize: Int) {
+    init(partition: Int32, shard: Int, next: Int64, batchSize: Int, unit: Unit) {
         self.partition = partition
         self.shard = shard
         self.tracker = OffsetTracker(next: next)
         self.batchSize = batchSize
-        let f = CriteoSchema.fieldCount
-        ids = .allocate(capacity: batchSize * f)
-        weights = .allocate(capacity: batchSize * f)
-        labels = .allocate(capacity: batchSize)
+        self.unit = unit
         unitFirst = next
     }
 
-    deinit { ids.deallocate(); weights.deallocate(); labels.deallocate() }
-
     var hasUnit: Bool { tracker.next > unitFirst || lost > 0 }
 
+    /// Starts the next unit's bookkeeping (the featurizer resets its part in `seal` or `load`).
     func resetUnit() {
         unitFirst = tracker.next
-        rows = 0
         deadLetters.removeAll(keepingCapacity: true)
         lost = 0
         producedAtMs = 0
         startedAt = nil
-        if unknown.count > 0 { unknown = CategoryTable(minimumCapacity: 256) }
     }
 }
 
-public final class FeaturizeWorker: @unchecked Sendable {
+/// The Criteo feature worker (`streamrec featurize --kind criteo`).
+public typealias FeaturizeWorker = FeaturizeEngine<CriteoFeaturizer>
+
+extension FeaturizeEngine where F == CriteoFeaturizer {
+    public convenience init(options: FeaturizeOptions, stats: FeatureStats,
+                            shouldStop: (@Sendable () -> Bool)? = nil,
+                            log: @escaping @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data((line + "\n").utf8)) }) {
+        self.init(options: options, featurizer: CriteoFeaturizer(stats: stats, statsSource: options.statsSource),
+                  shouldStop: shouldStop, log: log)
+    }
+}
+
+public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     public let options: FeaturizeOptions
-    let snapshot: FeatureStats
+    let featurizer: F
     let stopFlag = Atomic<Bool>(false)
     let shouldStop: (@Sendable () -> Bool)?
     let log: @Sendable (String) -> Void
@@ -219,14 +222,13 @@ public final class FeaturizeWorker: @unchecked Sendable {
     var link: RedisLink!
     var store: FeatureStore!
     var committer: Committer!
-    var cache: DictionaryCache
     var consumer: KafkaConsumer!
-    var states: [Int32: PartitionState] = [:] { didSet { indexStates() } }
+    var states: [Int32: PartitionState<F.Partition>] = [:] { didSet { indexStates() } }
     /// `states` indexed by partition number, for the per-message lookup.
-    var stateByPartition: [PartitionState?] = []
+    var stateByPartition: [PartitionState<F.Partition>?] = []
 
     func indexStates() {
-        var index = [PartitionState?](repeating: nil, count: Int(states.keys.max() ?? -1) + 1)
+        var index = [PartitionState<F.Partition>?](repeating: nil, count: Int(states.keys.max() ?? -1) + 1)
         var thread = [Int](repeating: -1, count: index.count)
         for (k, p) in states.keys.sorted().enumerated() {
             index[Int(p)] = states[p]
@@ -236,16 +238,12 @@ public final class FeaturizeWorker: @unchecked Sendable {
         threadOfPartition = thread
     }
     var summary: FeaturizeSummary
-    let parser = CriteoParser(labels: .required)
     /// One per handling thread; thread t handles the partitions with threadOfPartition[p] == t.
     var contexts: [HandlerContext] = []
     var threadOfPartition: [Int] = []
     let handlers: ForkJoin
     /// Handling threads may note a retention gap at the same time.
     let retentionLock = NSLock()
-    /// Dense normalisation from the snapshot (the shared `FeatureEncoder`).
-    let denseEncoder: FeatureEncoder
-    var encodeBuffer: [UInt8] = []
     var firstMessageAt: ContinuousClock.Instant? = nil
     var lastMessageAt: ContinuousClock.Instant? = nil
     var syncWanted = false
@@ -263,18 +261,16 @@ public final class FeaturizeWorker: @unchecked Sendable {
     /// "Stopping while Redis is unavailable" is said once, by whichever thread gives up first.
     let stopNotice = OneTimeNotice()
 
-    public init(options: FeaturizeOptions, stats: FeatureStats,
+    public init(options: FeaturizeOptions, featurizer: F,
                 shouldStop: (@Sendable () -> Bool)? = nil,
                 log: @escaping @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data((line + "\n").utf8)) }) {
         self.options = options
-        self.snapshot = stats
-        self.cache = DictionaryCache(snapshot: stats)
+        self.featurizer = featurizer
         self.shouldStop = shouldStop
         self.log = log
         self.summary = FeaturizeSummary(worker: options.workerId, partitions: [], raw: options.raw)
-        denseEncoder = FeatureEncoder(stats: stats)
         let threads = max(1, options.parseThreads)
-        contexts = (0..<threads).map { _ in HandlerContext() }
+        contexts = (0..<threads).map { _ in HandlerContext(scratch: featurizer.makeScratch()) }
         handlers = ForkJoin(threads: threads, name: "featurize-parse")
     }
 
@@ -286,6 +282,9 @@ public final class FeaturizeWorker: @unchecked Sendable {
     var stopping: Bool { stopFlag.load(ordering: .relaxed) || (shouldStop?() ?? false) }
 
     func say(_ message: String) { log("featurize[\(options.shard)/\(options.shards)] \(message)") }
+
+    /// Where this kind's batches and counters live.
+    var layout: FeatureStoreLayout { FeatureStoreLayout(prefix: options.prefix, streams: F.batchKind) }
 
     // MARK: Retry funnel
 
@@ -311,7 +310,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
         // 4 MiB → 26k rows/s, 16 MiB → 63k, 64 MiB → 80k on the bench). Lower it with -X to trade
         // throughput for memory.
         consumer = try KafkaConsumer(config: kafkaConfig)
-        link = RedisLink(address: options.redisAddress, prefix: options.prefix, say: { [unowned self] in say($0) },
+        link = RedisLink(address: options.redisAddress, layout: layout, say: { [unowned self] in say($0) },
                          stopping: { [unowned self] in stopping }, stopNotice: stopNotice)
 
         // Partitions (retry until the topic exists and the broker answers).
@@ -342,10 +341,8 @@ public final class FeaturizeWorker: @unchecked Sendable {
         }
 
         if !options.raw {
-            guard let info = try withRedis("dictionary snapshot load", { try store.loadSnapshot(snapshot, source: options.statsSource) }) else { return finish(start) }
-            say(info.loadedNow ? "loaded the dictionary snapshot (\(info.snapshotCategories) categories) into Redis"
-                               : "dictionary snapshot already in Redis (loaded from \(info.loadedFrom)); using it")
-            guard try withRedis("dictionary sync", { try cache.sync(store) }) != nil else { return finish(start) }
+            guard let line = try withRedis("start of the \(F.inputName) featurizer", { try featurizer.start(store) }) else { return finish(start) }
+            say(line)
         }
         for p in owned {
             var next: Int64 = 0
@@ -354,7 +351,11 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 next = n
             }
             let st = PartitionState(partition: p, shard: FeatureStoreLayout.shard(partition: p, shards: options.featureShards),
-                                    next: next, batchSize: options.batchSize)
+                                    next: next, batchSize: options.batchSize,
+                                    unit: featurizer.makePartition(p, batchSize: options.batchSize))
+            if !options.raw {
+                guard try withRedis("loading partition state", { try featurizer.load(st.unit, topic: options.topic, partition: p, from: store) }) != nil else { return finish(start) }
+            }
             states[p] = st
         }
         // Offset resets first (progress beyond the high watermark), then retention gaps (below the
@@ -382,7 +383,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
         }
         try assignAll()
         if !options.raw {
-            committer = Committer(address: options.redisAddress, prefix: options.prefix, capacity: 4, growthInterval: options.growthInterval,
+            committer = Committer(address: options.redisAddress, layout: layout, capacity: 4, growthInterval: options.growthInterval,
                                   maxPendingPerField: options.maxPendingCategories,
                                   say: { [unowned self] in say($0) }, stopping: { [unowned self] in stopping }, stopNotice: stopNotice)
         }
@@ -427,7 +428,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 }
                 if now - lastSync >= .seconds(1) {
                     lastSync = now
-                    guard let learnt = try withRedis("dictionary sync", { try cache.sync(store) }) else { break }
+                    guard let learnt = try withRedis("dictionary sync", { try featurizer.refresh(store) }) else { break }
                     summary.onlineIdsLearnt += Int64(learnt)
                 }
                 if now - lastRetention >= .seconds(5) {
@@ -465,7 +466,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 got = polled.count
                 let tHandle = ContinuousClock.now
                 if !options.raw && got > 0 {
-                    try handleAll(polled)
+                    guard try handleAll(polled) else { break }
                     let seen = states.values.filter { $0.resetSeenAt != nil }.sorted { $0.partition < $1.partition }
                     if !seen.isEmpty {
                         let findings = seen.map { st in
@@ -595,6 +596,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 st.resetUnit()
                 st.resetSeenAt = nil
                 st.rewinding = false
+                guard try withRedis("reloading partition state", { try featurizer.load(st.unit, topic: options.topic, partition: f.partition, from: store) }) != nil else { return false }
             }
             if consumerAssigned { try assignAll() }
             return true
@@ -697,7 +699,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
 
     func heartbeat(paused: Bool) throws {
         try store.heartbeat(worker: options.workerId, info: [
-            "shard": options.shard, "shards": options.shards, "topic": options.topic,
+            "kind": F.inputName, "shard": options.shard, "shards": options.shards, "topic": options.topic,
             "partitions": summary.partitions.map { Int($0) }, "rows": summary.rows, "batches": summary.batches,
             "dead_letters": summary.deadLetters, "lost": summary.lostUpstream, "paused": paused,
             "pid": Int(ProcessInfo.processInfo.processIdentifier),
@@ -705,7 +707,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
     }
 
     /// Counts offsets dropped by retention before we read them — loudly, never silently.
-    func noteRetention(_ st: PartitionState, low: Int64) {
+    func noteRetention(_ st: PartitionState<F.Partition>, low: Int64) {
         let from = st.tracker.next
         let lost = st.tracker.retention(lowWatermark: low)
         guard lost > 0 else { return }
@@ -721,15 +723,22 @@ public final class FeaturizeWorker: @unchecked Sendable {
 
     /// Scratch state of one handling thread.
     final class HandlerContext {
-        var row = CriteoRow()
+        let scratch: F.Scratch
         var messages: [Int] = []
+        init(scratch: F.Scratch) { self.scratch = scratch }
     }
 
     /// Handles a polled batch: each owned partition belongs to one handling thread
     /// (`--parse-threads`), which takes its messages in offset order; threads run at once and
     /// join before the next poll, so everything else (dictionary sync, commits' bookkeeping) sees
     /// a quiet worker.
-    func handleAll(_ batch: KafkaMessageBatch) throws {
+    /// Returns false when the worker is stopping while Redis is down (the batch is not handled:
+    /// nothing of it is committed, so it is read again on restart).
+    func handleAll(_ batch: KafkaMessageBatch) throws -> Bool {
+        let lookup = stateByPartition
+        guard try withRedis("preparing a batch", {
+            try featurizer.prepare(batch, partitionState: { p in Int(p) < lookup.count ? lookup[Int(p)]?.unit : nil }, store: store)
+        }) != nil else { return false }
         for ctx in contexts { ctx.messages.removeAll(keepingCapacity: true) }
         for i in 0..<batch.count {
             let p = Int(batch.partition(i))
@@ -743,11 +752,12 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 try handle(m, stateByPartition[Int(m.partition)]!, ctx)
             }
         }
+        return true
     }
 
-    func handle(_ m: KafkaMessageView, _ st: PartitionState, _ ctx: HandlerContext) throws {
+    func handle(_ m: KafkaMessageView, _ st: PartitionState<F.Partition>, _ ctx: HandlerContext) throws {
         // A full unit that could not be committed (stopping while Redis is down): take nothing more.
-        if st.rows >= st.batchSize { return }
+        if featurizer.rows(st.unit) >= st.batchSize { return }
         // An offset reset waits for the worker thread: nothing of this partition is taken meanwhile.
         if st.resetSeenAt != nil { return }
         switch st.tracker.classify(m.offset) {
@@ -777,13 +787,10 @@ public final class FeaturizeWorker: @unchecked Sendable {
         st.tracker.consume(m.offset)
         if st.startedAt == nil { st.startedAt = .now }
         if let ts = m.timestampMs, ts > 0, st.producedAtMs == 0 || ts < st.producedAtMs { st.producedAtMs = ts }
-        let ok: RowRejection?
-        do throws(RowRejection) { try parser.parse(m.value, into: &ctx.row); ok = nil } catch { ok = error }
-        if let rejection = ok {
+        if let rejection = featurizer.handle(m.value, into: st.unit, scratch: ctx.scratch) {
             st.deadLetters.append(DeadLetter(raw: Array(m.value), offset: m.offset, reason: rejection.reason.rawValue, detail: rejection.detail))
-        } else {
-            encodeRow(ctx.row, into: st)
-            if st.rows == st.batchSize { try commit(st) }
+        } else if featurizer.rows(st.unit) >= st.batchSize {
+            try commit(st)
         }
     }
 
@@ -791,30 +798,6 @@ public final class FeaturizeWorker: @unchecked Sendable {
     /// else what librdkafka last learnt from a fetch response; nil when neither is known.
     func lowWatermark(_ partition: Int32) -> Int64? {
         queryWatermarks(partition, timeout: .seconds(5))?.low ?? consumer.cachedWatermarks(topic: options.topic, partition: partition)?.low
-    }
-
-    /// `FeatureEncoder` semantics, plus counting of categories missing from the cache.
-    @inline(__always)
-    func encodeRow(_ row: CriteoRow, into st: PartitionState) {
-        let f = CriteoSchema.fieldCount, d = CriteoSchema.denseCount
-        let ids = st.ids.baseAddress! + st.rows * f
-        let weights = st.weights.baseAddress! + st.rows * f
-        denseEncoder.encodeDense(row, ids: ids, weights: weights)
-        // Categories through the growing cache (the snapshot plus ids learnt online).
-        cache.categoryIds(of: row, into: ids + d)
-        var missing = false
-        for j in 0..<CriteoSchema.categoricalCount {
-            weights[d + j] = 1
-            if ids[d + j] == 0 { ids[d + j] = FeatureIdLayout.oovId(j); missing = true }
-        }
-        if missing {
-            _ = row.withCategoryBytes { (j, bytes) -> Void? in
-                if ids[d + j] == FeatureIdLayout.oovId(j) { st.unknown.addCount(field: j, bytes: bytes) }
-                return nil
-            }
-        }
-        st.labels[st.rows] = row.label ?? 0
-        st.rows += 1
     }
 
     // MARK: Commit
@@ -827,29 +810,16 @@ public final class FeaturizeWorker: @unchecked Sendable {
     }
 
     /// Hands the partition's unit to the committer thread and starts the next unit.
-    func commit(_ st: PartitionState) throws {
+    func commit(_ st: PartitionState<F.Partition>) throws {
         guard st.hasUnit else { return }
         let last = st.tracker.next - 1
-        var encoded: [UInt8]? = nil
-        if st.rows > 0 {
-            let source = FeatureBatchSource(topic: options.topic, partition: st.partition, firstOffset: st.unitFirst,
-                                            lastOffset: last, rejectedRows: st.deadLetters.count, producedAtMs: st.producedAtMs)
-            let f = CriteoSchema.fieldCount
-            var bytes: [UInt8] = []
-            FeatureBatchCodec.encode(fieldCount: f, rows: st.rows,
-                                     ids: UnsafeBufferPointer(rebasing: st.ids[0..<(st.rows * f)]),
-                                     weights: UnsafeBufferPointer(rebasing: st.weights[0..<(st.rows * f)]),
-                                     labels: UnsafeBufferPointer(rebasing: st.labels[0..<st.rows]),
-                                     source: source, into: &bytes)
-            encoded = bytes
-        }
+        let source = FeatureBatchSource(topic: options.topic, partition: st.partition, firstOffset: st.unitFirst,
+                                        lastOffset: last, rejectedRows: st.deadLetters.count, producedAtMs: st.producedAtMs)
+        let sealed = featurizer.seal(st.unit, source: source, topic: options.topic, partition: st.partition)
         let unit = CommitUnit(topic: options.topic, partition: st.partition, firstOffset: st.unitFirst, lastOffset: last,
-                              shard: st.shard, encodedBatch: encoded, rows: st.rows, deadLetters: st.deadLetters,
-                              lostRows: st.lost, worker: options.workerId)
-        // The unit's unknown-category table moves to the committer as is (no per-category arrays).
-        let counts = st.unknown.count > 0 ? st.unknown : nil
-        if counts != nil { st.unknown = CategoryTable(minimumCapacity: 256) }
-        try committer.enqueue(PendingCommit(unit: unit, counts: counts))
+                              shard: st.shard, encodedBatch: sealed.encodedBatch, rows: sealed.rows, deadLetters: st.deadLetters,
+                              lostRows: st.lost, worker: options.workerId, stateWrites: sealed.stateWrites)
+        try committer.enqueue(PendingCommit(unit: unit, counts: sealed.growth))
         st.resetUnit()
     }
 
@@ -871,6 +841,8 @@ public final class FeaturizeWorker: @unchecked Sendable {
                 st.tracker.rewind(to: g.progress)
                 st.resetUnit()
                 st.rewinding = true
+                // In-memory state is ahead of Redis now: back to what was committed.
+                guard try withRedis("reloading partition state", { try featurizer.load(st.unit, topic: options.topic, partition: g.partition, from: store) }) != nil else { return }
             }
             try assignAll()
         }
@@ -880,7 +852,7 @@ public final class FeaturizeWorker: @unchecked Sendable {
         if syncWanted, ContinuousClock.now - lastNewIdSync >= .milliseconds(250) {
             syncWanted = false
             lastNewIdSync = .now
-            if let learnt = try withRedis("dictionary sync", { try cache.sync(store) }) { summary.onlineIdsLearnt += Int64(learnt) }
+            if let learnt = try withRedis("dictionary sync", { try featurizer.refresh(store) }) { summary.onlineIdsLearnt += Int64(learnt) }
         }
     }
 }

@@ -65,7 +65,7 @@ struct FeatureBatchCodecTests {
         #expect(y == x)
         if compact && binary && rows > 0 {
             // 13 weights + 1 label byte per row instead of 39 + 4.
-            let compactSize = 50 + "criteo-τ".utf8.count + rows * (39 * 4 + 13 * 4 + 1) + 4
+            let compactSize = 42 + "criteo-τ".utf8.count + 12 + rows * (39 * 4 + 13 * 4 + 1) + 4
             #expect(bytes.count == compactSize)
         }
     }
@@ -86,12 +86,61 @@ struct FeatureBatchCodecTests {
         #expect(kind(Array(good.prefix(30))) == .truncated)
         #expect(kind(Array(good.dropLast(5))) == .lengthMismatch)
         #expect(kind(good + [0]) == .lengthMismatch)
-        for position in [60, good.count / 2, good.count - 5, good.count - 1] {
+        for position in [70, good.count / 2, good.count - 5, good.count - 1] {
             bad = good; bad[position] ^= 0x10
             #expect(kind(bad) == .checksumMismatch, "flipped byte \(position)")
         }
         // Header row count changed: length no longer matches.
-        bad = good; bad[12] = 5
+        let rowCount = 42 + "criteo-τ".utf8.count + 8
+        bad = good; bad[rowCount] = 5
         #expect(kind(bad) == .lengthMismatch)
+        // An unknown kind is refused as such (with a valid checksum), a flipped kind as corrupt.
+        bad = good; bad[6] = 9
+        #expect(kind(bad) == .checksumMismatch)
+        bad = Self.withChecksum(Array(bad.dropLast(4)))
+        #expect(kind(bad) == .unsupportedKind)
+    }
+
+    static func withChecksum(_ body: [UInt8]) -> [UInt8] {
+        let c = CRC32C.checksum(body)
+        return body + [UInt8(c & 0xFF), UInt8((c >> 8) & 0xFF), UInt8((c >> 16) & 0xFF), UInt8(c >> 24)]
+    }
+
+    /// Version 1 (rows without a kind, written before behaviour events) is still read.
+    @Test("version 1 batches still decode")
+    func versionOne() throws {
+        let x = Self.sample(rows: 3)
+        let v2 = FeatureBatchCodec.encode(x.batch, source: x.source)
+        // v1: magic, version 1, flags, F, D, B, partition, rejected, first, last, producedAt, topic, payload.
+        let t = 42 + Array(x.source.topic.utf8).count
+        var v1: [UInt8] = Array(v2[0..<4]) + [1, 0] + Array(v2[t..<(t + 6)]) + Array(v2[(t + 8)..<(t + 12)])
+        v1 += Array(v2[8..<40]) + Array(v2[40..<t]) + Array(v2[(t + 12)..<(v2.count - 4)])
+        #expect(try FeatureBatchCodec.decode(Self.withChecksum(v1)) == x)
+    }
+
+    @Test("transitions round trip; a rows reader refuses them by name and vice versa")
+    func transitions() throws {
+        var b = TransitionBatch(historyLength: 3)
+        b.append(user: 7, state: [0, 0, 5], action: 9, reward: 2, done: false, time: 1_700_000_000)
+        b.append(user: 8, state: [5, 9, 12], action: 4, reward: 1, done: true, time: 1_700_000_100)
+        let source = FeatureBatchSource(topic: "behaviour", partition: 2, firstOffset: 10, lastOffset: 13, rejectedRows: 1, producedAtMs: 5)
+        let bytes = FeatureBatchCodec.encode(b, source: source)
+        let back = try FeatureBatchCodec.decodeTransitions(bytes)
+        #expect(back == SourcedTransitionBatch(batch: b, source: source))
+        #expect(back.batch.nextState(0) == [0, 5, 9])
+        #expect(try FeatureBatchCodec.decodeAny(bytes) == .transitions(back))
+        do { _ = try FeatureBatchCodec.decode(bytes); Issue.record("a rows reader accepted transitions") } catch {
+            #expect(error.kind == .unexpectedKind && error.description.contains("`transitions`") && error.description.contains("`rows`"))
+        }
+        let rows = Self.sample(rows: 2)
+        do { _ = try FeatureBatchCodec.decodeTransitions(FeatureBatchCodec.encode(rows.batch, source: rows.source)); Issue.record("accepted rows") } catch {
+            #expect(error.kind == .unexpectedKind)
+        }
+        var corrupt = bytes; corrupt[corrupt.count / 2] ^= 1
+        #expect(throws: FeatureBatchCodecError.self) { _ = try FeatureBatchCodec.decodeTransitions(corrupt) }
+        var badId = b; badId.actions[1] = -3
+        do { _ = try FeatureBatchCodec.decodeTransitions(FeatureBatchCodec.encode(badId, source: source)); Issue.record("accepted id -3") } catch {
+            #expect(error.kind == .invalidContent)
+        }
     }
 }

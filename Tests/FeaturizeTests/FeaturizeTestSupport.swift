@@ -45,19 +45,24 @@ final class LogBox: @unchecked Sendable {
     var all: [String] { lock.withLock { lines } }
 }
 
-/// Runs a worker on its own thread; `join()` waits for it.
+/// Runs a worker (of any input kind) on its own thread; `join()` waits for it.
 final class WorkerThread: @unchecked Sendable {
-    let worker: FeaturizeWorker
+    private let stopWorker: @Sendable () -> Void
     let logs = LogBox()
     private let done = DispatchSemaphore(value: 0)
     private let lock = NSLock()
     private var result: Result<FeaturizeSummary, Error>?
 
-    init(options: FeaturizeOptions, stats: FeatureStats) {
+    convenience init(options: FeaturizeOptions, stats: FeatureStats) {
+        self.init(options: options, featurizer: CriteoFeaturizer(stats: stats, statsSource: options.statsSource))
+    }
+
+    init<F: Featurizer>(options: FeaturizeOptions, featurizer: F) {
         let logs = self.logs
-        worker = FeaturizeWorker(options: options, stats: stats, log: { logs.append($0) })
+        let worker = FeaturizeEngine(options: options, featurizer: featurizer, log: { logs.append($0) })
+        stopWorker = { worker.stop() }
         let thread = Thread { [self] in
-            let r = Result { try self.worker.run() }
+            let r = Result { try worker.run() }
             self.lock.withLock { self.result = r }
             self.done.signal()
         }
@@ -66,12 +71,12 @@ final class WorkerThread: @unchecked Sendable {
     }
 
     var log: [String] { logs.all }
-    func stop() { worker.stop() }
+    func stop() { stopWorker() }
 
     @discardableResult
     func join(timeout: Duration = .seconds(120)) throws -> FeaturizeSummary {
         guard done.wait(timeout: .now() + .milliseconds(Int(timeout.components.seconds * 1000))) == .success else {
-            worker.stop()
+            stopWorker()
             _ = done.wait(timeout: .now() + 10)
             throw FixtureError("featurize worker did not finish within \(timeout)")
         }

@@ -1,0 +1,93 @@
+// UserState: what the behaviour pipeline keeps per user (in sr:rl:user, committed with the
+// featurize progress) and what /v1/recommend reads: the recent items, the consumed set, and the
+// user's newest event whose transition is not emitted yet.
+
+/// One user's state. Items are item ids (`BehaviorIdSpace.items`).
+public struct UserState: Sendable, Equatable {
+    /// The last H+1 items consumed, oldest first (H+1 so the pending event's state — the H items
+    /// before it — can be rebuilt). `recent(_:)` is the state a policy sees.
+    public var history: [Int32] = []
+    /// The last C distinct items consumed, least recent first (a re-consumed item moves to the end).
+    public var consumed: [Int32] = []
+    /// The newest event (its action is `history.last`) while its transition waits for the
+    /// user's next event or the event-time watermark.
+    public var pending: Pending? = nil
+
+    public struct Pending: Sendable, Equatable {
+        public var time: Int64
+        public var reward: Float
+        public init(time: Int64, reward: Float) { self.time = time; self.reward = reward }
+    }
+
+    public init(history: [Int32] = [], consumed: [Int32] = [], pending: Pending? = nil) {
+        self.history = history; self.consumed = consumed; self.pending = pending
+    }
+
+    /// The last `h` items, oldest first (fewer when the user has consumed fewer).
+    public func recent(_ h: Int) -> ArraySlice<Int32> { history.suffix(h) }
+
+    /// Adds a consumed item: appended to the history (keeping `h + 1`) and to the consumed set
+    /// (moved to the end if present; the least recent dropped beyond `limit`).
+    public mutating func consume(_ item: Int32, historyLength h: Int, consumedLimit limit: Int) {
+        history.append(item)
+        if history.count > h + 1 { history.removeFirst(history.count - (h + 1)) }
+        if let k = consumed.lastIndex(of: item) { consumed.remove(at: k) }
+        consumed.append(item)
+        if consumed.count > limit { consumed.removeFirst(consumed.count - limit) }
+    }
+
+    /// The state before the newest item: the `h` items before `history.last`, padded in front
+    /// with `TransitionBatch.paddingItem`.
+    public func stateBeforeLast(_ h: Int, into out: inout [Int32]) {
+        out.removeAll(keepingCapacity: true)
+        let before = history.dropLast().suffix(h)
+        for _ in 0..<(h - before.count) { out.append(TransitionBatch.paddingItem) }
+        out.append(contentsOf: before)
+    }
+
+    // MARK: Encoding (little-endian)
+    //   u8 version = 1, u8 history count, u16 consumed count, u8 pending flag,
+    //   [i64 pending time, f32 pending reward], i32 history[], i32 consumed[]
+
+    public func encoded() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(5 + 12 + 4 * (history.count + consumed.count))
+        out.append(1)
+        out.append(UInt8(clamping: history.count))
+        out.append(UInt8(truncatingIfNeeded: consumed.count)); out.append(UInt8(truncatingIfNeeded: consumed.count >> 8))
+        out.append(pending == nil ? 0 : 1)
+        func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
+        if let p = pending { put(p.time); put(p.reward.bitPattern) }
+        for v in history.prefix(255) { put(v) }
+        for v in consumed.prefix(65535) { put(v) }
+        return out
+    }
+
+    /// Decodes `encoded()`; throws a message naming what is wrong.
+    public static func decode(_ bytes: [UInt8]) throws(UserStateError) -> UserState {
+        guard bytes.count >= 5, bytes[0] == 1 else {
+            throw UserStateError("user state of \(bytes.count) bytes with version \(bytes.first.map(String.init) ?? "none") (expected version 1)")
+        }
+        let h = Int(bytes[1]), c = Int(bytes[2]) | Int(bytes[3]) << 8, hasPending = bytes[4] == 1
+        let expected = 5 + (hasPending ? 12 : 0) + 4 * (h + c)
+        guard bytes.count == expected, bytes[4] <= 1 else {
+            throw UserStateError("user state of \(bytes.count) bytes, its header describes \(expected)")
+        }
+        var p = 5
+        func i64() -> Int64 { var v: Int64 = 0; for k in 0..<8 { v |= Int64(bytes[p + k]) << (8 * Int64(k)) }; p += 8; return v }
+        func u32() -> UInt32 { var v: UInt32 = 0; for k in 0..<4 { v |= UInt32(bytes[p + k]) << (8 * UInt32(k)) }; p += 4; return v }
+        var s = UserState()
+        if hasPending {
+            let t = i64()
+            s.pending = Pending(time: t, reward: Float(bitPattern: u32()))
+        }
+        s.history = (0..<h).map { _ in Int32(bitPattern: u32()) }
+        s.consumed = (0..<c).map { _ in Int32(bitPattern: u32()) }
+        return s
+    }
+}
+
+public struct UserStateError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    init(_ d: String) { description = d }
+}

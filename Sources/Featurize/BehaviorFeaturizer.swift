@@ -1,0 +1,393 @@
+// BehaviorFeaturizer: behaviour events (user,item,behavior,time) → `transitions` feature batches,
+// plus the state the RL side serves from: each user's recent items and consumed set, and the
+// real-time popular items. The engine around it is `FeaturizeEngine`.
+//
+// Per event (in partition order; events must be keyed by user so a user lives in one partition):
+//   * user and item → ids through the shared online dictionaries (sr:rl:u, sr:rl:i: the Criteo
+//     grow script with min_frequency 1, so every id is assigned at first sight and identical on
+//     every shard). Unknown ids are fetched for a whole poll batch in `prepare`.
+//   * popular items: the event counts in its slide bucket (sr:rl:pop:{time / slide}) unless it is
+//     LATE — older than the partition's watermark (largest event time seen) minus the allowed
+//     lateness — then it counts in sr:rl:late instead. Never dropped silently, never twice.
+//   * transitions: the user's previous event (pending) becomes a transition now, with
+//     done = (this event is more than the session gap later). A pending event whose time + gap
+//     falls below the partition's watermark − lateness is released at once with done = true (its
+//     successor, if any, must come after the gap). Both rules depend only on the partition's event
+//     sequence, so a replay after a crash produces the same transitions. A partition without new
+//     events keeps its users' last events pending (in Redis, sr:rl:pending:{topic}:{p}).
+//   * the user's history (last H+1 items), consumed set (last C distinct) and pending event.
+// Everything a unit changed — user states, pending index, popular counts, late/event counters,
+// the watermark — is written by the unit's commit script with the batch and the progress: a worker
+// killed at any instant resumes from exactly the state that matches its progress.
+
+import Features
+import FeatureStore
+import Foundation
+import Streaming
+
+/// Settings of the behaviour featurizer (configs/featurize.yaml `behavior:`).
+public struct BehaviorSettings: Sendable, Equatable {
+    /// H: items in a state (DBRL: 10).
+    public var historyLength = 10
+    /// C: distinct consumed items kept per user (masked by /v1/recommend).
+    public var consumedLimit = 100
+    /// Reward per behaviour (pv, cart, fav, buy).
+    public var rewards: [Float] = [1, 2, 2, 3]
+    /// A user's next event more than this later ends the episode (done).
+    public var sessionGapSeconds: Int64 = 3600
+    /// Popular items: a sliding event-time window (FlinkRL: 60 min every 80 s).
+    public var windowSeconds: Int64 = 3600
+    public var slideSeconds: Int64 = 80
+    /// Events older than the partition's watermark minus this are late (counted, not in popular).
+    public var latenessSeconds: Int64 = 60
+
+    public init() {}
+
+    public func reward(_ b: Behavior) -> Float { rewards[Int(b.rawValue)] }
+
+    public func validate() throws {
+        func bad(_ m: String) -> FeaturizeError { .invalidOptions(m) }
+        guard (1...255).contains(historyLength) else { throw bad("behavior.history_length must be in 1…255, got \(historyLength)") }
+        guard (1...65535).contains(consumedLimit) else { throw bad("behavior.consumed_limit must be in 1…65535, got \(consumedLimit)") }
+        guard rewards.count == 4, rewards.allSatisfy(\.isFinite) else { throw bad("behavior.rewards needs a finite reward for each of pv, cart, fav, buy") }
+        guard sessionGapSeconds > 0 else { throw bad("behavior.session_gap_seconds must be positive") }
+        guard slideSeconds > 0, windowSeconds >= slideSeconds, windowSeconds % slideSeconds == 0 else {
+            throw bad("behavior.window_seconds (\(windowSeconds)) must be a positive multiple of behavior.slide_seconds (\(slideSeconds))")
+        }
+        guard latenessSeconds >= 0 else { throw bad("behavior.lateness_seconds must be ≥ 0") }
+    }
+}
+
+public final class BehaviorFeaturizer: Featurizer {
+    public static let batchKind = FeatureBatchKind.transitions
+    public static let inputName = "behavior"
+
+    public let settings: BehaviorSettings
+    let layout: FeatureStoreLayout
+    let parser = BehaviorParser()
+    /// Ids known to this worker; grown only by `prepare`/`load` (no handler runs then).
+    var users = BehaviorIdCache()
+    var items = BehaviorIdCache()
+
+    public init(settings: BehaviorSettings, prefix: String) {
+        self.settings = settings
+        layout = FeatureStoreLayout(prefix: prefix, streams: .transitions)
+    }
+
+    // MARK: State
+
+    final class User {
+        let id: Int32
+        let key: [UInt8]
+        var state: UserState
+        /// Bumped whenever the pending event changes (heap entries of older ones are stale).
+        var seq: UInt32 = 0
+        /// The unit (stamp) that last touched this user.
+        var stamp: Int = -1
+        init(id: Int32, key: [UInt8], state: UserState) { self.id = id; self.key = key; self.state = state }
+    }
+
+    struct PendingEntry { var time: Int64; var user: Int32; var seq: UInt32 }
+
+    public final class Partition {
+        let partition: Int32
+        var users: [Int32: User] = [:]
+        /// Largest event time seen (Int64.min: none yet).
+        var watermark: Int64 = .min
+        /// Pending events by time (a binary min-heap; entries whose seq no longer matches are stale).
+        var heap: [PendingEntry] = []
+        // The unit in progress.
+        var stamp = 0
+        var transitions: TransitionBatch
+        var touched: [User] = []
+        var popular: [Int64: [Int32: Int64]] = [:]
+        var late: Int64 = 0
+        var events = 0
+        var stateScratch: [Int32] = []
+
+        init(partition: Int32, historyLength: Int) {
+            self.partition = partition
+            transitions = TransitionBatch(historyLength: historyLength)
+        }
+
+        func resetUnit() {
+            stamp += 1
+            transitions.removeAll()
+            touched.removeAll(keepingCapacity: true)
+            popular.removeAll(keepingCapacity: true)
+            late = 0
+            events = 0
+        }
+
+        func push(_ e: PendingEntry) {
+            heap.append(e)
+            var i = heap.count - 1
+            while i > 0 {
+                let parent = (i - 1) / 2
+                if heap[parent].time <= heap[i].time { break }
+                heap.swapAt(parent, i); i = parent
+            }
+        }
+
+        func pop() {
+            heap.swapAt(0, heap.count - 1)
+            heap.removeLast()
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < heap.count && heap[l].time < heap[m].time { m = l }
+                if r < heap.count && heap[r].time < heap[m].time { m = r }
+                if m == i { break }
+                heap.swapAt(i, m); i = m
+            }
+        }
+    }
+
+    public final class Scratch {}
+
+    public func makePartition(_ partition: Int32, batchSize: Int) -> Partition {
+        Partition(partition: partition, historyLength: settings.historyLength)
+    }
+    public func makeScratch() -> Scratch { Scratch() }
+
+    // MARK: Start and load
+
+    public func start(_ store: FeatureStore) throws -> String {
+        let r = store.redis
+        for space in BehaviorIdSpace.allCases {
+            try r.command(["SETNX", layout.behaviorNextId(space), "\(space.firstId)"])
+        }
+        // Every worker must count popular items the same way: the first one records its window.
+        let mine = ["window_seconds": "\(settings.windowSeconds)", "slide_seconds": "\(settings.slideSeconds)",
+                    "lateness_seconds": "\(settings.latenessSeconds)"]
+        for (k, v) in mine.sorted(by: { $0.key < $1.key }) { try r.command(["HSETNX", layout.popularMeta, k, v]) }
+        let stored = try store.hash(layout.popularMeta)
+        for (k, v) in mine where stored[k] != v {
+            throw FeaturizeError.invalidOptions(
+                "popular-items \(k) is \(v) here but \(stored[k] ?? "unset") in Redis (\(layout.popularMeta)), where the first "
+                + "behaviour worker recorded it: run every worker with the same behavior window settings, or use a fresh --prefix")
+        }
+        return "behaviour events → transitions (history \(settings.historyLength), session gap \(settings.sessionGapSeconds) s); "
+            + "popular items over \(settings.windowSeconds) s every \(settings.slideSeconds) s, lateness \(settings.latenessSeconds) s"
+    }
+
+    public func refresh(_ store: FeatureStore) throws -> Int { 0 }
+
+    public func load(_ p: Partition, topic: String, partition: Int32, from store: FeatureStore) throws {
+        p.users.removeAll()
+        p.heap.removeAll()
+        p.resetUnit()
+        let field = FeatureStoreLayout.lostField(topic: topic, partition: partition)
+        p.watermark = try store.redis.command(["HGET", layout.eventWatermarks, field]).integer ?? .min
+        // Users whose last event is still pending: the watermark must be able to release them.
+        let pending = try store.redis.command(["ZRANGE", layout.pendingUsers(topic: topic, partition: partition), "0", "-1"])
+        let keys = (pending.elements ?? []).compactMap(\.bytes)
+        try loadUsers(keys, into: p, store: store)
+    }
+
+    /// Loads users (ids from the dictionary, states from sr:rl:user) into `p`.
+    func loadUsers(_ keys: [[UInt8]], into p: Partition, store: FeatureStore) throws {
+        var k = 0
+        while k < keys.count {
+            let chunk = keys[k..<min(k + 1000, keys.count)]
+            k = chunk.endIndex
+            var idCmd: [[UInt8]] = [Array("HMGET".utf8), Array(layout.behaviorIdMap(.users).utf8)]
+            var stateCmd: [[UInt8]] = [Array("HMGET".utf8), Array(layout.userStates.utf8)]
+            idCmd.append(contentsOf: chunk); stateCmd.append(contentsOf: chunk)
+            let replies = try store.redis.pipeline(bytes: [idCmd, stateCmd])
+            try replies[0].throwingIfError(); try replies[1].throwingIfError()
+            let ids = replies[0].elements ?? [], states = replies[1].elements ?? []
+            for (j, key) in chunk.enumerated() {
+                guard j < ids.count, let id = ids[j].integer.map(Int32.init) else {
+                    throw FeatureStoreError.dictionaryInconsistent("user \(String(decoding: key, as: UTF8.self)) has a state but no id in \(layout.behaviorIdMap(.users))")
+                }
+                key.withUnsafeBytes { users.learn($0, id: id) }
+                try addUser(id: id, key: key, stateBytes: j < states.count ? states[j].bytes : nil, to: p)
+            }
+        }
+    }
+
+    func addUser(id: Int32, key: [UInt8], stateBytes: [UInt8]?, to p: Partition) throws {
+        var state = UserState()
+        if let bytes = stateBytes {
+            do { state = try UserState.decode(bytes) } catch {
+                throw FeatureStoreError.unexpectedReply("\(layout.userStates) field \(String(decoding: key, as: UTF8.self)): \(error); "
+                                                        + "it is written only by featurize --kind behavior")
+            }
+        }
+        let user = User(id: id, key: key, state: state)
+        p.users[id] = user
+        if let pending = state.pending { p.push(PendingEntry(time: pending.time, user: id, seq: user.seq)) }
+    }
+
+    // MARK: Prepare
+
+    public func prepare(_ batch: KafkaMessageBatch, partitionState: (Int32) -> Partition?, store: FeatureStore) throws {
+        var newUsers = CategoryTable(minimumCapacity: 64), newItems = CategoryTable(minimumCapacity: 64)
+        var anyNew = false
+        for i in 0..<batch.count {
+            guard partitionState(batch.partition(i)) != nil else { continue }
+            let m = batch.message(i)
+            guard let e = try? parser.parse(m.value) else { continue }
+            let u = UnsafeRawBufferPointer(rebasing: m.value[e.user]), it = UnsafeRawBufferPointer(rebasing: m.value[e.item])
+            if users.id(of: u) == nil { newUsers.addCount(field: 0, bytes: u); anyNew = true }
+            if items.id(of: it) == nil { newItems.addCount(field: 0, bytes: it); anyNew = true }
+        }
+        if anyNew {
+            for (space, table) in [(BehaviorIdSpace.users, newUsers), (.items, newItems)] where table.count > 0 {
+                var from = 0
+                while from < table.count {
+                    let range = from..<min(from + 1000, table.count)
+                    from = range.upperBound
+                    let ids = try store.growDictionary(table, entries: range, namespace: layout.behaviorIds(space))
+                    for (k, e) in range.enumerated() {
+                        guard let id = ids[k] else {
+                            throw FeaturizeError.invalidOptions("\(layout.behaviorIds(space)):dict:meta sets min_frequency above 1; behaviour ids "
+                                                                + "must be assigned at first sight — delete that field")
+                        }
+                        table.bytes(at: e).withUnsafeBytes { b in
+                            if space == .users { users.learn(b, id: id) } else { items.learn(b, id: id) }
+                        }
+                    }
+                }
+            }
+        }
+        // Users not in their partition's memory yet: their committed state from Redis.
+        var toLoad: [ObjectIdentifier: (Partition, [[UInt8]], Set<Int32>)] = [:]
+        for i in 0..<batch.count {
+            guard let p = partitionState(batch.partition(i)) else { continue }
+            let m = batch.message(i)
+            guard let e = try? parser.parse(m.value) else { continue }
+            let u = UnsafeRawBufferPointer(rebasing: m.value[e.user])
+            guard let id = users.id(of: u), p.users[id] == nil else { continue }
+            var entry = toLoad[ObjectIdentifier(p)] ?? (p, [], [])
+            if entry.2.insert(id).inserted { entry.1.append(Array(u)) }
+            toLoad[ObjectIdentifier(p)] = entry
+        }
+        for (_, (p, keys, _)) in toLoad {
+            var k = 0
+            while k < keys.count {
+                let chunk = Array(keys[k..<min(k + 1000, keys.count)])
+                k += chunk.count
+                let reply = try store.redis.command(bytes: [Array("HMGET".utf8), Array(layout.userStates.utf8)] + chunk)
+                try reply.throwingIfError()
+                let states = reply.elements ?? []
+                for (j, key) in chunk.enumerated() {
+                    let id = key.withUnsafeBytes { users.id(of: $0) }!
+                    try addUser(id: id, key: key, stateBytes: j < states.count ? states[j].bytes : nil, to: p)
+                }
+            }
+        }
+    }
+
+    // MARK: Handle
+
+    public func rows(_ p: Partition) -> Int { max(p.events, p.transitions.count) }
+
+    public func handle(_ value: UnsafeRawBufferPointer, into p: Partition, scratch: Scratch) -> RowRejection? {
+        let e: BehaviorEvent
+        do throws(RowRejection) { e = try parser.parse(value) } catch { return error }
+        let userBytes = UnsafeRawBufferPointer(rebasing: value[e.user])
+        // `prepare` saw this message: its user and item have ids and the user's state is loaded.
+        guard let userId = users.id(of: userBytes), let user = p.users[userId] else {
+            return RowRejection(.emptyId, "user was not prepared (internal error: report it)")
+        }
+        let item = items.id(of: UnsafeRawBufferPointer(rebasing: value[e.item])) ?? BehaviorIdSpace.items.oovId
+        let s = settings
+        let watermarkBefore = p.watermark
+        p.events += 1
+        // Popular items, or late.
+        if watermarkBefore != .min && e.time < watermarkBefore - s.latenessSeconds {
+            p.late += 1
+        } else {
+            p.popular[EventTime.bucket(e.time, slide: s.slideSeconds), default: [:]][item, default: 0] += 1
+        }
+        if e.time > p.watermark { p.watermark = e.time }
+        // The previous event's transition: its successor is known now.
+        if let pending = user.state.pending {
+            emit(user, pending, done: e.time - pending.time > s.sessionGapSeconds, in: p)
+        }
+        user.state.consume(item, historyLength: s.historyLength, consumedLimit: s.consumedLimit)
+        user.state.pending = UserState.Pending(time: e.time, reward: s.reward(e.behavior))
+        user.seq &+= 1
+        p.push(PendingEntry(time: e.time, user: userId, seq: user.seq))
+        touch(user, p)
+        releaseExpired(p)
+        return nil
+    }
+
+    /// Releases pending events the watermark has passed by more than the session gap: whatever
+    /// the user does next comes after the gap (or is late), so the episode ended.
+    func releaseExpired(_ p: Partition) {
+        guard p.watermark != .min else { return }
+        let limit = p.watermark - settings.latenessSeconds - settings.sessionGapSeconds
+        while let top = p.heap.first, top.time < limit {
+            p.pop()
+            guard let user = p.users[top.user], user.seq == top.seq, let pending = user.state.pending else { continue }
+            emit(user, pending, done: true, in: p)
+            user.state.pending = nil
+            user.seq &+= 1
+            touch(user, p)
+        }
+    }
+
+    func emit(_ user: User, _ pending: UserState.Pending, done: Bool, in p: Partition) {
+        user.state.stateBeforeLast(settings.historyLength, into: &p.stateScratch)
+        p.transitions.append(user: user.id, state: p.stateScratch, action: user.state.history.last ?? BehaviorIdSpace.items.oovId,
+                             reward: pending.reward, done: done, time: pending.time)
+    }
+
+    @inline(__always) func touch(_ user: User, _ p: Partition) {
+        if user.stamp != p.stamp { user.stamp = p.stamp; p.touched.append(user) }
+    }
+
+    // MARK: Seal
+
+    public func seal(_ p: Partition, source: FeatureBatchSource, topic: String, partition: Int32) -> SealedUnit {
+        var sealed = SealedUnit(encodedBatch: nil, rows: p.transitions.count)
+        if p.transitions.count > 0 { sealed.encodedBatch = FeatureBatchCodec.encode(p.transitions, source: source) }
+        var writes: [StateWrite] = []
+        if !p.touched.isEmpty {
+            var states: [[UInt8]] = [], pendingAdd: [[UInt8]] = [], pendingRemove: [[UInt8]] = []
+            states.reserveCapacity(2 * p.touched.count)
+            for u in p.touched {
+                states.append(u.key); states.append(u.state.encoded())
+                if let pending = u.state.pending { pendingAdd.append(Array("\(pending.time)".utf8)); pendingAdd.append(u.key) }
+                else { pendingRemove.append(u.key) }
+            }
+            writes.append(StateWrite(.hset, layout.userStates, states))
+            let index = layout.pendingUsers(topic: topic, partition: partition)
+            if !pendingAdd.isEmpty { writes.append(StateWrite(.zadd, index, pendingAdd)) }
+            if !pendingRemove.isEmpty { writes.append(StateWrite(.zrem, index, pendingRemove)) }
+        }
+        if !p.popular.isEmpty {
+            var buckets: [[UInt8]] = []
+            for (bucket, counts) in p.popular.sorted(by: { $0.key < $1.key }) {
+                var args: [[UInt8]] = []
+                args.reserveCapacity(2 * counts.count)
+                for (item, n) in counts {
+                    args.append(items.bytes(ofId: item).map(Array.init) ?? Array("\(item)".utf8)); args.append(Array("\(n)".utf8))
+                }
+                writes.append(StateWrite(.hincrby, layout.popular(bucket: bucket), args))
+                buckets.append(Array("\(bucket)".utf8)); buckets.append(Array("\(bucket)".utf8))
+            }
+            writes.append(StateWrite(.zadd, layout.popularBuckets, buckets))
+        }
+        let field = Array(FeatureStoreLayout.lostField(topic: topic, partition: partition).utf8)
+        if p.watermark != .min {
+            writes.append(StateWrite(.hset, layout.eventWatermarks, [field, Array("\(p.watermark)".utf8)]))
+            // Buckets that no window can reach any more (this partition's watermark is at most the
+            // newest, and later events below watermark − lateness are late).
+            let oldest = EventTime.bucket(p.watermark - settings.windowSeconds - settings.latenessSeconds, slide: settings.slideSeconds)
+            writes.append(StateWrite(.zprune, layout.popularBuckets, [Array("\(oldest)".utf8), Array(layout.popularBucketPrefix.utf8)]))
+        }
+        var counters: [[UInt8]] = []
+        if p.events > 0 { counters = [field, Array("\(p.events)".utf8)] }
+        if !counters.isEmpty { writes.append(StateWrite(.hincrby, layout.behaviorEvents, counters)) }
+        if p.late > 0 { writes.append(StateWrite(.hincrby, layout.lateEvents, [field, Array("\(p.late)".utf8)])) }
+        sealed.stateWrites = writes
+        p.resetUnit()
+        return sealed
+    }
+}
