@@ -41,13 +41,19 @@ struct Featurize: ParsableCommand {
     @Option(help: "Settings file (YAML): `featurize:` and `redis:` sections (see configs/featurize.yaml); flags override it.")
     var config: String?
 
+    @Option(help: "Input kind: criteo (Criteo rows → feature batches for Wide&Deep) or behavior (behaviour events → transitions, user state and popular items for the RL models). Default criteo, or featurize.kind in --config.")
+    var kind: FeaturizeKind?
+
+    @OptionGroup(title: "Behaviour events (--kind behavior)")
+    var behavior: BehaviorOptions
+
     @Option(help: "This worker's shard k (0 ≤ k < --shards): it owns partitions p ≡ k (mod K).")
     var shard: Int = 0
 
     @Option(help: "Number of featurize workers K sharing the topic.")
     var shards: Int = 1
 
-    @Option(help: "Kafka topic of Criteo rows (one row per message). Default criteo.")
+    @Option(help: "Kafka topic (one row or event per message). Default: the kind's name (criteo, behavior).")
     var topic: String?
 
     @Option(help: "Kafka bootstrap servers HOST:PORT[,HOST:PORT…]. Default 127.0.0.1:9092.")
@@ -135,9 +141,13 @@ struct Featurize: ParsableCommand {
         for (name, value) in [("batch_size", file.batchSize), ("feature_shards", file.featureShards), ("max_pending", file.maxPending)] {
             if let value, value <= 0 { throw ValidationError("\(config ?? "config"): featurize.\(name) must be positive, got \(value)") }
         }
-        if !raw && statsPath == nil { throw ValidationError("--stats FILE is required (create it with `streamrec stats`)") }
+        let kind = try self.kind ?? file.kind.map {
+            guard let k = FeaturizeKind(rawValue: $0) else { throw ValidationError("\(self.config ?? "config"): featurize.kind must be criteo or behavior, got \($0)") }
+            return k
+        } ?? .criteo
+        if kind == .criteo && !raw && statsPath == nil { throw ValidationError("--stats FILE is required (create it with `streamrec stats`)") }
         let statsValue: FeatureStats
-        if let statsPath {
+        if let statsPath, kind == .criteo {
             statsValue = try FeatureStats.read(from: URL(fileURLWithPath: statsPath))
         } else {
             statsValue = FeatureStats(minFrequency: 1, denseMin: Array(repeating: 0, count: 13),
@@ -147,7 +157,7 @@ struct Featurize: ParsableCommand {
         for (k, v) in try kafkaProperties(kafkaProperty) { properties[k] = v }
         var config = KafkaConfig(bootstrapServers: bootstrap ?? file.bootstrap ?? "127.0.0.1:9092", properties)
         if config["client.id"] == nil { config["client.id"] = "streamrec-featurize-\(shard)" }
-        var options = FeaturizeOptions(shard: shard, shards: shards, topic: topic ?? file.topic ?? "criteo", kafka: config,
+        var options = FeaturizeOptions(shard: shard, shards: shards, topic: topic ?? file.topic ?? kind.defaultTopic, kafka: config,
                                        redisAddress: redis ?? file.redis ?? "127.0.0.1:6379", workerId: workerId)
         options.prefix = prefix ?? file.prefix ?? "sr"
         options.batchSize = batchSize
@@ -162,11 +172,16 @@ struct Featurize: ParsableCommand {
         options.statsSource = statsPath ?? ""
         options.progressEvery = .milliseconds(Int64(progressSeconds * 1000))
         options.onOffsetReset = OffsetResetPolicy(rawValue: onOffsetReset) ?? .stop
-        let worker = FeaturizeWorker(options: options, stats: statsValue,
-                                     shouldStop: { signals.isRaised })
         let summary: FeaturizeSummary
         do {
-            summary = try worker.run()
+            switch kind {
+            case .criteo:
+                summary = try FeaturizeWorker(options: options, stats: statsValue, shouldStop: { signals.isRaised }).run()
+            case .behavior:
+                let settings = try behavior.settings(file: file.behavior, path: self.config)
+                let featurizer = BehaviorFeaturizer(settings: settings, prefix: options.prefix)
+                summary = try FeaturizeEngine(options: options, featurizer: featurizer, shouldStop: { signals.isRaised }).run()
+            }
         } catch let error as FeaturizeError {
             if case .offsetReset = error {
                 FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
@@ -190,6 +205,9 @@ struct FeaturizeSettings {
     var batchSize: Int?, lingerMs: Int?, growthIntervalMs: Int?, maxPendingCategories: Int?, parseThreads: Int?, maxPending: Int?, featureShards: Int?
     var kafkaProperties: [String: String] = [:]
     var redis: String?, prefix: String?
+    var kind: String?
+    /// The `behavior:` section (see `BehaviorOptions`).
+    var behavior: [String: Any] = [:]
 
     static func load(_ path: String?) throws -> FeaturizeSettings {
         var s = FeaturizeSettings()
@@ -203,6 +221,8 @@ struct FeaturizeSettings {
         let r = root["redis"] as? [String: Any] ?? [:]
         func int(_ v: Any?) -> Int? { (v as? Int) ?? (v as? String).flatMap { Int($0) } }
         s.topic = f["topic"] as? String
+        s.kind = f["kind"] as? String
+        s.behavior = root["behavior"] as? [String: Any] ?? [:]
         s.bootstrap = f["bootstrap"] as? String
         s.stats = f["stats"] as? String
         s.batchSize = int(f["batch_size"]); s.lingerMs = int(f["linger_ms"]); s.growthIntervalMs = int(f["growth_interval_ms"])

@@ -87,6 +87,12 @@ struct Status: ParsableCommand {
                   + (status.offsetResetLast[key].map { "  (last: \($0))" } ?? ""))
         }
         print("dictionary: \(status.dictionaryState), next id \(status.dictionaryNextId), snapshot \(status.snapshotCategories) categories, online ids \(status.onlineIds), categories below threshold \(status.pendingCategories)" + (status.forgottenCounts > 0 ? ", forgotten at the cap \(status.forgottenCounts)" : ""))
+        if let b = status.behavior {
+            print("behaviour events: \(b.events) (late \(b.lateEvents)), users with state \(b.usersWithState), users known \(b.usersKnown), "
+                  + "items known \(b.itemsKnown), transitions appended \(b.transitionsAppended) in \(b.batchesAppended) batches, "
+                  + "batches trained \(b.batchesTrained)")
+            print(Popular.describe(b.popular, indent: "  "))
+        }
         print("workers (\(status.workers.count)):")
         for w in status.workers {
             let keys = ["shard", "shards", "partitions", "rows", "batches", "dead_letters", "paused"]

@@ -99,11 +99,13 @@ extension FeatureStore {
     }
 
     /// The behaviour pipeline's figures (zeros when it never ran under this prefix).
-    public func behaviorStatus(shards: Int, top: Int = 5) throws -> BehaviorStatus {
+    public func behaviorStatus(top: Int = 5) throws -> BehaviorStatus {
         let streams = FeatureStoreLayout(prefix: layout.prefix, streams: .transitions)
+        let shardIds = try scanKeys(streams.appendedPattern).compactMap { Int($0.split(separator: ":").last ?? "") }.sorted()
+        let shards = shardIds.count
         var commands: [[String]] = [["HLEN", layout.userStates],
                                     ["GET", layout.behaviorNextId(.users)], ["GET", layout.behaviorNextId(.items)]]
-        for s in 0..<shards {
+        for s in shardIds {
             commands += [["GET", streams.rows(s)], ["GET", streams.appended(s)], ["GET", streams.trained(s)]]
         }
         let r = try redis.pipeline(commands)

@@ -54,23 +54,15 @@ public struct FeatureStoreStatus: Sendable, Codable, Equatable {
     /// Below-threshold counts forgotten because a field's pending hash hit its cap.
     public var forgottenCounts: Int64 = 0
     public var workers: [Worker]
+    /// The behaviour pipeline (featurize --kind behavior), when it ran under this prefix.
+    public var behavior: BehaviorStatus? = nil
 }
 
 extension FeatureStore {
     /// Collects the status. Shards are those with counters or streams in Redis (and at least
     /// `minShards`).
     public func status(minShards: Int = 0) throws -> FeatureStoreStatus {
-        func scan(_ pattern: String) throws -> [String] {
-            var cursor = "0"
-            var keys: [String] = []
-            repeat {
-                let r = try redis.command(["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"])
-                guard let e = r.elements, e.count == 2 else { break }
-                cursor = e[0].text ?? "0"
-                keys += (e[1].elements ?? []).compactMap(\.text)
-            } while cursor != "0"
-            return keys
-        }
+        let scan = scanKeys
         let lost = try hash(layout.lost).mapValues { Int64($0) ?? 0 }
         // Progress keys: prefix:progress:{topic}:{p}
         let progressPrefix = "\(layout.prefix):progress:"
@@ -124,7 +116,8 @@ extension FeatureStore {
         let resetsDetected = try hash(layout.offsetResetsDetected).mapValues { Int64($0) ?? 0 }
         let resetsApplied = try hash(layout.offsetResetsApplied).mapValues { Int64($0) ?? 0 }
         let resetLast = try hash(layout.offsetResetLast)
-        return FeatureStoreStatus(prefix: layout.prefix, partitions: partitions, shards: shards, deadLetters: dl,
+        let behavior = try behaviorStatus()
+        var status = FeatureStoreStatus(prefix: layout.prefix, partitions: partitions, shards: shards, deadLetters: dl,
                                   deadLettersTotal: dl.values.reduce(0, +), lostUpstream: lost,
                                   offsetResetsDetected: resetsDetected, offsetResetsApplied: resetsApplied, offsetResetLast: resetLast,
                                   dictionaryState: meta["state"] ?? "not loaded", dictionaryNextId: nextId,
@@ -132,5 +125,20 @@ extension FeatureStore {
                                   snapshotNextId: snapNext, onlineIds: max(0, nextId - snapNext),
                                   pendingCategories: pendingCats,
                                   forgottenCounts: Int64(meta["forgotten_counts"] ?? "") ?? 0, workers: workers)
+        if behavior.events > 0 || behavior.usersWithState > 0 || behavior.batchesAppended > 0 { status.behavior = behavior }
+        return status
+    }
+
+    /// Keys matching `pattern` (SCAN).
+    public func scanKeys(_ pattern: String) throws -> [String] {
+        var cursor = "0"
+        var keys: [String] = []
+        repeat {
+            let r = try redis.command(["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"])
+            guard let e = r.elements, e.count == 2 else { break }
+            cursor = e[0].text ?? "0"
+            keys += (e[1].elements ?? []).compactMap(\.text)
+        } while cursor != "0"
+        return keys
     }
 }

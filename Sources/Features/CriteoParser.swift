@@ -39,6 +39,13 @@ public enum RejectReason: String, CaseIterable, Sendable, Codable {
     case unknownBehavior = "unknown_behavior"
     /// The time is not a non-negative integer (Unix seconds).
     case badTime = "bad_time"
+
+    /// The reasons `CriteoParser` gives.
+    public static let criteo: [RejectReason] = [.emptyLine, .lineTooLong, .invalidUTF8, .embeddedNewline, .wrongFieldCount,
+                                                .badLabel, .nonNumericDense, .denseOutOfRange]
+    /// The reasons `BehaviorParser` gives.
+    public static let behavior: [RejectReason] = [.emptyLine, .lineTooLong, .embeddedNewline, .wrongFieldCount,
+                                                  .missingField, .emptyId, .unknownBehavior, .badTime]
 }
 
 /// A refused row: the reason (for counting) and a detail for people.

@@ -193,7 +193,11 @@ struct BehaviorFeaturizerTests {
         let popular = try store.popularItems(n: 1_000)
         #expect(popular.items == reference.popular(1_000))
         #expect(popular.lateEvents == reference.late)
-        #expect(try store.behaviorStatus(shards: 2).events == Int64(events.count))
+        let status = try store.behaviorStatus()
+        #expect(status.events == Int64(events.count) && status.transitionsAppended == Int64(reference.transitions.count))
+        #expect(status.usersWithState == Int64(reference.users.count) && status.lateEvents == reference.late)
+        #expect(status.popular.items == Array(reference.popular(5)))
+        #expect(try store.status().behavior == status)
         // Every batch is of kind `transitions` and names its source range; the Criteo reader refuses it by name.
         for b in stored.batches { #expect(b.source.topic == "beh" && b.batch.historyLength == settings.historyLength) }
         let raw = try conn.command(["XRANGE", "sr:rl:fs:0", "-", "+", "COUNT", "1"]).elements![0].elements![1].elements![1].bytes!

@@ -1,0 +1,55 @@
+import Features
+import Testing
+
+@Suite("behaviour events: parser and user state")
+struct BehaviorParserTests {
+    @Test("valid lines parse (Tianchi format, CRLF, opaque ids)")
+    func valid() throws {
+        let p = BehaviorParser()
+        for (line, behavior, time) in [("1,2268318,pv,1511544070", Behavior.pv, Int64(1_511_544_070)), ("u x,ité,buy,0\r\n", .buy, 0),
+                                       ("a,b,cart,42\n", .cart, 42), ("a,b,fav,7", .fav, 7)] {
+            let e = try p.parse(line)
+            #expect(e.behavior == behavior && e.time == time)
+            var s = line
+            let (u, i) = s.withUTF8 { b in (String(decoding: b[e.user], as: UTF8.self), String(decoding: b[e.item], as: UTF8.self)) }
+            #expect(u == String(line.split(separator: ",")[0]) && i == String(line.split(separator: ",")[1]))
+        }
+    }
+
+    @Test("every refusal has its reason")
+    func refusals() {
+        let cases: [(RejectReason, String)] = [
+            (.emptyLine, ""), (.emptyLine, "\n"), (.lineTooLong, "u,i,pv," + String(repeating: "1", count: 5000)),
+            (.embeddedNewline, "u,i\r,pv,1"), (.wrongFieldCount, "u,i,pv,1,extra"), (.missingField, "u,i,pv"), (.missingField, "u"),
+            (.emptyId, ",i,pv,1"), (.emptyId, "u,,pv,1"), (.unknownBehavior, "u,i,click,1"), (.unknownBehavior, "u,i,PV,1"),
+            (.unknownBehavior, "u,i,,1"), (.badTime, "u,i,pv,"), (.badTime, "u,i,pv,-5"), (.badTime, "u,i,pv,1.5"), (.badTime, "u,i,pv,1e9"),
+            (.badTime, "u,i,pv," + String(repeating: "9", count: 30)),
+        ]
+        for (reason, line) in cases {
+            do { _ = try BehaviorParser().parse(line); Issue.record("accepted \(line.prefix(40))") } catch {
+                #expect(error.reason == reason, "\(line.prefix(40)): \(error)")
+            }
+        }
+        #expect(Set(cases.map(\.0)) == Set(RejectReason.behavior))
+    }
+
+    @Test("user state: history keeps H+1, consumed keeps C distinct (re-consumed moves last), encoding round-trips")
+    func userState() throws {
+        var s = UserState()
+        for item: Int32 in [5, 6, 7, 5, 8, 9] { s.consume(item, historyLength: 3, consumedLimit: 4) }
+        #expect(s.history == [7, 5, 8, 9])
+        #expect(s.recent(3) == [5, 8, 9])
+        #expect(s.consumed == [7, 5, 8, 9])
+        var state: [Int32] = []
+        s.stateBeforeLast(3, into: &state)
+        #expect(state == [7, 5, 8])
+        var short = UserState(); short.consume(4, historyLength: 3, consumedLimit: 4); short.consume(6, historyLength: 3, consumedLimit: 4)
+        short.stateBeforeLast(3, into: &state)
+        #expect(state == [0, 0, 4])
+        s.pending = .init(time: 1_700_000_123, reward: 2.5)
+        #expect(try UserState.decode(s.encoded()) == s)
+        #expect(try UserState.decode(UserState().encoded()) == UserState())
+        #expect(throws: UserStateError.self) { _ = try UserState.decode(Array(s.encoded().dropLast())) }
+        #expect(throws: UserStateError.self) { _ = try UserState.decode([2, 0, 0, 0, 0]) }
+    }
+}
