@@ -36,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$STREAMREC_BIN" gen --rows "$ROWS" --out "$WORK/rows.tsv" --seed 1 2>/dev/null
-"$STREAMREC_BIN" broker --config /nonexistent --brokers "$BROKERS" --topic bench --partitions "$PARTITIONS" \
+"$STREAMREC_BIN" broker --config /dev/null --brokers "$BROKERS" --topic bench --partitions "$PARTITIONS" \
     --bootstrap-file "$WORK/bootstrap" >"$WORK/broker.log" 2>&1 </dev/null &
 BROKER_PID=$!
 for _ in $(seq 1 200); do [ -s "$WORK/bootstrap" ] && break; sleep 0.1; done
@@ -45,4 +45,4 @@ for _ in $(seq 1 200); do [ -s "$WORK/bootstrap" ] && break; sleep 0.1; done
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
 echo "data: $ROWS rows, $(stat -c %s "$WORK/rows.tsv") bytes; broker: $BROKERS mock broker(s), $PARTITIONS partitions"
 echo "command: streamrec produce --data rows.tsv --topic bench --bootstrap-file bootstrap"
-"$STREAMREC_BIN" produce --config /nonexistent --data "$WORK/rows.tsv" --topic bench --bootstrap-file "$WORK/bootstrap" 2>/dev/null
+"$STREAMREC_BIN" produce --config /dev/null --data "$WORK/rows.tsv" --topic bench --bootstrap-file "$WORK/bootstrap" 2>/dev/null

@@ -35,32 +35,23 @@ struct BehaviorOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Reward of a behaviour (repeatable). Defaults pv=1 cart=2 fav=2 buy=3.", valueName: "behavior=reward"))
     var reward: [String] = []
 
-    /// Defaults, then the config file's `behavior:` section, then these flags.
-    func settings(file section: [String: Any], path: String?) throws -> BehaviorSettings {
+    /// Defaults, then the settings file's `behavior:` section, then these flags.
+    func settings(file section: SettingsSection) throws -> BehaviorSettings {
+        try section.checkKeys(["history_length", "consumed_limit", "session_gap_seconds", "window_seconds", "slide_seconds",
+                               "lateness_seconds", "rewards"])
         var s = BehaviorSettings()
-        let where_ = path ?? "config"
-        func int(_ key: String) throws -> Int? {
-            guard let v = section[key] else { return nil }
-            if let i = v as? Int { return i }
-            throw ValidationError("\(where_): behavior.\(key) must be an integer, got \(v)")
-        }
-        func setReward(_ name: String, _ value: Any, from: String) throws {
+        func setReward(_ name: String, _ value: String, from: String) throws {
             guard let b = Behavior(name: name) else { throw ValidationError("\(from): unknown behaviour '\(name)' (pv, cart, fav, buy)") }
-            guard let r = (value as? Double) ?? (value as? Int).map(Double.init) ?? (value as? String).flatMap(Double.init), r.isFinite else {
-                throw ValidationError("\(from): reward of \(name) must be a number, got \(value)")
-            }
+            guard let r = Double(value), r.isFinite else { throw ValidationError("\(from): reward of \(name) must be a number, got \(value)") }
             s.rewards[Int(b.rawValue)] = Float(r)
         }
-        s.historyLength = try historyLength ?? int("history_length") ?? s.historyLength
-        s.consumedLimit = try consumedLimit ?? int("consumed_limit") ?? s.consumedLimit
-        s.sessionGapSeconds = Int64(try sessionGapSeconds ?? int("session_gap_seconds") ?? Int(s.sessionGapSeconds))
-        s.windowSeconds = Int64(try windowSeconds ?? int("window_seconds") ?? Int(s.windowSeconds))
-        s.slideSeconds = Int64(try slideSeconds ?? int("slide_seconds") ?? Int(s.slideSeconds))
-        s.latenessSeconds = Int64(try latenessSeconds ?? int("lateness_seconds") ?? Int(s.latenessSeconds))
-        if let rewards = section["rewards"] {
-            guard let map = rewards as? [String: Any] else { throw ValidationError("\(where_): behavior.rewards must map pv/cart/fav/buy to numbers") }
-            for (k, v) in map { try setReward(k, v, from: where_ + " behavior.rewards") }
-        }
+        s.historyLength = try historyLength ?? section.positiveInt("history_length") ?? s.historyLength
+        s.consumedLimit = try consumedLimit ?? section.positiveInt("consumed_limit") ?? s.consumedLimit
+        s.sessionGapSeconds = Int64(try sessionGapSeconds ?? section.positiveInt("session_gap_seconds") ?? Int(s.sessionGapSeconds))
+        s.windowSeconds = Int64(try windowSeconds ?? section.positiveInt("window_seconds") ?? Int(s.windowSeconds))
+        s.slideSeconds = Int64(try slideSeconds ?? section.positiveInt("slide_seconds") ?? Int(s.slideSeconds))
+        s.latenessSeconds = Int64(try latenessSeconds ?? section.nonNegativeInt("lateness_seconds") ?? Int(s.latenessSeconds))
+        for (k, v) in try section.properties("rewards") { try setReward(k, v, from: "\(section.file) \(section.name).rewards") }
         for item in reward {
             guard let eq = item.firstIndex(of: "=") else { throw ValidationError("--reward expects behavior=reward, got '\(item)'") }
             try setReward(String(item[..<eq]), String(item[item.index(after: eq)...]), from: "--reward")

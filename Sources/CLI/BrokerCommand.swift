@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import Streaming
-import Yams
 
 struct Broker: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,13 +18,12 @@ struct Broker: ParsableCommand {
         and written to --bootstrap-file; on SIGINT/SIGTERM the cluster is destroyed and the \
         file removed.
 
-        Topics: --topic NAME --partitions P (repeatable, pairwise) plus the `kafka.topics` of \
-        --config (configs/cluster.yaml). Create every topic up front: the mock auto-creates any \
+        Topics: --topic NAME --partitions P (repeatable, pairwise) plus kafka.topics of --config \
+        (default configs/cluster.yaml); the broker count: --brokers, kafka.brokers, 3. Create every topic up front: the mock auto-creates any \
         other topic a client names, with 4 partitions, whatever allow.auto.create.topics says.
         """)
 
-    @Option(help: "Cluster settings (YAML, `kafka:` section: brokers, topics); ignored if the file does not exist.")
-    var config: String = "configs/cluster.yaml"
+    @OptionGroup var settings: SettingsOptions
 
     @Option(help: "Number of mock brokers (default: kafka.brokers from --config, else 3).")
     var brokers: Int?
@@ -52,7 +50,7 @@ struct Broker: ParsableCommand {
         let signals = ShutdownSignals.install()
         // Tearing the mock cluster down closes client connections; it must not hold the exit.
         signals.exitUnlessStopped(within: .seconds(10), what: "broker")
-        let cluster = FileManager.default.fileExists(atPath: config) ? try KafkaClusterConfig.load(path: config) : KafkaClusterConfig()
+        let cluster = try settings.load().kafka()
         var topics: [(String, Int)] = cluster.topics.map { ($0.name, $0.partitions) }
         for (i, name) in topic.enumerated() {
             let p = partitions.isEmpty ? 4 : (partitions.count == 1 ? partitions[0] : partitions[i])
@@ -98,57 +96,4 @@ struct Broker: ParsableCommand {
 
 fileprivate func note(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
-}
-
-// MARK: - The `kafka:` section of configs/cluster.yaml
-
-/// ```yaml
-/// kafka:
-///   bootstrap: ""            # empty: the local broker's bootstrap file
-///   brokers: 3               # streamrec broker
-///   topics:
-///     - {name: criteo, partitions: 8}
-///   client: {}               # librdkafka properties for every client (SASL/SSL …)
-///   producer: {linger.ms: 5} # producer-only properties
-///   consumer: {}             # consumer-only properties
-/// ```
-struct KafkaClusterConfig {
-    struct Topic { var name: String; var partitions: Int }
-    var bootstrap: String? = nil
-    var brokers: Int? = nil
-    var topics: [Topic] = []
-    var client: [String: String] = [:]
-    var producer: [String: String] = [:]
-    var consumer: [String: String] = [:]
-
-    static func load(path: String) throws -> KafkaClusterConfig {
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw CLIError("cannot read config file \(path): \(error.localizedDescription)")
-        }
-        guard let root = try Yams.load(yaml: text) as? [String: Any] else {
-            throw CLIError("config file \(path) is not a YAML mapping")
-        }
-        var out = KafkaClusterConfig()
-        guard let kafka = root["kafka"] as? [String: Any] else { return out }
-        if let b = kafka["bootstrap"] { out.bootstrap = "\(b)" }
-        if let n = kafka["brokers"] {
-            guard let n = n as? Int, n > 0 else { throw CLIError("\(path): kafka.brokers must be a positive integer") }
-            out.brokers = n
-        }
-        for t in kafka["topics"] as? [Any] ?? [] {
-            guard let t = t as? [String: Any], let name = t["name"] as? String,
-                  let p = t["partitions"] as? Int, p > 0 else {
-                throw CLIError("\(path): each kafka.topics entry needs name and partitions > 0")
-            }
-            out.topics.append(Topic(name: name, partitions: p))
-        }
-        func props(_ key: String) -> [String: String] {
-            (kafka[key] as? [String: Any] ?? [:]).mapValues { v in (v as? Bool).map { $0 ? "true" : "false" } ?? "\(v)" }
-        }
-        out.client = props("client")
-        out.producer = props("producer")
-        out.consumer = props("consumer")
-        return out
-    }
 }

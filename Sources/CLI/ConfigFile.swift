@@ -1,30 +1,17 @@
 import Foundation
-import Yams
 import Models
 import Training
 
-/// A `configs/*.yaml` file: `model:`, `train:` and named `presets:` that overlay both.
+/// The model side of a settings file (`SettingsFile`): `model:`, `train:` and named `presets:`
+/// that overlay both.
 struct ConfigFile {
     var model: WideDeepConfig
     var train: TrainSettings
 
-    /// Loads `path` (or the built-in defaults when nil) and applies `preset` if given.
-    static func load(path: String?, preset: String?) throws -> ConfigFile {
-        var root: [String: Any] = [:]
-        if let path {
-            let text: String
-            do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-                throw CLIError("cannot read config file \(path): \(error.localizedDescription)")
-            }
-            let parsed: Any?
-            do { parsed = try Yams.load(yaml: text) } catch {
-                throw CLIError("config file \(path) is not valid YAML: \(error)")
-            }
-            guard let loaded = parsed as? [String: Any] else {
-                throw CLIError("config file \(path) is not a YAML mapping")
-            }
-            root = loaded
-        }
+    /// The `model:` and `train:` sections of `settings` (built-in defaults where absent), with
+    /// `preset` applied if given.
+    static func load(_ settings: SettingsFile, preset: String?) throws -> ConfigFile {
+        var root = settings.plainValues
         if let preset {
             let presets = root["presets"] as? [String: Any] ?? [:]
             if let overlay = presets[preset] as? [String: Any] {

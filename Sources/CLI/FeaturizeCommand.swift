@@ -4,19 +4,6 @@ import FeatureStore
 import Featurize
 import Foundation
 import Streaming
-import Yams
-
-/// Parses repeated `-X key=value` librdkafka properties.
-func kafkaProperties(_ items: [String]) throws -> [String: String] {
-    var out: [String: String] = [:]
-    for item in items {
-        guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
-            throw ValidationError("-X expects key=value (a librdkafka property), got \"\(item)\"")
-        }
-        out[String(item[..<eq])] = String(item[item.index(after: eq)...])
-    }
-    return out
-}
 
 struct Featurize: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -38,8 +25,7 @@ struct Featurize: ParsableCommand {
         See docs/ARCHITECTURE.md and Sources/FeatureStore/FeatureStoreLayout.swift for the layout.
         """)
 
-    @Option(help: "Settings file (YAML): `featurize:` and `redis:` sections (see configs/featurize.yaml); flags override it.")
-    var config: String?
+    @OptionGroup var settings: SettingsOptions
 
     @Option(help: "Input kind: criteo (Criteo rows → feature batches for Wide&Deep) or behavior (behaviour events → transitions, user state and popular items for the RL models). Default criteo, or featurize.kind in --config.")
     var kind: FeaturizeKind?
@@ -56,18 +42,9 @@ struct Featurize: ParsableCommand {
     @Option(help: "Kafka topic (one row or event per message). Default: the kind's name (criteo, behavior).")
     var topic: String?
 
-    @Option(help: "Kafka bootstrap servers HOST:PORT[,HOST:PORT…]. Default 127.0.0.1:9092.")
-    var bootstrap: String?
+    @OptionGroup(title: "Kafka") var kafka: KafkaOptions
 
-    @Option(name: .customShort("X"), parsing: .unconditionalSingleValue,
-            help: "A librdkafka property key=value, passed through unchanged (repeatable; SASL/SSL work).")
-    var kafkaProperty: [String] = []
-
-    @Option(help: "Redis HOST:PORT of the feature store. Default 127.0.0.1:6379.")
-    var redis: String?
-
-    @Option(help: "Key prefix in Redis. Default sr.")
-    var prefix: String?
+    @OptionGroup(title: "Redis") var store: RedisOptions
 
     @Option(help: "Feature statistics file from `streamrec stats` (dense min/max, dictionary snapshot).")
     var stats: String?
@@ -130,7 +107,8 @@ struct Featurize: ParsableCommand {
         // that takes longer than 20 s, exits at once (what is not committed is read again).
         let signals = ShutdownSignals.install()
         signals.exitUnlessStopped(within: .seconds(20), what: "featurize")
-        let file = try FeaturizeSettings.load(config)
+        let settingsFile = try settings.load()
+        let file = try FeaturizeSettings(settingsFile)
         let batchSize = self.batchSize ?? file.batchSize ?? 1000
         let featureShards = self.featureShards ?? file.featureShards ?? 8
         let maxPending = self.maxPending ?? file.maxPending ?? 256
@@ -138,11 +116,8 @@ struct Featurize: ParsableCommand {
         guard batchSize > 0, batchSize <= 1_000_000 else { throw ValidationError("--batch-size must be in 1…1000000") }
         guard featureShards > 0 else { throw ValidationError("--feature-shards must be positive") }
         guard maxPending > 0 else { throw ValidationError("--max-pending must be positive") }
-        for (name, value) in [("batch_size", file.batchSize), ("feature_shards", file.featureShards), ("max_pending", file.maxPending)] {
-            if let value, value <= 0 { throw ValidationError("\(config ?? "config"): featurize.\(name) must be positive, got \(value)") }
-        }
         let kind = try self.kind ?? file.kind.map {
-            guard let k = FeaturizeKind(rawValue: $0) else { throw ValidationError("\(self.config ?? "config"): featurize.kind must be criteo or behavior, got \($0)") }
+            guard let k = FeaturizeKind(rawValue: $0) else { throw ValidationError("\(settingsFile.path ?? "config"): featurize.kind must be criteo or behavior, got \($0)") }
             return k
         } ?? .criteo
         if kind == .criteo && !raw && statsPath == nil { throw ValidationError("--stats FILE is required (create it with `streamrec stats`)") }
@@ -153,13 +128,16 @@ struct Featurize: ParsableCommand {
             statsValue = FeatureStats(minFrequency: 1, denseMin: Array(repeating: 0, count: 13),
                                       denseMax: Array(repeating: 1, count: 13), rows: 0, rejected: 0)
         }
-        var properties = file.kafkaProperties
-        for (k, v) in try kafkaProperties(kafkaProperty) { properties[k] = v }
-        var config = KafkaConfig(bootstrapServers: bootstrap ?? file.bootstrap ?? "127.0.0.1:9092", properties)
+        let redis = try store.resolve(settingsFile)
+        let kafkaSettings = try kafka.resolve(settingsFile, role: .consumer)
+        // Which broker and store a worker uses, and why: a default it fell back to is otherwise
+        // only visible as an outage.
+        FileHandle.standardError.write(Data("featurize[\(shard)/\(shards)] Kafka \(kafkaSettings.bootstrap); Redis \(redis.address), prefix \(redis.prefix.value)\n".utf8))
+        var config = kafkaSettings.config
         if config["client.id"] == nil { config["client.id"] = "streamrec-featurize-\(shard)" }
         var options = FeaturizeOptions(shard: shard, shards: shards, topic: topic ?? file.topic ?? kind.defaultTopic, kafka: config,
-                                       redisAddress: redis ?? file.redis ?? "127.0.0.1:6379", workerId: workerId)
-        options.prefix = prefix ?? file.prefix ?? "sr"
+                                       redisAddress: redis.address.value, workerId: workerId)
+        options.prefix = redis.prefix.value
         options.batchSize = batchSize
         options.linger = .milliseconds(lingerMs ?? file.lingerMs ?? 200)
         options.growthInterval = .milliseconds(growthIntervalMs ?? file.growthIntervalMs ?? 1000)
@@ -178,7 +156,7 @@ struct Featurize: ParsableCommand {
             case .criteo:
                 summary = try FeaturizeWorker(options: options, stats: statsValue, shouldStop: { signals.isRaised }).run()
             case .behavior:
-                let settings = try behavior.settings(file: file.behavior, path: self.config)
+                let settings = try behavior.settings(file: settingsFile.section("behavior"))
                 let featurizer = BehaviorFeaturizer(settings: settings, prefix: options.prefix)
                 summary = try FeaturizeEngine(options: options, featurizer: featurizer, shouldStop: { signals.isRaised }).run()
             }
@@ -199,40 +177,32 @@ struct Featurize: ParsableCommand {
     }
 }
 
-/// The `featurize:` and `redis:` sections of a settings file (configs/featurize.yaml).
+/// The `featurize:` section of a settings file (configs/featurize.yaml); the Kafka and Redis
+/// settings are the shared `kafka:` and `redis:` sections (KafkaOptions, RedisOptions).
 struct FeaturizeSettings {
-    var topic: String?, bootstrap: String?, stats: String?
+    var topic: String?, stats: String?
     var batchSize: Int?, lingerMs: Int?, growthIntervalMs: Int?, maxPendingCategories: Int?, parseThreads: Int?, maxPending: Int?, featureShards: Int?
-    var kafkaProperties: [String: String] = [:]
-    var redis: String?, prefix: String?
-    var kind: String?
-    /// The `behavior:` section (see `BehaviorOptions`).
-    var behavior: [String: Any] = [:]
 
-    static func load(_ path: String?) throws -> FeaturizeSettings {
-        var s = FeaturizeSettings()
-        guard let path else { return s }
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw CLIError("cannot read config file \(path): \(error.localizedDescription)")
-        }
-        guard let root = try Yams.load(yaml: text) as? [String: Any] else { throw CLIError("config file \(path) is not a YAML mapping") }
-        let f = root["featurize"] as? [String: Any] ?? [:]
-        let r = root["redis"] as? [String: Any] ?? [:]
-        func int(_ v: Any?) -> Int? { (v as? Int) ?? (v as? String).flatMap { Int($0) } }
-        s.topic = f["topic"] as? String
-        s.kind = f["kind"] as? String
-        s.behavior = root["behavior"] as? [String: Any] ?? [:]
-        s.bootstrap = f["bootstrap"] as? String
-        s.stats = f["stats"] as? String
-        s.batchSize = int(f["batch_size"]); s.lingerMs = int(f["linger_ms"]); s.growthIntervalMs = int(f["growth_interval_ms"])
-        s.maxPendingCategories = int(f["max_pending_categories"])
-        s.parseThreads = int(f["parse_threads"])
-        s.maxPending = int(f["max_pending"]); s.featureShards = int(f["feature_shards"])
-        for (k, v) in f["kafka_properties"] as? [String: Any] ?? [:] { s.kafkaProperties[k] = "\(v)" }
-        s.redis = r["address"] as? String
-        s.prefix = r["prefix"] as? String
-        return s
+    var kind: String?
+
+    init() {}
+
+    init(_ file: SettingsFile) throws {
+        let f = try file.section("featurize")
+        try f.checkKeys(["kind", "topic", "stats", "batch_size", "linger_ms", "growth_interval_ms", "max_pending_categories",
+                         "parse_threads", "max_pending", "feature_shards"],
+                        moved: ["bootstrap": "move it to kafka.bootstrap (one kafka: section for every command)",
+                                "kafka_properties": "move them to kafka.consumer (or kafka.client for every client)"])
+        topic = try f.string("topic")
+        kind = try f.string("kind")
+        stats = try f.string("stats")
+        batchSize = try f.positiveInt("batch_size")
+        lingerMs = try f.nonNegativeInt("linger_ms")
+        growthIntervalMs = try f.nonNegativeInt("growth_interval_ms")
+        maxPendingCategories = try f.nonNegativeInt("max_pending_categories")
+        parseThreads = try f.positiveInt("parse_threads")
+        maxPending = try f.positiveInt("max_pending")
+        featureShards = try f.positiveInt("feature_shards")
     }
 }
 
@@ -264,9 +234,7 @@ struct FeaturizeBench: ParsableCommand {
     @Option(help: "Rows used for the statistics snapshot (the rest exercise OOV counting and online growth).")
     var statsRows: Int = 200_000
 
-    @Option(name: .customShort("X"), parsing: .unconditionalSingleValue,
-            help: "A librdkafka property key=value for the featurize consumer (repeatable).")
-    var kafkaProperty: [String] = []
+    @OptionGroup(title: "Kafka (the featurize consumer)") var librdkafka: KafkaPropertyOptions
 
     @Flag(help: "Print one JSON object.")
     var json = false
@@ -331,11 +299,12 @@ struct FeaturizeBench: ParsableCommand {
         func runWorker(_ extra: [String]) throws -> [String: Any] {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: exe)
-            p.arguments = ["featurize", "--topic", "bench", "--bootstrap", cluster.bootstrapServers,
+            // --config /dev/null: the bench's own broker and Redis, whatever configs/cluster.yaml says.
+            p.arguments = ["featurize", "--config", "/dev/null", "--topic", "bench", "--bootstrap", cluster.bootstrapServers,
                            "--redis", "127.0.0.1:\(redisPort)", "--stats", statsFile.path, "--batch-size", "\(batchSize)",
                            "--max-pending", "1000000", "--until-idle", "1.5", "--progress-seconds", "5",
                            "--growth-interval-ms", "\(growthIntervalMs)", "--parse-threads", "\(parseThreads)"]
-                + kafkaProperty.flatMap { ["-X", $0] } + extra
+                + librdkafka.properties.flatMap { ["-X", $0] } + extra
             let out = Pipe()
             p.standardOutput = out
             p.standardError = FileHandle.standardError

@@ -2,7 +2,7 @@ import ArgumentParser
 
 /// `--config` and `--preset`, shared by every command that builds a model.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Model and training settings (YAML).")
+    @Option(help: "Model and training settings (YAML): model:, train:, presets: (and redis: for train --source redis).")
     var config: String = "configs/widedeep.yaml"
 
     @Option(help: "A named preset from the config file (e.g. small).")
@@ -14,10 +14,15 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Override model.seed.")
     var seed: UInt64?
 
-    func load() throws -> ConfigFile {
-        var cfg = try ConfigFile.load(path: config, preset: preset)
+    /// The --config file, read once; other sections of it (redis:) serve the command's other options.
+    func settings() throws -> SettingsFile { try SettingsFile.load(config) }
+
+    func load(_ settings: SettingsFile) throws -> ConfigFile {
+        var cfg = try ConfigFile.load(settings, preset: preset)
         if let batchSize { cfg.train.batchSize = batchSize }
         if let seed { cfg.model.seed = seed }
         return cfg
     }
+
+    func load() throws -> ConfigFile { try load(settings()) }
 }

@@ -14,11 +14,9 @@ struct Popular: ParsableCommand {
         counts; they are counted as late. Ties are broken by item id.
         """)
 
-    @Option(help: "Redis HOST:PORT of the feature store.")
-    var redis: String = "127.0.0.1:6379"
+    @OptionGroup var settings: SettingsOptions
 
-    @Option(help: "Key prefix in Redis.")
-    var prefix: String = "sr"
+    @OptionGroup(title: "Redis") var store: RedisOptions
 
     @Option(name: .customLong("n"), help: "How many items.")
     var n: Int = 17
@@ -31,7 +29,8 @@ struct Popular: ParsableCommand {
     }
 
     func run() throws {
-        let store = FeatureStore(redis: try RedisConnection(address: redis), prefix: prefix)
+        let redis = try self.store.resolve(try settings.load())
+        let store = FeatureStore(redis: try RedisConnection(address: redis.address.value), prefix: redis.prefix.value)
         let popular = try store.popularItems(n: n)
         if json {
             let enc = JSONEncoder()

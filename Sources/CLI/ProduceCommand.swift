@@ -3,6 +3,23 @@ import Features
 import Foundation
 import Streaming
 
+/// What `produce --data` holds; it sets the default key and topic.
+enum ProduceFormat: String, ExpressibleByArgument, CaseIterable {
+    /// Criteo TSV rows: keyed by the hash of the whole row.
+    case criteo
+    /// Tianchi behaviour CSV `user,item,behavior,time` (headerless): keyed by the user, so one
+    /// user's events stay in one partition in file order.
+    case behavior
+    /// Any text, one row per line: keyed by the whole row unless --key-field says otherwise.
+    case lines
+
+    /// The key field (1-based) and separator the format implies; nil: the whole row.
+    var keyField: (field: Int, separator: String)? { self == .behavior ? (1, "comma") : nil }
+
+    /// The topic when --topic is not given (configs/cluster.yaml creates both).
+    var defaultTopic: String { self == .behavior ? "behavior" : "criteo" }
+}
+
 struct Produce: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Send a file's rows to a Kafka topic, one row per message, each row to a fixed partition.",
@@ -11,15 +28,20 @@ struct Produce: ParsableCommand {
         parsed, validated or skipped (the first line is data; malformed lines are produced too — \
         `featurize` dead-letters them). Lines longer than --max-line-bytes are truncated and counted.
 
-        Key and partition: the key is the 8-byte big-endian FNV-1a-64 hash of the row (or of \
-        field --key-field, e.g. a user id in behaviour CSVs), and the partition is that hash \
-        modulo the topic's partition count, chosen by streamrec (not librdkafka's partitioner). \
-        The same row therefore always lands in the same partition of a topic of P partitions.
+        Key and partition: by default the key is the 8-byte big-endian FNV-1a-64 hash of the row; \
+        with --key-field N the key is field N itself (e.g. a user id). The partition is the \
+        FNV-1a-64 hash of the key bytes (row or field) modulo the topic's partition count, chosen \
+        by streamrec (not librdkafka's partitioner), so the same row — or the same user — always \
+        lands in the same partition of a topic of P partitions, in file order. \
+        --format behavior (Tianchi `user,item,behavior,time` CSV) means --key-field 1 \
+        --field-separator comma: one event per message, keyed by the user; a different \
+        --key-field or --field-separator with it is an error. --format criteo (the default) and \
+        --format lines key by the whole row.
 
         librdkafka does the batching and compression: linger.ms=5, batch.num.messages=10000, \
         compression.type=lz4, enable.idempotence=true, allow.auto.create.topics=false unless \
-        configs/cluster.yaml (kafka.producer) or -X says otherwise. -X passes any librdkafka \
-        property through unchanged (SASL/SSL too).
+        the settings file (kafka.client, kafka.producer) or -X says otherwise. -X passes any \
+        librdkafka property through unchanged (SASL/SSL too).
 
         Every delivery report is checked: if any message fails (or is still unacknowledged after \
         --flush-timeout) the command stops reading, flushes, prints the summary and exits with \
@@ -33,10 +55,17 @@ struct Produce: ParsableCommand {
     @Option(help: "Input file: Criteo TSV, behaviour CSV, any text with one row per line.")
     var data: String
 
-    @Option(help: "Kafka topic (must exist unless -X allow.auto.create.topics=true).")
-    var topic: String = "criteo"
+    @Option(help: ArgumentHelp("What --data holds: criteo (TSV, keyed by the whole row), behavior (Tianchi "
+                               + "user,item,behavior,time CSV, keyed by the user), lines (any text, keyed by the whole row).",
+                               valueName: "criteo|behavior|lines"))
+    var format: ProduceFormat = .criteo
 
-    @OptionGroup var kafka: KafkaClientOptions
+    @Option(help: "Kafka topic (must exist unless -X allow.auto.create.topics=true). Default: criteo; behavior with --format behavior.")
+    var topic: String?
+
+    @OptionGroup var settings: SettingsOptions
+
+    @OptionGroup(title: "Kafka") var kafka: KafkaOptions
 
     @Option(help: ArgumentHelp("Rows per second (token bucket); default: as fast as possible.", valueName: "ROWS_PER_S"))
     var rate: Double?
@@ -44,11 +73,11 @@ struct Produce: ParsableCommand {
     @Option(help: "The topic's partition count; default: ask the broker (metadata).")
     var partitions: Int?
 
-    @Option(help: "Key each row by this field (1-based) instead of the whole row.")
+    @Option(help: "Key each row by this field (1-based) instead of the whole row; the key is the field itself. Default: 1 with --format behavior.")
     var keyField: Int?
 
-    @Option(help: "Field separator for --key-field: 'tab', 'comma', or one character.")
-    var fieldSeparator: String = "tab"
+    @Option(help: "Field separator for --key-field: 'tab', 'comma', or one character. Default: tab; comma with --format behavior.")
+    var fieldSeparator: String?
 
     @Option(help: "Longer lines are truncated to this many bytes (Kafka's message.max.bytes is ~1 MB).")
     var maxLineBytes: Int = 900_000
@@ -61,24 +90,44 @@ struct Produce: ParsableCommand {
         if let partitions, partitions <= 0 { throw ValidationError("--partitions must be positive") }
         if let keyField, keyField < 1 { throw ValidationError("--key-field is 1-based") }
         if maxLineBytes < 1 { throw ValidationError("--max-line-bytes must be positive") }
-        _ = try separatorByte()
+        _ = try keying()
     }
 
-    private func separatorByte() throws -> UInt8 {
-        switch fieldSeparator {
+    /// The message key: --format's, unless --key-field/--field-separator say otherwise; a
+    /// contradiction of the format is an error rather than a silent choice.
+    func keying() throws -> RowKeying {
+        let implied = format.keyField
+        if let implied {
+            if let keyField, keyField != implied.field {
+                throw ValidationError("--format \(format.rawValue) keys by field \(implied.field) (the user); it cannot be combined with "
+                                      + "--key-field \(keyField). Use --format lines --key-field \(keyField) --field-separator \(implied.separator) for another key.")
+            }
+            if let fieldSeparator, try Self.separatorByte(fieldSeparator) != Self.separatorByte(implied.separator) {
+                throw ValidationError("--format \(format.rawValue) is \(implied.separator)-separated; drop --field-separator \(fieldSeparator) "
+                                      + "or use --format lines")
+            }
+        }
+        guard let field = keyField ?? implied?.field else { return .wholeRow }
+        return .field(index: field - 1, separator: try Self.separatorByte(fieldSeparator ?? implied?.separator ?? "tab"))
+    }
+
+    private static func separatorByte(_ name: String) throws -> UInt8 {
+        switch name {
         case "tab", "\\t", "\t": return 0x09
         case "comma", ",": return 0x2C
         default:
-            guard fieldSeparator.utf8.count == 1 else { throw ValidationError("--field-separator must be one byte, 'tab' or 'comma'") }
-            return fieldSeparator.utf8.first!
+            guard name.utf8.count == 1 else { throw ValidationError("--field-separator must be one byte, 'tab' or 'comma'") }
+            return name.utf8.first!
         }
     }
 
     func run() throws {
         let signals = ShutdownSignals.install()
         signals.exitUnlessStopped(within: .seconds(20), what: "produce")
-        let (config, bootstrap) = try kafka.producerConfig()
-        let keying: RowKeying = try keyField.map { .field(index: $0 - 1, separator: try separatorByte()) } ?? .wholeRow
+        let kafkaSettings = try kafka.resolve(settings.load(), role: .producer)
+        let config = kafkaSettings.config, bootstrap = kafkaSettings.bootstrap.description
+        let topic = self.topic ?? format.defaultTopic
+        let keying = try keying()
         let reader = try LineReader(path: data, maxLineLength: maxLineBytes - 3)
 
         let producer: RowProducer
@@ -149,78 +198,4 @@ struct Produce: ParsableCommand {
 
 fileprivate func produceNote(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
-}
-
-// MARK: - Kafka client options (shared by commands that talk to Kafka)
-
-/// `--config`, `--bootstrap`, `--bootstrap-file`, `-X key=value`: where the brokers are and
-/// librdkafka properties, passed through unchanged.
-struct KafkaClientOptions: ParsableArguments {
-    @Option(help: "Cluster settings (YAML, `kafka:` section); ignored if the file does not exist.")
-    var config: String = "configs/cluster.yaml"
-
-    @Option(help: ArgumentHelp("Kafka bootstrap servers.", valueName: "HOST:PORT[,HOST:PORT…]"))
-    var bootstrap: String?
-
-    @Option(help: "Read the bootstrap servers from this file (as written by `streamrec broker --bootstrap-file`).")
-    var bootstrapFile: String?
-
-    @Option(name: .customShort("X"), parsing: .unconditionalSingleValue,
-            help: ArgumentHelp("A librdkafka property, passed through unchanged (repeatable).", valueName: "key=value"))
-    var properties: [String] = []
-
-    /// The default bootstrap file: `$STREAMREC_RUN_DIR/broker/bootstrap` (run dir default `runs/local`),
-    /// where `cluster/up.sh` puts it.
-    static var defaultBootstrapFile: String {
-        let run = ProcessInfo.processInfo.environment["STREAMREC_RUN_DIR"] ?? "runs/local"
-        return run + "/broker/bootstrap"
-    }
-
-    /// The cluster config file, if it exists.
-    func clusterConfig() throws -> KafkaClusterConfig {
-        FileManager.default.fileExists(atPath: config) ? try KafkaClusterConfig.load(path: config) : KafkaClusterConfig()
-    }
-
-    /// Bootstrap servers: --bootstrap, --bootstrap-file, $STREAMREC_BOOTSTRAP, the config's
-    /// kafka.bootstrap, then the default bootstrap file.
-    func resolveBootstrap(_ cluster: KafkaClusterConfig) throws -> String {
-        if let bootstrap { return bootstrap }
-        func readFile(_ path: String) throws -> String {
-            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-                throw CLIError("cannot read bootstrap file \(path); is `streamrec broker` (cluster/up.sh) running?")
-            }
-            let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            if value.isEmpty { throw CLIError("bootstrap file \(path) is empty") }
-            return value
-        }
-        if let bootstrapFile { return try readFile(bootstrapFile) }
-        if let env = ProcessInfo.processInfo.environment["STREAMREC_BOOTSTRAP"], !env.isEmpty { return env }
-        if let b = cluster.bootstrap, !b.isEmpty { return b }
-        if FileManager.default.fileExists(atPath: Self.defaultBootstrapFile) { return try readFile(Self.defaultBootstrapFile) }
-        throw CLIError("no Kafka bootstrap servers: pass --bootstrap HOST:PORT or --bootstrap-file FILE, "
-                       + "or start the local broker with cluster/up.sh (writes \(Self.defaultBootstrapFile))")
-    }
-
-    /// -X properties as a dictionary.
-    func overrides() throws -> [String: String] {
-        var out: [String: String] = [:]
-        for p in properties {
-            guard let eq = p.firstIndex(of: "="), eq != p.startIndex else {
-                throw ValidationError("-X expects key=value, got '\(p)'")
-            }
-            out[String(p[..<eq])] = String(p[p.index(after: eq)...])
-        }
-        return out
-    }
-
-    /// Producer config: config file's kafka.client and kafka.producer, then -X, then bootstrap.
-    func producerConfig() throws -> (KafkaConfig, String) {
-        let cluster = try clusterConfig()
-        let ov = try overrides()
-        let bootstrap = try ov["bootstrap.servers"] ?? resolveBootstrap(cluster)
-        var props = cluster.client.merging(cluster.producer) { $1 }
-        props.merge(ov) { $1 }
-        props["bootstrap.servers"] = bootstrap
-        return (KafkaConfig(props), bootstrap)
-    }
 }

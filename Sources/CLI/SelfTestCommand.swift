@@ -2,7 +2,7 @@
 // installed and work from Swift, each through the same funnel the real commands use.
 //   mpirun -np 2 --oversubscribe streamrec selftest mpi
 //   streamrec selftest kafka [--bootstrap HOST:PORT]
-//   streamrec selftest redis --redis HOST:PORT
+//   streamrec selftest redis [--redis HOST:PORT]
 
 import ArgumentParser
 import Cluster
@@ -120,12 +120,15 @@ extension SelfTest {
             commandName: "kafka",
             abstract: "Produce keyed messages and read them back by explicit partition assignment.",
             discussion: """
-                Without --bootstrap an in-process mock cluster (librdkafka's) is started. With \
-                --bootstrap the topic must already exist on that cluster (or be auto-created).
+                Without --bootstrap/--bootstrap-file an in-process mock cluster (librdkafka's) is \
+                started, so the check needs nothing running. With one, the topic must already exist \
+                on that cluster (or be auto-created); the settings file's kafka.client/producer/consumer \
+                properties and -X apply either way.
                 """)
 
-        @Option(help: "Kafka bootstrap servers (HOST:PORT); default: start an in-process mock cluster.")
-        var bootstrap: String?
+        @OptionGroup var settings: SettingsOptions
+
+        @OptionGroup(title: "Kafka") var kafka: KafkaOptions
 
         @Option(help: "Topic to use.")
         var topic = "streamrec-selftest"
@@ -133,31 +136,27 @@ extension SelfTest {
         @Option(help: "Number of messages to produce.")
         var messages = 100
 
-        @Option(name: [.customShort("X"), .long], help: "librdkafka property KEY=VALUE, passed through unchanged (repeatable).")
-        var property: [String] = []
-
         func run() throws {
-            var props: [String: String] = [:]
-            for p in property {
-                guard let eq = p.firstIndex(of: "=") else { throw ValidationError("--property needs KEY=VALUE, got \(p)") }
-                props[String(p[..<eq])] = String(p[p.index(after: eq)...])
-            }
+            let file = try settings.load()
             var mock: MockKafkaCluster? = nil
-            var servers = bootstrap ?? ""
-            if bootstrap == nil {
+            let servers: String
+            if kafka.bootstrapGiven {
+                servers = try kafka.resolve(file, role: .producer).bootstrap.value
+            } else {
                 let cluster = try MockKafkaCluster(brokers: 3)
                 try cluster.createTopic(topic, partitions: 4, replicationFactor: 1)
                 servers = cluster.bootstrapServers
                 mock = cluster
             }
             defer { mock?.destroy() }
-            let config = KafkaConfig(bootstrapServers: servers, props)
+            let producerConfig = KafkaConfig(bootstrapServers: servers, try kafka.properties(file, role: .producer))
+            let consumerConfig = KafkaConfig(bootstrapServers: servers, try kafka.properties(file, role: .consumer))
             let runID = UUID().uuidString.prefix(8)
 
-            let producer = try KafkaProducer(config: config)
+            let producer = try KafkaProducer(config: producerConfig)
             let partitions = try producer.partitionCount(topic: topic)
             var before: [Int32: Int64] = [:]
-            let consumer = try KafkaConsumer(config: config)
+            let consumer = try KafkaConsumer(config: consumerConfig)
             for p in 0 ..< Int32(partitions) { before[p] = try consumer.watermarks(topic: topic, partition: p).high }
             for i in 0 ..< messages {
                 try producer.produce(topic: topic, key: "\(runID)-\(i)", value: "value-\(i)")
@@ -197,14 +196,17 @@ extension SelfTest {
         static let configuration = CommandConfiguration(
             commandName: "redis",
             abstract: "Round-trip binary values, counters, a pipeline and a stream through Redis.",
-            discussion: "Uses keys under streamrec:selftest:<random> and deletes them afterwards.")
+            discussion: "Uses keys under PREFIX:selftest:<random> and deletes them afterwards.")
 
-        @Option(help: "Redis address HOST:PORT.")
-        var redis = "127.0.0.1:6379"
+        @OptionGroup var settings: SettingsOptions
+
+        @OptionGroup(title: "Redis") var store: RedisOptions
 
         func run() throws {
+            let resolved = try store.resolve(settings.load())
+            let redis = resolved.address.value
             let conn = try RedisConnection(address: redis)
-            let ns = "streamrec:selftest:\(UUID().uuidString.prefix(8))"
+            let ns = "\(resolved.prefix.value):selftest:\(UUID().uuidString.prefix(8))"
             defer { _ = try? conn.command(["DEL", "\(ns):bin", "\(ns):n", "\(ns):stream", "\(ns):a", "\(ns):b"]) }
 
             let binary: [UInt8] = [0, 1, 2, 255, 0, 10, 13]

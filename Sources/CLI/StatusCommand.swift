@@ -8,24 +8,19 @@ struct Status: ParsableCommand {
         abstract: "What the feature pipeline is doing: progress, lag, shards, dead letters, dictionary, workers.",
         discussion: """
         Reads the feature store in Redis (see Sources/FeatureStore/FeatureStoreLayout.swift). With \
-        --bootstrap and --topic it also asks Kafka for each partition's watermarks and shows the lag \
-        (high watermark − progress). --json prints one JSON object for scripts.
+        --topic it also asks Kafka (bootstrap resolved like every command's: --bootstrap, \
+        $STREAMREC_BOOTSTRAP, kafka.bootstrap in --config, the local broker) for each partition's \
+        watermarks and shows the lag (high watermark − progress). --json prints one JSON object for scripts.
         """)
 
-    @Option(help: "Redis HOST:PORT of the feature store.")
-    var redis: String = "127.0.0.1:6379"
+    @OptionGroup var settings: SettingsOptions
 
-    @Option(help: "Key prefix in Redis.")
-    var prefix: String = "sr"
+    @OptionGroup(title: "Redis") var store: RedisOptions
 
-    @Option(help: "Kafka bootstrap servers (to show high watermarks and lag).")
-    var bootstrap: String?
+    @OptionGroup(title: "Kafka (with --topic)") var kafka: KafkaOptions
 
-    @Option(help: "Kafka topic (with --bootstrap).")
+    @Option(help: "Kafka topic whose per-partition lag to show.")
     var topic: String?
-
-    @Option(name: .customShort("X"), parsing: .unconditionalSingleValue, help: "A librdkafka property key=value (repeatable).")
-    var kafkaProperty: [String] = []
 
     @Option(help: "Show at least this many feature shards.")
     var featureShards: Int = 0
@@ -33,14 +28,24 @@ struct Status: ParsableCommand {
     @Flag(help: "Print one JSON object.")
     var json = false
 
+    func validate() throws {
+        if topic == nil && (kafka.bootstrap != nil || kafka.bootstrapFile != nil) {
+            throw ValidationError("--bootstrap/--bootstrap-file need --topic (the topic whose lag to show)")
+        }
+    }
+
     func run() throws {
-        let connection = try RedisConnection(address: redis)
-        let store = FeatureStore(redis: connection, prefix: prefix)
+        let settingsFile = try settings.load()
+        let redis = try self.store.resolve(settingsFile)
+        let kafkaSettings = try topic == nil ? nil : kafka.resolve(settingsFile, role: .consumer)
+        let connection = try RedisConnection(address: redis.address.value)
+        let store = FeatureStore(redis: connection, prefix: redis.prefix.value)
         var status = try store.status(minShards: featureShards)
         var kafkaNote: String? = nil
-        if let bootstrap, let topic {
+        if let kafkaSettings, let topic {
+            let bootstrap = kafkaSettings.bootstrap
             do {
-                let consumer = try KafkaConsumer(config: KafkaConfig(bootstrapServers: bootstrap, try kafkaProperties(kafkaProperty)))
+                let consumer = try KafkaConsumer(config: kafkaSettings.config)
                 let n = try consumer.partitionCount(topic: topic, timeout: .seconds(5))
                 var byPartition = Dictionary(uniqueKeysWithValues: status.partitions.filter { $0.topic == topic }.map { ($0.partition, $0) })
                 for p in Int32(0)..<Int32(n) {
@@ -64,7 +69,7 @@ struct Status: ParsableCommand {
             if let kafkaNote { FileHandle.standardError.write(Data((kafkaNote + "\n").utf8)) }
             return
         }
-        print("feature store \(redis) prefix \(prefix)")
+        print("feature store \(redis.address.value) prefix \(redis.prefix.value)")
         if let kafkaNote { print("  ! \(kafkaNote)") }
         print("partitions (\(status.partitions.count)):")
         for p in status.partitions {

@@ -43,8 +43,7 @@ struct Train: ParsableCommand {
     @Option(help: "Override train.min_frequency for the statistics pass.") var minFrequency: Int?
     @Option(help: "Stop once no data has arrived for this many seconds.") var untilIdle: Double?
     @Flag(help: "Run as MPI ranks even if mpirun's environment is not detected.") var mpi = false
-    @Option(help: "Redis feature store HOST:PORT (--source redis).") var redis: String = "127.0.0.1:6379"
-    @Option(help: "Key prefix of the feature store.") var prefix: String = "sr"
+    @OptionGroup(title: "Redis (--source redis)") var store: RedisOptions
     @Option(help: "Feature shards (streams) in the store; must match the featurize workers.") var featureShards: Int = 8
     @Flag(help: "Join a running job (launch with its own `mpirun -np 1 --ompi-server file:URI`).") var join = false
     @Flag(help: "Ignore existing checkpoints and start a new model (--source redis resumes by default).") var fresh = false
@@ -59,7 +58,8 @@ struct Train: ParsableCommand {
     var runsUnderMPI: Bool { mpi || source == .redis || ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil }
 
     func run() throws {
-        var cfg = try model.load()
+        let settings = try model.settings()
+        var cfg = try model.load(settings)
         if let epochs { cfg.train.epochs = epochs }
         if let checkpointEvery { cfg.train.checkpointEvery = checkpointEvery }
         if let keep { cfg.train.keepCheckpoints = keep }
@@ -70,7 +70,7 @@ struct Train: ParsableCommand {
         let stop = ShutdownSignals.install()
         stop.onSignal { sig in log("received \(ShutdownSignals.name(of: sig)): finishing the step, then checkpointing and stopping") }
         if source == .redis {
-            try runOnline(cfg, stop: stop)
+            try runOnline(cfg, redis: try store.resolve(settings), stop: stop)
         } else if runsUnderMPI {
             try runMPI(cfg, stop: stop)
         } else {
@@ -158,13 +158,13 @@ struct Train: ParsableCommand {
 
 extension Train {
     /// The resident online trainer: Redis feature streams, resume, dynamic join, leave.
-    func runOnline(_ cfg: ConfigFile, stop: ShutdownSignals) throws {
-        try runAsMPIJob { try trainOnline(cfg, stop: stop) }
+    func runOnline(_ cfg: ConfigFile, redis: RedisSettings, stop: ShutdownSignals) throws {
+        try runAsMPIJob { try trainOnline(cfg, redis: redis, stop: stop) }
     }
 
-    func trainOnline(_ cfg: ConfigFile, stop: ShutdownSignals) throws {
-        var options = OnlineTrainerOptions(redisAddress: redis, checkpointDir: URL(fileURLWithPath: checkpointDir))
-        options.prefix = prefix
+    func trainOnline(_ cfg: ConfigFile, redis: RedisSettings, stop: ShutdownSignals) throws {
+        var options = OnlineTrainerOptions(redisAddress: redis.address.value, checkpointDir: URL(fileURLWithPath: checkpointDir))
+        options.prefix = redis.prefix.value
         options.shardCount = featureShards
         options.untilIdle = untilIdle
         options.resume = !fresh

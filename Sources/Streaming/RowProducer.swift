@@ -4,10 +4,11 @@
 //   * A row is sent as-is: its bytes without the trailing "\n" (a "\r" before it is kept). Nothing
 //     is parsed, validated or skipped — the first line is data, an empty or malformed line is a
 //     message too (featurize validates and dead-letters).
-//   * Key: the 8-byte big-endian FNV-1a-64 hash of the key bytes — the whole row by default, or
-//     one field (`RowKeying.field`, e.g. a user id). Partition: `hash % partitions`, chosen here
-//     (explicit partition, not librdkafka's partitioner), so the same row — or the same user —
-//     always lands in the same partition for a given partition count, from any producer.
+//   * Key: the 8-byte big-endian FNV-1a-64 hash of the whole row by default, or one field itself
+//     (`RowKeying.field`, e.g. a user id: any consumer can read the key). Partition: FNV-1a-64 of
+//     the key bytes (the row, or the field) `% partitions`, chosen here (explicit partition, not
+//     librdkafka's partitioner), so the same row — or the same user — always lands in the same
+//     partition for a given partition count, from any producer, in the order it was sent.
 //   * Optional rate limit (`TokenBucket`, rows/s) to simulate live traffic.
 //   * Delivery reports are counted (`KafkaDeliveryStats`); `finish` flushes and returns the
 //     totals; the caller decides that any failure is an error. After the first failed delivery
@@ -24,7 +25,8 @@ import Foundation
 public enum RowKeying: Sendable, Equatable {
     /// Hash of the whole row (without the line terminator).
     case wholeRow
-    /// Hash of field `index` (0-based) split by `separator`; a missing field hashes as empty.
+    /// Field `index` (0-based) split by `separator`: the message key is the field, the partition its
+    /// hash; a missing field is an empty key.
     case field(index: Int, separator: UInt8)
 }
 
@@ -234,11 +236,17 @@ public final class RowProducer {
             if wait > .zero { Thread.sleep(forTimeInterval: Double(wait.components.attoseconds) * 1e-18 + Double(wait.components.seconds)) }
         }
         let row = RowPartitioning.stripNewline(line)
-        let hash = RowPartitioning.fnv1a64(RowPartitioning.keyBytes(row, keying))
+        let keyBytes = RowPartitioning.keyBytes(row, keying)
+        let hash = RowPartitioning.fnv1a64(keyBytes)
         let partition = RowPartitioning.partition(hash: hash, partitions: partitions)
-        var keyBE = hash.bigEndian
-        try withUnsafeBytes(of: &keyBE) { (key) throws(KafkaError) in
-            try producer.produce(topic: topic, partition: partition, key: key, value: row, giveUp: giveUp)
+        switch keying {
+        case .field:
+            try producer.produce(topic: topic, partition: partition, key: keyBytes, value: row, giveUp: giveUp)
+        case .wholeRow:
+            var keyBE = hash.bigEndian
+            try withUnsafeBytes(of: &keyBE) { (key) throws(KafkaError) in
+                try producer.produce(topic: topic, partition: partition, key: key, value: row, giveUp: giveUp)
+            }
         }
         summary.rows += 1
         summary.bytes += row.count

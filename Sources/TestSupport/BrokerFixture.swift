@@ -37,7 +37,7 @@ public final class BrokerFixture: @unchecked Sendable {
         bootstrapFile = directory.appendingPathComponent("bootstrap")
         logFile = directory.appendingPathComponent("broker.log")
         _ = fm.createFile(atPath: logFile.path, contents: nil)
-        var args = ["broker", "--config", "/nonexistent", "--brokers", "\(brokers)", "--bootstrap-file", bootstrapFile.path]
+        var args = ["broker", "--config", "/dev/null", "--brokers", "\(brokers)", "--bootstrap-file", bootstrapFile.path]
         for (name, p) in topics.sorted(by: { $0.key < $1.key }) { args += ["--topic", name, "--partitions", "\(p)"] }
         process = Process()
         process.executableURL = URL(fileURLWithPath: exe)

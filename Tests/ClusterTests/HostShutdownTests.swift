@@ -22,7 +22,7 @@ import Streaming
         defer { redis.kill() }
         #expect(poll(for: 10) { (try? RedisConnection(host: "127.0.0.1", port: redisPort).command(["PING"]).text) == "PONG" })
         let bootstrapFile = dir.appendingPathComponent("bootstrap").path
-        let broker = try BackgroundProcess(bin, ["broker", "--config", "/nonexistent", "--brokers", "1", "--topic", "criteo",
+        let broker = try BackgroundProcess(bin, ["broker", "--config", "/dev/null", "--brokers", "1", "--topic", "criteo",
                                                  "--partitions", "8", "--bootstrap-file", bootstrapFile], log: log("broker"))
         defer { broker.kill() }
         #expect(poll(for: 20) { FileManager.default.fileExists(atPath: bootstrapFile) }, "\(broker.output)")
@@ -32,7 +32,7 @@ import Streaming
         #expect(try runProcess(bin, ["gen", "--rows", "30000", "--out", data]).status == 0)
         #expect(try runProcess(bin, ["stats", "--data", data, "--out", stats]).status == 0)
         let ck = dir.appendingPathComponent("ck").path
-        let produce = try BackgroundProcess(bin, ["produce", "--config", "/nonexistent", "--data", data, "--topic", "criteo",
+        let produce = try BackgroundProcess(bin, ["produce", "--config", "/dev/null", "--data", data, "--topic", "criteo",
                                                   "--bootstrap", bootstrap, "--rate", "2000"], log: log("produce"))
         defer { produce.kill() }
         let featurize = try BackgroundProcess(bin, ["featurize", "--shard", "0", "--shards", "1", "--topic", "criteo", "--bootstrap", bootstrap,

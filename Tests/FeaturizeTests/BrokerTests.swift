@@ -130,7 +130,7 @@ struct ClusterScriptTests {
         let run = FileManager.default.temporaryDirectory.appendingPathComponent("streamrec-run-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: run) }
         let env = ["STREAMREC_RUN_DIR": run.path, "STREAMREC_REDIS_PORT": "\(try freeLoopbackPort())", "STREAMREC_BIN": exe,
-                   "STREAMREC_CLUSTER_CONFIG": "/nonexistent", "STREAMREC_BROKER_ARGS": "--brokers 1 --topic t --partitions 2"]
+                   "STREAMREC_CLUSTER_CONFIG": "/dev/null", "STREAMREC_BROKER_ARGS": "--brokers 1 --topic t --partitions 2"]
         func script(_ name: String) throws -> ProcessResult {
             try runProcess("/bin/bash", [repo.appendingPathComponent("cluster/\(name)").path], environment: env, timeout: .seconds(60))
         }

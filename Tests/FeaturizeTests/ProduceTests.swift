@@ -51,7 +51,7 @@ struct ProduceTests {
         let file = dir.appendingPathComponent("rows.tsv")
         let lines = try writeRows(file)
 
-        let r = try runProcess(exe, ["produce", "--config", "/nonexistent", "--data", file.path, "--topic", "rows",
+        let r = try runProcess(exe, ["produce", "--config", "/dev/null", "--data", file.path, "--topic", "rows",
                                      "--bootstrap", broker.bootstrapServers], timeout: .seconds(60))
         #expect(r.status == 0, "produce failed: \(r.stderr)")
         let s = summary(r.stdout)
@@ -77,7 +77,7 @@ struct ProduceTests {
         #expect(Set(got.map(\.partition)).count == 8)
 
         // Produced again into another topic: every line lands in the same partition.
-        let r2 = try runProcess(exe, ["produce", "--config", "/nonexistent", "--data", file.path, "--topic", "rows2",
+        let r2 = try runProcess(exe, ["produce", "--config", "/dev/null", "--data", file.path, "--topic", "rows2",
                                       "--bootstrap", broker.bootstrapServers], timeout: .seconds(60))
         #expect(r2.status == 0, "produce failed: \(r2.stderr)")
         let got2 = try consumeAll(bootstrap: broker.bootstrapServers, topic: "rows2", partitions: 8, expecting: lines.count)
@@ -97,6 +97,48 @@ struct ProduceTests {
         }
     }
 
+    @Test("--format behavior: one event per message keyed by the user; one user's events in one partition, in file order")
+    func behaviorFormat() throws {
+        let broker = try BrokerFixture(topics: ["behavior": 4])
+        defer { broker.stop() }
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("user_behavior.csv")
+        // Tianchi layout (user,item,behavior,time, no header): 23 users' events interleaved, so
+        // each user's order is only kept if the producer keeps it per partition.
+        let kinds = ["pv", "cart", "fav", "buy"]
+        let lines = (0 ..< 1_200).map { i in "\(100_000 + (i * 7) % 23),\(5_000 + (i * 31) % 211),\(kinds[i % 4]),\(1_511_544_070 + i)" }
+        try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+
+        // No --topic: --format behavior's default topic (the one configs/cluster.yaml creates).
+        let r = try runProcess(exe, ["produce", "--config", "/dev/null", "--data", file.path, "--format", "behavior",
+                                     "--bootstrap", broker.bootstrapServers], timeout: .seconds(60))
+        #expect(r.status == 0, "produce failed: \(r.stderr)")
+        let s = summary(r.stdout)
+        #expect(s["topic"] as? String == "behavior" && s["rows"] as? Int == lines.count && s["delivered"] as? Int == lines.count)
+
+        let got = try consumeAll(bootstrap: broker.bootstrapServers, topic: "behavior", partitions: 4, expecting: lines.count)
+        #expect(got.count == lines.count)
+        var partitionsOf: [String: Set<Int32>] = [:]
+        var consumed: [String: [(offset: Int64, line: String)]] = [:]
+        for m in got {
+            let line = String(decoding: m.value, as: UTF8.self)
+            let user = String(line.prefix { $0 != "," })
+            #expect(m.key == Array(user.utf8), "key of '\(line)' is not its user id")
+            #expect(m.partition == RowPartitioning.partition(row: Array(user.utf8), partitions: 4))
+            partitionsOf[user, default: []].insert(m.partition)
+            consumed[user, default: []].append((m.offset, line))
+        }
+        var produced: [String: [String]] = [:]
+        for l in lines { produced[String(l.prefix { $0 != "," }), default: []].append(l) }
+        #expect(produced.count == 23)
+        for (user, events) in produced {
+            #expect(partitionsOf[user]?.count == 1, "user \(user) is spread over partitions \(partitionsOf[user] ?? [])")
+            #expect(consumed[user]?.sorted { $0.offset < $1.offset }.map(\.line) == events, "user \(user)'s events are out of file order")
+        }
+        #expect(Set(got.map(\.partition)).count > 1, "all users landed in one partition")
+    }
+
     @Test("delivery failure (nothing listening) exits non-zero and names the error")
     func deliveryFailure() throws {
         let dir = try tempDir()
@@ -104,7 +146,7 @@ struct ProduceTests {
         let file = dir.appendingPathComponent("rows.tsv")
         _ = try writeRows(file, rows: 50)
         let port = try freeLoopbackPort()
-        let r = try runProcess(exe, ["produce", "--config", "/nonexistent", "--data", file.path, "--topic", "rows",
+        let r = try runProcess(exe, ["produce", "--config", "/dev/null", "--data", file.path, "--topic", "rows",
                                      "--bootstrap", "127.0.0.1:\(port)", "--partitions", "2",
                                      "-X", "message.timeout.ms=1500", "--flush-timeout", "10"], timeout: .seconds(60))
         #expect(r.status == 1, "stdout: \(r.stdout) stderr: \(r.stderr)")
@@ -123,7 +165,7 @@ struct ProduceTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("rows.tsv")
         _ = try writeRows(file, rows: 200)
-        let r = try runProcess(exe, ["produce", "--config", "/nonexistent", "--data", file.path, "--topic", "rows",
+        let r = try runProcess(exe, ["produce", "--config", "/dev/null", "--data", file.path, "--topic", "rows",
                                      "--bootstrap", broker.bootstrapServers, "--partitions", "8",
                                      "-X", "message.timeout.ms=3000"], timeout: .seconds(60))
         #expect(r.status == 1, "stdout: \(r.stdout) stderr: \(r.stderr)")
@@ -141,7 +183,7 @@ struct ProduceTests {
         let text = (0 ..< 2_000).map { _ in String(decoding: gen.nextRow().line, as: UTF8.self) }.joined(separator: "\n") + "\n"
         try text.write(to: file, atomically: true, encoding: .utf8)
         let start = ContinuousClock.now
-        let r = try runProcess(exe, ["produce", "--config", "/nonexistent", "--data", file.path, "--topic", "rows",
+        let r = try runProcess(exe, ["produce", "--config", "/dev/null", "--data", file.path, "--topic", "rows",
                                      "--bootstrap", broker.bootstrapServers, "--rate", "4000"], timeout: .seconds(60))
         let wall = ContinuousClock.now - start
         #expect(r.status == 0, "produce failed: \(r.stderr)")
@@ -162,7 +204,7 @@ struct ProduceTests {
         _ = FileManager.default.createFile(atPath: out.path, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: exe)
-        process.arguments = ["produce", "--config", "/nonexistent", "--data", file.path, "--topic", "rows",
+        process.arguments = ["produce", "--config", "/dev/null", "--data", file.path, "--topic", "rows",
                              "--bootstrap", broker.bootstrapServers, "--rate", "2000"]
         let handle = try FileHandle(forWritingTo: out)
         process.standardOutput = handle

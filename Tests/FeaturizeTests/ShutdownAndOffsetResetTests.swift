@@ -114,7 +114,7 @@ struct ShutdownAndOffsetResetTests {
         let broker = try BrokerFixture(topics: ["criteo": 8])
         defer { broker.stop(grace: .seconds(1)) }
         let path = try rowFile(syntheticRows(20_000, seed: 93), in: dir)
-        let producer = try StreamrecProcess(["produce", "--config", "/nonexistent", "--data", path, "--topic", "criteo",
+        let producer = try StreamrecProcess(["produce", "--config", "/dev/null", "--data", path, "--topic", "criteo",
                                              "--bootstrap", broker.bootstrapServers, "--rate", "4000"])
         #expect(poll(for: 20) { producer.stderr.contains("→ topic criteo") }, "started: \(producer.stderr)")
         kill(broker.process.processIdentifier, SIGKILL)
@@ -137,7 +137,7 @@ struct ShutdownAndOffsetResetTests {
         let rows = syntheticRows(20_000, seed: 94)
         let stats = try writeStats(rows, dir)
         let path = try rowFile(rows, in: dir)
-        let producer = try StreamrecProcess(["produce", "--config", "/nonexistent", "--data", path, "--topic", "criteo",
+        let producer = try StreamrecProcess(["produce", "--config", "/dev/null", "--data", path, "--topic", "criteo",
                                              "--bootstrap", broker.bootstrapServers, "--rate", "4000"])
         let worker = try StreamrecProcess(featurizeArgs(topic: "criteo", bootstrap: broker.bootstrapServers,
                                                         redis: redis.address, stats: stats) + ["--until-idle", "60"])
@@ -164,7 +164,7 @@ struct ShutdownAndOffsetResetTests {
         let broker = try BrokerFixture(topics: ["criteo": 8])
         defer { broker.stop(grace: .seconds(1)) }
         let path = try rowFile(syntheticRows(5000, seed: 95), in: dir)
-        let producer = try StreamrecProcess(["produce", "--config", "/nonexistent", "--data", path, "--topic", "criteo",
+        let producer = try StreamrecProcess(["produce", "--config", "/dev/null", "--data", path, "--topic", "criteo",
                                              "--bootstrap", broker.bootstrapServers, "--rate", "2000"])
         #expect(poll(for: 20) { producer.stderr.contains("→ topic criteo") }, "started: \(producer.stderr)")
         kill(broker.process.processIdentifier, SIGKILL)

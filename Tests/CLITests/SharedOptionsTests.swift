@@ -1,0 +1,253 @@
+// The shared Kafka/Redis option groups, their one resolution rule (flag > environment > settings
+// file > built-in default) and the one settings-file loader. The environment is passed in, never
+// set: tests do not touch the process's environment.
+import Foundation
+import Streaming
+import Testing
+import TestSupport
+@testable import streamrec
+
+/// A settings file with `yaml` in a fresh directory (removed by the caller via `dir`).
+private func settingsFile(_ yaml: String, name: String = "settings.yaml") throws -> (dir: URL, path: String) {
+    let dir = try temporaryTestDirectory("settings")
+    let path = dir.appendingPathComponent(name).path
+    try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+    return (dir, path)
+}
+
+/// The error text `body` throws (empty if it does not throw).
+private func errorText(_ body: () throws -> Void) -> String {
+    do { try body(); return "" } catch { return "\(error)" }
+}
+
+private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
+
+@Suite("shared options: Kafka resolution")
+struct KafkaResolutionTests {
+    let yaml = """
+        kafka:
+          bootstrap: file-host:9092
+          client: {security.protocol: SASL_SSL, sasl.password: "0123", enable.ssl.certificate.verification: false}
+          producer: {linger.ms: 50}
+          consumer: {fetch.wait.max.ms: 10, security.protocol: SSL}
+        """
+
+    @Test("flag > environment > settings file > local broker file > 127.0.0.1:9092")
+    func bootstrapOrder() throws {
+        let (dir, path) = try settingsFile(yaml)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = try SettingsFile.load(path)
+        let env = ["STREAMREC_BOOTSTRAP": "env-host:9092", "STREAMREC_RUN_DIR": dir.path]
+
+        let flag = try KafkaOptions.parse(["--bootstrap", "flag-host:9092"]).resolve(file, role: .consumer, environment: env)
+        #expect(flag.bootstrap == Resolved(value: "flag-host:9092", source: .flag("--bootstrap")))
+
+        let none = try KafkaOptions.parse([])
+        #expect(try none.resolve(file, role: .consumer, environment: env).bootstrap
+                == Resolved(value: "env-host:9092", source: .environment("STREAMREC_BOOTSTRAP")))
+        // An empty variable is unset.
+        #expect(try none.resolve(file, role: .consumer, environment: ["STREAMREC_BOOTSTRAP": " ", "STREAMREC_RUN_DIR": dir.path]).bootstrap
+                == Resolved(value: "file-host:9092", source: .file(path: path, key: "kafka.bootstrap")))
+        #expect(try none.resolve(file, role: .consumer, environment: ["STREAMREC_RUN_DIR": dir.path]).bootstrap.value == "file-host:9092")
+
+        // No flag, variable or file setting: the local broker's bootstrap file if it exists …
+        #expect(try none.resolve(.none, role: .consumer, environment: ["STREAMREC_RUN_DIR": dir.path]).bootstrap
+                == Resolved(value: "127.0.0.1:9092", source: .builtin("built-in default; no local broker file \(dir.path)/broker/bootstrap")))
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("broker"), withIntermediateDirectories: true)
+        try "127.0.0.1:40001,127.0.0.1:40002\n".write(to: dir.appendingPathComponent("broker/bootstrap"), atomically: true, encoding: .utf8)
+        let local = try none.resolve(.none, role: .consumer, environment: ["STREAMREC_RUN_DIR": dir.path])
+        #expect(local.bootstrap.value == "127.0.0.1:40001,127.0.0.1:40002")
+        #expect("\(local.bootstrap.source)".contains("local broker"))
+        // … and an empty kafka.bootstrap in the file means "not set" (configs/cluster.yaml ships it so).
+        let empty = try SettingsFile.parse("kafka:\n  bootstrap: \"\"\n", path: "x.yaml")
+        #expect(try none.resolve(empty, role: .consumer, environment: ["STREAMREC_RUN_DIR": dir.path]).bootstrap.value == "127.0.0.1:40001,127.0.0.1:40002")
+    }
+
+    @Test("--bootstrap-file and -X bootstrap.servers are flags; two of them are a usage error")
+    func bootstrapFlags() throws {
+        let (dir, path) = try settingsFile(yaml)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = try SettingsFile.load(path)
+        let boot = dir.appendingPathComponent("boot").path
+        try " 10.0.0.1:9092 \n".write(toFile: boot, atomically: true, encoding: .utf8)
+        let env = ["STREAMREC_BOOTSTRAP": "env-host:9092"]
+        #expect(try KafkaOptions.parse(["--bootstrap-file", boot]).resolve(file, role: .producer, environment: env).bootstrap.value == "10.0.0.1:9092")
+        let x = try KafkaOptions.parse(["-X", "bootstrap.servers=x-host:9093"]).resolve(file, role: .producer, environment: env)
+        #expect(x.bootstrap == Resolved(value: "x-host:9093", source: .flag("-X bootstrap.servers")))
+        #expect(x.properties["bootstrap.servers"] == nil)
+        #expect(x.config["bootstrap.servers"] == "x-host:9093")
+
+        #expect(throws: (any Error).self) { try KafkaOptions.parse(["--bootstrap", "a:1", "--bootstrap-file", boot]) }
+        #expect(throws: (any Error).self) { try KafkaOptions.parse(["--bootstrap", "a:1", "-X", "bootstrap.servers=b:2"]) }
+        #expect(throws: (any Error).self) { try KafkaOptions.parse(["-X", "novalue"]) }
+        #expect(throws: (any Error).self) { try KafkaOptions.parse(["-X", "=v"]) }
+        let missing = errorText { _ = try KafkaOptions.parse(["--bootstrap-file", dir.appendingPathComponent("nope").path]).resolve(file, role: .producer, environment: [:]) }
+        #expect(missing.contains("cannot read the bootstrap file"), "\(missing)")
+    }
+
+    @Test("properties: kafka.client, then kafka.producer or kafka.consumer, then -X; values exactly as written")
+    func properties() throws {
+        let (dir, path) = try settingsFile(yaml)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = try SettingsFile.load(path)
+        let options = try KafkaOptions.parse(["-X", "sasl.username=alice", "-X", "linger.ms=7", "-X", "sasl.password=a=b"])
+        let producer = try options.resolve(file, role: .producer, environment: [:]).properties
+        #expect(producer == ["security.protocol": "SASL_SSL", "sasl.password": "a=b", "enable.ssl.certificate.verification": "false",
+                             "linger.ms": "7", "sasl.username": "alice"])
+        let consumer = try KafkaOptions.parse([]).resolve(file, role: .consumer, environment: [:]).properties
+        #expect(consumer == ["security.protocol": "SSL", "sasl.password": "0123", "enable.ssl.certificate.verification": "false",
+                             "fetch.wait.max.ms": "10"])
+        // An unquoted number is passed as written, not as YAML's reading of it.
+        let raw = try SettingsFile.parse("kafka:\n  client: {sasl.password: 0123, retries: 1e3, flag: yes}\n", path: "x.yaml")
+        #expect(try raw.kafka().client == ["sasl.password": "0123", "retries": "1e3", "flag": "true"])
+    }
+}
+
+@Suite("shared options: Redis resolution")
+struct RedisResolutionTests {
+    @Test("address: --redis > $STREAMREC_REDIS > redis.address > 127.0.0.1:6379; prefix: --prefix > redis.prefix > sr")
+    func order() throws {
+        let (dir, path) = try settingsFile("redis:\n  address: file-host:6380\n  prefix: fp\n")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = try SettingsFile.load(path)
+        let env = ["STREAMREC_REDIS": "env-host:6381"]
+
+        let flags = try RedisOptions.parse(["--redis", "flag-host:6382", "--prefix", "p1"]).resolve(file, environment: env)
+        #expect(flags.address == Resolved(value: "flag-host:6382", source: .flag("--redis")))
+        #expect(flags.prefix == Resolved(value: "p1", source: .flag("--prefix")))
+
+        let none = try RedisOptions.parse([])
+        let fromEnv = try none.resolve(file, environment: env)
+        #expect(fromEnv.address == Resolved(value: "env-host:6381", source: .environment("STREAMREC_REDIS")))
+        #expect(fromEnv.prefix == Resolved(value: "fp", source: .file(path: path, key: "redis.prefix")))
+
+        let fromFile = try none.resolve(file, environment: [:])
+        #expect(fromFile.address == Resolved(value: "file-host:6380", source: .file(path: path, key: "redis.address")))
+
+        let builtin = try none.resolve(.none, environment: ["STREAMREC_REDIS": ""])
+        #expect(builtin.address.value == "127.0.0.1:6379" && builtin.prefix.value == "sr")
+        if case .builtin = builtin.address.source {} else { Issue.record("expected the built-in default, got \(builtin.address.source)") }
+    }
+
+    @Test("a malformed address is an error naming where it came from")
+    func badAddress() throws {
+        #expect(throws: (any Error).self) { try RedisOptions.parse(["--redis", "nohostport"]) }
+        #expect(throws: (any Error).self) { try RedisOptions.parse(["--prefix", ""]) }
+        let fromEnv = errorText { _ = try RedisOptions.parse([]).resolve(.none, environment: ["STREAMREC_REDIS": "localhost"]) }
+        #expect(fromEnv.contains("'localhost'") && fromEnv.contains("$STREAMREC_REDIS") && fromEnv.contains("HOST:PORT"), "\(fromEnv)")
+        let fromFile = errorText { _ = try RedisOptions.parse([]).resolve(try SettingsFile.parse("redis: {address: 'h:99999'}", path: "r.yaml"), environment: [:]) }
+        #expect(fromFile.contains("redis.address in r.yaml"), "\(fromFile)")
+    }
+}
+
+@Suite("settings files: one loader, clear errors")
+struct SettingsFileTests {
+    @Test("errors name the file, the line and the key, and say what is expected", arguments: [
+        ("kafka:\n  bootstrap: {host: a}\n", "line 2: kafka.bootstrap must be a string (HOST:PORT[,HOST:PORT…]), got a mapping"),
+        ("kafka:\n  brokers: three\n", "kafka.brokers must be an integer, got 'three'"),
+        ("kafka:\n  brokers: 0\n", "kafka.brokers must be a positive integer, got 0"),
+        ("kafka:\n  topics: criteo\n", "kafka.topics must be a list"),
+        ("kafka:\n  topics:\n    - {name: a}\n", "kafka.topics entries must be {name: NAME, partitions: P > 0}"),
+        ("kafka:\n  client: [a, b]\n", "kafka.client must be a mapping"),
+        ("kafka:\n  client:\n    sasl.mechanisms: [PLAIN]\n", "kafka.client.sasl.mechanisms must be a single value"),
+        ("kafka:\n  bootstrp: a:1\n", "line 2: kafka.bootstrp is not a setting; known: bootstrap, brokers"),
+        ("kafka: a:1\n", "line 1: kafka must be a mapping"),
+        ("redis:\n  address: [a]\n", "redis.address must be a string"),
+        ("redis:\n  adress: a:1\n", "redis.adress is not a setting; known: address, prefix"),
+        ("featurize:\n  bootstrap: a:1\n", "featurize.bootstrap is no longer read: move it to kafka.bootstrap"),
+        ("featurize:\n  kafka_properties: {}\n", "featurize.kafka_properties is no longer read: move them to kafka.consumer"),
+        ("featurize:\n  batch_size: -1\n", "featurize.batch_size must be a positive integer, got -1"),
+        ("- kafka\n- redis\n", "must be a YAML mapping of sections (kafka:, redis:, …), got a list"),
+        ("kafka: [\n", "is not valid YAML"),
+    ])
+    func errors(_ yaml: String, _ expected: String) throws {
+        let (dir, path) = try settingsFile(yaml)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let text = errorText {
+            let file = try SettingsFile.load(path)
+            _ = try file.kafka()
+            _ = try file.redis()
+            _ = try FeaturizeSettings(file)
+        }
+        #expect(text.hasPrefix("config file \(path)"), "\(text)")
+        #expect(text.contains(expected), "\(text)")
+    }
+
+    @Test("a named file must exist; the default file is optional; an empty file or /dev/null has no settings")
+    func files() throws {
+        let dir = try temporaryTestDirectory("settings")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let missing = dir.appendingPathComponent("missing.yaml").path
+        let e = errorText { _ = try SettingsFile.load(missing) }
+        #expect(e.contains("config file \(missing) does not exist") && e.contains("/dev/null"), "\(e)")
+        #expect(errorText { _ = try SettingsFile.load(dir.path) }.contains("is a directory"))
+        #expect(try SettingsFile.load(explicit: nil, defaultPath: missing).path == nil)
+        #expect(throws: (any Error).self) { try SettingsFile.load(explicit: missing, defaultPath: nil) }
+        let comment = dir.appendingPathComponent("comment.yaml").path
+        try "# only a comment\n".write(toFile: comment, atomically: true, encoding: .utf8)
+        for empty in ["/dev/null", comment] {
+            let f = try SettingsFile.load(empty)
+            #expect(try f.kafka().bootstrap == nil && f.plainValues.isEmpty)
+            #expect(try RedisOptions.parse([]).resolve(f, environment: [:]).address.value == "127.0.0.1:6379")
+        }
+        // (Root reads any file, so the unreadable case only runs as another user.)
+        if getuid() != 0 {
+            let unreadable = dir.appendingPathComponent("unreadable.yaml").path
+            try "kafka: {}\n".write(toFile: unreadable, atomically: true, encoding: .utf8)
+            try FileManager.default.setAttributes([.posixPermissions: 0o000], ofItemAtPath: unreadable)
+            #expect(errorText { _ = try SettingsFile.load(unreadable) }.contains("cannot be read"))
+        }
+    }
+
+    @Test("the shipped configs load through the one loader, and their defaults agree")
+    func shippedConfigs() throws {
+        let env = ["STREAMREC_RUN_DIR": "/nonexistent-run-dir"]
+        var bootstraps: Set<String> = [], redis: Set<String> = []
+        for name in ["cluster.yaml", "featurize.yaml", "widedeep.yaml"] {
+            let file = try SettingsFile.load(repoRoot.appendingPathComponent("configs/\(name)").path)
+            bootstraps.insert(try KafkaOptions.parse([]).resolve(file, role: .consumer, environment: env).bootstrap.value)
+            let r = try RedisOptions.parse([]).resolve(file, environment: env)
+            redis.insert("\(r.address.value) \(r.prefix.value)")
+            _ = try FeaturizeSettings(file)
+        }
+        #expect(bootstraps == ["127.0.0.1:9092"])
+        #expect(redis == ["127.0.0.1:6379 sr"])
+        let cluster = try SettingsFile.load(repoRoot.appendingPathComponent("configs/cluster.yaml").path).kafka()
+        #expect(cluster.topics.contains(.init(name: "criteo", partitions: 8)) && cluster.brokers == 3)
+        #expect(cluster.producer["linger.ms"] == "5")
+        let featurize = try FeaturizeSettings(try SettingsFile.load(repoRoot.appendingPathComponent("configs/featurize.yaml").path))
+        #expect(featurize.batchSize == 1000 && featurize.featureShards == 8 && featurize.topic == "criteo")
+        let model = try ConfigFile.load(try SettingsFile.load(repoRoot.appendingPathComponent("configs/widedeep.yaml").path), preset: "small")
+        #expect(model.model.embeddingSize == 16 && model.train.batchSize == 1000)
+    }
+}
+
+@Suite("produce --format")
+struct ProduceFormatTests {
+    private func parse(_ extra: [String]) throws -> Produce { try Produce.parse(["--data", "x.csv"] + extra) }
+
+    @Test("behavior keys by the user (field 1, comma) and defaults to the behaviour topic")
+    func behavior() throws {
+        let p = try parse(["--format", "behavior"])
+        #expect(try p.keying() == .field(index: 0, separator: UInt8(ascii: ",")))
+        #expect(p.format.defaultTopic == "behavior")
+        // Saying the same thing explicitly is fine.
+        #expect(try parse(["--format", "behavior", "--key-field", "1", "--field-separator", ","]).keying() == .field(index: 0, separator: 0x2C))
+    }
+
+    @Test("a --key-field or --field-separator contradicting --format behavior is a usage error")
+    func conflicts() throws {
+        #expect(throws: (any Error).self) { try parse(["--format", "behavior", "--key-field", "2"]) }
+        #expect(throws: (any Error).self) { try parse(["--format", "behavior", "--field-separator", "tab"]) }
+        #expect(throws: (any Error).self) { try parse(["--format", "xml"]) }
+    }
+
+    @Test("criteo (the default) and lines key by the whole row unless --key-field says otherwise")
+    func others() throws {
+        #expect(try parse([]).keying() == .wholeRow)
+        #expect(try parse([]).format == .criteo && ProduceFormat.criteo.defaultTopic == "criteo")
+        #expect(try parse(["--format", "lines"]).keying() == .wholeRow)
+        #expect(try parse(["--format", "lines", "--key-field", "3"]).keying() == .field(index: 2, separator: 0x09))
+        #expect(try parse(["--key-field", "2", "--field-separator", "|"]).keying() == .field(index: 1, separator: UInt8(ascii: "|")))
+    }
+}
