@@ -216,7 +216,7 @@ struct SettingsFileTests {
         #expect(cluster.topics.contains(.init(name: "criteo", partitions: 8)) && cluster.brokers == 3)
         #expect(cluster.producer["linger.ms"] == "5")
         let featurize = try FeaturizeSettings(try SettingsFile.load(repoRoot.appendingPathComponent("configs/featurize.yaml").path))
-        #expect(featurize.batchSize == 1000 && featurize.featureShards == 8 && featurize.topic == "criteo")
+        #expect(featurize.batchSize == 1000 && featurize.featureShards == 8 && featurize.topic == nil && featurize.kind == "criteo")
         let model = try ConfigFile.load(try SettingsFile.load(repoRoot.appendingPathComponent("configs/widedeep.yaml").path), preset: "small")
         #expect(model.model.embeddingSize == 16 && model.train.batchSize == 1000)
     }
