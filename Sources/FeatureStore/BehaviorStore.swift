@@ -42,7 +42,7 @@ public struct BehaviorStatus: Sendable, Codable, Equatable {
 extension FeatureStore {
     /// The top `n` items of the popular window (count descending, then item id ascending).
     public func popularItems(n: Int) throws -> PopularItems {
-        let meta = try hash(layout.popularMeta)
+        let meta = try hash(layout.behaviorMeta)
         let marks = try redis.command(["HVALS", layout.eventWatermarks]).elements?.compactMap(\.integer) ?? []
         let late = try sumHash(layout.lateEvents)
         guard let window = meta["window_seconds"].flatMap(Int64.init), let slide = meta["slide_seconds"].flatMap(Int64.init),
@@ -73,6 +73,17 @@ extension FeatureStore {
         guard let bytes = try redis.command(["HGET", layout.userStates, user]).bytes else { return nil }
         do { return try UserState.decode(bytes) } catch {
             throw FeatureStoreError.unexpectedReply("\(layout.userStates) field \(user): \(error)")
+        }
+    }
+
+    /// The user's consumed items (ids, oldest first): the whole list, at least the last C events'.
+    public func consumedItems(_ user: String) throws -> [Int32] {
+        let r = try redis.command(bytes: [Array("LRANGE".utf8), layout.consumedItems(user: Array(user.utf8)), Array("0".utf8), Array("-1".utf8)])
+        return try (r.elements ?? []).map { e in
+            guard let v = e.integer, let id = Int32(exactly: v) else {
+                throw FeatureStoreError.unexpectedReply("consumed-items list of \(user) holds \(e), not an item id")
+            }
+            return id
         }
     }
 

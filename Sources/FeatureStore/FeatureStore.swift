@@ -83,6 +83,12 @@ public struct StateWrite: Sendable, Equatable {
         case zrem = "ZREM"
         /// HINCRBY key f d for each (field, delta) pair.
         case hincrby = "HINCRBY"
+        /// The same as `hincrby` for many fields: one HMGET and one HSET per chunk (integers).
+        case hincrbyMany = "HINCRBYMANY"
+        /// RPUSH key v1 v2 …
+        case rpush = "RPUSH"
+        /// LTRIM key start stop (args: start, stop).
+        case ltrim = "LTRIM"
         /// ZADD key s1 m1 s2 m2 … (args: score, member pairs).
         case zadd = "ZADD"
         /// args: [score, key prefix]: every member of the sorted set `key` with a score below
@@ -90,9 +96,10 @@ public struct StateWrite: Sendable, Equatable {
         case zprune = "ZPRUNE"
     }
     public var operation: Operation
-    public var key: String
+    public var key: [UInt8]
     public var args: [[UInt8]]
-    public init(_ operation: Operation, _ key: String, _ args: [[UInt8]]) { self.operation = operation; self.key = key; self.args = args }
+    public init(_ operation: Operation, _ key: [UInt8], _ args: [[UInt8]]) { self.operation = operation; self.key = key; self.args = args }
+    public init(_ operation: Operation, _ key: String, _ args: [[UInt8]]) { self.init(operation, Array(key.utf8), args) }
 }
 
 public enum CommitOutcome: Sendable, Equatable {
@@ -170,10 +177,24 @@ public final class FeatureStore: @unchecked Sendable {
     while i <= #ARGV do
       local op, key, m = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2])
       local a, z = i + 3, i + 2 + m
-      if op == 'HSET' or op == 'ZADD' or op == 'ZREM' then
+      if op == 'HSET' or op == 'ZADD' or op == 'ZREM' or op == 'RPUSH' then
         for c = a, z, CH do redis.call(op, key, unpack(ARGV, c, math.min(c + CH - 1, z))) end
       elseif op == 'HINCRBY' then
         for c = a, z, 2 do redis.call('HINCRBY', key, ARGV[c], ARGV[c+1]) end
+      elseif op == 'HINCRBYMANY' then
+        for c = a, z, CH do
+          local e = math.min(c + CH - 1, z)
+          local fields, set = {}, {}
+          for k = c, e, 2 do fields[#fields + 1] = ARGV[k] end
+          local old = redis.call('HMGET', key, unpack(fields))
+          for j = 1, #fields do
+            set[2 * j - 1] = fields[j]
+            set[2 * j] = string.format('%d', (tonumber(old[j]) or 0) + tonumber(ARGV[c + 2 * j - 1]))
+          end
+          redis.call('HSET', key, unpack(set))
+        end
+      elseif op == 'LTRIM' then
+        redis.call('LTRIM', key, ARGV[a], ARGV[a + 1])
       elseif op == 'ZPRUNE' then
         local old = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. ARGV[a])
         for _, member in ipairs(old) do redis.call('DEL', ARGV[a+1] .. member) end
@@ -210,7 +231,7 @@ public final class FeatureStore: @unchecked Sendable {
             args.append(raw); args.append(s("\(d.offset)")); args.append(s(d.reason)); args.append(s(detail))
         }
         for w in unit.stateWrites {
-            args.append(s(w.operation.rawValue)); args.append(s(w.key)); args.append(s("\(w.args.count)"))
+            args.append(s(w.operation.rawValue)); args.append(w.key); args.append(s("\(w.args.count)"))
             args.append(contentsOf: w.args)
         }
         let result: Result<RedisReply, RedisError>

@@ -98,7 +98,7 @@ public struct BehaviorParser: Sendable {
 /// for writes (the worker thread learns ids while no handler runs; handlers only read).
 public struct BehaviorIdCache: Sendable {
     var table = CategoryTable(minimumCapacity: 4096)
-    var entryOfId: [Int32: Int] = [:]
+    var keyOfId: [Int32: [UInt8]] = [:]
     public init() {}
 
     public var count: Int { table.count }
@@ -108,12 +108,12 @@ public struct BehaviorIdCache: Sendable {
         table.find(field: 0, bytes: bytes).map { table.ids[$0] }
     }
 
-    public func bytes(ofId id: Int32) -> ArraySlice<UInt8>? { entryOfId[id].map { table.bytes(at: $0) } }
+    public func bytes(ofId id: Int32) -> [UInt8]? { keyOfId[id] }
 
     public mutating func learn(_ bytes: UnsafeRawBufferPointer, id: Int32) {
         let e = table.findOrInsert(field: 0, bytes: bytes).index
         table.setId(id, at: e)
-        entryOfId[id] = e
+        keyOfId[id] = Array(bytes)
     }
 }
 
