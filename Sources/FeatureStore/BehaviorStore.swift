@@ -76,17 +76,6 @@ extension FeatureStore {
         }
     }
 
-    /// The user's consumed items (ids, oldest first): the whole list, at least the last C events'.
-    public func consumedItems(_ user: String) throws -> [Int32] {
-        let r = try redis.command(bytes: [Array("LRANGE".utf8), layout.consumedItems(user: Array(user.utf8)), Array("0".utf8), Array("-1".utf8)])
-        return try (r.elements ?? []).map { e in
-            guard let v = e.integer, let id = Int32(exactly: v) else {
-                throw FeatureStoreError.unexpectedReply("consumed-items list of \(user) holds \(e), not an item id")
-            }
-            return id
-        }
-    }
-
     /// Every user's committed state (HSCAN; for tests and small stores).
     public func allUserStates() throws -> [String: UserState] {
         var out: [String: UserState] = [:]

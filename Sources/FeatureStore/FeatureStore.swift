@@ -85,10 +85,7 @@ public struct StateWrite: Sendable, Equatable {
         case hincrby = "HINCRBY"
         /// The same as `hincrby` for many fields: one HMGET and one HSET per chunk (integers).
         case hincrbyMany = "HINCRBYMANY"
-        /// RPUSH key v1 v2 …
-        case rpush = "RPUSH"
-        /// LTRIM key start stop (args: start, stop).
-        case ltrim = "LTRIM"
+
         /// ZADD key s1 m1 s2 m2 … (args: score, member pairs).
         case zadd = "ZADD"
         /// args: [score, key prefix]: every member of the sorted set `key` with a score below
@@ -177,7 +174,7 @@ public final class FeatureStore: @unchecked Sendable {
     while i <= #ARGV do
       local op, key, m = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2])
       local a, z = i + 3, i + 2 + m
-      if op == 'HSET' or op == 'ZADD' or op == 'ZREM' or op == 'RPUSH' then
+      if op == 'HSET' or op == 'ZADD' or op == 'ZREM' then
         for c = a, z, CH do redis.call(op, key, unpack(ARGV, c, math.min(c + CH - 1, z))) end
       elseif op == 'HINCRBY' then
         for c = a, z, 2 do redis.call('HINCRBY', key, ARGV[c], ARGV[c+1]) end
@@ -193,8 +190,7 @@ public final class FeatureStore: @unchecked Sendable {
           end
           redis.call('HSET', key, unpack(set))
         end
-      elseif op == 'LTRIM' then
-        redis.call('LTRIM', key, ARGV[a], ARGV[a + 1])
+
       elseif op == 'ZPRUNE' then
         local old = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. ARGV[a])
         for _, member in ipairs(old) do redis.call('DEL', ARGV[a+1] .. member) end

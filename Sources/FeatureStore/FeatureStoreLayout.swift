@@ -36,14 +36,13 @@ import Features
 // | key                              | type   | written by                 | meaning |
 // |----------------------------------|--------|----------------------------|---------|
 // | sr:rl:u:dict:0, sr:rl:i:dict:0   | hash   | grow script                | user / item id bytes → id (the Criteo dictionary machinery with namespace sr:rl:u / sr:rl:i and one field, 0; also :dict:next_id, :dict:pending:0, :dict:log) |
-// | sr:rl:user                       | hash   | featurize (commit script)  | user id bytes → packed state (`UserState`: last H+1 items, consumed-list length, the pending event) |
+// | sr:rl:user                       | hash   | featurize (commit script)  | user id bytes → packed state (`UserState`: last H+1 items, the last C distinct consumed items, the pending event) |
 // | sr:rl:pending:{topic}:{p}        | zset   | featurize (commit script)  | users of partition p whose newest event still waits for its transition → that event's time (reloaded on restart, so the watermark can release them) |
 // | sr:rl:wm                         | hash   | featurize (commit script)  | "{topic}:{p}" → the partition's event-time watermark (largest event time seen, Unix s) |
 // | sr:rl:late                       | hash   | featurize (commit script)  | "{topic}:{p}" → events older than watermark − allowed lateness (not counted in popular items) |
 // | sr:rl:events                     | hash   | featurize (commit script)  | "{topic}:{p}" → valid behaviour events featurized |
 // | sr:rl:pop:{bucket}               | hash   | featurize (commit script)  | item id bytes → events in [bucket×slide, (bucket+1)×slide) of event time |
 // | sr:rl:pop:buckets                | zset   | featurize (commit script)  | bucket → bucket; buckets older than a window (+ lateness) behind the watermark are deleted |
-// | sr:rl:consumed:{user}            | list   | featurize (commit script)  | item ids (decimal) the user consumed, one per event, oldest first; cut to the last C at 2C entries (`UserState.consumedLength`) |
 // | sr:rl:meta                       | hash   | featurize (start)          | history_length, consumed_limit, window_seconds, slide_seconds, lateness_seconds: set by the first behaviour worker, checked by the others, read by `popular` and servers |
 //
 // Exactly once: a commit unit (one batch or none, its dead letters, its lost rows, the
@@ -117,8 +116,6 @@ public struct FeatureStoreLayout: Sendable, Equatable {
     public var popularBuckets: String { "\(prefix):rl:pop:buckets" }
     /// Settings every behaviour worker must share, recorded by the first (and read by servers).
     public var behaviorMeta: String { "\(prefix):rl:meta" }
-    /// A user's consumed-items list (item ids in decimal, oldest first; see `UserState.consumedLength`).
-    public func consumedItems(user: [UInt8]) -> [UInt8] { Array("\(prefix):rl:consumed:".utf8) + user }
 
     /// The feature shard that Kafka partition `partition` feeds.
     public static func shard(partition: Int32, shards: Int) -> Int { Int(partition) % shards }

@@ -15,8 +15,7 @@
 //     successor, if any, must come after the gap). Both rules depend only on the partition's event
 //     sequence, so a replay after a crash produces the same transitions. A partition without new
 //     events keeps its users' last events pending (in Redis, sr:rl:pending:{topic}:{p}).
-//   * the user's history (last H+1 items) and pending event; the item is appended to the user's
-//     consumed-items list (cut to the last C entries when it reaches 2C).
+//   * the user's history (last H+1 items), consumed set (last C distinct) and pending event.
 // Everything a unit changed — user states, pending index, popular counts, late/event counters,
 // the watermark — is written by the unit's commit script with the batch and the progress: a worker
 // killed at any instant resumes from exactly the state that matches its progress.
@@ -30,7 +29,7 @@ import Streaming
 public struct BehaviorSettings: Sendable, Equatable {
     /// H: items in a state (DBRL: 10).
     public var historyLength = 10
-    /// C: the consumed items of a user's last C events are kept (masked by /v1/recommend).
+    /// C: distinct consumed items kept per user (masked by /v1/recommend).
     public var consumedLimit = 100
     /// Reward per behaviour (pv, cart, fav, buy).
     public var rewards: [Float] = [1, 2, 2, 3]
@@ -85,10 +84,6 @@ public final class BehaviorFeaturizer: Featurizer {
         var seq: UInt32 = 0
         /// The unit (stamp) that last touched this user.
         var stamp: Int = -1
-        /// Items consumed in the current unit (appended to the consumed list at commit), and
-        /// whether the list was cut in it.
-        var unitConsumed: [Int32] = []
-        var unitCut = false
         init(id: Int32, key: [UInt8], state: UserState) { self.id = id; self.key = key; self.state = state }
     }
 
@@ -315,8 +310,7 @@ public final class BehaviorFeaturizer: Featurizer {
         if let pending = user.state.pending {
             emit(user, pending, done: e.time - pending.time > s.sessionGapSeconds, in: p)
         }
-        if user.state.consume(item, historyLength: s.historyLength, consumedLimit: s.consumedLimit) { user.unitCut = true }
-        user.unitConsumed.append(item)
+        user.state.consume(item, historyLength: s.historyLength, consumedLimit: s.consumedLimit)
         user.state.pending = UserState.Pending(time: e.time, reward: s.reward(e.behavior))
         user.seq &+= 1
         p.push(PendingEntry(time: e.time, user: userId, seq: user.seq))
@@ -359,21 +353,12 @@ public final class BehaviorFeaturizer: Featurizer {
         if !p.touched.isEmpty {
             var states: [[UInt8]] = [], pendingAdd: [[UInt8]] = [], pendingRemove: [[UInt8]] = []
             states.reserveCapacity(2 * p.touched.count)
-            var lists: [StateWrite] = []
             for u in p.touched {
                 states.append(u.key); states.append(u.state.encoded())
                 if let pending = u.state.pending { pendingAdd.append(decimalBytes(pending.time)); pendingAdd.append(u.key) }
                 else { pendingRemove.append(u.key) }
-                if !u.unitConsumed.isEmpty {
-                    let key = layout.consumedItems(user: u.key)
-                    lists.append(StateWrite(.rpush, key, u.unitConsumed.map { decimalBytes(Int64($0)) }))
-                    if u.unitCut { lists.append(StateWrite(.ltrim, key, [decimalBytes(-Int64(u.state.consumedLength)), [0x2D, 0x31]])) }
-                    u.unitConsumed.removeAll(keepingCapacity: true)
-                    u.unitCut = false
-                }
             }
             writes.append(StateWrite(.hset, layout.userStates, states))
-            writes.append(contentsOf: lists)
             let index = layout.pendingUsers(topic: topic, partition: partition)
             if !pendingAdd.isEmpty { writes.append(StateWrite(.zadd, index, pendingAdd)) }
             if !pendingRemove.isEmpty { writes.append(StateWrite(.zrem, index, pendingRemove)) }

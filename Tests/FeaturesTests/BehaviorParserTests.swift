@@ -33,19 +33,16 @@ struct BehaviorParserTests {
         #expect(Set(cases.map(\.0)) == Set(RejectReason.behavior))
     }
 
-    @Test("user state: history keeps H+1, the consumed list is cut to C at 2C, encoding round-trips")
+    @Test("user state: history keeps H+1, consumed keeps C distinct (re-consumed moves last), encoding round-trips")
     func userState() throws {
         var s = UserState()
-        var cuts: [Bool] = []
-        for item: Int32 in [5, 6, 7, 5, 8, 9, 4, 3] { cuts.append(s.consume(item, historyLength: 3, consumedLimit: 3)) }
-        #expect(s.history == [8, 9, 4, 3])
-        #expect(s.recent(3) == [9, 4, 3])
-        // 6 entries (2C) → cut to 3 at the 6th event, then 2 more.
-        #expect(cuts == [false, false, false, false, false, true, false, false])
-        #expect(s.consumedLength == 5)
+        for item: Int32 in [5, 6, 7, 5, 8, 9] { s.consume(item, historyLength: 3, consumedLimit: 4) }
+        #expect(s.history == [7, 5, 8, 9])
+        #expect(s.recent(3) == [5, 8, 9])
+        #expect(s.consumed == [7, 5, 8, 9])
         var state: [Int32] = []
         s.stateBeforeLast(3, into: &state)
-        #expect(state == [8, 9, 4])
+        #expect(state == [7, 5, 8])
         var short = UserState(); short.consume(4, historyLength: 3, consumedLimit: 4); short.consume(6, historyLength: 3, consumedLimit: 4)
         short.stateBeforeLast(3, into: &state)
         #expect(state == [0, 0, 4])
@@ -53,7 +50,7 @@ struct BehaviorParserTests {
         #expect(try UserState.decode(s.encoded()) == s)
         #expect(try UserState.decode(UserState().encoded()) == UserState())
         #expect(throws: UserStateError.self) { _ = try UserState.decode(Array(s.encoded().dropLast())) }
-        #expect(throws: UserStateError.self) { _ = try UserState.decode([1, 0, 0, 0, 0, 0, 0]) }
+        #expect(throws: UserStateError.self) { _ = try UserState.decode([2, 0, 0, 0, 0]) }
         #expect(decimalBytes(0) == Array("0".utf8) && decimalBytes(-1234) == Array("-1234".utf8) && decimalBytes(Int64.max) == Array("\(Int64.max)".utf8))
     }
 }

@@ -66,9 +66,9 @@ struct BehaviourReference {
                 if let (t, r) = u.pending { emit(e.user, u, t, r, done: e.time - t > s.sessionGapSeconds) }
                 u.history.append(e.item)
                 if u.history.count > s.historyLength + 1 { u.history.removeFirst() }
-                // The consumed list: one entry per event, cut to the last C when it reaches 2C.
+                u.consumed.removeAll { $0 == e.item }
                 u.consumed.append(e.item)
-                if u.consumed.count >= 2 * s.consumedLimit { u.consumed.removeFirst(u.consumed.count - s.consumedLimit) }
+                if u.consumed.count > s.consumedLimit { u.consumed.removeFirst() }
                 u.pending = (e.time, rewards[e.behavior]!)
                 users[e.user] = u
                 // Release every pending event the watermark has left more than a gap behind.
@@ -128,11 +128,8 @@ struct StoredBehaviour {
                 }
             }
         }
-        let store = FeatureStore(redis: redis, prefix: prefix)
-        for (name, st) in try store.allUserStates() {
-            let consumed = try store.consumedItems(name)
-            #expect(consumed.count == st.consumedLength, "user \(name): the state counts the consumed list's entries")
-            users[name] = .init(history: st.history.map(item), consumed: consumed.map(item),
+        for (name, st) in try FeatureStore(redis: redis, prefix: prefix).allUserStates() {
+            users[name] = .init(history: st.history.map(item), consumed: st.consumed.map(item),
                                 pending: st.pending.map { ($0.time, $0.reward) })
         }
     }

@@ -1,18 +1,14 @@
 // UserState: what the behaviour pipeline keeps per user (in sr:rl:user, committed with the
-// featurize progress) and what /v1/recommend reads: the recent items, the length of the user's
-// consumed-items list (sr:rl:consumed:{user}), and the newest event whose transition is not
-// emitted yet.
+// featurize progress) and what /v1/recommend reads: the recent items, the consumed set, and the
+// user's newest event whose transition is not emitted yet.
 
 /// One user's state. Items are item ids (`BehaviorIdSpace.items`).
 public struct UserState: Sendable, Equatable {
     /// The last H+1 items consumed, oldest first (H+1 so the pending event's state — the H items
     /// before it — can be rebuilt). `recent(_:)` is the state a policy sees.
     public var history: [Int32] = []
-    /// Entries in the user's consumed-items list (sr:rl:consumed:{user}, one item id per event,
-    /// oldest first). It grows by one per event; on reaching 2C it is cut to the last C, so it
-    /// always holds the user's last C events' items or more, and writing it costs one append per
-    /// event rather than a rewrite of C items. The consumed set is the distinct items of the last C.
-    public var consumedLength: Int = 0
+    /// The last C distinct items consumed, least recent first (a re-consumed item moves to the end).
+    public var consumed: [Int32] = []
     /// The newest event (its action is `history.last`) while its transition waits for the
     /// user's next event or the event-time watermark.
     public var pending: Pending? = nil
@@ -23,22 +19,21 @@ public struct UserState: Sendable, Equatable {
         public init(time: Int64, reward: Float) { self.time = time; self.reward = reward }
     }
 
-    public init(history: [Int32] = [], consumedLength: Int = 0, pending: Pending? = nil) {
-        self.history = history; self.consumedLength = consumedLength; self.pending = pending
+    public init(history: [Int32] = [], consumed: [Int32] = [], pending: Pending? = nil) {
+        self.history = history; self.consumed = consumed; self.pending = pending
     }
 
     /// The last `h` items, oldest first (fewer when the user has consumed fewer).
     public func recent(_ h: Int) -> ArraySlice<Int32> { history.suffix(h) }
 
-    /// Adds a consumed item to the history (keeping `h + 1`) and counts its entry in the consumed
-    /// list. Returns true when the list is cut to the last `limit` entries at this event.
-    @discardableResult
-    public mutating func consume(_ item: Int32, historyLength h: Int, consumedLimit limit: Int) -> Bool {
+    /// Adds a consumed item: appended to the history (keeping `h + 1`) and to the consumed set
+    /// (moved to the end if present; the least recent dropped beyond `limit`).
+    public mutating func consume(_ item: Int32, historyLength h: Int, consumedLimit limit: Int) {
         history.append(item)
         if history.count > h + 1 { history.removeFirst(history.count - (h + 1)) }
-        consumedLength += 1
-        if consumedLength >= 2 * limit { consumedLength = limit; return true }
-        return false
+        if let k = consumed.lastIndex(of: item) { consumed.remove(at: k) }
+        consumed.append(item)
+        if consumed.count > limit { consumed.removeFirst(consumed.count - limit) }
     }
 
     /// The state before the newest item: the `h` items before `history.last`, padded in front
@@ -51,47 +46,49 @@ public struct UserState: Sendable, Equatable {
     }
 
     // MARK: Encoding (little-endian)
-    //   u8 version = 2, u8 history count, u8 pending flag, u32 consumed-list length,
-    //   [i64 pending time, f32 pending reward], i32 history[]
+    //   u8 version = 1, u8 history count, u16 consumed count, u8 pending flag,
+    //   [i64 pending time, f32 pending reward], i32 history[], i32 consumed[]
 
     public func encoded() -> [UInt8] {
-        let n = 7 + (pending == nil ? 0 : 12) + 4 * min(history.count, 255)
+        let h = min(history.count, 255), c = min(consumed.count, 65535)
+        let n = 5 + (pending == nil ? 0 : 12) + 4 * (h + c)
         return [UInt8](unsafeUninitializedCapacity: n) { buf, count in
-            buf[0] = 2
-            buf[1] = UInt8(clamping: history.count)
-            buf[2] = pending == nil ? 0 : 1
-            var p = 3
+            buf[0] = 1
+            buf[1] = UInt8(h)
+            buf[2] = UInt8(truncatingIfNeeded: c); buf[3] = UInt8(truncatingIfNeeded: c >> 8)
+            buf[4] = pending == nil ? 0 : 1
+            var p = 5
             func put<T: FixedWidthInteger>(_ v: T) {
                 var x = v.littleEndian
                 withUnsafeBytes(of: &x) { for b in $0 { buf[p] = b; p += 1 } }
             }
-            put(UInt32(clamping: consumedLength))
             if let pending { put(pending.time); put(pending.reward.bitPattern) }
-            for v in history.prefix(255) { put(v) }
+            for v in history.prefix(h) { put(v) }
+            for v in consumed.prefix(c) { put(v) }
             count = p
         }
     }
 
     /// Decodes `encoded()`; throws a message naming what is wrong.
     public static func decode(_ bytes: [UInt8]) throws(UserStateError) -> UserState {
-        guard bytes.count >= 7, bytes[0] == 2 else {
-            throw UserStateError("user state of \(bytes.count) bytes with version \(bytes.first.map(String.init) ?? "none") (expected version 2)")
+        guard bytes.count >= 5, bytes[0] == 1 else {
+            throw UserStateError("user state of \(bytes.count) bytes with version \(bytes.first.map(String.init) ?? "none") (expected version 1)")
         }
-        let h = Int(bytes[1]), hasPending = bytes[2] == 1
-        let expected = 7 + (hasPending ? 12 : 0) + 4 * h
-        guard bytes.count == expected, bytes[2] <= 1 else {
+        let h = Int(bytes[1]), c = Int(bytes[2]) | Int(bytes[3]) << 8, hasPending = bytes[4] == 1
+        let expected = 5 + (hasPending ? 12 : 0) + 4 * (h + c)
+        guard bytes.count == expected, bytes[4] <= 1 else {
             throw UserStateError("user state of \(bytes.count) bytes, its header describes \(expected)")
         }
-        var p = 3
+        var p = 5
         func i64() -> Int64 { var v: Int64 = 0; for k in 0..<8 { v |= Int64(bytes[p + k]) << (8 * Int64(k)) }; p += 8; return v }
         func u32() -> UInt32 { var v: UInt32 = 0; for k in 0..<4 { v |= UInt32(bytes[p + k]) << (8 * UInt32(k)) }; p += 4; return v }
         var s = UserState()
-        s.consumedLength = Int(u32())
         if hasPending {
             let t = i64()
             s.pending = Pending(time: t, reward: Float(bitPattern: u32()))
         }
         s.history = (0..<h).map { _ in Int32(bitPattern: u32()) }
+        s.consumed = (0..<c).map { _ in Int32(bitPattern: u32()) }
         return s
     }
 }
