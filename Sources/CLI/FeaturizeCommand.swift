@@ -214,10 +214,18 @@ struct FeaturizeSettings {
 struct FeaturizeBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "featurize",
-        abstract: "Benchmark one featurize process: end-to-end rows/s vs its raw consume rate (see scripts/bench-featurize.sh).")
+        abstract: "Benchmark one featurize process: end-to-end rows (or events)/s vs its raw consume rate (see scripts/bench-featurize.sh).")
 
-    @Option(help: "Synthetic Criteo rows to produce.")
+    @Option(help: "criteo: synthetic Criteo rows; behavior: `gen behavior` events (users' state, transitions, popular items).")
+    var kind: FeaturizeKind = .criteo
+
+    @Option(help: "Synthetic Criteo rows (or behaviour events) to produce.")
     var rows: Int = 600_000
+
+    @Option(help: "--kind behavior: users and items of the generated events.")
+    var users: Int = 10_000
+    @Option(help: "--kind behavior: items of the generated events.")
+    var items: Int = 5_000
 
     @Option(help: "Topic partitions (the mock broker keeps ~5 MiB per partition).")
     var partitions: Int = 32
@@ -270,25 +278,43 @@ struct FeaturizeBench: ParsableCommand {
         let cluster = try MockKafkaCluster(brokers: 1)
         defer { cluster.destroy() }
         try cluster.createTopic("bench", partitions: partitions)
-        note("generating \(rows) synthetic Criteo rows …")
-        var gen = SyntheticCriteo(seed: 2024)
         var lines: [[UInt8]] = []
+        var partitionOf: [Int32] = []
         lines.reserveCapacity(rows)
-        for _ in 0..<rows { lines.append(gen.nextRow().line) }
-        var builder = FeatureStatsBuilder()
-        var row = CriteoRow()
-        for l in lines.prefix(statsRows) { if (try? CriteoParser().parse(bytes: l, into: &row)) != nil { builder.add(row) } }
-        let stats = builder.build(minFrequency: 5)
         let statsFile = tmp.appendingPathComponent("features.stats")
-        try stats.write(to: statsFile)
+        var workerArgs: [String]
+        switch kind {
+        case .criteo:
+            note("generating \(rows) synthetic Criteo rows …")
+            var gen = SyntheticCriteo(seed: 2024)
+            for i in 0..<rows { lines.append(gen.nextRow().line); partitionOf.append(Int32(i % partitions)) }
+            var builder = FeatureStatsBuilder()
+            var row = CriteoRow()
+            for l in lines.prefix(statsRows) { if (try? CriteoParser().parse(bytes: l, into: &row)) != nil { builder.add(row) } }
+            try builder.build(minFrequency: 5).write(to: statsFile)
+            workerArgs = ["--stats", statsFile.path, "--growth-interval-ms", "\(growthIntervalMs)"]
+        case .behavior:
+            // `gen behavior`'s planted data in global time order, keyed by user (one user, one partition).
+            let perUser = max(2, rows / max(1, users))
+            note("generating \(users) users × ~\(perUser) behaviour events over \(items) items …")
+            var cfg = SyntheticBehavior.Configuration(users: users, items: items, eventsPerUser: perUser)
+            cfg.holdoutEvents = 1
+            let data = SyntheticBehavior(seed: 2024, configuration: cfg).generate()
+            for e in data.training.prefix(rows) {
+                lines.append(Array("\(SyntheticBehavior.userID(Int(e.user))),\(SyntheticBehavior.itemID(Int(e.item))),\(e.behavior.name),\(e.time)".utf8))
+                partitionOf.append(Int32(Int(e.user) % partitions))
+            }
+            workerArgs = ["--kind", "behavior"]
+        }
 
+        let produced = lines.count
         note("producing to \(partitions) partitions …")
         let producer = try KafkaProducer(config: KafkaConfig(bootstrapServers: cluster.bootstrapServers,
                                                              ["linger.ms": "20", "batch.num.messages": "10000",
                                                               "queue.buffering.max.messages": "1000000"]))
         let t0 = ContinuousClock.now
         for (i, l) in lines.enumerated() {
-            try producer.produce(topic: "bench", partition: Int32(i % partitions), key: nil, value: l)
+            try producer.produce(topic: "bench", partition: partitionOf[i], key: nil, value: l)
         }
         try producer.flush(timeout: .seconds(120))
         let produceSeconds = seconds(ContinuousClock.now - t0)
@@ -301,10 +327,10 @@ struct FeaturizeBench: ParsableCommand {
             p.executableURL = URL(fileURLWithPath: exe)
             // --config /dev/null: the bench's own broker and Redis, whatever configs/cluster.yaml says.
             p.arguments = ["featurize", "--config", "/dev/null", "--topic", "bench", "--bootstrap", cluster.bootstrapServers,
-                           "--redis", "127.0.0.1:\(redisPort)", "--stats", statsFile.path, "--batch-size", "\(batchSize)",
+                           "--redis", "127.0.0.1:\(redisPort)", "--batch-size", "\(batchSize)",
                            "--max-pending", "1000000", "--until-idle", "1.5", "--progress-seconds", "5",
-                           "--growth-interval-ms", "\(growthIntervalMs)", "--parse-threads", "\(parseThreads)"]
-                + librdkafka.properties.flatMap { ["-X", $0] } + extra
+                           "--parse-threads", "\(parseThreads)"]
+                + workerArgs + librdkafka.properties.flatMap { ["-X", $0] } + extra
             let out = Pipe()
             p.standardOutput = out
             p.standardError = FileHandle.standardError
@@ -366,13 +392,13 @@ struct FeaturizeBench: ParsableCommand {
         let rawRate = raw["activeRate"] as? Double ?? 0
         let fullRate = full["activeRate"] as? Double ?? 0
         let result: [String: Any] = [
-            "rows": rows, "partitions": partitions, "batch_size": batchSize, "row_bytes_avg": Double(bytes) / Double(rows),
-            "produce_rows_per_s": Double(rows) / produceSeconds,
+            "kind": kind.rawValue, "rows": produced, "partitions": partitions, "batch_size": batchSize, "row_bytes_avg": Double(bytes) / Double(produced),
+            "produce_rows_per_s": Double(produced) / produceSeconds,
             "raw_consume_rows_per_s": rawRate, "featurize_rows_per_s": fullRate, "ratio": rawRate > 0 ? fullRate / rawRate : 0,
             "featurize_rows": full["rows"] ?? 0, "featurize_batches": full["batches"] ?? 0,
             "featurize_lost_upstream": full["lostUpstream"] ?? 0, "online_ids": full["onlineIdsLearnt"] ?? 0,
             "featurize_cpu_seconds": full["cpuSeconds"] ?? 0, "redis_cpu_seconds": redisCPUSeconds, "raw_cpu_seconds": raw["cpuSeconds"] ?? 0,
-            "featurize_rows_per_cpu_s": (full["cpuSeconds"] as? Double).map { $0 > 0 ? Double(rows) / $0 : 0 } ?? 0,
+            "featurize_rows_per_cpu_s": (full["cpuSeconds"] as? Double).map { $0 > 0 ? Double(produced) / $0 : 0 } ?? 0,
             "featurize_max_rss_mib": Double(full["maxRSSBytes"] as? Int64 ?? Int64(full["maxRSSBytes"] as? Int ?? 0)) / 1048576,
             "raw_max_rss_mib": Double(raw["maxRSSBytes"] as? Int64 ?? Int64(raw["maxRSSBytes"] as? Int ?? 0)) / 1048576,
             "growth_occurrences": full["growthOccurrences"] ?? 0, "growth_entries": full["growthEntries"] ?? 0,
@@ -382,14 +408,14 @@ struct FeaturizeBench: ParsableCommand {
             print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
         } else {
             print(String(format: """
-            rows %d over %d partitions, %.0f bytes/row, batch %d
-            produce                 %.0f rows/s
-            raw consume (ceiling)   %.0f rows/s   max RSS %.1f MiB
-            featurize end to end    %.0f rows/s   max RSS %.1f MiB   (%@ rows, %@ batches, lost upstream %@)
-            featurize CPU           %@ s user+sys (%@ rows per CPU-second; raw consume %@ s); redis-server %@ s
+            messages %d over %d partitions, %.0f bytes each, batch %d
+            produce                 %.0f messages/s
+            raw consume (ceiling)   %.0f messages/s   max RSS %.1f MiB
+            featurize end to end    %.0f rows/s   max RSS %.1f MiB   (%@ rows or transitions, %@ batches, lost upstream %@)
+            featurize CPU           %@ s user+sys (%@ messages per CPU-second; raw consume %@ s); redis-server %@ s
             online growth           %@ unknown-category occurrences sent as %@ entries (every %d ms); last growth %@ s after the last commit
             ratio                   %.2f
-            """, rows, partitions, Double(bytes) / Double(rows), batchSize, Double(rows) / produceSeconds,
+            """, produced, partitions, Double(bytes) / Double(produced), batchSize, Double(produced) / produceSeconds,
                          rawRate, result["raw_max_rss_mib"] as! Double, fullRate, result["featurize_max_rss_mib"] as! Double,
                          "\(full["rows"] ?? 0)", "\(full["batches"] ?? 0)", "\(full["lostUpstream"] ?? 0)",
                          String(format: "%.2f", full["cpuSeconds"] as? Double ?? 0),

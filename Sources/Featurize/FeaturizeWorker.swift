@@ -136,7 +136,7 @@ public struct FeaturizeSummary: Sendable, Codable, Equatable {
     public var activeSeconds: Double = 0
     /// From the first message received to the last one handled (activeSeconds minus the commit tail).
     public var consumeSeconds: Double = 0
-    /// rows (or messages, in raw mode) ÷ activeSeconds.
+    /// rows (or messages, in raw mode and for behaviour events) ÷ activeSeconds.
     public var activeRate: Double = 0
     /// Peak resident memory of this process (VmHWM in /proc/self/status).
     public var maxRSSBytes: Int64 = 0
@@ -668,7 +668,8 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         }
         if let a = firstMessageAt, let b = workEnd, b > a {
             summary.activeSeconds = seconds(b - a)
-            summary.activeRate = Double(options.raw ? summary.messages : summary.rows) / summary.activeSeconds
+            // Behaviour events: the rate of events (a transition waits for the user's next event).
+            summary.activeRate = Double(options.raw || F.batchKind == .transitions ? summary.messages : summary.rows) / summary.activeSeconds
         }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
