@@ -55,7 +55,7 @@ func csvRows(_ url: URL) throws -> [[Substring]] {
                     Issue.record("non-integer field in \(row)"); continue
                 }
                 #expect(row[0] == SyntheticBehavior.userID(Int(e.user)) && row[1] == SyntheticBehavior.itemID(Int(e.item)))
-                #expect(row[2] == e.behavior.rawValue && time == e.time && item >= 1)
+                #expect(row[2] == e.behavior.name && time == e.time && item >= 1)
                 #expect(previous.time < time || (previous.time == time && previous.user < user), "not in time order")
                 previous = (time, user)
             }

@@ -68,5 +68,17 @@ struct BehaviorProcessTests {
         #expect(try store.popularItems(n: 2_000).items == reference.popular(2_000) ? true : false, "popular counts differ from the reference")
         #expect(try store.behaviorStatus().lateEvents == reference.late)
         #expect(try store.behaviorStatus().events == Int64(events.count))
+
+        // What an operator sees: `popular` and `status` read the same figures.
+        let bin = try #require(streamrecBinary())
+        let popular = try runProcess(bin, ["popular", "--config", "/dev/null", "--redis", addr, "--json"])
+        #expect(popular.status == 0, "\(popular.stderr)")
+        let decoded = try JSONDecoder().decode(PopularItems.self, from: Data(popular.stdout.utf8))
+        #expect(decoded == (try store.popularItems(n: 17)) && decoded.items.count == 17)
+        let text = try runProcess(bin, ["popular", "--config", "/dev/null", "--redis", addr, "--n", "3"])
+        #expect(text.stdout.contains("popular items in [") && text.stdout.contains("late events \(reference.late)"), "\(text.stdout)")
+        let status = try runProcess(bin, ["status", "--config", "/dev/null", "--redis", addr])
+        #expect(status.stdout.contains("behaviour events: \(events.count) (late \(reference.late))"), "\(status.stdout)")
+        #expect(status.stdout.contains("transitions appended \(reference.transitions.count)"))
     }
 }

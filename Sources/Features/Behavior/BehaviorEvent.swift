@@ -2,7 +2,7 @@
 // (headerless; behavior ∈ pv, cart, fav, buy; time = integer Unix seconds; ids opaque strings).
 
 /// What a user did with an item.
-public enum Behavior: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+public enum Behavior: UInt8, Sendable, CaseIterable, Hashable, CustomStringConvertible {
     case pv = 0, cart, fav, buy
     public var name: String { ["pv", "cart", "fav", "buy"][Int(rawValue)] }
     public var description: String { name }

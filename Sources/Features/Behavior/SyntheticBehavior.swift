@@ -65,10 +65,8 @@ import Foundation
 import StreamRecNumerics
 
 public struct SyntheticBehavior: Sendable {
-    /// Tianchi's behaviour types, in the order of the planted logits.
-    public enum Behavior: String, CaseIterable, Sendable, Codable {
-        case pv, cart, fav, buy
-    }
+    /// Tianchi's behaviour types (pv, cart, fav, buy: the order of the planted logits).
+    public typealias Behavior = Features.Behavior
 
     public struct Configuration: Sendable, Equatable, Codable {
         public var users: Int
@@ -315,7 +313,7 @@ public struct SyntheticBehavior: Sendable {
         let summary = BehaviorSummary(
             seed: seed, users: n, items: m, categories: cfg.categoryCount,
             trainingEvents: training.count, heldOutEvents: heldOut.count,
-            behaviorCounts: Dictionary(uniqueKeysWithValues: zip(Behavior.allCases.map(\.rawValue), behaviorCounts)),
+            behaviorCounts: Dictionary(uniqueKeysWithValues: zip(Behavior.allCases.map(\.name), behaviorCounts)),
             firstTime: times.min() ?? cfg.startTime, lastTime: times.max() ?? cfg.startTime,
             k: cutoff, truthTop: top,
             oracle: total.oracle.scaled(1 / denominator),
@@ -330,7 +328,7 @@ public struct SyntheticBehavior: Sendable {
     public func write(_ data: Dataset, to directory: String) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         func path(_ name: String) -> String { (directory as NSString).appendingPathComponent(name) }
-        let behaviorNames = Behavior.allCases.map { Array($0.rawValue.utf8) }
+        let behaviorNames = Behavior.allCases.map { Array($0.name.utf8) }
         let comma = UInt8(ascii: ","), newline: UInt8 = 0x0A
 
         func writeEvents(_ events: [Event], to name: String) throws {
