@@ -150,6 +150,21 @@ func produceBehaviour(_ events: [TestEvent], topic: String, bootstrap: String, p
     return byPartition
 }
 
+/// A redis-server and a mock Kafka cluster with topic "beh" of `partitions` partitions; `stop()` ends both.
+final class BehaviourRig {
+    let redis: RedisServerFixture
+    let cluster: MockKafkaCluster
+    var address: String { "127.0.0.1:\(redis.port)" }
+    init(partitions: Int) throws {
+        redis = try RedisServerFixture()
+        do {
+            cluster = try MockKafkaCluster(brokers: 1)
+            try cluster.createTopic("beh", partitions: partitions)
+        } catch { redis.stop(); throw error }
+    }
+    func stop() { cluster.destroy(); redis.stop() }
+}
+
 @Suite("behaviour featurizer (mock Kafka + real Redis) against a plain reference", .serialized, .timeLimit(.minutes(5)))
 struct BehaviorFeaturizerTests {
     static func settings() -> BehaviorSettings {
@@ -165,11 +180,9 @@ struct BehaviorFeaturizerTests {
 
     @Test("transitions, user states and popular counts equal the reference (1 and 2 parse threads)", arguments: [1, 2])
     func matchesReference(parseThreads: Int) throws {
-        let redis = try RedisServerFixture()
-        defer { redis.stop() }
-        let cluster = try MockKafkaCluster(brokers: 1)
-        defer { cluster.destroy() }
-        try cluster.createTopic("beh", partitions: 3)
+        let rig = try BehaviourRig(partitions: 3)
+        defer { rig.stop() }
+        let (redis, cluster) = (rig.redis, rig.cluster)
         let events = behaviourEvents(6_000, users: 150, items: 400, seed: 11)
         let placed = try produceBehaviour(events, topic: "beh", bootstrap: cluster.bootstrapServers, partitions: 3)
         let settings = Self.settings()
@@ -209,11 +222,9 @@ struct BehaviorFeaturizerTests {
 
     @Test("a second pass over the same topic after a restart changes nothing, and bad events are dead letters")
     func restartAndDeadLetters() throws {
-        let redis = try RedisServerFixture()
-        defer { redis.stop() }
-        let cluster = try MockKafkaCluster(brokers: 1)
-        defer { cluster.destroy() }
-        try cluster.createTopic("beh", partitions: 2)
+        let rig = try BehaviourRig(partitions: 2)
+        defer { rig.stop() }
+        let (redis, cluster) = (rig.redis, rig.cluster)
         let events = behaviourEvents(1_500, users: 40, items: 100, seed: 5)
         let first = Array(events.prefix(900)), second = Array(events.dropFirst(900))
         var placed = try produceBehaviour(first, topic: "beh", bootstrap: cluster.bootstrapServers, partitions: 2)

@@ -13,11 +13,9 @@ struct BehaviorProcessTests {
     func killAndRestart() throws {
         let seed = ProcessInfo.processInfo.environment["STREAMREC_FAULT_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...1_000_000)
         print("behaviour kill test: STREAMREC_FAULT_SEED=\(seed) replays these kill moments")
-        let redis = try RedisServerFixture()
-        defer { redis.stop() }
-        let cluster = try MockKafkaCluster(brokers: 1)
-        defer { cluster.destroy() }
-        try cluster.createTopic("beh", partitions: 4)
+        let rig = try BehaviourRig(partitions: 4)
+        defer { rig.stop() }
+        let (redis, cluster) = (rig.redis, rig.cluster)
         let events = behaviourEvents(40_000, users: 400, items: 900, seed: 77)
         let placed = try produceBehaviour(events, topic: "beh", bootstrap: cluster.bootstrapServers, partitions: 4)
         let settings = BehaviorFeaturizerTests.settings()
