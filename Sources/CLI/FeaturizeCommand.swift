@@ -154,11 +154,11 @@ struct Featurize: ParsableCommand {
         do {
             switch kind {
             case .criteo:
-                summary = try FeaturizeWorker(options: options, stats: statsValue, shouldStop: { signals.isRaised }).run()
+                summary = try FeaturizeWorker(options: options, stats: statsValue, shouldStop: { signals.isRaised }).runCriteo()
             case .behavior:
                 let settings = try behavior.settings(file: settingsFile.section("behavior"))
                 let featurizer = BehaviorFeaturizer(settings: settings, prefix: options.prefix)
-                summary = try FeaturizeEngine(options: options, featurizer: featurizer, shouldStop: { signals.isRaised }).run()
+                summary = try FeaturizeEngine(options: options, featurizer: featurizer, shouldStop: { signals.isRaised }).runBehavior()
             }
         } catch let error as FeaturizeError {
             if case .offsetReset = error {

@@ -155,14 +155,19 @@ public final class FeatureStore: @unchecked Sendable {
     local first = tonumber(ARGV[1])
     if progress > first then return {0, progress} end
     if progress < first then return redis.error_reply('GAP ' .. progress) end
-    local id = ''
-    if ARGV[3] ~= '' then
-      local n = redis.call('INCR', KEYS[3])
-      id = redis.call('XADD', KEYS[2], '*', 'b', ARGV[3], 'n', n)
-      redis.call('INCRBY', KEYS[4], ARGV[4])
-    end
-    local i = 12
     local last = 12 + 4 * tonumber(ARGV[11])
+    -- Check every state write before writing anything: Redis does not roll a script back.
+    local i = last
+    while i <= #ARGV do
+      local op, m = ARGV[i], tonumber(ARGV[i+2])
+      local pairs_ = op == 'HSET' or op == 'ZADD' or op == 'HINCRBY' or op == 'HINCRBYMANY'
+      if not m or i + 2 + m > #ARGV or (pairs_ and m % 2 ~= 0) or (op == 'ZPRUNE' and m ~= 2)
+         or not (pairs_ or op == 'ZREM' or op == 'ZPRUNE') then
+        return redis.error_reply('ERR invalid state write ' .. tostring(op) .. ' with ' .. tostring(m) .. ' arguments')
+      end
+      i = i + 3 + m
+    end
+    i = 12
     while i < last do
       redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*', 'raw', ARGV[i], 'topic', ARGV[7], 'partition', ARGV[8],
                  'offset', ARGV[i+1], 'reason', ARGV[i+2], 'detail', ARGV[i+3], 'worker', ARGV[9])
@@ -190,15 +195,19 @@ public final class FeatureStore: @unchecked Sendable {
           end
           redis.call('HSET', key, unpack(set))
         end
-
       elseif op == 'ZPRUNE' then
         local old = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. ARGV[a])
         for _, member in ipairs(old) do redis.call('DEL', ARGV[a+1] .. member) end
         if #old > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[a]) end
-      else
-        return redis.error_reply('unknown state write ' .. op)
       end
       i = z + 1
+    end
+    -- The batch last, just before the progress: nothing above can leave a batch without its progress.
+    local id = ''
+    if ARGV[3] ~= '' then
+      local n = redis.call('INCR', KEYS[3])
+      id = redis.call('XADD', KEYS[2], '*', 'b', ARGV[3], 'n', n)
+      redis.call('INCRBY', KEYS[4], ARGV[4])
     end
     redis.call('SET', KEYS[1], ARGV[2])
     return {1, id}

@@ -47,14 +47,18 @@ public struct BehaviorSettings: Sendable, Equatable {
 
     public func validate() throws {
         func bad(_ m: String) -> FeaturizeError { .invalidOptions(m) }
-        guard (1...255).contains(historyLength) else { throw bad("behavior.history_length must be in 1…255, got \(historyLength)") }
+        // A state stores H+1 items with a one-byte count.
+        guard (1...254).contains(historyLength) else { throw bad("behavior.history_length must be in 1…254, got \(historyLength)") }
         guard (1...65535).contains(consumedLimit) else { throw bad("behavior.consumed_limit must be in 1…65535, got \(consumedLimit)") }
         guard rewards.count == 4, rewards.allSatisfy(\.isFinite) else { throw bad("behavior.rewards needs a finite reward for each of pv, cart, fav, buy") }
-        guard sessionGapSeconds > 0 else { throw bad("behavior.session_gap_seconds must be positive") }
+        // Ten years bounds every time span, so time arithmetic cannot overflow.
+        let decade: Int64 = 10 * 366 * 86_400
+        guard sessionGapSeconds > 0, sessionGapSeconds <= decade else { throw bad("behavior.session_gap_seconds must be in 1…\(decade)") }
+        guard windowSeconds <= decade else { throw bad("behavior.window_seconds must be at most \(decade)") }
         guard slideSeconds > 0, windowSeconds >= slideSeconds, windowSeconds % slideSeconds == 0 else {
             throw bad("behavior.window_seconds (\(windowSeconds)) must be a positive multiple of behavior.slide_seconds (\(slideSeconds))")
         }
-        guard latenessSeconds >= 0 else { throw bad("behavior.lateness_seconds must be ≥ 0") }
+        guard latenessSeconds >= 0, latenessSeconds <= decade else { throw bad("behavior.lateness_seconds must be in 0…\(decade)") }
     }
 }
 
@@ -162,7 +166,8 @@ public final class BehaviorFeaturizer: Featurizer {
         // So must they keep user state the same way.
         let mine = ["window_seconds": "\(settings.windowSeconds)", "slide_seconds": "\(settings.slideSeconds)",
                     "lateness_seconds": "\(settings.latenessSeconds)", "history_length": "\(settings.historyLength)",
-                    "consumed_limit": "\(settings.consumedLimit)"]
+                    "consumed_limit": "\(settings.consumedLimit)", "session_gap_seconds": "\(settings.sessionGapSeconds)",
+                    "rewards": Behavior.allCases.map { "\($0.name)=\(settings.reward($0))" }.joined(separator: ",")]
         for (k, v) in mine.sorted(by: { $0.key < $1.key }) { try r.command(["HSETNX", layout.behaviorMeta, k, v]) }
         let stored = try store.hash(layout.behaviorMeta)
         for (k, v) in mine.sorted(by: { $0.key < $1.key }) where stored[k] != v {
@@ -181,7 +186,13 @@ public final class BehaviorFeaturizer: Featurizer {
         p.heap.removeAll()
         p.resetUnit()
         let field = FeatureStoreLayout.lostField(topic: topic, partition: partition)
-        p.watermark = try store.redis.command(["HGET", layout.eventWatermarks, field]).integer ?? .min
+        let mark = try store.redis.command(["HGET", layout.eventWatermarks, field])
+        if mark.isNull { p.watermark = .min } else {
+            guard let w = mark.integer else {
+                throw FeatureStoreError.unexpectedReply("\(layout.eventWatermarks) field \(field) holds \(mark), not a time; it is written only by featurize --kind behavior")
+            }
+            p.watermark = w
+        }
         // Users whose last event is still pending: the watermark must be able to release them.
         let pending = try store.redis.command(["ZRANGE", layout.pendingUsers(topic: topic, partition: partition), "0", "-1"])
         let keys = (pending.elements ?? []).compactMap(\.bytes)
@@ -201,7 +212,7 @@ public final class BehaviorFeaturizer: Featurizer {
             try replies[0].throwingIfError(); try replies[1].throwingIfError()
             let ids = replies[0].elements ?? [], states = replies[1].elements ?? []
             for (j, key) in chunk.enumerated() {
-                guard j < ids.count, let id = ids[j].integer.map(Int32.init) else {
+                guard j < ids.count, let id = ids[j].integer.flatMap({ Int32(exactly: $0) }), id > 0 else {
                     throw FeatureStoreError.dictionaryInconsistent("user \(String(decoding: key, as: UTF8.self)) has a state but no id in \(layout.behaviorIdMap(.users))")
                 }
                 key.withUnsafeBytes { users.learn($0, id: id) }
@@ -225,18 +236,42 @@ public final class BehaviorFeaturizer: Featurizer {
 
     // MARK: Prepare
 
-    public func prepare(_ batch: KafkaMessageBatch, partitionState: (Int32) -> Partition?, store: FeatureStore) throws {
-        var newUsers = CategoryTable(minimumCapacity: 64), newItems = CategoryTable(minimumCapacity: 64)
-        var anyNew = false
-        for i in 0..<batch.count {
-            guard partitionState(batch.partition(i)) != nil else { continue }
-            let m = batch.message(i)
-            guard let e = try? parser.parse(m.value) else { continue }
-            let u = UnsafeRawBufferPointer(rebasing: m.value[e.user]), it = UnsafeRawBufferPointer(rebasing: m.value[e.item])
-            if users.id(of: u) == nil { newUsers.addCount(field: 0, bytes: u); anyNew = true }
-            if items.id(of: it) == nil { newItems.addCount(field: 0, bytes: it); anyNew = true }
+    /// What `prepare` learnt about message i of the poll batch, for `handle`: the parsed event
+    /// and its ids (the handling threads only read it).
+    struct Prepared {
+        var event = BehaviorEvent(user: 0..<0, item: 0..<0, behavior: .pv, time: 0)
+        var user: Int32 = -1
+        var item: Int32 = -1
+        var valid = false
+    }
+    var prepared = UnsafeMutableBufferPointer<Prepared>.allocate(capacity: 0)
+
+    deinit { prepared.deallocate() }
+
+    public func prepare(_ batch: KafkaMessageBatch, partitions: [Partition?], store: FeatureStore) throws {
+        if prepared.count < batch.count {
+            prepared.deallocate()
+            prepared = .allocate(capacity: max(batch.count, 2 * prepared.count))
         }
-        if anyNew {
+        func owner(_ i: Int) -> Partition? {
+            let p = Int(batch.partition(i))
+            return p < partitions.count ? partitions[p] : nil
+        }
+        var newUsers = CategoryTable(minimumCapacity: 64), newItems = CategoryTable(minimumCapacity: 64)
+        for i in 0..<batch.count {
+            var pr = Prepared()
+            if owner(i) != nil {
+                let value = batch.message(i).value
+                if let e = try? parser.parse(value) {
+                    let u = UnsafeRawBufferPointer(rebasing: value[e.user]), it = UnsafeRawBufferPointer(rebasing: value[e.item])
+                    pr = Prepared(event: e, user: users.id(of: u) ?? -1, item: items.id(of: it) ?? -1, valid: true)
+                    if pr.user < 0 { newUsers.addCount(field: 0, bytes: u) }
+                    if pr.item < 0 { newItems.addCount(field: 0, bytes: it) }
+                }
+            }
+            prepared[i] = pr
+        }
+        if newUsers.count > 0 || newItems.count > 0 {
             for (space, table) in [(BehaviorIdSpace.users, newUsers), (.items, newItems)] where table.count > 0 {
                 var from = 0
                 while from < table.count {
@@ -254,20 +289,29 @@ public final class BehaviorFeaturizer: Featurizer {
                     }
                 }
             }
+            for i in 0..<batch.count where prepared[i].valid && (prepared[i].user < 0 || prepared[i].item < 0) {
+                let value = batch.message(i).value, e = prepared[i].event
+                prepared[i].user = users.id(of: UnsafeRawBufferPointer(rebasing: value[e.user])) ?? BehaviorIdSpace.users.oovId
+                prepared[i].item = items.id(of: UnsafeRawBufferPointer(rebasing: value[e.item])) ?? BehaviorIdSpace.items.oovId
+            }
         }
         // Users not in their partition's memory yet: their committed state from Redis.
-        var toLoad: [ObjectIdentifier: (Partition, [[UInt8]], Set<Int32>)] = [:]
-        for i in 0..<batch.count {
-            guard let p = partitionState(batch.partition(i)) else { continue }
-            let m = batch.message(i)
-            guard let e = try? parser.parse(m.value) else { continue }
-            let u = UnsafeRawBufferPointer(rebasing: m.value[e.user])
-            guard let id = users.id(of: u), p.users[id] == nil else { continue }
-            var entry = toLoad[ObjectIdentifier(p)] ?? (p, [], [])
-            if entry.2.insert(id).inserted { entry.1.append(Array(u)) }
-            toLoad[ObjectIdentifier(p)] = entry
+        var toLoad: [(Partition, [[UInt8]])] = []
+        var slot: [ObjectIdentifier: Int] = [:]
+        var seen = Set<Int64>()
+        for i in 0..<batch.count where prepared[i].valid {
+            guard let p = owner(i) else { continue }
+            let id = prepared[i].user
+            guard p.users[id] == nil, seen.insert(Int64(p.partition) << 32 | Int64(UInt32(bitPattern: id))).inserted else { continue }
+            guard let key = users.bytes(ofId: id) else { continue }
+            if let k = slot[ObjectIdentifier(p)] {
+                toLoad[k].1.append(key)
+            } else {
+                slot[ObjectIdentifier(p)] = toLoad.count
+                toLoad.append((p, [key]))
+            }
         }
-        for (_, (p, keys, _)) in toLoad {
+        for (p, keys) in toLoad {
             var k = 0
             while k < keys.count {
                 let chunk = Array(keys[k..<min(k + 1000, keys.count)])
@@ -276,7 +320,7 @@ public final class BehaviorFeaturizer: Featurizer {
                 try reply.throwingIfError()
                 let states = reply.elements ?? []
                 for (j, key) in chunk.enumerated() {
-                    let id = key.withUnsafeBytes { users.id(of: $0) }!
+                    guard let id = key.withUnsafeBytes({ users.id(of: $0) }) else { continue }
                     try addUser(id: id, key: key, stateBytes: j < states.count ? states[j].bytes : nil, to: p)
                 }
             }
@@ -287,15 +331,17 @@ public final class BehaviorFeaturizer: Featurizer {
 
     public func rows(_ p: Partition) -> Int { max(p.events, p.transitions.count) }
 
-    public func handle(_ value: UnsafeRawBufferPointer, into p: Partition, scratch: Scratch) -> RowRejection? {
-        let e: BehaviorEvent
-        do throws(RowRejection) { e = try parser.parse(value) } catch { return error }
-        let userBytes = UnsafeRawBufferPointer(rebasing: value[e.user])
-        // `prepare` saw this message: its user and item have ids and the user's state is loaded.
-        guard let userId = users.id(of: userBytes), let user = p.users[userId] else {
+    public func handle(_ value: UnsafeRawBufferPointer, index: Int, into p: Partition, scratch: Scratch) -> RowRejection? {
+        // `prepare` parsed this message, gave its user and item ids and loaded the user's state.
+        let pr = prepared[index]
+        guard pr.valid else {
+            do throws(RowRejection) { _ = try parser.parse(value) } catch { return error }
+            return RowRejection(.emptyId, "event was not prepared (internal error: report it)")
+        }
+        let e = pr.event, userId = pr.user, item = pr.item
+        guard let user = p.users[userId] else {
             return RowRejection(.emptyId, "user was not prepared (internal error: report it)")
         }
-        let item = items.id(of: UnsafeRawBufferPointer(rebasing: value[e.item])) ?? BehaviorIdSpace.items.oovId
         let s = settings
         let watermarkBefore = p.watermark
         p.events += 1

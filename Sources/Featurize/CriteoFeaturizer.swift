@@ -69,11 +69,11 @@ public final class CriteoFeaturizer: Featurizer {
 
     public func load(_ p: Partition, topic: String, partition: Int32, from store: FeatureStore) throws { p.reset() }
 
-    public func prepare(_ batch: KafkaMessageBatch, partitionState: (Int32) -> Partition?, store: FeatureStore) throws {}
+    public func prepare(_ batch: KafkaMessageBatch, partitions: [Partition?], store: FeatureStore) throws {}
 
     public func rows(_ p: Partition) -> Int { p.rows }
 
-    public func handle(_ value: UnsafeRawBufferPointer, into p: Partition, scratch: Scratch) -> RowRejection? {
+    public func handle(_ value: UnsafeRawBufferPointer, index: Int, into p: Partition, scratch: Scratch) -> RowRejection? {
         do throws(RowRejection) { try parser.parse(value, into: &scratch.row) } catch { return error }
         encodeRow(scratch.row, into: p)
         return nil

@@ -226,6 +226,8 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     var states: [Int32: PartitionState<F.Partition>] = [:] { didSet { indexStates() } }
     /// `states` indexed by partition number, for the per-message lookup.
     var stateByPartition: [PartitionState<F.Partition>?] = []
+    /// The featurizer's part of each, for `prepare`.
+    var unitByPartition: [F.Partition?] = []
 
     func indexStates() {
         var index = [PartitionState<F.Partition>?](repeating: nil, count: Int(states.keys.max() ?? -1) + 1)
@@ -235,6 +237,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
             thread[Int(p)] = k % max(1, options.parseThreads)
         }
         stateByPartition = index
+        unitByPartition = index.map { $0?.unit }
         threadOfPartition = thread
     }
     var summary: FeaturizeSummary
@@ -736,10 +739,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     /// Returns false when the worker is stopping while Redis is down (the batch is not handled:
     /// nothing of it is committed, so it is read again on restart).
     func handleAll(_ batch: KafkaMessageBatch) throws -> Bool {
-        let lookup = stateByPartition
-        guard try withRedis("preparing a batch", {
-            try featurizer.prepare(batch, partitionState: { p in Int(p) < lookup.count ? lookup[Int(p)]?.unit : nil }, store: store)
-        }) != nil else { return false }
+        guard try withRedis("preparing a batch", { try featurizer.prepare(batch, partitions: unitByPartition, store: store) }) != nil else { return false }
         for ctx in contexts { ctx.messages.removeAll(keepingCapacity: true) }
         for i in 0..<batch.count {
             let p = Int(batch.partition(i))
@@ -750,13 +750,13 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
             let ctx = contexts[t]
             for i in ctx.messages {
                 let m = batch.message(i)
-                try handle(m, stateByPartition[Int(m.partition)]!, ctx)
+                try handle(m, index: i, stateByPartition[Int(m.partition)]!, ctx)
             }
         }
         return true
     }
 
-    func handle(_ m: KafkaMessageView, _ st: PartitionState<F.Partition>, _ ctx: HandlerContext) throws {
+    func handle(_ m: KafkaMessageView, index: Int, _ st: PartitionState<F.Partition>, _ ctx: HandlerContext) throws {
         // A full unit that could not be committed (stopping while Redis is down): take nothing more.
         if featurizer.rows(st.unit) >= st.batchSize { return }
         // An offset reset waits for the worker thread: nothing of this partition is taken meanwhile.
@@ -788,7 +788,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         st.tracker.consume(m.offset)
         if st.startedAt == nil { st.startedAt = .now }
         if let ts = m.timestampMs, ts > 0, st.producedAtMs == 0 || ts < st.producedAtMs { st.producedAtMs = ts }
-        if let rejection = featurizer.handle(m.value, into: st.unit, scratch: ctx.scratch) {
+        if let rejection = featurizer.handle(m.value, index: index, into: st.unit, scratch: ctx.scratch) {
             st.deadLetters.append(DeadLetter(raw: Array(m.value), offset: m.offset, reason: rejection.reason.rawValue, detail: rejection.detail))
         } else if featurizer.rows(st.unit) >= st.batchSize {
             try commit(st)
@@ -837,13 +837,23 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         let r = try committer.report()
         applyTotals(r)
         if !r.gaps.isEmpty {
-            for g in r.gaps {
-                guard let st = states[g.partition] else { continue }
-                st.tracker.rewind(to: g.progress)
+            // Every unit still queued behind a gap gaps too (each reporting the same old
+            // progress): let them all fail first, then rewind each partition ONCE, to the progress
+            // Redis holds now, and reload its state in the same call — a second, stale rewind
+            // would apply committed events to the state twice.
+            _ = try committer.drain()
+            let later = try committer.report()
+            applyTotals(later)
+            for partition in Set((r.gaps + later.gaps).map(\.partition)).sorted() {
+                guard let st = states[partition] else { continue }
+                guard let progress = try withRedis("reloading partition state", { () -> Int64 in
+                    let progress = try store.readProgress(topic: options.topic, partition: partition)
+                    try featurizer.load(st.unit, topic: options.topic, partition: partition, from: store)
+                    return progress
+                }) else { return }
+                st.tracker.rewind(to: progress)
                 st.resetUnit()
                 st.rewinding = true
-                // In-memory state is ahead of Redis now: back to what was committed.
-                guard try withRedis("reloading partition state", { try featurizer.load(st.unit, topic: options.topic, partition: g.partition, from: store) }) != nil else { return }
             }
             try assignAll()
         }

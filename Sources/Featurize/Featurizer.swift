@@ -9,7 +9,8 @@
 // Threading rule: `start`, `refresh`, `load` and `prepare` run on the worker thread while no
 // message is being handled; `handle` runs on the handling thread that owns the message's
 // partition (`--parse-threads`), so it may change only that partition's state and read shared
-// state; `seal` runs on the worker thread.
+// state; `seal` runs on the worker thread or, when a unit fills, on the partition's handling
+// thread — it too may only read shared state.
 
 import Features
 import FeatureStore
@@ -50,12 +51,26 @@ public protocol Featurizer: AnyObject {
     /// reset, when in-memory state is ahead of Redis). Drops the unit.
     func load(_ p: Partition, topic: String, partition: Int32, from store: FeatureStore) throws
     /// Before a poll batch is handled: fetch from Redis what handling its messages needs.
-    /// `partitionState` maps a partition number to its state (nil: not owned, skip).
-    func prepare(_ batch: KafkaMessageBatch, partitionState: (Int32) -> Partition?, store: FeatureStore) throws
-    /// Handles one message of the partition; returns why it is refused (→ dead letter), or nil.
-    func handle(_ value: UnsafeRawBufferPointer, into p: Partition, scratch: Scratch) -> RowRejection?
+    /// `partitions[p]` is partition p's state (nil, or p beyond the end: not owned, skip).
+    func prepare(_ batch: KafkaMessageBatch, partitions: [Partition?], store: FeatureStore) throws
+    /// Handles message `index` of the poll batch (its value), of the partition; returns why it
+    /// is refused (→ dead letter), or nil.
+    func handle(_ value: UnsafeRawBufferPointer, index: Int, into p: Partition, scratch: Scratch) -> RowRejection?
     /// Rows (or transitions) in the partition's unit so far.
     func rows(_ p: Partition) -> Int
     /// Seals the partition's unit (the engine has filled in its source) and starts the next one.
     func seal(_ p: Partition, source: FeatureBatchSource, topic: String, partition: Int32) -> SealedUnit
+}
+
+// Concrete entry points: `FeaturizeEngine` is generic, and generic code called from another
+// module runs unspecialized (witness-table calls and metadata lookups per message, measured).
+// Called here, with the featurizer type known, the optimizer specializes the whole loop.
+extension FeaturizeEngine where F == CriteoFeaturizer {
+    /// `run()` specialized for Criteo rows.
+    public func runCriteo() throws -> FeaturizeSummary { try run() }
+}
+
+extension FeaturizeEngine where F == BehaviorFeaturizer {
+    /// `run()` specialized for behaviour events.
+    public func runBehavior() throws -> FeaturizeSummary { try run() }
 }

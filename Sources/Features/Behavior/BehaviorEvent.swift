@@ -19,6 +19,10 @@ public struct BehaviorEvent: Sendable, Equatable {
     public var behavior: Behavior
     /// Unix seconds.
     public var time: Int64
+
+    public init(user: Range<Int>, item: Range<Int>, behavior: Behavior, time: Int64) {
+        self.user = user; self.item = item; self.behavior = behavior; self.time = time
+    }
 }
 
 /// Parses one event per line. Immutable: share one parser across threads.
