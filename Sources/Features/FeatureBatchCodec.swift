@@ -492,7 +492,6 @@ public enum FeatureBatchCodec {
             source: e.source)
     }
 
-    private static func hex(_ v: UInt32) -> String { "0x" + String(v, radix: 16) }
     @inline(__always) static func put16(_ o: inout [UInt8], _ v: UInt16) { o.append(UInt8(v & 0xFF)); o.append(UInt8(v >> 8)) }
     @inline(__always) static func put32(_ o: inout [UInt8], _ v: UInt32) { for s in stride(from: 0, to: 32, by: 8) { o.append(UInt8((v >> UInt32(s)) & 0xFF)) } }
     @inline(__always) static func put64(_ o: inout [UInt8], _ v: UInt64) { for s in stride(from: 0, to: 64, by: 8) { o.append(UInt8((v >> UInt64(s)) & 0xFF)) } }

@@ -30,7 +30,7 @@ struct BehaviorProcessTests {
         }
         let conn = try RedisConnection(address: addr)
         func progress(_ partitions: [Int32]) -> Int64 {
-            partitions.reduce(0) { $0 + ((try? conn.command(["GET", "sr:progress:beh:\($1)"]).integer) ?? 0 ?? 0) }
+            partitions.reduce(0) { $0 + ((try? conn.command(["GET", "sr:progress:beh:\($1)"]).integer) ?? 0) }
         }
         // Worker 1 owns partitions 1 and 3: three kill moments at seeded points of its stream.
         let mine = Int64((placed[1]?.count ?? 0) + (placed[3]?.count ?? 0))
