@@ -51,15 +51,24 @@ extension FeatureStore {
         }
         let end = EventTime.bucket(newest, slide: slide)
         let buckets = (end - window / slide + 1)...end
-        let replies = try redis.pipeline(buckets.map { ["HGETALL", layout.popular(bucket: $0)] })
+        // Every partition's counts of every bucket in the window.
+        let index = try redis.command(["ZRANGEBYSCORE", layout.popularBuckets, "\(buckets.lowerBound)", "\(buckets.upperBound)"])
+        try index.throwingIfError()
+        let members = (index.elements ?? []).compactMap(\.text)
         var totals: [String: Int64] = [:]
-        for r in replies {
-            try r.throwingIfError()
-            let kv = r.elements ?? []
-            var i = 0
-            while i + 1 < kv.count {
-                totals[kv[i].text ?? "", default: 0] += kv[i + 1].integer ?? 0
-                i += 2
+        var k = 0
+        while k < members.count {
+            let chunk = members[k..<min(k + 1000, members.count)]
+            k = chunk.endIndex
+            let replies = try redis.command(["MGET"] + chunk.map { layout.popularBucketPrefix + $0 })
+            try replies.throwingIfError()
+            for (member, r) in zip(chunk, replies.elements ?? []) {
+                guard let bytes = r.bytes else { continue }  // pruned meanwhile
+                do {
+                    for e in try PopularBucket.decode(bytes) { totals[String(decoding: e.key, as: UTF8.self), default: 0] += e.count }
+                } catch {
+                    throw FeatureStoreError.unexpectedReply("\(layout.popularBucketPrefix + member): \(error); it is written only by featurize --kind behavior")
+                }
             }
         }
         let top = totals.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(max(0, n))

@@ -83,8 +83,8 @@ public struct StateWrite: Sendable, Equatable {
         case zrem = "ZREM"
         /// HINCRBY key f d for each (field, delta) pair.
         case hincrby = "HINCRBY"
-        /// The same as `hincrby` for many fields: one HMGET and one HSET per chunk (integers).
-        case hincrbyMany = "HINCRBYMANY"
+        /// SET key value (args: [value]).
+        case set = "SET"
 
         /// ZADD key s1 m1 s2 m2 … (args: score, member pairs).
         case zadd = "ZADD"
@@ -160,9 +160,9 @@ public final class FeatureStore: @unchecked Sendable {
     local i = last
     while i <= #ARGV do
       local op, m = ARGV[i], tonumber(ARGV[i+2])
-      local pairs_ = op == 'HSET' or op == 'ZADD' or op == 'HINCRBY' or op == 'HINCRBYMANY'
-      if not m or i + 2 + m > #ARGV or (pairs_ and m % 2 ~= 0) or (op == 'ZPRUNE' and m ~= 2)
-         or not (pairs_ or op == 'ZREM' or op == 'ZPRUNE') then
+      local pairs_ = op == 'HSET' or op == 'ZADD' or op == 'HINCRBY'
+      if not m or i + 2 + m > #ARGV or (pairs_ and m % 2 ~= 0) or (op == 'ZPRUNE' and m ~= 2) or (op == 'SET' and m ~= 1)
+         or not (pairs_ or op == 'ZREM' or op == 'ZPRUNE' or op == 'SET') then
         return redis.error_reply('ERR invalid state write ' .. tostring(op) .. ' with ' .. tostring(m) .. ' arguments')
       end
       i = i + 3 + m
@@ -183,18 +183,8 @@ public final class FeatureStore: @unchecked Sendable {
         for c = a, z, CH do redis.call(op, key, unpack(ARGV, c, math.min(c + CH - 1, z))) end
       elseif op == 'HINCRBY' then
         for c = a, z, 2 do redis.call('HINCRBY', key, ARGV[c], ARGV[c+1]) end
-      elseif op == 'HINCRBYMANY' then
-        for c = a, z, CH do
-          local e = math.min(c + CH - 1, z)
-          local fields, set = {}, {}
-          for k = c, e, 2 do fields[#fields + 1] = ARGV[k] end
-          local old = redis.call('HMGET', key, unpack(fields))
-          for j = 1, #fields do
-            set[2 * j - 1] = fields[j]
-            set[2 * j] = string.format('%d', (tonumber(old[j]) or 0) + tonumber(ARGV[c + 2 * j - 1]))
-          end
-          redis.call('HSET', key, unpack(set))
-        end
+      elseif op == 'SET' then
+        redis.call('SET', key, ARGV[a])
       elseif op == 'ZPRUNE' then
         local old = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. ARGV[a])
         for _, member in ipairs(old) do redis.call('DEL', ARGV[a+1] .. member) end

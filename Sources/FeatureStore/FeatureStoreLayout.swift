@@ -37,12 +37,12 @@ import Features
 // |----------------------------------|--------|----------------------------|---------|
 // | sr:rl:u:dict:0, sr:rl:i:dict:0   | hash   | grow script                | user / item id bytes → id (the Criteo dictionary machinery with namespace sr:rl:u / sr:rl:i and one field, 0; also :dict:next_id, :dict:pending:0, :dict:log) |
 // | sr:rl:user                       | hash   | featurize (commit script)  | user id bytes → packed state (`UserState`: last H+1 items, the last C distinct consumed items, the pending event) |
-// | sr:rl:pending:{topic}:{p}        | zset   | featurize (commit script)  | users of partition p whose newest event still waits for its transition → that event's time (reloaded on restart, so the watermark can release them) |
+// | sr:rl:pending:{topic}:{p}        | zset   | featurize (commit script)  | users of partition p whose newest event still waits for its transition → the time it became pending (added and removed only when that changes; reloaded on restart, so the watermark can release them) |
 // | sr:rl:wm                         | hash   | featurize (commit script)  | "{topic}:{p}" → the partition's event-time watermark (largest event time seen, Unix s) |
 // | sr:rl:late                       | hash   | featurize (commit script)  | "{topic}:{p}" → events older than watermark − allowed lateness (not counted in popular items) |
 // | sr:rl:events                     | hash   | featurize (commit script)  | "{topic}:{p}" → valid behaviour events featurized |
-// | sr:rl:pop:{bucket}               | hash   | featurize (commit script)  | item id bytes → events in [bucket×slide, (bucket+1)×slide) of event time |
-// | sr:rl:pop:buckets                | zset   | featurize (commit script)  | bucket → bucket; buckets older than a window (+ lateness) behind the watermark are deleted |
+// | sr:rl:pop:{bucket}:{topic}:{p}   | string | featurize (commit script)  | partition p's events per item in [bucket×slide, (bucket+1)×slide) of event time (`PopularBucket`: item id bytes → count), rewritten whole when the unit touched it |
+// | sr:rl:pop:buckets                | zset   | featurize (commit script)  | "{bucket}:{topic}:{p}" → bucket; buckets older than a window (+ lateness) behind the watermark are deleted |
 // | sr:rl:meta                       | hash   | featurize (start)          | history_length, consumed_limit, window_seconds, slide_seconds, lateness_seconds: set by the first behaviour worker, checked by the others, read by `popular` and servers |
 //
 // Exactly once: a commit unit (one batch or none, its dead letters, its lost rows, the
@@ -111,7 +111,10 @@ public struct FeatureStoreLayout: Sendable, Equatable {
     public var lateEvents: String { "\(prefix):rl:late" }
     public var behaviorEvents: String { "\(prefix):rl:events" }
     public func pendingUsers(topic: String, partition: Int32) -> String { "\(prefix):rl:pending:\(topic):\(partition)" }
-    public func popular(bucket: Int64) -> String { "\(prefix):rl:pop:\(bucket)" }
+    /// One partition's counts in one bucket (`PopularBucket`); the member of `popularBuckets`
+    /// is the key without `popularBucketPrefix`.
+    public func popular(bucket: Int64, topic: String, partition: Int32) -> String { popularBucketPrefix + popularMember(bucket: bucket, topic: topic, partition: partition) }
+    public func popularMember(bucket: Int64, topic: String, partition: Int32) -> String { "\(bucket):\(topic):\(partition)" }
     public var popularBucketPrefix: String { "\(prefix):rl:pop:" }
     public var popularBuckets: String { "\(prefix):rl:pop:buckets" }
     /// Settings every behaviour worker must share, recorded by the first (and read by servers).

@@ -88,7 +88,12 @@ public final class BehaviorFeaturizer: Featurizer {
         var seq: UInt32 = 0
         /// The unit (stamp) that last touched this user.
         var stamp: Int = -1
-        init(id: Int32, key: [UInt8], state: UserState) { self.id = id; self.key = key; self.state = state }
+        /// In the partition's pending index as of the last sealed unit (the index changes only
+        /// when this does, not at every event).
+        var indexed: Bool
+        init(id: Int32, key: [UInt8], state: UserState) {
+            self.id = id; self.key = key; self.state = state; indexed = state.pending != nil
+        }
     }
 
     struct PendingEntry { var time: Int64; var user: Int32; var seq: UInt32 }
@@ -104,7 +109,11 @@ public final class BehaviorFeaturizer: Featurizer {
         var stamp = 0
         var transitions: TransitionBatch
         var touched: [User] = []
+        /// Popular counts of the buckets this partition can still add to (the rest are final);
+        /// `dirty`: the buckets the unit changed, rewritten whole at commit.
         var popular: [Int64: [Int32: Int64]] = [:]
+        var dirty: Set<Int64> = []
+        var lastDirty: Int64 = .min
         var late: Int64 = 0
         var events = 0
         var stateScratch: [Int32] = []
@@ -118,7 +127,8 @@ public final class BehaviorFeaturizer: Featurizer {
             stamp += 1
             transitions.removeAll()
             touched.removeAll(keepingCapacity: true)
-            popular.removeAll(keepingCapacity: true)
+            dirty.removeAll(keepingCapacity: true)
+            lastDirty = .min
             late = 0
             events = 0
         }
@@ -184,6 +194,7 @@ public final class BehaviorFeaturizer: Featurizer {
     public func load(_ p: Partition, topic: String, partition: Int32, from store: FeatureStore) throws {
         p.users.removeAll()
         p.heap.removeAll()
+        p.popular.removeAll()
         p.resetUnit()
         let field = FeatureStoreLayout.lostField(topic: topic, partition: partition)
         let mark = try store.redis.command(["HGET", layout.eventWatermarks, field])
@@ -193,10 +204,51 @@ public final class BehaviorFeaturizer: Featurizer {
             }
             p.watermark = w
         }
+        try loadPopular(p, topic: topic, partition: partition, store: store)
         // Users whose last event is still pending: the watermark must be able to release them.
         let pending = try store.redis.command(["ZRANGE", layout.pendingUsers(topic: topic, partition: partition), "0", "-1"])
         let keys = (pending.elements ?? []).compactMap(\.bytes)
         try loadUsers(keys, into: p, store: store)
+    }
+
+    /// The committed counts of the buckets `p` can still add to (at or after its watermark − lateness).
+    func loadPopular(_ p: Partition, topic: String, partition: Int32, store: FeatureStore) throws {
+        guard p.watermark != .min else { return }
+        let s = settings
+        let buckets = Array(EventTime.bucket(p.watermark - s.latenessSeconds, slide: s.slideSeconds)...EventTime.bucket(p.watermark, slide: s.slideSeconds))
+        let replies = try store.redis.pipeline(buckets.map { ["GET", layout.popular(bucket: $0, topic: topic, partition: partition)] })
+        var loaded: [(bucket: Int64, entries: [(key: [UInt8], count: Int64)])] = []
+        var unknown: [[UInt8]] = []
+        for (bucket, reply) in zip(buckets, replies) {
+            try reply.throwingIfError()
+            guard let bytes = reply.bytes else { continue }
+            let key = layout.popular(bucket: bucket, topic: topic, partition: partition)
+            let entries: [(key: [UInt8], count: Int64)]
+            do { entries = try PopularBucket.decode(bytes) } catch {
+                throw FeatureStoreError.unexpectedReply("\(key): \(error); it is written only by featurize --kind behavior")
+            }
+            for e in entries where e.key.withUnsafeBytes({ items.id(of: $0) }) == nil { unknown.append(e.key) }
+            loaded.append((bucket, entries))
+        }
+        var k = 0
+        while k < unknown.count {
+            let chunk = unknown[k..<min(k + 1000, unknown.count)]
+            k = chunk.endIndex
+            let reply = try store.redis.command(bytes: [Array("HMGET".utf8), Array(layout.behaviorIdMap(.items).utf8)] + chunk)
+            try reply.throwingIfError()
+            let ids = reply.elements ?? []
+            for (j, key) in chunk.enumerated() {
+                guard j < ids.count, let id = ids[j].integer.flatMap({ Int32(exactly: $0) }), id > 1 else {
+                    throw FeatureStoreError.dictionaryInconsistent("item \(String(decoding: key, as: UTF8.self)) is counted in a popular bucket but has no id in \(layout.behaviorIdMap(.items))")
+                }
+                key.withUnsafeBytes { items.learn($0, id: id) }
+            }
+        }
+        for (bucket, entries) in loaded {
+            var counts: [Int32: Int64] = [:]
+            for e in entries { counts[e.key.withUnsafeBytes { items.id(of: $0) }!, default: 0] += e.count }
+            p.popular[bucket] = counts
+        }
     }
 
     /// Loads users (ids from the dictionary, states from sr:rl:user) into `p`.
@@ -349,7 +401,9 @@ public final class BehaviorFeaturizer: Featurizer {
         if watermarkBefore != .min && e.time < watermarkBefore - s.latenessSeconds {
             p.late += 1
         } else {
-            p.popular[EventTime.bucket(e.time, slide: s.slideSeconds), default: [:]][item, default: 0] += 1
+            let bucket = EventTime.bucket(e.time, slide: s.slideSeconds)
+            p.popular[bucket, default: [:]][item, default: 0] += 1
+            if bucket != p.lastDirty { p.lastDirty = bucket; p.dirty.insert(bucket) }
         }
         if e.time > p.watermark { p.watermark = e.time }
         // The previous event's transition: its successor is known now.
@@ -401,27 +455,33 @@ public final class BehaviorFeaturizer: Featurizer {
             states.reserveCapacity(2 * p.touched.count)
             for u in p.touched {
                 states.append(u.key); states.append(u.state.encoded())
-                if let pending = u.state.pending { pendingAdd.append(decimalBytes(pending.time)); pendingAdd.append(u.key) }
-                else { pendingRemove.append(u.key) }
+                if let pending = u.state.pending {
+                    if !u.indexed { pendingAdd.append(decimalBytes(pending.time)); pendingAdd.append(u.key); u.indexed = true }
+                } else if u.indexed {
+                    pendingRemove.append(u.key); u.indexed = false
+                }
             }
             writes.append(StateWrite(.hset, layout.userStates, states))
             let index = layout.pendingUsers(topic: topic, partition: partition)
             if !pendingAdd.isEmpty { writes.append(StateWrite(.zadd, index, pendingAdd)) }
             if !pendingRemove.isEmpty { writes.append(StateWrite(.zrem, index, pendingRemove)) }
         }
-        if !p.popular.isEmpty {
-            var buckets: [[UInt8]] = []
-            for (bucket, counts) in p.popular.sorted(by: { $0.key < $1.key }) {
-                var args: [[UInt8]] = []
-                args.reserveCapacity(2 * counts.count)
-                for (item, n) in counts {
-                    args.append(items.bytes(ofId: item) ?? decimalBytes(Int64(item))); args.append(decimalBytes(n))
+        if !p.dirty.isEmpty {
+            var index: [[UInt8]] = []
+            for bucket in p.dirty.sorted() {
+                var blob = PopularBucket.header
+                for (item, n) in p.popular[bucket] ?? [:] {
+                    items.withBytes(ofId: item) { PopularBucket.append(key: $0, count: n, to: &blob) }
                 }
-                writes.append(StateWrite(.hincrbyMany, layout.popular(bucket: bucket), args))
-                let b = decimalBytes(bucket)
-                buckets.append(b); buckets.append(b)
+                writes.append(StateWrite(.set, layout.popular(bucket: bucket, topic: topic, partition: partition), [blob]))
+                index.append(decimalBytes(bucket)); index.append(Array(layout.popularMember(bucket: bucket, topic: topic, partition: partition).utf8))
             }
-            writes.append(StateWrite(.zadd, layout.popularBuckets, buckets))
+            writes.append(StateWrite(.zadd, layout.popularBuckets, index))
+        }
+        if p.watermark != .min {
+            // Buckets below watermark − lateness are final: every later event there is late.
+            let final = EventTime.bucket(p.watermark - settings.latenessSeconds, slide: settings.slideSeconds)
+            if let oldest = p.popular.keys.min(), oldest < final { p.popular = p.popular.filter { $0.key >= final } }
         }
         let field = Array(FeatureStoreLayout.lostField(topic: topic, partition: partition).utf8)
         if p.watermark != .min {

@@ -53,4 +53,21 @@ struct BehaviorParserTests {
         #expect(throws: UserStateError.self) { _ = try UserState.decode([2, 0, 0, 0, 0]) }
         #expect(decimalBytes(0) == Array("0".utf8) && decimalBytes(-1234) == Array("-1234".utf8) && decimalBytes(Int64.max) == Array("\(Int64.max)".utf8))
     }
+
+    @Test("popular bucket: entries round-trip in order; truncation, a zero count and an unknown version are refused")
+    func popularBucket() throws {
+        let entries: [(String, Int64)] = [("item-7", 3), ("", 1), (String(repeating: "x", count: 300), Int64(UInt32.max) + 5)]
+        var blob = PopularBucket.header
+        for (k, c) in entries { Array(k.utf8).withUnsafeBytes { PopularBucket.append(key: $0, count: c, to: &blob) } }
+        let decoded = try PopularBucket.decode(blob)
+        #expect(decoded.map { String(decoding: $0.key, as: UTF8.self) } == entries.map(\.0))
+        #expect(decoded.map(\.count) == entries.map(\.1))
+        #expect(try PopularBucket.decode(PopularBucket.header).isEmpty)
+        #expect(throws: PopularBucketError.self) { _ = try PopularBucket.decode(Array(blob.dropLast())) }
+        #expect(throws: PopularBucketError.self) { _ = try PopularBucket.decode([2] + blob.dropFirst()) }
+        #expect(throws: PopularBucketError.self) { _ = try PopularBucket.decode([]) }
+        var zero = PopularBucket.header
+        Array("a".utf8).withUnsafeBytes { PopularBucket.append(key: $0, count: 0, to: &zero) }
+        #expect(throws: PopularBucketError.self) { _ = try PopularBucket.decode(zero) }
+    }
 }

@@ -102,7 +102,8 @@ public struct BehaviorParser: Sendable {
 /// for writes (the worker thread learns ids while no handler runs; handlers only read).
 public struct BehaviorIdCache: Sendable {
     var table = CategoryTable(minimumCapacity: 4096)
-    var keyOfId: [Int32: [UInt8]] = [:]
+    /// id → its entry in `table` (the key bytes are stored once, in the table).
+    var entryOfId: [Int32: Int32] = [:]
     public init() {}
 
     public var count: Int { table.count }
@@ -112,12 +113,19 @@ public struct BehaviorIdCache: Sendable {
         table.find(field: 0, bytes: bytes).map { table.ids[$0] }
     }
 
-    public func bytes(ofId id: Int32) -> [UInt8]? { keyOfId[id] }
+    public func bytes(ofId id: Int32) -> [UInt8]? { entryOfId[id].map { Array(table.bytes(at: Int($0))) } }
+
+    /// Calls `body` with the key bytes of `id` (its decimal digits when unknown).
+    @inline(__always)
+    public func withBytes<R>(ofId id: Int32, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        if let e = entryOfId[id] { return table.bytes(at: Int(e)).withUnsafeBytes(body) }
+        return Array("\(id)".utf8).withUnsafeBytes(body)
+    }
 
     public mutating func learn(_ bytes: UnsafeRawBufferPointer, id: Int32) {
         let e = table.findOrInsert(field: 0, bytes: bytes).index
         table.setId(id, at: e)
-        keyOfId[id] = Array(bytes)
+        entryOfId[id] = Int32(e)
     }
 }
 
