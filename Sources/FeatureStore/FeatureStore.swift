@@ -116,12 +116,15 @@ struct LuaScript: Sendable {
     }
 
     func run(_ redis: RedisConnection, keys: [[UInt8]], args: [[UInt8]]) throws(RedisError) -> RedisReply {
-        let tail = [Array("\(keys.count)".utf8)] + keys + args
+        var argv: [[UInt8]] = [Array("EVALSHA".utf8), Array(sha.utf8), Array("\(keys.count)".utf8)]
+        argv.reserveCapacity(3 + keys.count + args.count)
+        argv.append(contentsOf: keys); argv.append(contentsOf: args)
         let first: Result<RedisReply, RedisError>
-        do { first = .success(try redis.command(bytes: [Array("EVALSHA".utf8), Array(sha.utf8)] + tail)) }
+        do { first = .success(try redis.command(bytes: argv)) }
         catch { first = .failure(error) }
         if case .failure(let error) = first, case .server(let message) = error, message.hasPrefix("NOSCRIPT") {
-            return try redis.command(bytes: [Array("EVAL".utf8), Array(source.utf8)] + tail)
+            argv[0] = Array("EVAL".utf8); argv[1] = Array(source.utf8)
+            return try redis.command(bytes: argv)
         }
         return try first.get()
     }

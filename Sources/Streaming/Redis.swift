@@ -1,8 +1,8 @@
 // Streaming/Redis: the one Swift funnel over hiredis (synchronous API).
 //
 // Purpose and limits
-//   * `RedisConnection`: binary-safe commands (`redisCommandArgv` with explicit lengths),
-//     pipelines (`redisAppendCommandArgv` + `redisGetReply`), explicit `reconnect()`.
+//   * `RedisConnection`: binary-safe commands and pipelines (the RESP request formatted here in
+//     one buffer, `redisAppendFormattedCommand` + `redisGetReply`), explicit `reconnect()`.
 //   * Replies are converted to the `RedisReply` value enum at once and the C reply is freed;
 //     no hiredis pointer leaves this file.
 //   * Failures are `RedisError`: `.connect` (could not connect), `.connectionLost` (I/O error,
@@ -251,36 +251,43 @@ public final class RedisConnection: @unchecked Sendable {
         if let c = context { redisFree(c); context = nil }
     }
 
-    /// Runs `body` with C argv/argvlen for `args` (binary safe).
-    private func withArgv<R>(_ args: [[UInt8]], _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R) -> R {
-        // One contiguous copy of all arguments; argv points into it.
-        var flat = [UInt8]()
-        flat.reserveCapacity(args.reduce(0) { $0 + $1.count } + 1)
-        var offsets = [Int]()
-        for a in args { offsets.append(flat.count); flat.append(contentsOf: a) }
-        flat.append(0)
-        let lengths = args.map(\.count)
-        return flat.withUnsafeBufferPointer { fp in
-            let base = UnsafeRawPointer(fp.baseAddress!).assumingMemoryBound(to: CChar.self)
-            var argv: [UnsafePointer<CChar>?] = offsets.map { base + $0 }
-            return argv.withUnsafeMutableBufferPointer { av in
-                lengths.withUnsafeBufferPointer { lp in body(Int32(args.count), av.baseAddress!, lp.baseAddress!) }
+    /// The RESP request for `commands` (what hiredis's argv functions would format), in one
+    /// buffer: one copy of every argument instead of two, and no printf-style formatting.
+    static func requestBytes(_ commands: [[[UInt8]]]) -> [UInt8] {
+        var size = 0
+        for args in commands { size += 16; for a in args { size += a.count + 16 } }
+        var out = [UInt8]()
+        out.reserveCapacity(size)
+        func header(_ marker: UInt8, _ n: Int) {
+            out.append(marker)
+            if n == 0 { out.append(UInt8(ascii: "0")) } else {
+                var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                              UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+                    (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+                var k = 0, v = n
+                withUnsafeMutableBytes(of: &digits) { d in
+                    while v > 0 { d[k] = UInt8(ascii: "0") + UInt8(v % 10); v /= 10; k += 1 }
+                    while k > 0 { k -= 1; out.append(d[k]) }
+                }
+            }
+            out.append(13); out.append(10)
+        }
+        for args in commands {
+            header(UInt8(ascii: "*"), args.count)
+            for a in args {
+                header(UInt8(ascii: "$"), a.count)
+                out.append(contentsOf: a)
+                out.append(13); out.append(10)
             }
         }
+        return out
     }
 
     /// Sends one command with binary arguments and returns its reply. An error reply throws
     /// `RedisError.server`.
     @discardableResult
     public func command(bytes args: [[UInt8]]) throws(RedisError) -> RedisReply {
-        precondition(!args.isEmpty, "a Redis command needs at least its name")
-        lock.lock(); defer { lock.unlock() }
-        let c = try liveContext()
-        let raw = withArgv(args) { argc, argv, lens in redisCommandArgv(c, argc, argv, lens) }
-        guard let raw else { throw contextError(c) }
-        let r = raw.assumingMemoryBound(to: redisReply.self)
-        defer { freeReplyObject(raw) }
-        return try convert(r).throwingIfError()
+        try pipeline(bytes: [args])[0].throwingIfError()
     }
 
     /// Sends one command with UTF-8 string arguments, e.g. `["SET", "k", "v"]`.
@@ -293,13 +300,17 @@ public final class RedisConnection: @unchecked Sendable {
     /// stay in the result as `.error` so one failed command does not hide the others; a lost
     /// connection throws.
     public func pipeline(bytes commands: [[[UInt8]]]) throws(RedisError) -> [RedisReply] {
+        guard !commands.isEmpty else { return [] }
+        for args in commands where args.isEmpty {
+            throw RedisError.server("ERR empty command (a Redis command needs at least its name)")
+        }
+        let request = Self.requestBytes(commands)
         lock.lock(); defer { lock.unlock() }
         let c = try liveContext()
-        for args in commands {
-            precondition(!args.isEmpty, "a Redis command needs at least its name")
-            let rc = withArgv(args) { argc, argv, lens in redisAppendCommandArgv(c, argc, argv, lens) }
-            if rc != REDIS_OK { throw contextError(c) }
+        let rc = request.withUnsafeBufferPointer { b in
+            b.withMemoryRebound(to: CChar.self) { redisAppendFormattedCommand(c, $0.baseAddress, $0.count) }
         }
+        if rc != REDIS_OK { throw contextError(c) }
         var replies = [RedisReply]()
         replies.reserveCapacity(commands.count)
         for _ in commands {
