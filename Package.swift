@@ -41,7 +41,7 @@ let package = Package(
         // Layers (forward/backward pairs) and optimizers: the kernels the models are built from.
         .target(name: "Kernels", dependencies: ["StreamRecNumerics"], swiftSettings: fastMath),
         .target(name: "Features", dependencies: ["StreamRecNumerics"]),
-        .target(name: "Models", dependencies: ["StreamRecNumerics", "Kernels", "Features"]),
+        .target(name: "Models", dependencies: ["StreamRecNumerics", "Kernels", "Features", "Checkpoint"]),
         .target(name: "Checkpoint", dependencies: [
             "StreamRecNumerics",
             .product(name: "Crypto", package: "swift-crypto"),
@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "Featurize", dependencies: ["Features", "Streaming", "FeatureStore"]),
         .target(name: "TrainerService", dependencies: ["Training", "FeatureStore", "Streaming", "Cluster", "Features", "Models", "Checkpoint"]),
         .target(name: "Serving", dependencies: [
-            "Features", "Models", "Checkpoint", "Training",
+            "Features", "Models", "Checkpoint",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),

@@ -1,3 +1,4 @@
+import Models
 import ArgumentParser
 import Foundation
 import Checkpoint
@@ -137,7 +138,7 @@ struct CkptVerify: ParsableCommand {
         let dir = try resolveCheckpoint(path)
         var problems = CheckpointStore.verify(dir).map(\.description)
         if problems.isEmpty {
-            do { _ = try WideDeepCheckpoint.load(dir, verify: false) } catch { problems.append("does not load: \(error)") }
+            do { _ = try ModelFamilies.loadTrainable(dir, verify: false) } catch { problems.append("does not load: \(error)") }
         }
         let report = Report(path: dir.path, ok: problems.isEmpty, problems: problems)
         if json { try printJSON(report) } else {

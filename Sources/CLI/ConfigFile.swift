@@ -25,7 +25,10 @@ struct ConfigFile {
                 throw CLIError("unknown preset '\(preset)'; known: \((Array(presets.keys) + ["large", "small"]).sorted().joined(separator: ", "))")
             }
         }
-        let model: WideDeepConfig = try decode(root["model"] ?? [String: Any](), what: "model")
+        let modelSection = root["model"] as? [String: Any] ?? [:]
+        let kind = modelSection["kind"].map { "\($0)" } ?? WideDeepCheckpoint.modelKind
+        try ModelFamilies.check(kind: kind, what: "model.kind")
+        let model: WideDeepConfig = try decode(modelSection, what: "model")
         let train: TrainSettings = try decode(root["train"] ?? [String: Any](), what: "train")
         try model.validate()
         return ConfigFile(model: model, train: train)

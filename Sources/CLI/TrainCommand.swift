@@ -140,12 +140,12 @@ struct Train: ParsableCommand {
         let featureStats = try FeatureStats(serialized: statsBytes, source: "stats from rank 0")
         let wd = try broadcastModel(rank == 0 ? WideDeepModel(config: cfg.model) : nil, config: cfg.model, root: 0, over: world)
         let store = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints)
-        let exchange = MPIGradientExchange(communicator: world, embeddingSize: cfg.model.embeddingSize)
+        let collectives = MPICollectives(communicator: world)
         let src = StridedBatchSource(try makeSource(cfg, stats: featureStats), rank: rank, size: size)
         if rank == 0 {
             log("training Wide&Deep on \(size) MPI ranks: embedding \(cfg.model.embeddingSize), deep \(cfg.model.deepLayers), batch \(cfg.train.batchSize) per rank, \(featureStats.categoryCount) categories")
         }
-        let trainer = Trainer(model: wd, stats: featureStats, settings: cfg.train, source: src, exchange: exchange,
+        let trainer = Trainer(model: wd, stats: featureStats, settings: cfg.train, source: src, collectives: collectives,
                               store: rank == 0 ? store : nil) { log($0) }
         trainer.untilIdle = untilIdle
         trainer.stopRequested = { stop.isRaised }
@@ -182,9 +182,9 @@ extension Train {
         trainer.signalled = { stop.isRaised }
         let s = try trainer.run()
         log(String(format: "rank %d/%d: %d steps, parameters fnv1a64=%016llx, communication %.1f%% of step time (%@)",
-                   trainer.rank, trainer.size, s.steps, trainer.trainer.model.parameterDigest(),
+                   trainer.rank, trainer.size, s.steps, trainer.model.parameterDigest(),
                    100 * s.communicationSeconds / max(s.communicationSeconds + s.computeSeconds, 1e-9), s.stopReason))
-        if trainer.trainer.exchange.isCoordinator { log(summaryLine(s)) }
+        if trainer.trainer.collectives.isCoordinator { log(summaryLine(s)) }
     }
 }
 

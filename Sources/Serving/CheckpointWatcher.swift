@@ -11,7 +11,6 @@ import Foundation
 import Synchronization
 import ServiceLifecycle
 import Checkpoint
-import Training
 
 /// Watches a checkpoints root and keeps `slot` on the newest good version.
 ///

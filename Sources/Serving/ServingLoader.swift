@@ -20,7 +20,6 @@ import Synchronization
 import Checkpoint
 import Features
 import Models
-import Training
 
 /// What `loadForServing` hands back.
 struct LoadedForServing {

@@ -11,7 +11,6 @@ import Synchronization
 import Checkpoint
 import Features
 import Models
-import Training
 
 /// An immutable, verified model version that serves predictions.
 ///

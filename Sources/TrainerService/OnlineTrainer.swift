@@ -61,11 +61,11 @@ public final class OnlineTrainer: StepBoundaryHandler {
     let redis: RedisConnection
     let reader: FeatureStreamReader
     let store: FeatureStore
-    let exchange: MPIGradientExchange
+    let collectives: MPICollectives
     var comm: Communicator
     var port: String?
     let source: RedisBatchSource
-    let model: WideDeepModel
+    public let model: WideDeepModel
     var dictionary: DictionaryCache
     let log: @Sendable (String) -> Void
     var state: ClusterState
@@ -173,7 +173,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
         redis = try RedisConnection(address: options.redisAddress)
         reader = FeatureStreamReader(redis: redis, prefix: options.prefix)
         store = FeatureStore(redis: redis, prefix: options.prefix)
-        exchange = MPIGradientExchange(communicator: comm, embeddingSize: model.config.embeddingSize)
+        collectives = MPICollectives(communicator: comm)
         let stats = try FeatureStats(serialized: state.stats, source: "stats from rank 0")
         dictionary = DictionaryCache(snapshot: stats)
         var positions: [Int: StreamPosition] = [:]
@@ -198,7 +198,12 @@ public final class OnlineTrainer: StepBoundaryHandler {
             }
         }
         let store = CheckpointStore(directory: options.checkpointDir, keep: settings.keepCheckpoints)
-        let t = Trainer(model: model, stats: dictionary.stats, settings: settings, source: source, exchange: exchange,
+        let wideDeep = WideDeepTraining(model: model, stats: dictionary.stats, batchSize: settings.batchSize)
+        wideDeep.refreshStats = { [unowned self] in
+            try dictionary.sync(self.store)
+            return dictionary.stats
+        }
+        let t = Trainer(model: wideDeep, settings: settings, source: source, collectives: collectives,
                         store: comm.rank == 0 ? store : nil, samplesTrained: state.samplesTrained,
                         wallTimeBefore: state.wallTimeSeconds, log: log)
         trainer = t
@@ -207,10 +212,6 @@ public final class OnlineTrainer: StepBoundaryHandler {
         t.stopRequested = { [unowned self] in comm.rank == 0 && signalled() }
         t.boundaryHandler = self
         t.afterStep = { [unowned self] local in try afterStep(local) }
-        t.refreshStats = { [unowned self] in
-            try dictionary.sync(self.store)
-            return dictionary.stats
-        }
         t.afterCheckpoint = { [unowned self] in updateRetention(store) }
         if let freshness {
             t.onCheckpointWritten = { step, url in
@@ -321,7 +322,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
             }
             comm = next!
             MPI.setJobCommunicator(comm)
-            exchange.reset(communicator: comm)
+            collectives.reset(communicator: comm)
             source.reassign(ShardAssignment.shards(rank: comm.rank, size: comm.size, shardCount: state.shardCount))
             if comm.rank == 0 { log("\(agreed.leaving) rank(s) left at step \(model.step); now \(comm.size): \(assignmentDescription())") }
             return .changed
@@ -334,7 +335,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
             if !old.isPredefined { try old.disconnect() }
             comm = merged
             MPI.setJobCommunicator(comm)
-            exchange.reset(communicator: comm)
+            collectives.reset(communicator: comm)
             if comm.rank == 0, try source.link.attempt({ try redis.command(["DECR", keys.joiners]) }) == nil { undecrementedJoiners += 1 }
             // The newcomer gets the whole state: parameters, optimizer state, step, positions.
             let snapshot = ClusterState(config: model.config, step: model.step, samplesTrained: trainer.samplesTrained,

@@ -183,13 +183,14 @@ public func runParallelTrainBenchmark(config: WideDeepConfig, preset: String, ba
                                           seed: 7 &+ UInt64(comm.rank) &* 7919)
     let model = WideDeepModel(config: config)
     let ws = model.makeWorkspace(capacity: batchSize), grads = model.makeGradients()
-    let exchange = MPIGradientExchange(communicator: comm, embeddingSize: config.embeddingSize)
+    let exchange = MPICollectives(communicator: comm)
+    let combiner = WideDeepGradientCombiner(embeddingSize: config.embeddingSize)
     func step(_ batch: FeatureBatch) throws -> (comm: Double, total: Double) {
         let t0 = DispatchTime.now().uptimeNanoseconds
         _ = try exchange.agree(StepSignals(samples: batch.count, active: 1))
         model.computeGradients(batch, workspace: ws, into: grads)
         let t1 = DispatchTime.now().uptimeNanoseconds
-        try exchange.combine(grads)
+        try combiner.combine(grads, over: exchange)
         let t2 = DispatchTime.now().uptimeNanoseconds
         model.applyGradients(dense: grads.dense.buffer, ids: grads.ids, deepRowGrads: grads.deepRows,
                              wideRowGrads: grads.wideRows, totalSamples: grads.sampleCount)

@@ -1,3 +1,4 @@
+import Checkpoint
 /// Training-loop settings (the `train:` section of a config file).
 public struct TrainSettings: Codable, Sendable, Equatable {
     public var batchSize = 1000

@@ -42,6 +42,17 @@ import TestSupport
         #expect(r.stderr.contains("unknown preset 'huge'"))
     }
 
+    @Test func unknownModelKindIsAClearError() throws {
+        let dir = try tempDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "1\t" .write(to: dir.appendingPathComponent("d.tsv"), atomically: true, encoding: .utf8)
+        let config = dir.appendingPathComponent("c.yaml")
+        try "model:\n  kind: dqn\n".write(to: config, atomically: true, encoding: .utf8)
+        let r = try StreamRecBinary.run(["train", "--config", config.path, "--data", dir.appendingPathComponent("d.tsv").path])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("model.kind is 'dqn'") && r.stderr.contains("widedeep"), "\(r.stderr)")
+    }
+
     var configPath: String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../configs/widedeep.yaml").standardized.path
     }

@@ -78,6 +78,26 @@ final class Collected: @unchecked Sendable {
         #expect(throws: CheckpointLoadError.self) { try WideDeepCheckpoint.load(url) }
     }
 
+    @Test("model families: a checkpoint loads back through the registry by its model_kind; unknown kinds are refused by name")
+    func modelFamilyRegistry() throws {
+        let dir = try temporaryTestDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let model = WideDeepModel(config: smallTestConfig())
+        let snapshot = WideDeepTraining(model: model, stats: FeatureStatsBuilder().build(minFrequency: 1), batchSize: 8)
+            .snapshot(record: CheckpointRecord(step: 3, samplesTrained: 30, wallTimeSeconds: 1, metrics: ["wide_loss": 0.5]))
+        let url = try snapshot.write(to: CheckpointStore(directory: dir, keep: 2))
+        let loaded = try ModelFamilies.loadTrainable(url)
+        #expect(loaded.kind == "widedeep" && loaded.step == 3)
+        #expect((loaded as? WideDeepTraining)?.model.parameterDigest() == model.parameterDigest())
+        #expect(throws: CheckpointLoadError.self) { try ModelFamilies.check(kind: "dqn", what: "model.kind") }
+        // A manifest naming a kind this build does not know is refused before anything is read.
+        let manifestURL = url.appendingPathComponent("manifest.json")
+        let text = try String(contentsOf: manifestURL, encoding: .utf8).replacingOccurrences(of: "\"widedeep\"", with: "\"dqn\"")
+        try text.write(to: manifestURL, atomically: true, encoding: .utf8)
+        do { _ = try ModelFamilies.loadTrainable(url, verify: false); Issue.record("a dqn checkpoint loaded") }
+        catch { #expect("\(error)".contains("dqn") && "\(error)".contains("widedeep")) }
+    }
+
     @Test func malformedRowsAreCountedAndSkipped() throws {
         let dir = try temporaryTestDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -4,6 +4,39 @@ import Checkpoint
 import Glibc
 #endif
 
+/// What a checkpoint records besides a model family's tensors and files.
+public struct CheckpointRecord: Sendable {
+    public var step: Int
+    public var samplesTrained: Int
+    public var wallTimeSeconds: Double
+    public var metrics: [String: Double]
+    public var streamPositions: [String: String]
+    public init(step: Int, samplesTrained: Int, wallTimeSeconds: Double,
+                metrics: [String: Double] = [:], streamPositions: [String: String] = [:]) {
+        self.step = step
+        self.samplesTrained = samplesTrained
+        self.wallTimeSeconds = wallTimeSeconds
+        self.metrics = metrics
+        self.streamPositions = streamPositions
+    }
+}
+
+/// An in-memory copy of everything one checkpoint version holds, taken between steps and written
+/// from another thread while training goes on. Each model family provides its own (tensors,
+/// config, sidecar files such as dictionaries); the store, the writer, retention, `ckpt` and
+/// resume only see this seam and the manifest's `model_kind`.
+public protocol CheckpointSnapshot: Sendable {
+    var record: CheckpointRecord { get }
+    /// Writes the snapshot as a new version in `store` (atomic; LATEST updated last).
+    func write(to store: CheckpointStore) throws -> URL
+}
+
+/// A checkpoint that cannot be used, with every problem in the message.
+public struct CheckpointLoadError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
 /// Writes checkpoint snapshots on a background thread so training stalls only for the
 /// in-memory snapshot. At most one write is in flight: a new submit waits for the previous
 /// write (the stall then shows in `lastStallSeconds`). Used by rank 0 only.
@@ -24,7 +57,7 @@ public final class CheckpointWriter: @unchecked Sendable {
     }
 
     /// Queues a snapshot; returns after any previous write has finished.
-    public func submit(_ snapshot: WideDeepCheckpoint.Snapshot) {
+    public func submit(_ snapshot: any CheckpointSnapshot) {
         group.wait()
         group.enter()
         queue.async { [self] in
@@ -32,7 +65,7 @@ public final class CheckpointWriter: @unchecked Sendable {
             lowerThisThreadsPriority()   // the step must not wait for the writer
             let start = Date()
             do {
-                let url = try WideDeepCheckpoint.write(snapshot, to: store)
+                let url = try snapshot.write(to: store)
                 let dt = Date().timeIntervalSince(start)
                 lock.withLock { _written.append((url, dt)) }
                 onWritten?(snapshot.record.step, url)

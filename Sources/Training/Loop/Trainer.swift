@@ -47,35 +47,12 @@ public enum TrainerError: Error, CustomStringConvertible {
     }
 }
 
-/// Combines one rank's step gradients with every other rank's. The trainer loop is the same for
-/// one process and for N MPI ranks; only this seam differs.
-public protocol GradientExchange: AnyObject {
-    /// Sums step signals across participants (a small collective before each step).
-    func agree(_ local: StepSignals) throws -> StepSignals
-    /// Sums `grads` across participants in place: afterwards `grads` holds the summed dense
-    /// buffer (sample count and loss sums included) and the concatenated sparse lists, in an
-    /// order every participant agrees on.
-    func combine(_ grads: WideDeepGradients) throws
-    /// Whether this participant writes checkpoints and logs (rank 0).
-    var isCoordinator: Bool { get }
-}
-
-/// Single process: nothing to combine.
-public final class LocalExchange: GradientExchange {
-    public init() {}
-    public func agree(_ local: StepSignals) throws -> StepSignals { local }
-    public func combine(_ grads: WideDeepGradients) throws {}
-    public var isCoordinator: Bool { true }
-}
-
 public struct TrainSummary: Sendable {
     public var steps: Int
     public var samples: Int
     public var seconds: Double
-    public var progressiveAUC: Double?
-    public var progressiveLogLoss: Double
-    public var lastWideLoss: Double
-    public var lastDeepLoss: Double
+    /// The model's last loss terms and progressive-validation figures (`TrainableModel.metrics`).
+    public var metrics: [String: Double]
     public var lastCheckpoint: URL?
     public var rejected: Int
     /// Seconds the trainer thread spent taking checkpoint snapshots (the training stall).
@@ -84,6 +61,12 @@ public struct TrainSummary: Sendable {
     public var communicationSeconds: Double
     public var computeSeconds: Double
     public var stopReason: String
+
+    // Wide&Deep's figures.
+    public var progressiveAUC: Double? { metrics["pv_auc"] }
+    public var progressiveLogLoss: Double { metrics["pv_logloss"] ?? 0 }
+    public var lastWideLoss: Double { metrics["wide_loss"] ?? 0 }
+    public var lastDeepLoss: Double { metrics["deep_loss"] ?? 0 }
 }
 
 /// What a step boundary did to the membership of the job.
@@ -108,16 +91,15 @@ public protocol StepBoundaryHandler: AnyObject {
     func wantsToLeave() -> Bool
 }
 
-/// The training loop shared by every way of running StreamRec: agree on the step, score the
-/// local batch before training on it (progressive validation), compute gradients, combine,
-/// apply, log in the seed's format, checkpoint every N steps (rank 0, in the background) and
-/// when stopping.
+/// The training loop shared by every model family and every way of running StreamRec: agree on
+/// the step, let the model train on it (`TrainableModel.trainStep`: progressive validation,
+/// gradients, collectives, the identical update), log, checkpoint every N steps (coordinator,
+/// in the background) and when stopping.
 public final class Trainer {
-    public let model: WideDeepModel
-    public private(set) var stats: FeatureStats
+    public let model: any TrainableModel
     public let settings: TrainSettings
     public let source: BatchSource
-    public let exchange: GradientExchange
+    public let collectives: Collectives
     public let store: CheckpointStore?
     public let log: @Sendable (String) -> Void
     public var samplesTrained: Int
@@ -131,44 +113,43 @@ public final class Trainer {
     /// Called on every participant after each applied step with its local batch (nil if it had
     /// none), e.g. to replicate Redis stream positions into `positions`.
     public var afterStep: ((SourcedBatch?) throws -> Void)?
-    /// Called before each checkpoint snapshot (rank 0) to pick up dictionary growth, so the
-    /// checkpoint's `features.stats` encodes every id the model has seen.
-    public var refreshStats: (() throws -> FeatureStats)?
     /// Called (rank 0) after each checkpoint snapshot is handed to the writer.
     public var afterCheckpoint: (() -> Void)?
     /// Called on the writer thread once a checkpoint version is in place (step, directory).
     public var onCheckpointWritten: (@Sendable (Int, URL) -> Void)?
-    private var validation = ProgressiveValidation()
     public var wallTimeBefore: Double
     private var writer: CheckpointWriter?
 
-    public init(model: WideDeepModel, stats: FeatureStats, settings: TrainSettings, source: BatchSource,
-                exchange: GradientExchange = LocalExchange(), store: CheckpointStore?,
+    public init(model: any TrainableModel, settings: TrainSettings, source: BatchSource,
+                collectives: Collectives = LocalCollectives(), store: CheckpointStore?,
                 samplesTrained: Int = 0, wallTimeBefore: Double = 0, log: @escaping @Sendable (String) -> Void) {
         self.model = model
-        self.stats = stats
         self.settings = settings
         self.source = source
-        self.exchange = exchange
+        self.collectives = collectives
         self.store = store
         self.samplesTrained = samplesTrained
         self.wallTimeBefore = wallTimeBefore
         self.log = log
     }
 
+    /// A Wide&Deep trainer (`WideDeepTraining` around `model`).
+    public convenience init(model: WideDeepModel, stats: FeatureStats, settings: TrainSettings, source: BatchSource,
+                            collectives: Collectives = LocalCollectives(), store: CheckpointStore?,
+                            samplesTrained: Int = 0, wallTimeBefore: Double = 0, log: @escaping @Sendable (String) -> Void) {
+        self.init(model: WideDeepTraining(model: model, stats: stats, batchSize: settings.batchSize), settings: settings,
+                  source: source, collectives: collectives, store: store, samplesTrained: samplesTrained,
+                  wallTimeBefore: wallTimeBefore, log: log)
+    }
+
     public func run() throws -> TrainSummary {
-        // Sized for the configured batch; a larger batch (e.g. featurize packing more rows than
-        // train.batch_size) grows it, so any batch size trains with any config.
-        var ws = model.makeWorkspace(capacity: max(settings.batchSize, 1))
-        let grads = model.makeGradients()
-        let empty = FeatureBatch(fieldCount: model.config.fieldCount, ids: [], weights: [], labels: [])
-        if exchange.isCoordinator, let store {
+        if collectives.isCoordinator, let store {
             writer = CheckpointWriter(store: store, log: log)
             writer?.onWritten = onCheckpointWritten
         }
         let start = Date()
         var windowStart = Date(), windowSamples = 0
-        var steps = 0, lastWide = 0.0, lastDeep = 0.0
+        var steps = 0
         var lastCheckpointStep = -1, stall = 0.0, comm = 0.0, compute = 0.0
         var lastData = Date()
         var epoch = 1
@@ -190,11 +171,11 @@ public final class Trainer {
             var signals = StepSignals(samples: local?.batch.count ?? 0, active: exhausted ? 0 : 1, stop: wantsStop ? 1 : 0)
             if let untilIdle, local == nil, Date().timeIntervalSince(lastData) >= untilIdle { signals.idle = 1 }
             if let h = boundaryHandler {
-                if exchange.isCoordinator { signals.joinWaiting = h.joinersWaiting() }
+                if collectives.isCoordinator { signals.joinWaiting = h.joinersWaiting() }
                 signals.leaving = h.wantsToLeave() ? 1 : 0
             }
             let t0 = Date()
-            let agreed = try exchange.agree(signals)
+            let agreed = try collectives.agree(signals)
             comm += Date().timeIntervalSince(t0)
             if agreed.stop > 0 { stopReason = "stop requested"; break }
             // Stop only when no rank had a batch this step: a batch polled by one rank and
@@ -215,77 +196,53 @@ public final class Trainer {
             }
             lastData = Date()
 
-            // 2. The step: local forward/backward, exchange, identical update everywhere.
-            let batch = local?.batch ?? empty
-            if batch.fieldCount != model.config.fieldCount {
-                throw TrainerError.incompatibleBatch(
-                    "batch at \(local?.positions.description ?? "?") has \(batch.fieldCount) fields per row, the model expects "
-                    + "\(model.config.fieldCount) (model.field_count): the feature workers and the trainer disagree on the schema")
-            }
-            if batch.count > ws.capacity { ws = model.makeWorkspace(capacity: batch.count) }
+            // 2. The step: the model's forward/backward, collectives and identical update.
+            if let local { try model.check(local) }
             if let e = local?.epoch { epoch = e }
             if let p = local?.positions { positions.merge(p) { $1 } }
-            let c0 = Date()
-            model.computeGradients(batch, workspace: ws, into: grads)
-            if batch.count > 0 {
-                validation.add(scores: Array(ws.probs.buffer.prefix(batch.count))[...], labels: batch.labels[...])
-            }
-            let c1 = Date()
-            try exchange.combine(grads)
-            let c2 = Date()
-            let total = grads.sampleCount
-            model.applyGradients(dense: grads.dense.buffer, ids: grads.ids, deepRowGrads: grads.deepRows,
-                                 wideRowGrads: grads.wideRows, totalSamples: total)
-            let c3 = Date()
-            compute += c1.timeIntervalSince(c0) + c3.timeIntervalSince(c2)
-            comm += c2.timeIntervalSince(c1)
+            let timing = try model.trainStep(local, totalSamples: agreed.samples, contributors: agreed.contributors,
+                                             collectives: collectives)
+            compute += timing.compute
+            comm += timing.communication
             try afterStep?(local)
-            samplesTrained += total
-            windowSamples += total
+            samplesTrained += agreed.samples
+            windowSamples += agreed.samples
             steps += 1
-            lastWide = Double(grads.logLossSum) / Double(max(total, 1))
-            // Each contributing rank adds the l2 term of the rows it touched: report their mean.
-            lastDeep = lastWide + Double(grads.l2Term) / Double(max(agreed.contributors, 1))
-            if exchange.isCoordinator && (model.step % max(settings.logEvery, 1) == 0) {
+            if collectives.isCoordinator && (model.step % max(settings.logEvery, 1) == 0) {
                 let dt = Date().timeIntervalSince(windowStart)
-                log(String(format: "epoch: %d, step: %d, wide_loss: %.6f, deep_loss: %.6f, samples/s: %.0f, pv_auc: %@, pv_logloss: %.4f",
-                           epoch, model.step, lastWide, lastDeep, Double(windowSamples) / max(dt, 1e-9),
-                           validation.auc.map { String(format: "%.4f", $0) } ?? "n/a", validation.logLoss))
+                log(model.logLine(epoch: epoch, samplesPerSecond: Double(windowSamples) / max(dt, 1e-9)))
                 windowStart = Date(); windowSamples = 0
             }
-            if exchange.isCoordinator, settings.checkpointEvery > 0, model.step % settings.checkpointEvery == 0 {
-                stall += checkpoint(start: start, wide: lastWide, deep: lastDeep)
+            if collectives.isCoordinator, settings.checkpointEvery > 0, model.step % settings.checkpointEvery == 0 {
+                stall += checkpoint(start: start)
                 lastCheckpointStep = model.step
             }
         }
         // The final version, unless this step already has one (e.g. a restart that found no new
         // data: the version it resumed from stays as written, metrics and all).
-        if exchange.isCoordinator, !leftJob, lastCheckpointStep != model.step, let store, !store.hasVersion(step: model.step), writer != nil {
-            stall += checkpoint(start: start, wide: lastWide, deep: lastDeep)
+        if collectives.isCoordinator, !leftJob, lastCheckpointStep != model.step, let store, !store.hasVersion(step: model.step), writer != nil {
+            stall += checkpoint(start: start)
         }
         try writer?.finish()
         return TrainSummary(steps: steps, samples: samplesTrained, seconds: Date().timeIntervalSince(start),
-                            progressiveAUC: validation.auc, progressiveLogLoss: validation.logLoss,
-                            lastWideLoss: lastWide, lastDeepLoss: lastDeep, lastCheckpoint: writer?.written.last?.url,
+                            metrics: model.metrics, lastCheckpoint: writer?.written.last?.url,
                             rejected: source.rejections.total, checkpointStallSeconds: stall,
                             communicationSeconds: comm, computeSeconds: compute, stopReason: stopReason)
     }
 
     /// Snapshots the model on this thread and hands the write to the background writer;
     /// returns the seconds training was held up.
-    private func checkpoint(start: Date, wide: Double, deep: Double) -> Double {
+    private func checkpoint(start: Date) -> Double {
         guard let writer else { return 0 }
         let t0 = Date()
-        if let refreshStats {
-            do { stats = try refreshStats() } catch { log("checkpoint: could not refresh the dictionary (\(error)); using the last known one") }
+        do { try model.refreshBeforeCheckpoint() } catch {
+            log("checkpoint: could not refresh the model's sidecar files (\(error)); using the last known ones")
         }
         defer { afterCheckpoint?() }
-        var metrics: [String: Double] = ["wide_loss": wide, "deep_loss": deep, "pv_logloss": validation.logLoss]
-        if let auc = validation.auc { metrics["pv_auc"] = auc }
-        let record = WideDeepCheckpoint.Record(step: model.step, samplesTrained: samplesTrained,
-                                               wallTimeSeconds: wallTimeBefore + Date().timeIntervalSince(start),
-                                               metrics: metrics, streamPositions: positions)
-        writer.submit(WideDeepCheckpoint.snapshot(model: model, stats: stats, record: record))
+        let record = CheckpointRecord(step: model.step, samplesTrained: samplesTrained,
+                                      wallTimeSeconds: wallTimeBefore + Date().timeIntervalSince(start),
+                                      metrics: model.metrics, streamPositions: positions)
+        writer.submit(model.snapshot(record: record))
         return Date().timeIntervalSince(t0)
     }
 }

@@ -1,7 +1,6 @@
 import Foundation
 import Checkpoint
 import Features
-import Models
 
 /// Wide&Deep ↔ checkpoint directory: `model.safetensors` (parameters and optimizer state),
 /// `features.stats` (the dictionary snapshot the model was trained with) and `manifest.json`.
@@ -10,29 +9,16 @@ public enum WideDeepCheckpoint {
     public static let modelKind = "widedeep"
     public static let statsFileName = "features.stats"
 
-    /// What a checkpoint records besides the tensors.
-    public struct Record: Sendable {
-        public var step: Int
-        public var samplesTrained: Int
-        public var wallTimeSeconds: Double
-        public var metrics: [String: Double]
-        public var streamPositions: [String: String]
-        public init(step: Int, samplesTrained: Int, wallTimeSeconds: Double,
-                    metrics: [String: Double] = [:], streamPositions: [String: String] = [:]) {
-            self.step = step
-            self.samplesTrained = samplesTrained
-            self.wallTimeSeconds = wallTimeSeconds
-            self.metrics = metrics
-            self.streamPositions = streamPositions
-        }
-    }
+    public typealias Record = CheckpointRecord
 
     /// An in-memory copy of everything a checkpoint holds, cheap to take between steps (a few
     /// memcpys) and safe to write from another thread while training goes on.
-    public struct Snapshot: @unchecked Sendable {
+    public struct Snapshot: CheckpointSnapshot, @unchecked Sendable {
         public let model: WideDeepSnapshot
         public let stats: FeatureStats
         public let record: Record
+
+        public func write(to store: CheckpointStore) throws -> URL { try WideDeepCheckpoint.write(self, to: store) }
     }
 
     public static func snapshot(model: WideDeepModel, stats: FeatureStats, record: Record) -> Snapshot {
@@ -96,9 +82,4 @@ public enum WideDeepCheckpoint {
         let stats = try FeatureStats.read(from: dir.appendingPathComponent(statsName))
         return Loaded(model: model, stats: stats, manifest: manifest, directory: dir)
     }
-}
-
-public struct CheckpointLoadError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ d: String) { description = d }
 }

@@ -1,0 +1,131 @@
+import Foundation
+import Checkpoint
+import Features
+import Models
+
+// Wide&Deep's side of the training loop: a step on a `rows` batch (progressive AUC/log loss,
+// gradients, the fused dense allreduce plus the sparse rows' allgathervs, the identical update),
+// the seed's log line, and checkpoints with the dictionary snapshot (`features.stats`) beside
+// the tensors.
+
+public final class WideDeepTraining: TrainableModel {
+    public let model: WideDeepModel
+    /// The dictionary the model's ids come from (refreshed before each checkpoint).
+    public private(set) var stats: FeatureStats
+    /// Returns the current dictionary (dictionary growth during online training); nil = fixed.
+    public var refreshStats: (() throws -> FeatureStats)?
+    private var workspace: WideDeepWorkspace
+    private let grads: WideDeepGradients
+    private let combiner: WideDeepGradientCombiner
+    private var validation = ProgressiveValidation()
+    private var lastWide = 0.0, lastDeep = 0.0
+    private let empty: FeatureBatch
+
+    public init(model: WideDeepModel, stats: FeatureStats, batchSize: Int) {
+        self.model = model
+        self.stats = stats
+        // Sized for the configured batch; a larger batch (e.g. featurize packing more rows than
+        // train.batch_size) grows it, so any batch size trains with any config.
+        workspace = model.makeWorkspace(capacity: max(batchSize, 1))
+        grads = model.makeGradients()
+        combiner = WideDeepGradientCombiner(embeddingSize: model.config.embeddingSize)
+        empty = FeatureBatch(fieldCount: model.config.fieldCount, ids: [], weights: [], labels: [])
+    }
+
+    public var kind: String { WideDeepCheckpoint.modelKind }
+    public var step: Int { model.step }
+
+    public func check(_ batch: SourcedBatch) throws {
+        if batch.batch.fieldCount != model.config.fieldCount {
+            throw TrainerError.incompatibleBatch(
+                "batch at \(batch.positions.description) has \(batch.batch.fieldCount) fields per row, the model expects "
+                + "\(model.config.fieldCount) (model.field_count): the feature workers and the trainer disagree on the schema")
+        }
+    }
+
+    public func trainStep(_ local: SourcedBatch?, totalSamples: Int, contributors: Int, collectives: Collectives) throws -> StepTiming {
+        let batch = local?.batch ?? empty
+        if batch.count > workspace.capacity { workspace = model.makeWorkspace(capacity: batch.count) }
+        let c0 = Date()
+        model.computeGradients(batch, workspace: workspace, into: grads)
+        if batch.count > 0 {
+            validation.add(scores: Array(workspace.probs.buffer.prefix(batch.count))[...], labels: batch.labels[...])
+        }
+        let c1 = Date()
+        try combiner.combine(grads, over: collectives)
+        let c2 = Date()
+        let total = grads.sampleCount
+        model.applyGradients(dense: grads.dense.buffer, ids: grads.ids, deepRowGrads: grads.deepRows,
+                             wideRowGrads: grads.wideRows, totalSamples: total)
+        let c3 = Date()
+        lastWide = Double(grads.logLossSum) / Double(max(total, 1))
+        // Each contributing rank adds the l2 term of the rows it touched: report their mean.
+        lastDeep = lastWide + Double(grads.l2Term) / Double(max(contributors, 1))
+        return StepTiming(compute: c1.timeIntervalSince(c0) + c3.timeIntervalSince(c2), communication: c2.timeIntervalSince(c1))
+    }
+
+    public func logLine(epoch: Int, samplesPerSecond: Double) -> String {
+        String(format: "epoch: %d, step: %d, wide_loss: %.6f, deep_loss: %.6f, samples/s: %.0f, pv_auc: %@, pv_logloss: %.4f",
+               epoch, model.step, lastWide, lastDeep, samplesPerSecond,
+               validation.auc.map { String(format: "%.4f", $0) } ?? "n/a", validation.logLoss)
+    }
+
+    public var metrics: [String: Double] {
+        var m: [String: Double] = ["wide_loss": lastWide, "deep_loss": lastDeep, "pv_logloss": validation.logLoss]
+        if let auc = validation.auc { m["pv_auc"] = auc }
+        return m
+    }
+
+    public func refreshBeforeCheckpoint() throws {
+        if let refreshStats { stats = try refreshStats() }
+    }
+
+    public func snapshot(record: CheckpointRecord) -> any CheckpointSnapshot {
+        WideDeepCheckpoint.snapshot(model: model, stats: stats, record: record)
+    }
+}
+
+/// Combines one participant's Wide&Deep gradients with every other's: one allreduce over the
+/// fused dense buffer (with its sample count and loss sums) and two allgathervs for the sparse
+/// rows (ids, then each id's deep row and wide weight packed together). Gathered lists are in
+/// rank order everywhere, so `applyGradients` merges repeats identically on every rank.
+public final class WideDeepGradientCombiner {
+    /// Floats per deep embedding row (a model constant every rank knows).
+    public let embeddingSize: Int
+    private var packed: [Float] = []
+    private var gathered: [Float] = []
+
+    public init(embeddingSize: Int) { self.embeddingSize = embeddingSize }
+
+    /// Afterwards `grads` holds the summed dense buffer and the concatenated sparse lists.
+    public func combine(_ grads: WideDeepGradients, over collectives: Collectives) throws {
+        guard collectives.participants > 1 else { return }
+        try collectives.allreduceSum(grads.dense.buffer)
+        let ids = try collectives.allgatherv(grads.ids)
+        // Every rank knows every rank's id count now, so the row payload needs no second count exchange.
+        let width = embeddingSize
+        packed.removeAll(keepingCapacity: true)
+        packed.reserveCapacity(grads.ids.count * (width + 1))
+        for u in 0..<grads.ids.count {
+            packed.append(contentsOf: grads.deepRows[(u * width)..<((u + 1) * width)])
+            packed.append(grads.wideRows[u])
+        }
+        let counts = ids.counts.map { Int32($0 * (width + 1)) }
+        let total = ids.values.count * (width + 1)
+        if gathered.count != total { gathered = [Float](repeating: 0, count: total) }
+        try packed.withUnsafeBufferPointer { src in
+            try gathered.withUnsafeMutableBufferPointer { dst in
+                try collectives.allgatherv(src, counts: counts, into: dst)
+            }
+        }
+        grads.ids = ids.values
+        grads.deepRows.removeAll(keepingCapacity: true)
+        grads.wideRows.removeAll(keepingCapacity: true)
+        grads.deepRows.reserveCapacity(ids.values.count * width)
+        for u in 0..<ids.values.count {
+            let base = u * (width + 1)
+            grads.deepRows.append(contentsOf: gathered[base..<(base + width)])
+            grads.wideRows.append(gathered[base + width])
+        }
+    }
+}

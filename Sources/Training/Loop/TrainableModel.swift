@@ -1,0 +1,45 @@
+import Checkpoint
+
+// The seam between the shared training loop (`Trainer`) and a model family. The loop owns
+// everything that is the same for every family — polling the source, agreeing on each step,
+// membership changes, positions, logging cadence, checkpoint cadence and the background writer —
+// and a `TrainableModel` owns the rest: its step (forward, backward, the collectives it needs,
+// the identical update), its progressive validation, its log line, its checkpoint snapshot.
+
+/// What one step cost, split for the summary (seconds).
+public struct StepTiming: Sendable {
+    public var compute: Double
+    public var communication: Double
+    public init(compute: Double = 0, communication: Double = 0) { self.compute = compute; self.communication = communication }
+}
+
+/// One model family's side of the training loop.
+public protocol TrainableModel: AnyObject {
+    /// The family (`model.kind` in the config, `model_kind` in the manifest).
+    var kind: String { get }
+    /// Optimizer steps applied so far (identical on every participant).
+    var step: Int { get }
+    /// Refuses a batch this model cannot train on, before anything is computed (a clear error:
+    /// the feature workers and the trainer disagree).
+    func check(_ batch: SourcedBatch) throws
+    /// One synchronous data-parallel step. `local` is this participant's batch (nil when it has
+    /// none this step while others do); `totalSamples` is the step's sample count over all
+    /// participants and `contributors` how many had a batch. The model scores `local` before
+    /// training on it (progressive validation), computes its gradients, combines them through
+    /// `collectives` — every participant makes the same calls in the same order — and applies
+    /// the identical update, so replicas stay bit-identical.
+    func trainStep(_ local: SourcedBatch?, totalSamples: Int, contributors: Int, collectives: Collectives) throws -> StepTiming
+    /// The training log line after a step (the seed's format for Wide&Deep).
+    func logLine(epoch: Int, samplesPerSecond: Double) -> String
+    /// The latest loss terms and progressive-validation figures, for checkpoints and the summary.
+    var metrics: [String: Double] { get }
+    /// Called (coordinator) before each checkpoint: pick up sidecar changes such as dictionary
+    /// growth. May fail; the snapshot then uses what is known.
+    func refreshBeforeCheckpoint() throws
+    /// An in-memory copy of the model for the checkpoint writer (cheap; taken between steps).
+    func snapshot(record: CheckpointRecord) -> any CheckpointSnapshot
+}
+
+extension TrainableModel {
+    public func refreshBeforeCheckpoint() throws {}
+}
