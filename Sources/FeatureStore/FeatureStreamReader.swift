@@ -4,7 +4,7 @@
 // let reader = FeatureStreamReader(redis: try RedisConnection(address: "127.0.0.1:6379"))
 // var position = checkpoint.streamPositions[shard] ?? "0-0"
 // for entry in try reader.read(shard: shard, after: position, count: 8, block: .milliseconds(500)) {
-//     train(entry.batch.batch)             // FeatureBatch: ids/weights/labels
+//     train(entry.rows!.batch)             // FeatureBatch: ids/weights/labels (a `.transitions` reader: entry.transitions)
 //     position = entry.id                   // record in the next checkpoint
 // }
 // try reader.markTrained(shard: shard, batches: n)          // back-pressure: pending = appended − trained
@@ -19,10 +19,20 @@ import Streaming
 /// One feature-stream entry: its stream id and the decoded batch with its Kafka source.
 public struct FeatureStreamEntry: Sendable, Equatable {
     public var id: String
-    public var batch: SourcedFeatureBatch
+    /// The batch, of the reader's kind (a reader refuses an entry of another kind by name).
+    public var payload: FeatureBatchCodec.Decoded
     /// The entry's number in its shard (field `n`: sr:appended:{s} right after it was appended);
     /// nil for entries written before featurize recorded it.
     public var ordinal: Int64?
+
+    /// The rows of a `rows` entry.
+    public var rows: SourcedFeatureBatch? { if case .rows(let b) = payload { return b } else { return nil } }
+    /// The transitions of a `transitions` entry.
+    public var transitions: SourcedTransitionBatch? { if case .transitions(let b) = payload { return b } else { return nil } }
+    /// Where the batch came from (topic, partition, offsets, produced-at).
+    public var source: FeatureBatchSource {
+        switch payload { case .rows(let b): return b.source; case .transitions(let b): return b.source }
+    }
 }
 
 /// A stream entry that could not be decoded.
@@ -37,9 +47,10 @@ public final class FeatureStreamReader: @unchecked Sendable {
     public let redis: RedisConnection
     public let layout: FeatureStoreLayout
 
-    public init(redis: RedisConnection, prefix: String = "sr") {
+    /// Reads the feature streams of `streams`' kind (`rows`: sr:fs:{s}; `transitions`: sr:rl:fs:{s}).
+    public init(redis: RedisConnection, prefix: String = "sr", streams: FeatureBatchKind = .rows) {
         self.redis = redis
-        self.layout = FeatureStoreLayout(prefix: prefix)
+        self.layout = FeatureStoreLayout(prefix: prefix, streams: streams)
     }
 
     /// Up to `count` entries of shard `shard` with ids greater than `after`, oldest first.
@@ -84,7 +95,11 @@ public final class FeatureStreamReader: @unchecked Sendable {
         }
         guard let payload else { throw FeatureStoreError.unexpectedReply("stream entry \(id) of shard \(shard) has no field \"b\"") }
         do {
-            return FeatureStreamEntry(id: id, batch: try FeatureBatchCodec.decode(payload), ordinal: ordinal)
+            switch layout.streams {
+            case .rows: return FeatureStreamEntry(id: id, payload: .rows(try FeatureBatchCodec.decode(payload)), ordinal: ordinal)
+            case .transitions:
+                return FeatureStreamEntry(id: id, payload: .transitions(try FeatureBatchCodec.decodeTransitions(payload)), ordinal: ordinal)
+            }
         } catch {
             throw FeatureStreamDecodeError(shard: shard, id: id, error: error)
         }

@@ -93,8 +93,12 @@ public final class RedisBatchSource: BatchSource {
     }
 
     private func sourced(_ entry: FeatureStreamEntry, shard: Int) -> SourcedBatch {
-        return SourcedBatch(batch: entry.batch.batch, epoch: 1,
-                            positions: [ShardAssignment.key(shard): entry.id],
-                            producedAtMs: entry.batch.source.producedAtMs, ordinal: entry.ordinal)
+        let payload: BatchPayload
+        switch entry.payload {
+        case .rows(let b): payload = .rows(b.batch)
+        case .transitions(let b): payload = .transitions(b.batch)
+        }
+        return SourcedBatch(payload, epoch: 1, positions: [ShardAssignment.key(shard): entry.id],
+                            producedAtMs: entry.source.producedAtMs, ordinal: entry.ordinal)
     }
 }

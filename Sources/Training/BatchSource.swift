@@ -1,9 +1,23 @@
 import Foundation
 import Features
 
+/// What a training batch holds: rows (Wide&Deep) or transitions (the RL families).
+public enum BatchPayload: Sendable {
+    case rows(FeatureBatch)
+    case transitions(TransitionBatch)
+
+    /// Samples in the batch (rows or transitions).
+    public var count: Int {
+        switch self { case .rows(let b): return b.count; case .transitions(let b): return b.count }
+    }
+    public var kind: FeatureBatchKind {
+        switch self { case .rows: return .rows; case .transitions: return .transitions }
+    }
+}
+
 /// A batch and where it came from.
 public struct SourcedBatch: Sendable {
-    public var batch: FeatureBatch
+    public var payload: BatchPayload
     public var epoch: Int
     /// Stream positions *after* this batch (e.g. file line, Redis stream id), for the manifest.
     public var positions: [String: String]
@@ -13,13 +27,19 @@ public struct SourcedBatch: Sendable {
     /// lets the trainer publish how far its lineage has trained for back-pressure.
     public var ordinal: Int64?
 
-    public init(batch: FeatureBatch, epoch: Int, positions: [String: String], producedAtMs: Int64 = 0, ordinal: Int64? = nil) {
-        self.batch = batch
+    public init(_ payload: BatchPayload, epoch: Int, positions: [String: String], producedAtMs: Int64 = 0, ordinal: Int64? = nil) {
+        self.payload = payload
         self.epoch = epoch
         self.positions = positions
         self.producedAtMs = producedAtMs
         self.ordinal = ordinal
     }
+
+    public var count: Int { payload.count }
+    /// The rows of a `rows` batch.
+    public var rows: FeatureBatch? { if case .rows(let b) = payload { return b } else { return nil } }
+    /// The transitions of a `transitions` batch.
+    public var transitions: TransitionBatch? { if case .transitions(let b) = payload { return b } else { return nil } }
 }
 
 /// What a source has for the trainer right now.
@@ -85,7 +105,7 @@ public final class FileBatchSource: BatchSource, @unchecked Sendable {
                     var lastLine = 0
                     func emit(_ b: FeatureBatch) {
                         self?.record(packer.takeRejections())
-                        queue.put(.success(SourcedBatch(batch: b, epoch: epoch, positions: ["file:\(path)": "epoch \(epoch) line \(lastLine)"])))
+                        queue.put(.success(SourcedBatch(.rows(b), epoch: epoch, positions: ["file:\(path)": "epoch \(epoch) line \(lastLine)"])))
                     }
                     try reader.forEachLine { line, number in
                         lastLine = number

@@ -19,6 +19,28 @@ func smallStats(categories: [(Int, String)] = [(0, "aa"), (0, "bb"), (3, "zz")],
 
 @Suite("FeatureStore on a real redis-server", .serialized, .timeLimit(.minutes(2)))
 struct FeatureStoreTests {
+    @Test("transitions streams: a transitions reader reads sr:rl:fs; a rows reader meeting a transitions entry refuses it by name")
+    func transitionStreams() throws {
+        let server = try RedisServerFixture()
+        defer { server.stop() }
+        let redis = try RedisConnection(host: "127.0.0.1", port: server.port)
+        var b = TransitionBatch(historyLength: 2)
+        b.append(user: 3, state: [0, 4], action: 5, reward: 1, done: false, time: 100)
+        let source = FeatureBatchSource(topic: "behavior", partition: 1, firstOffset: 0, lastOffset: 0, rejectedRows: 0, producedAtMs: 9)
+        let store = FeatureStore(redis: redis, prefix: "t", streams: .transitions)
+        _ = try store.commit(CommitUnit(topic: "behavior", partition: 1, firstOffset: 0, lastOffset: 0, shard: 1,
+                                        encodedBatch: FeatureBatchCodec.encode(b, source: source), rows: 1))
+        let entries = try FeatureStreamReader(redis: redis, prefix: "t", streams: .transitions).range(shard: 1)
+        #expect(entries.count == 1 && entries[0].transitions == SourcedTransitionBatch(batch: b, source: source) && entries[0].rows == nil)
+        #expect(entries[0].source == source)
+        #expect(try FeatureStreamReader(redis: redis, prefix: "t").range(shard: 1).isEmpty)   // sr:fs:1 is another stream
+        // A transitions batch where rows are expected (a misconfigured pipeline) is refused by name.
+        try redis.command(bytes: [Array("XADD".utf8), Array("t:fs:1".utf8), Array("*".utf8), Array("b".utf8), FeatureBatchCodec.encode(b, source: source)])
+        do { _ = try FeatureStreamReader(redis: redis, prefix: "t").range(shard: 1); Issue.record("a rows reader accepted transitions") } catch {
+            #expect("\(error)".contains("`transitions`"))
+        }
+    }
+
     @Test("commit: committed, duplicate on retry, gap refused; counters, dead letters, lost rows")
     func commitUnits() throws {
         let server = try RedisServerFixture()
@@ -51,7 +73,7 @@ struct FeatureStoreTests {
         // The reader sees the batch.
         let reader = FeatureStreamReader(redis: redis, prefix: "t")
         let entries = try reader.read(shard: 1, after: "0-0", count: 10)
-        #expect(entries.count == 1 && entries[0].id == id && entries[0].batch == x)
+        #expect(entries.count == 1 && entries[0].id == id && entries[0].rows == x)
         #expect(try reader.read(shard: 1, after: id, count: 10).isEmpty)
         #expect(try reader.pending(shard: 1) == 1)
         try reader.markTrained(shard: 1, batches: 1)

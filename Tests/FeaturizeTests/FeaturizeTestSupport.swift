@@ -97,10 +97,19 @@ func options(shard: Int = 0, shards: Int = 1, topic: String, bootstrap: String, 
     return o
 }
 
-/// Every batch in every feature shard, decoded.
-func allBatches(redis: String, featureShards: Int, prefix: String = "sr") throws -> [FeatureStreamEntry] {
+/// A rows feature-stream entry.
+struct RowsEntry {
+    var id: String
+    var batch: SourcedFeatureBatch
+}
+
+/// Every batch in every (rows) feature shard, decoded.
+func allBatches(redis: String, featureShards: Int, prefix: String = "sr") throws -> [RowsEntry] {
     let reader = FeatureStreamReader(redis: try RedisConnection(address: redis), prefix: prefix)
-    return try (0..<featureShards).flatMap { try reader.range(shard: $0) }
+    return try (0..<featureShards).flatMap { try reader.range(shard: $0) }.map { e in
+        guard let rows = e.rows else { throw FeatureStoreError.unexpectedReply("entry \(e.id) of a rows stream holds \(e.payload)") }
+        return RowsEntry(id: e.id, batch: rows)
+    }
 }
 
 /// Checks the covered offset ranges of a partition: contiguous from 0 to `end`, no overlap.

@@ -48,7 +48,7 @@ struct FeaturizeWorkerTests {
         let store = FeatureStore(redis: conn)
         let entries = try allBatches(redis: "127.0.0.1:\(redis.port)", featureShards: 2)
         // Per partition, rows in offset order.
-        var byPartition: [Int32: [(Int64, FeatureStreamEntry)]] = [:]
+        var byPartition: [Int32: [(Int64, RowsEntry)]] = [:]
         for e in entries {
             byPartition[e.batch.source.partition, default: []].append((e.batch.source.firstOffset, e))
         }
@@ -86,7 +86,7 @@ struct FeaturizeWorkerTests {
         _ = online  // how many rows used an id assigned online depends on timing (async commits)
         // Partition p → shard p mod 2.
         let reader = FeatureStreamReader(redis: conn)
-        for s in 0..<2 { for e in try reader.range(shard: s) { #expect(Int(e.batch.source.partition) % 2 == s) } }
+        for s in 0..<2 { for e in try reader.range(shard: s) { #expect(Int(e.source.partition) % 2 == s) } }
     }
 
     @Test("two workers (K = 2) share a topic: every partition covered exactly once")

@@ -98,6 +98,17 @@ final class Collected: @unchecked Sendable {
         catch { #expect("\(error)".contains("dqn") && "\(error)".contains("widedeep")) }
     }
 
+    @Test("a Wide&Deep trainer refuses a transitions batch by name")
+    func wideDeepRefusesTransitions() throws {
+        let training = WideDeepTraining(model: WideDeepModel(config: smallTestConfig()), stats: FeatureStatsBuilder().build(minFrequency: 1), batchSize: 4)
+        #expect(training.batchKind == .rows)
+        var t = TransitionBatch(historyLength: 2)
+        t.append(user: 1, state: [0, 2], action: 3, reward: 1, done: true, time: 0)
+        do { try training.check(SourcedBatch(.transitions(t), epoch: 1, positions: ["fs:0": "1-0"])); Issue.record("accepted transitions") } catch {
+            #expect("\(error)".contains("transitions") && "\(error)".contains("Wide&Deep"))
+        }
+    }
+
     @Test func malformedRowsAreCountedAndSkipped() throws {
         let dir = try temporaryTestDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }

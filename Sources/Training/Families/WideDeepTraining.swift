@@ -35,16 +35,23 @@ public final class WideDeepTraining: TrainableModel {
     public var kind: String { WideDeepCheckpoint.modelKind }
     public var step: Int { model.step }
 
+    public var batchKind: FeatureBatchKind { .rows }
+
     public func check(_ batch: SourcedBatch) throws {
-        if batch.batch.fieldCount != model.config.fieldCount {
+        guard let rows = batch.rows else {
             throw TrainerError.incompatibleBatch(
-                "batch at \(batch.positions.description) has \(batch.batch.fieldCount) fields per row, the model expects "
+                "batch at \(batch.positions.description) holds \(batch.payload.kind), a Wide&Deep model trains on rows: point the "
+                + "trainer at the Criteo feature streams (sr:fs), or use a model.kind that trains on \(batch.payload.kind)")
+        }
+        if rows.fieldCount != model.config.fieldCount {
+            throw TrainerError.incompatibleBatch(
+                "batch at \(batch.positions.description) has \(rows.fieldCount) fields per row, the model expects "
                 + "\(model.config.fieldCount) (model.field_count): the feature workers and the trainer disagree on the schema")
         }
     }
 
     public func trainStep(_ local: SourcedBatch?, totalSamples: Int, contributors: Int, collectives: Collectives) throws -> StepTiming {
-        let batch = local?.batch ?? empty
+        let batch = local?.rows ?? empty
         if batch.count > workspace.capacity { workspace = model.makeWorkspace(capacity: batch.count) }
         let c0 = Date()
         model.computeGradients(batch, workspace: workspace, into: grads)

@@ -1,4 +1,5 @@
 import Checkpoint
+import Features
 
 // The seam between the shared training loop (`Trainer`) and a model family. The loop owns
 // everything that is the same for every family — polling the source, agreeing on each step,
@@ -17,6 +18,9 @@ public struct StepTiming: Sendable {
 public protocol TrainableModel: AnyObject {
     /// The family (`model.kind` in the config, `model_kind` in the manifest).
     var kind: String { get }
+    /// The feature batches it trains on (`rows` for Wide&Deep, `transitions` for the RL families):
+    /// which feature streams an online trainer reads.
+    var batchKind: FeatureBatchKind { get }
     /// Optimizer steps applied so far (identical on every participant).
     var step: Int { get }
     /// Refuses a batch this model cannot train on, before anything is computed (a clear error:

@@ -168,7 +168,7 @@ public final class Trainer {
             }
             if source.isWaitingForUpstream { lastData = Date() }   // an outage is not idleness
             let wantsStop = stopRequested()
-            var signals = StepSignals(samples: local?.batch.count ?? 0, active: exhausted ? 0 : 1, stop: wantsStop ? 1 : 0)
+            var signals = StepSignals(samples: local?.count ?? 0, active: exhausted ? 0 : 1, stop: wantsStop ? 1 : 0)
             if let untilIdle, local == nil, Date().timeIntervalSince(lastData) >= untilIdle { signals.idle = 1 }
             if let h = boundaryHandler {
                 if collectives.isCoordinator { signals.joinWaiting = h.joinersWaiting() }
@@ -268,8 +268,9 @@ public func evaluate(model: WideDeepModel, stats: FeatureStats, path: String, ba
     let ws = model.makeWorkspace(capacity: batchSize)
     var scores: [Float] = [], labels: [Float] = []
     while let b = try source.next() {
-        scores.append(contentsOf: model.predict(b.batch, workspace: ws))
-        labels.append(contentsOf: b.batch.labels)
+        guard let rows = b.rows else { continue }
+        scores.append(contentsOf: model.predict(rows, workspace: ws))
+        labels.append(contentsOf: rows.labels)
     }
     let r = source.rejections
     return Evaluation(auc: rocAUC(scores: scores, labels: labels), logloss: meanLogLoss(probabilities: scores, labels: labels),
