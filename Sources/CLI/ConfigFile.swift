@@ -5,6 +5,8 @@ import Training
 /// The model side of a settings file (`SettingsFile`): `model:`, `train:` and named `presets:`
 /// that overlay both.
 struct ConfigFile {
+    /// `model.kind`: the model family (`ModelFamilies.kinds`; default widedeep).
+    var kind = WideDeepCheckpoint.modelKind
     var model: WideDeepConfig
     var train: TrainSettings
 
@@ -31,7 +33,7 @@ struct ConfigFile {
         let model: WideDeepConfig = try decode(modelSection, what: "model")
         let train: TrainSettings = try decode(root["train"] ?? [String: Any](), what: "train")
         try model.validate()
-        return ConfigFile(model: model, train: train)
+        return ConfigFile(kind: kind, model: model, train: train)
     }
 
     static func merge(_ base: [String: Any], _ overlay: [String: Any]) -> [String: Any] {

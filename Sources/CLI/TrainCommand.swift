@@ -176,13 +176,14 @@ extension Train {
             let world = try MPI.world()
             if world.rank == 0 { try checkOnlineInputs(cfg) }
             let featureStats: FeatureStats? = try world.rank == 0 ? stats.map { try FeatureStats.read(from: URL(fileURLWithPath: $0)) } : nil
-            trainer = try OnlineTrainer.start(world: world, config: cfg.model, stats: featureStats, settings: cfg.train,
-                                              options: options) { log($0) }
+            let sidecars = featureStats.map { [WideDeepCheckpoint.statsFileName: Data($0.serialized())] } ?? [:]
+            trainer = try OnlineTrainer.start(world: world, kind: cfg.kind, config: WideDeepTraining.configJSON(cfg.model),
+                                              sidecars: sidecars, settings: cfg.train, options: options) { log($0) }
         }
         trainer.signalled = { stop.isRaised }
         let s = try trainer.run()
         log(String(format: "rank %d/%d: %d steps, parameters fnv1a64=%016llx, communication %.1f%% of step time (%@)",
-                   trainer.rank, trainer.size, s.steps, trainer.model.parameterDigest(),
+                   trainer.rank, trainer.size, s.steps, trainer.model.parameterDigest,
                    100 * s.communicationSeconds / max(s.communicationSeconds + s.computeSeconds, 1e-9), s.stopReason))
         if trainer.trainer.collectives.isCoordinator { log(summaryLine(s)) }
     }

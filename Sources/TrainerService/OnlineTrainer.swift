@@ -9,15 +9,23 @@ import Training
 
 /// Everything a rank needs to join the training state of a job: broadcast from rank 0 at start
 /// (fresh or resumed from a checkpoint) and to every newly admitted rank.
+/// The model's parameters and optimizer state follow as one tensor blob (`broadcastState`).
 struct ClusterState: Codable {
-    var config: WideDeepConfig
+    /// The model family, its config and sidecar files (`ModelState` without its tensors).
+    var kind: String
+    var config: JSONValue
+    var sidecars: [String: Data]
     var step: Int
     var samplesTrained: Int
     var wallTimeSeconds: Double
     /// Feature shard → last trained stream id.
     var positions: [String: String]
     var shardCount: Int
-    var stats: [UInt8]
+
+    init(_ model: ModelState, samplesTrained: Int, wallTimeSeconds: Double, positions: [String: String], shardCount: Int) {
+        kind = model.kind; config = model.config; sidecars = model.sidecars; step = model.step
+        self.samplesTrained = samplesTrained; self.wallTimeSeconds = wallTimeSeconds; self.positions = positions; self.shardCount = shardCount
+    }
 }
 
 /// Trainer-side Redis keys (beside the feature store's `FeatureStoreLayout`).
@@ -65,8 +73,10 @@ public final class OnlineTrainer: StepBoundaryHandler {
     var comm: Communicator
     var port: String?
     let source: RedisBatchSource
-    public let model: WideDeepModel
-    var dictionary: DictionaryCache
+    /// This rank's replica (identical on every rank).
+    public let model: any TrainableModel
+    /// Wide&Deep's dictionary, kept in step with online growth for its checkpoints.
+    var dictionary: DictionaryCache?
     let log: @Sendable (String) -> Void
     var state: ClusterState
     var freshness: FreshnessLog?
@@ -79,29 +89,29 @@ public final class OnlineTrainer: StepBoundaryHandler {
     public var rank: Int { comm.rank }
     public var size: Int { comm.size }
 
-    /// Rank-0-decides start: rank 0 loads the newest checkpoint (or builds a fresh model from
-    /// `config` and `stats`) and broadcasts the state; every rank returns ready to run.
-    public static func start(world: Communicator, config: WideDeepConfig, stats: FeatureStats?, settings: TrainSettings,
+    /// Rank-0-decides start: rank 0 loads the newest checkpoint (or builds a fresh model of
+    /// `kind` from its `config` section and `sidecars`, e.g. Wide&Deep's statistics file) and
+    /// broadcasts the state; every rank returns ready to run.
+    public static func start(world: Communicator, kind: String, config: JSONValue, sidecars: [String: Data], settings: TrainSettings,
                              options: OnlineTrainerOptions, log: @escaping @Sendable (String) -> Void) throws -> OnlineTrainer {
         var state: ClusterState?
-        var model: WideDeepModel?
+        var model: (any TrainableModel)?
         if world.rank == 0 {
             let ckpts = CheckpointStore(directory: options.checkpointDir, keep: settings.keepCheckpoints)
             if options.resume, let latest = try resumableCheckpoint(in: ckpts) {
-                let loaded = try WideDeepCheckpoint.load(latest)
-                log("resuming from \(latest.path): step \(loaded.manifest.step), \(loaded.manifest.samplesTrained) samples, positions \(loaded.manifest.streamPositions.sorted { $0.key < $1.key })")
-                model = loaded.model
-                state = ClusterState(config: loaded.model.config, step: loaded.manifest.step, samplesTrained: loaded.manifest.samplesTrained,
-                                     wallTimeSeconds: loaded.manifest.wallTimeSeconds, positions: loaded.manifest.streamPositions,
-                                     shardCount: options.shardCount, stats: loaded.stats.serialized())
+                let manifest = try CheckpointStore.loadManifest(latest)
+                let loaded = try ModelFamilies.loadTrainable(latest, batchSize: settings.batchSize)
+                log("resuming from \(latest.path): step \(manifest.step), \(manifest.samplesTrained) samples, positions \(manifest.streamPositions.sorted { $0.key < $1.key })")
+                model = loaded
+                state = ClusterState(loaded.exportState(), samplesTrained: manifest.samplesTrained, wallTimeSeconds: manifest.wallTimeSeconds,
+                                     positions: manifest.streamPositions, shardCount: options.shardCount)
             } else {
-                guard let stats else { throw CheckpointLoadError("no checkpoint to resume from and no --stats FILE for a fresh start") }
-                model = WideDeepModel(config: config)
-                state = ClusterState(config: config, step: 0, samplesTrained: 0, wallTimeSeconds: 0, positions: [:],
-                                     shardCount: options.shardCount, stats: stats.serialized())
+                let fresh = try ModelFamilies.fresh(kind: kind, config: config, sidecars: sidecars, batchSize: settings.batchSize)
+                model = fresh
+                state = ClusterState(fresh.exportState(), samplesTrained: 0, wallTimeSeconds: 0, positions: [:], shardCount: options.shardCount)
             }
         }
-        let (s, m) = try broadcastState(state, model: model, root: 0, over: world)
+        let (s, m) = try broadcastState(state, model: model, root: 0, over: world, batchSize: settings.batchSize)
         return try OnlineTrainer(comm: world, state: s, model: m, settings: settings, options: options, log: log)
     }
 
@@ -155,12 +165,12 @@ public final class OnlineTrainer: StepBoundaryHandler {
         let inter = try me.connect(port: port!, root: 0)
         let merged = try inter.merge(high: true)
         try inter.disconnect()
-        let (s, m) = try broadcastState(nil, model: nil, root: 0, over: merged)
+        let (s, m) = try broadcastState(nil, model: nil, root: 0, over: merged, batchSize: settings.batchSize)
         log("joined as rank \(merged.rank) of \(merged.size) at step \(s.step)")
         return try OnlineTrainer(comm: merged, state: s, model: m, settings: settings, options: options, log: log)
     }
 
-    init(comm: Communicator, state: ClusterState, model: WideDeepModel, settings: TrainSettings,
+    init(comm: Communicator, state: ClusterState, model: any TrainableModel, settings: TrainSettings,
          options: OnlineTrainerOptions, log: @escaping @Sendable (String) -> Void) throws {
         self.comm = comm
         MPI.setJobCommunicator(comm)
@@ -171,11 +181,10 @@ public final class OnlineTrainer: StepBoundaryHandler {
         self.log = log
         keys = TrainerKeys(prefix: options.prefix)
         redis = try RedisConnection(address: options.redisAddress)
-        reader = FeatureStreamReader(redis: redis, prefix: options.prefix)
+        reader = FeatureStreamReader(redis: redis, prefix: options.prefix, streams: model.batchKind)
         store = FeatureStore(redis: redis, prefix: options.prefix)
         collectives = MPICollectives(communicator: comm)
-        let stats = try FeatureStats(serialized: state.stats, source: "stats from rank 0")
-        dictionary = DictionaryCache(snapshot: stats)
+        if let wideDeep = model as? WideDeepTraining { dictionary = DictionaryCache(snapshot: wideDeep.stats) }
         var positions: [Int: StreamPosition] = [:]
         for (k, v) in state.positions { if let s = ShardAssignment.shard(fromKey: k), let p = StreamPosition(v) { positions[s] = p } }
         if comm.rank == 0, let url = options.freshnessLog { freshness = try FreshnessLog(url: url) }
@@ -198,12 +207,14 @@ public final class OnlineTrainer: StepBoundaryHandler {
             }
         }
         let store = CheckpointStore(directory: options.checkpointDir, keep: settings.keepCheckpoints)
-        let wideDeep = WideDeepTraining(model: model, stats: dictionary.stats, batchSize: settings.batchSize)
-        wideDeep.refreshStats = { [unowned self] in
-            try dictionary.sync(self.store)
-            return dictionary.stats
+        if let wideDeep = model as? WideDeepTraining, dictionary != nil {
+            // Ids grown online must be in each checkpoint's features.stats.
+            wideDeep.refreshStats = { [unowned self] in
+                try dictionary!.sync(self.store)
+                return dictionary!.stats
+            }
         }
-        let t = Trainer(model: wideDeep, settings: settings, source: source, collectives: collectives,
+        let t = Trainer(model: model, settings: settings, source: source, collectives: collectives,
                         store: comm.rank == 0 ? store : nil, samplesTrained: state.samplesTrained,
                         wallTimeBefore: state.wallTimeSeconds, log: log)
         trainer = t
@@ -338,10 +349,10 @@ public final class OnlineTrainer: StepBoundaryHandler {
             collectives.reset(communicator: comm)
             if comm.rank == 0, try source.link.attempt({ try redis.command(["DECR", keys.joiners]) }) == nil { undecrementedJoiners += 1 }
             // The newcomer gets the whole state: parameters, optimizer state, step, positions.
-            let snapshot = ClusterState(config: model.config, step: model.step, samplesTrained: trainer.samplesTrained,
-                                        wallTimeSeconds: trainer.wallTimeBefore, positions: trainer.positions,
-                                        shardCount: state.shardCount, stats: dictionary.stats.serialized())
-            _ = try broadcastState(comm.rank == 0 ? snapshot : nil, model: comm.rank == 0 ? model : nil, root: 0, over: comm)
+            let snapshot = ClusterState(model.exportState(), samplesTrained: trainer.samplesTrained,
+                                        wallTimeSeconds: trainer.wallTimeBefore, positions: trainer.positions, shardCount: state.shardCount)
+            _ = try broadcastState(comm.rank == 0 ? snapshot : nil, model: comm.rank == 0 ? model : nil, root: 0, over: comm,
+                                   batchSize: settings.batchSize)
             source.reassign(ShardAssignment.shards(rank: comm.rank, size: comm.size, shardCount: state.shardCount))
             if comm.rank == 0 { log("rank \(comm.size - 1) joined at step \(model.step); now \(comm.size) ranks: \(assignmentDescription())") }
             return .changed
@@ -350,22 +361,33 @@ public final class OnlineTrainer: StepBoundaryHandler {
     }
 }
 
-/// Broadcasts the cluster state and the model from `root`; every rank returns identical copies.
-func broadcastState(_ state: ClusterState?, model: WideDeepModel?, root: Int, over comm: Communicator) throws -> (ClusterState, WideDeepModel) {
+/// Broadcasts the cluster state and the model from `root` (which passes both; the others pass
+/// nil): the header as JSON, then parameters and optimizer state as one tensor blob, so ranks on
+/// other hosts need no shared filesystem. Every rank returns an identical model.
+func broadcastState(_ state: ClusterState?, model: (any TrainableModel)?, root: Int, over comm: Communicator,
+                    batchSize: Int) throws -> (ClusterState, any TrainableModel) {
     var header: [UInt8] = []
-    if comm.rank == root, let state { header = Array(try JSONEncoder().encode(state)) }
+    var blob: [UInt8] = []
+    if comm.rank == root {
+        guard let state, let model else { throw CheckpointLoadError("broadcastState: the root must pass its state and model") }
+        header = Array(try JSONEncoder().encode(state))
+        blob = ModelTensor.serialize(model.exportState().tensors)
+    }
     header = try comm.broadcast(bytes: header, root: root)
+    blob = try comm.broadcast(bytes: blob, root: root)
     let s = try JSONDecoder().decode(ClusterState.self, from: Data(header))
-    return (s, try broadcastModel(model, config: s.config, root: root, over: comm))
+    if comm.rank == root, let model { return (s, model) }
+    let restored = try ModelFamilies.restore(ModelState(kind: s.kind, config: s.config, sidecars: s.sidecars,
+                                                        tensors: try ModelTensor.deserialize(blob), step: s.step), batchSize: batchSize)
+    return (s, restored)
 }
 
-/// Broadcasts a model's whole state (parameters, optimizer state, step) from `root`, which
-/// passes its model (the others pass nil); every rank returns an identical model, so ranks on
-/// other hosts need no shared filesystem.
+/// Broadcasts a Wide&Deep model's whole state (parameters, optimizer state, step) from `root`,
+/// which passes its model (the others pass nil); every rank returns an identical model.
 public func broadcastModel(_ model: WideDeepModel?, config: WideDeepConfig, root: Int, over comm: Communicator) throws -> WideDeepModel {
     var blob: [UInt8] = []
     if comm.rank == root {
-        guard let model else { preconditionFailure("broadcastModel: the root must pass its model") }
+        guard let model else { throw CheckpointLoadError("broadcastModel: the root must pass its model") }
         blob = ModelTensor.serialize(model.exportTensors(includeOptimizer: true))
         withUnsafeBytes(of: Int64(model.step).littleEndian) { blob.append(contentsOf: $0) }
     }

@@ -24,4 +24,17 @@ public enum ModelFamilies {
         let loaded = try WideDeepCheckpoint.load(dir, verify: verify)
         return WideDeepTraining(model: loaded.model, stats: loaded.stats, batchSize: batchSize)
     }
+
+    /// A model from a state exported by `TrainableModel.exportState()` (a joiner, every rank at start).
+    public static func restore(_ state: ModelState, batchSize: Int) throws -> any TrainableModel {
+        try check(kind: state.kind, what: "the job's model kind")
+        return try WideDeepTraining.restore(state, batchSize: batchSize)
+    }
+
+    /// A fresh model of `kind` from its config section (as JSON) and the sidecar files it starts
+    /// from (Wide&Deep: `features.stats`, the statistics file its ids come from).
+    public static func fresh(kind: String, config: JSONValue, sidecars: [String: Data], batchSize: Int) throws -> any TrainableModel {
+        try check(kind: kind, what: "model.kind")
+        return try WideDeepTraining.fresh(config: config, sidecars: sidecars, batchSize: batchSize)
+    }
 }

@@ -90,6 +90,43 @@ public final class WideDeepTraining: TrainableModel {
     public func snapshot(record: CheckpointRecord) -> any CheckpointSnapshot {
         WideDeepCheckpoint.snapshot(model: model, stats: stats, record: record)
     }
+
+    public var parameterDigest: UInt64 { model.parameterDigest() }
+
+    public func exportState() -> ModelState {
+        ModelState(kind: kind, config: WideDeepTraining.configJSON(model.config),
+                   sidecars: [WideDeepCheckpoint.statsFileName: Data(stats.serialized())],
+                   tensors: model.exportTensors(includeOptimizer: true), step: model.step)
+    }
+
+    public static func configJSON(_ config: WideDeepConfig) -> JSONValue {
+        // WideDeepConfig encodes to plain JSON, so this cannot fail.
+        (try? JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(config))) ?? .null
+    }
+
+    /// The inverse of `exportState()`.
+    static func restore(_ state: ModelState, batchSize: Int) throws -> WideDeepTraining {
+        let config = try JSONDecoder().decode(WideDeepConfig.self, from: JSONEncoder().encode(state.config))
+        try config.validate()
+        guard let statsBytes = state.sidecars[WideDeepCheckpoint.statsFileName] else {
+            throw CheckpointLoadError("Wide&Deep state without its \(WideDeepCheckpoint.statsFileName)")
+        }
+        let stats = try FeatureStats(serialized: Array(statsBytes), source: "the job's model state")
+        let model = try WideDeepModel.load(config: config, tensors: Dictionary(uniqueKeysWithValues: state.tensors.map { ($0.name, $0) }),
+                                           step: state.step)
+        return WideDeepTraining(model: model, stats: stats, batchSize: batchSize)
+    }
+
+    /// A fresh model: its config's `model:` section and the statistics file the ids come from.
+    static func fresh(config json: JSONValue, sidecars: [String: Data], batchSize: Int) throws -> WideDeepTraining {
+        let config = try JSONDecoder().decode(WideDeepConfig.self, from: JSONEncoder().encode(json))
+        try config.validate()
+        guard let statsBytes = sidecars[WideDeepCheckpoint.statsFileName] else {
+            throw CheckpointLoadError("no checkpoint to resume from and no --stats FILE for a fresh start")
+        }
+        let stats = try FeatureStats(serialized: Array(statsBytes), source: "--stats")
+        return WideDeepTraining(model: WideDeepModel(config: config), stats: stats, batchSize: batchSize)
+    }
 }
 
 /// Combines one participant's Wide&Deep gradients with every other's: one allreduce over the

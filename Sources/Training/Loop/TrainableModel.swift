@@ -1,5 +1,7 @@
+import Foundation
 import Checkpoint
 import Features
+import Models
 
 // The seam between the shared training loop (`Trainer`) and a model family. The loop owns
 // everything that is the same for every family — polling the source, agreeing on each step,
@@ -42,6 +44,28 @@ public protocol TrainableModel: AnyObject {
     func refreshBeforeCheckpoint() throws
     /// An in-memory copy of the model for the checkpoint writer (cheap; taken between steps).
     func snapshot(record: CheckpointRecord) -> any CheckpointSnapshot
+    /// The whole state a newly joining participant needs to continue identically (config,
+    /// sidecar files, parameters, optimizer state, step); `ModelFamilies.restore` inverts it.
+    func exportState() -> ModelState
+    /// A digest of every parameter (FNV-1a 64): equal on every replica after every step.
+    var parameterDigest: UInt64 { get }
+}
+
+/// A model's whole state, family-neutral: what rank 0 broadcasts to joiners and at start.
+public struct ModelState: Sendable {
+    /// The family (`model_kind`).
+    public var kind: String
+    /// The family's config, as recorded in a manifest's `model_config`.
+    public var config: JSONValue
+    /// Files beside the tensors (e.g. Wide&Deep's `features.stats`), by name.
+    public var sidecars: [String: Data]
+    /// Parameters and optimizer state.
+    public var tensors: [ModelTensor]
+    public var step: Int
+
+    public init(kind: String, config: JSONValue, sidecars: [String: Data], tensors: [ModelTensor], step: Int) {
+        self.kind = kind; self.config = config; self.sidecars = sidecars; self.tensors = tensors; self.step = step
+    }
 }
 
 extension TrainableModel {
