@@ -45,6 +45,11 @@ public struct BehaviorSettings: Sendable, Equatable {
 
     public func reward(_ b: Behavior) -> Float { rewards[Int(b.rawValue)] }
 
+    /// The per-user transition rule these settings describe.
+    public var rule: TransitionRule {
+        TransitionRule(historyLength: historyLength, consumedLimit: consumedLimit, sessionGapSeconds: sessionGapSeconds, rewards: rewards)
+    }
+
     public func validate() throws {
         func bad(_ m: String) -> FeaturizeError { .invalidOptions(m) }
         // A state stores H+1 items with a one-byte count.
@@ -67,6 +72,7 @@ public final class BehaviorFeaturizer: Featurizer {
     public static let inputName = "behavior"
 
     public let settings: BehaviorSettings
+    let rule: TransitionRule
     let layout: FeatureStoreLayout
     let parser = BehaviorParser()
     /// Ids known to this worker; grown only by `prepare`/`load` (no handler runs then).
@@ -75,6 +81,7 @@ public final class BehaviorFeaturizer: Featurizer {
 
     public init(settings: BehaviorSettings, prefix: String) {
         self.settings = settings
+        rule = settings.rule
         layout = FeatureStoreLayout(prefix: prefix, streams: .transitions)
     }
 
@@ -406,12 +413,9 @@ public final class BehaviorFeaturizer: Featurizer {
             if bucket != p.lastDirty { p.lastDirty = bucket; p.dirty.insert(bucket) }
         }
         if e.time > p.watermark { p.watermark = e.time }
-        // The previous event's transition: its successor is known now.
-        if let pending = user.state.pending {
-            emit(user, pending, done: e.time - pending.time > s.sessionGapSeconds, in: p)
-        }
-        user.state.consume(item, historyLength: s.historyLength, consumedLimit: s.consumedLimit)
-        user.state.pending = UserState.Pending(time: e.time, reward: s.reward(e.behavior))
+        // The previous event's transition (its successor is known now); this event becomes pending.
+        rule.apply(user: user.id, item: item, behavior: e.behavior, time: e.time, to: &user.state,
+                   into: &p.transitions, scratch: &p.stateScratch)
         user.seq &+= 1
         p.push(PendingEntry(time: e.time, user: userId, seq: user.seq))
         touch(user, p)
@@ -426,18 +430,11 @@ public final class BehaviorFeaturizer: Featurizer {
         let limit = p.watermark - settings.latenessSeconds - settings.sessionGapSeconds
         while let top = p.heap.first, top.time < limit {
             p.pop()
-            guard let user = p.users[top.user], user.seq == top.seq, let pending = user.state.pending else { continue }
-            emit(user, pending, done: true, in: p)
-            user.state.pending = nil
+            guard let user = p.users[top.user], user.seq == top.seq, user.state.pending != nil else { continue }
+            rule.release(user: user.id, &user.state, into: &p.transitions, scratch: &p.stateScratch)
             user.seq &+= 1
             touch(user, p)
         }
-    }
-
-    func emit(_ user: User, _ pending: UserState.Pending, done: Bool, in p: Partition) {
-        user.state.stateBeforeLast(settings.historyLength, into: &p.stateScratch)
-        p.transitions.append(user: user.id, state: p.stateScratch, action: user.state.history.last ?? BehaviorIdSpace.items.oovId,
-                             reward: pending.reward, done: done, time: pending.time)
     }
 
     @inline(__always) func touch(_ user: User, _ p: Partition) {

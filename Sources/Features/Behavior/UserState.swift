@@ -109,3 +109,50 @@ public func decimalBytes(_ v: Int64) -> [UInt8] {
     digits.reverse()
     return digits
 }
+
+/// The per-user rule of the behaviour pipeline, shared by the feature workers and offline
+/// readers so both produce the same transitions: a user's event turns the previous (pending)
+/// event into a transition — done when this event came more than the session gap later — is
+/// consumed (history, consumed set) and becomes the pending event.
+public struct TransitionRule: Sendable, Equatable {
+    public var historyLength: Int
+    public var consumedLimit: Int
+    public var sessionGapSeconds: Int64
+    /// Reward per behaviour (pv, cart, fav, buy).
+    public var rewards: [Float]
+
+    public init(historyLength: Int = 10, consumedLimit: Int = 100, sessionGapSeconds: Int64 = 3600, rewards: [Float] = [1, 2, 2, 3]) {
+        self.historyLength = historyLength; self.consumedLimit = consumedLimit
+        self.sessionGapSeconds = sessionGapSeconds; self.rewards = rewards
+    }
+
+    @inline(__always)
+    public func reward(_ b: Behavior) -> Float { rewards[Int(b.rawValue)] }
+
+    /// Applies one event of `user`: appends the transition of the user's previous event (if any)
+    /// to `out`, then consumes the item and makes the event pending.
+    @inline(__always)
+    public func apply(user: Int32, item: Int32, behavior: Behavior, time: Int64, to state: inout UserState,
+                      into out: inout TransitionBatch, scratch: inout [Int32]) {
+        if let pending = state.pending {
+            emit(user: user, state, pending, done: time - pending.time > sessionGapSeconds, into: &out, scratch: &scratch)
+        }
+        state.consume(item, historyLength: historyLength, consumedLimit: consumedLimit)
+        state.pending = UserState.Pending(time: time, reward: reward(behavior))
+    }
+
+    /// Ends the episode of the user's pending event (its successor, if any, comes after the gap):
+    /// appends its transition with done = true. Nothing when no event is pending.
+    public func release(user: Int32, _ state: inout UserState, into out: inout TransitionBatch, scratch: inout [Int32]) {
+        guard let pending = state.pending else { return }
+        emit(user: user, state, pending, done: true, into: &out, scratch: &scratch)
+        state.pending = nil
+    }
+
+    @inline(__always)
+    func emit(user: Int32, _ state: UserState, _ pending: UserState.Pending, done: Bool, into out: inout TransitionBatch, scratch: inout [Int32]) {
+        state.stateBeforeLast(historyLength, into: &scratch)
+        // A pending event's item is the last in the history (1, the item OOV id, cannot occur).
+        out.append(user: user, state: scratch, action: state.history.last ?? 1, reward: pending.reward, done: done, time: pending.time)
+    }
+}

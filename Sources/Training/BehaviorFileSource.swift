@@ -1,0 +1,103 @@
+import Foundation
+import Features
+
+/// Behaviour events from a file (`user_behavior.csv`: `user,item,behavior,time`, FlinkRL/DBRL's
+/// Tianchi format) as `transitions` batches, through the feature workers' per-user rule
+/// (`TransitionRule`): a model trained from the file sees the transitions the streaming pipeline
+/// emits for the same events in the same order. Ids are assigned at first sight in the streaming
+/// id spaces (items from 2 — 0 pads a state, 1 is the item OOV id — users from 1). At the end of
+/// the file every still-pending event is released (done), oldest first. Refused lines are
+/// counted by reason. Parsing runs on a background thread into a small bounded queue.
+public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
+    public let path: String
+    private let queue = BoundedQueue<Result<SourcedBatch?, Error>>(capacity: 4)
+    private let lock = NSLock()
+    private var _rejections = RejectionCounts(maxSamples: 50)
+    private var _items = BehaviorIdCache(), _users = BehaviorIdCache()
+    private var finished = false
+
+    public static let firstItemId: Int32 = 2
+    public static let firstUserId: Int32 = 1
+
+    public init(path: String, rule: TransitionRule, batchSize: Int, parser: BehaviorParser = BehaviorParser(),
+                onReject: (@Sendable (LineRejection) -> Void)? = nil) throws {
+        self.path = path
+        _ = try LineReader(path: path, maxLineLength: parser.maxLineLength)  // fail fast on a missing file
+        let queue = self.queue
+        let thread = Thread { [weak self] in
+            guard let self else { queue.put(.success(nil)); return }
+            do {
+                try self.read(rule: rule, batchSize: max(batchSize, 1), parser: parser, onReject: onReject)
+                queue.put(.success(nil))
+            } catch {
+                queue.put(.failure(error))
+            }
+        }
+        thread.name = "streamrec-behaviour-reader"
+        thread.start()
+    }
+
+    private func read(rule: TransitionRule, batchSize: Int, parser: BehaviorParser,
+                      onReject: (@Sendable (LineRejection) -> Void)?) throws {
+        let reader = try LineReader(path: path, maxLineLength: parser.maxLineLength)
+        var states: [Int32: UserState] = [:]
+        var nextItem = Self.firstItemId, nextUser = Self.firstUserId
+        var out = TransitionBatch(historyLength: rule.historyLength)
+        var scratch: [Int32] = []
+        var lastLine = 0
+        func flush() {
+            guard out.count > 0 else { return }
+            queue.put(.success(SourcedBatch(.transitions(out), epoch: 1, positions: ["file:\(path)": "line \(lastLine)"])))
+            out.removeAll()
+        }
+        func id(_ bytes: UnsafeRawBufferPointer, _ isItem: Bool) -> Int32 {
+            lock.lock(); defer { lock.unlock() }
+            if isItem {
+                if let id = _items.id(of: bytes) { return id }
+                _items.learn(bytes, id: nextItem); nextItem += 1; return nextItem - 1
+            }
+            if let id = _users.id(of: bytes) { return id }
+            _users.learn(bytes, id: nextUser); nextUser += 1; return nextUser - 1
+        }
+        try reader.forEachLine { line, number in
+            lastLine = number
+            let e: BehaviorEvent
+            do throws(RowRejection) { e = try parser.parse(line) } catch {
+                let r = LineRejection(line: number, rejection: error)
+                lock.withLock { _rejections.add(r) }
+                onReject?(r)
+                return
+            }
+            let user = id(UnsafeRawBufferPointer(rebasing: line[e.user]), false)
+            let item = id(UnsafeRawBufferPointer(rebasing: line[e.item]), true)
+            rule.apply(user: user, item: item, behavior: e.behavior, time: e.time, to: &states[user, default: UserState()],
+                       into: &out, scratch: &scratch)
+            if out.count >= batchSize { flush() }
+        }
+        // The end of the input ends every pending episode, oldest first.
+        let pending = states.compactMap { u, s in s.pending.map { (user: u, time: $0.time) } }
+            .sorted { ($0.time, $0.user) < ($1.time, $1.user) }
+        for p in pending {
+            rule.release(user: p.user, &states[p.user]!, into: &out, scratch: &scratch)
+            if out.count >= batchSize { flush() }
+        }
+        flush()
+    }
+
+    public var rejections: RejectionCounts { lock.withLock { _rejections } }
+
+    /// The key of item `id` (nil when not seen yet).
+    public func itemKey(_ id: Int32) -> String? { lock.withLock { _items.bytes(ofId: id).map { String(decoding: $0, as: UTF8.self) } } }
+    /// The key of user `id` (nil when not seen yet).
+    public func userKey(_ id: Int32) -> String? { lock.withLock { _users.bytes(ofId: id).map { String(decoding: $0, as: UTF8.self) } } }
+
+    /// A file never idles: this waits for the reader thread until a batch or the end.
+    public func poll(timeout: Double) throws -> SourcePoll {
+        if finished { return .exhausted }
+        switch queue.take() {
+        case .success(let b?): return .batch(b)
+        case .success(nil): finished = true; return .exhausted
+        case .failure(let e): finished = true; throw e
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import Testing
+import Features
+import StreamRecNumerics
+@testable import Training
+
+@Suite("behaviour file source: the feature workers' transitions from user_behavior.csv")
+struct BehaviorFileSourceTests {
+    struct T: Hashable, Comparable {
+        var user: String, state: [String], action: String, reward: Float, done: Bool, time: Int64
+        static func < (a: T, b: T) -> Bool { (a.user, a.time, a.action) < (b.user, b.time, b.action) }
+    }
+
+    @Test("transitions equal a per-user brute-force reference; bad lines are counted, not trained")
+    func transitionsMatchTheReference() throws {
+        var rng = SplitMix64(seed: 17)
+        let behaviors = ["pv", "cart", "fav", "buy"]
+        var lines: [String] = [], events: [(user: String, item: String, b: Int, time: Int64)] = []
+        var t: Int64 = 1_600_000_000
+        for k in 0..<600 {
+            t += Int64(rng.next() % 900)   // sometimes more than the 1 h gap between a user's events
+            let e = (user: "u\(rng.next() % 25)", item: "i\(rng.next() % 40)", b: Int(rng.next() % 4), time: t)
+            events.append(e)
+            lines.append("\(e.user),\(e.item),\(behaviors[e.b]),\(e.time)")
+            if k % 150 == 7 { lines.append("u1,i2,click,\(t)") }      // unknown behaviour
+            if k % 200 == 9 { lines.append("u1,,pv,\(t)") }           // empty item
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bfs-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("user_behavior.csv")
+        try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+
+        let rule = TransitionRule(historyLength: 3, consumedLimit: 5, sessionGapSeconds: 3600, rewards: [1, 2, 2, 3])
+        let source = try BehaviorFileSource(path: file.path, rule: rule, batchSize: 64)
+        var got: [T] = []
+        while let b = try source.next() {
+            let tb = try #require(b.transitions)
+            #expect(tb.count <= 64 && tb.historyLength == 3)
+            for i in 0..<tb.count {
+                got.append(T(user: source.userKey(tb.users[i]) ?? "?", state: tb.state(i).map { $0 == 0 ? "" : source.itemKey($0) ?? "?" },
+                             action: source.itemKey(tb.actions[i]) ?? "?", reward: tb.rewards[i], done: tb.done[i], time: tb.times[i]))
+            }
+        }
+        // Reference: each user's events in file order; event i's transition has the H items
+        // before it, done when the user's next event is more than the gap later or there is none.
+        var want: [T] = []
+        for user in Set(events.map(\.user)) {
+            let mine = events.filter { $0.user == user }
+            for (i, e) in mine.enumerated() {
+                let before = mine[..<i].suffix(3).map(\.item)
+                want.append(T(user: user, state: Array(repeating: "", count: 3 - before.count) + before, action: e.item,
+                              reward: [1, 2, 2, 3][e.b], done: i + 1 == mine.count || mine[i + 1].time - e.time > 3600, time: e.time))
+            }
+        }
+        #expect(got.count == events.count)
+        #expect(got.sorted() == want.sorted() ? true : false, "transitions differ from the reference")
+        #expect(source.rejections.byReason[.unknownBehavior] == 4 && source.rejections.byReason[.emptyId] == 3)
+        #expect(source.itemKey(2) == events[0].item && source.userKey(1) == events[0].user)   // ids in first-seen order
+    }
+}
