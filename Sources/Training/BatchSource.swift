@@ -84,10 +84,9 @@ extension BatchSource {
 /// bounded queue so parsing overlaps training and memory stays flat on big files.
 public final class FileBatchSource: BatchSource, @unchecked Sendable {
     public let path: String
-    private let queue = BoundedQueue<Result<SourcedBatch?, Error>>(capacity: 4)
+    private let output = ReaderOutput()
     private let lock = NSLock()
     private var _rejections = RejectionCounts(maxSamples: 50)
-    private var finished = false
     /// Called (on the reader thread) for each refused row, e.g. to print it on stderr.
     public var onReject: (@Sendable (LineRejection) -> Void)?
 
@@ -96,7 +95,7 @@ public final class FileBatchSource: BatchSource, @unchecked Sendable {
         self.path = path
         self.onReject = onReject
         _ = try LineReader(path: path, maxLineLength: parser.maxLineLength)  // fail fast on a missing file
-        let queue = self.queue
+        let output = self.output
         let thread = Thread { [weak self] in
             do {
                 for epoch in 1...max(epochs, 1) {
@@ -105,7 +104,7 @@ public final class FileBatchSource: BatchSource, @unchecked Sendable {
                     var lastLine = 0
                     func emit(_ b: FeatureBatch) {
                         self?.record(packer.takeRejections())
-                        queue.put(.success(SourcedBatch(.rows(b), epoch: epoch, positions: ["file:\(path)": "epoch \(epoch) line \(lastLine)"])))
+                        output.put(SourcedBatch(.rows(b), epoch: epoch, positions: ["file:\(path)": "epoch \(epoch) line \(lastLine)"]))
                     }
                     try reader.forEachLine { line, number in
                         lastLine = number
@@ -114,9 +113,9 @@ public final class FileBatchSource: BatchSource, @unchecked Sendable {
                     if let b = packer.flush() { emit(b) }
                     self?.record(packer.takeRejections())
                 }
-                queue.put(.success(nil))
+                output.finish()
             } catch {
-                queue.put(.failure(error))
+                output.fail(error)
             }
         }
         thread.name = "streamrec-file-reader"
@@ -132,14 +131,7 @@ public final class FileBatchSource: BatchSource, @unchecked Sendable {
     public var rejections: RejectionCounts { lock.lock(); defer { lock.unlock() }; return _rejections }
 
     /// A file never idles: this waits for the reader thread until a batch or the end.
-    public func poll(timeout: Double) throws -> SourcePoll {
-        if finished { return .exhausted }
-        switch queue.take() {
-        case .success(let b?): return .batch(b)
-        case .success(nil): finished = true; return .exhausted
-        case .failure(let e): finished = true; throw e
-        }
-    }
+    public func poll(timeout: Double) throws -> SourcePoll { try output.poll() }
 }
 
 /// Rank `rank` of `size` takes every `size`-th batch of another source (data-parallel training
@@ -167,6 +159,28 @@ public final class StridedBatchSource: BatchSource {
             case .idle: return .idle
             case .exhausted: return .exhausted
             }
+        }
+    }
+}
+
+/// What a file reader's thread hands the trainer: batches through a small bounded queue (so
+/// reading overlaps training and memory stays flat), then the end of the input or an error.
+final class ReaderOutput: @unchecked Sendable {
+    private let queue = BoundedQueue<Result<SourcedBatch?, Error>>(capacity: 4)
+    /// Read by the trainer thread only.
+    private var finished = false
+
+    func put(_ batch: SourcedBatch) { queue.put(.success(batch)) }
+    func finish() { queue.put(.success(nil)) }
+    func fail(_ error: Error) { queue.put(.failure(error)) }
+
+    /// A file never idles: waits for the reader thread until a batch or the end.
+    func poll() throws -> SourcePoll {
+        if finished { return .exhausted }
+        switch queue.take() {
+        case .success(let b?): return .batch(b)
+        case .success(nil): finished = true; return .exhausted
+        case .failure(let e): finished = true; throw e
         }
     }
 }

@@ -10,11 +10,10 @@ import Features
 /// counted by reason. Parsing runs on a background thread into a small bounded queue.
 public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
     public let path: String
-    private let queue = BoundedQueue<Result<SourcedBatch?, Error>>(capacity: 4)
+    private let output = ReaderOutput()
     private let lock = NSLock()
     private var _rejections = RejectionCounts(maxSamples: 50)
     private var _items = BehaviorIdCache(), _users = BehaviorIdCache()
-    private var finished = false
 
     public static let firstItemId: Int32 = 2
     public static let firstUserId: Int32 = 1
@@ -23,14 +22,14 @@ public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
                 onReject: (@Sendable (LineRejection) -> Void)? = nil) throws {
         self.path = path
         _ = try LineReader(path: path, maxLineLength: parser.maxLineLength)  // fail fast on a missing file
-        let queue = self.queue
+        let output = self.output
         let thread = Thread { [weak self] in
-            guard let self else { queue.put(.success(nil)); return }
+            guard let self else { output.finish(); return }
             do {
                 try self.read(rule: rule, batchSize: max(batchSize, 1), parser: parser, onReject: onReject)
-                queue.put(.success(nil))
+                output.finish()
             } catch {
-                queue.put(.failure(error))
+                output.fail(error)
             }
         }
         thread.name = "streamrec-behaviour-reader"
@@ -47,7 +46,7 @@ public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
         var lastLine = 0
         func flush() {
             guard out.count > 0 else { return }
-            queue.put(.success(SourcedBatch(.transitions(out), epoch: 1, positions: ["file:\(path)": "line \(lastLine)"])))
+            output.put(SourcedBatch(.transitions(out), epoch: 1, positions: ["file:\(path)": "line \(lastLine)"]))
             out.removeAll()
         }
         func id(_ bytes: UnsafeRawBufferPointer, _ isItem: Bool) -> Int32 {
@@ -92,12 +91,5 @@ public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
     public func userKey(_ id: Int32) -> String? { lock.withLock { _users.bytes(ofId: id).map { String(decoding: $0, as: UTF8.self) } } }
 
     /// A file never idles: this waits for the reader thread until a batch or the end.
-    public func poll(timeout: Double) throws -> SourcePoll {
-        if finished { return .exhausted }
-        switch queue.take() {
-        case .success(let b?): return .batch(b)
-        case .success(nil): finished = true; return .exhausted
-        case .failure(let e): finished = true; throw e
-        }
-    }
+    public func poll(timeout: Double) throws -> SourcePoll { try output.poll() }
 }
