@@ -52,8 +52,9 @@ let package = Package(
         .target(name: "FeatureStore", dependencies: ["Features", "Streaming"]),
         .target(name: "Featurize", dependencies: ["Features", "Streaming", "FeatureStore"]),
         .target(name: "TrainerService", dependencies: ["Training", "FeatureStore", "Streaming", "Cluster", "Features", "Models", "Checkpoint"]),
+        // Serving reads the feature store (FeatureStore, Streaming: hiredis) but not Training: no Open MPI.
         .target(name: "Serving", dependencies: [
-            "Features", "Models", "Checkpoint",
+            "Features", "Models", "Checkpoint", "FeatureStore", "Streaming",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -77,7 +78,7 @@ let package = Package(
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "Features", "Streaming", "TestSupport"]),
         .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "StreamRecNumerics", "TestSupport", "streamrec"]),
         .testTarget(name: "ServingTests", dependencies: [
-            "Serving", "Training", "Models", "Features", "Checkpoint", "TestSupport",
+            "Serving", "Training", "Models", "Features", "Checkpoint", "FeatureStore", "Streaming", "TestSupport",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         .testTarget(name: "CLITests", dependencies: ["streamrec", "TestSupport"], exclude: ["Fixtures"]),

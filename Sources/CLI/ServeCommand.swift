@@ -39,7 +39,8 @@ struct Serve: ParsableCommand {
         discussion: """
         Endpoints: POST /v1/predict with {"rows": ["<Criteo row without label>", …]} or \
         {"instances": [{"I1": 3, "C1": "68fd1e64", …}]} → {"model_version", "step", "probabilities"}; \
-        GET /v1/model; GET /healthz; GET /readyz (503 until a model is loaded); GET /metrics (Prometheus). \
+        GET /v1/model; GET /v1/popular?n=N (the feature store's real-time popular items, n 1…1000, default 10); \
+        GET /healthz; GET /readyz (503 until a model is loaded); GET /metrics (Prometheus). \
         The checkpoints directory is polled for a new LATEST; a new version is verified (sha256, \
         structure), loaded and warmed up off the request path, then swapped in atomically. A corrupt \
         or incompatible version is refused and counted, and the last good version keeps serving; so is \
@@ -48,7 +49,25 @@ struct Serve: ParsableCommand {
         --idle-timeout, --header-timeout and --body-timeout; a declared Content-Length over \
         --max-body-bytes gets 413 before any body is read. Stops on SIGINT/SIGTERM within \
         --shutdown-timeout (requests in progress finish first if they can).
+
+        Feature store: /v1/popular reads Redis only when an address is configured — --redis, \
+        $STREAMREC_REDIS or redis.address in the settings file (--config; configs/cluster.yaml if it \
+        exists) — and not with --no-feature-store; otherwise serve runs without Redis and /v1/popular \
+        answers 503. Redis is read on the server's own threads, never on a request thread: a read \
+        that takes longer than --feature-store-timeout-ms, or any read while Redis is down, answers \
+        503 at once, and the server reconnects by itself when Redis is back. /v1/predict never \
+        touches Redis.
         """)
+
+    @OptionGroup var settingsFile: SettingsOptions
+
+    @OptionGroup(title: "Feature store (Redis)") var store: RedisOptions
+
+    @Option(help: "Milliseconds a feature-store read (GET /v1/popular) may take, queueing included, before it answers 503.")
+    var featureStoreTimeoutMs: Int = 200
+
+    @Flag(help: "Do not connect to the feature store even if a Redis address is configured (/v1/popular answers 503).")
+    var noFeatureStore = false
 
     @Option(name: [.customLong("checkpoints"), .customLong("checkpoint-dir")],
             help: "Checkpoints root to watch (the directory holding LATEST and step-* versions).")
@@ -84,6 +103,7 @@ struct Serve: ParsableCommand {
     func validate() throws {
         if !(1...65535).contains(port) && port != 0 { throw ValidationError("--port must be 0…65535") }
         if maxRows < 1 { throw ValidationError("--max-rows must be at least 1") }
+        if !(1...60_000).contains(featureStoreTimeoutMs) { throw ValidationError("--feature-store-timeout-ms must be 1…60000") }
         if !(1...1000).contains(pollIntervalMs) { throw ValidationError("--poll-interval-ms must be 1…1000 (new versions are noticed within a second)") }
         for (name, value) in [("--idle-timeout", idleTimeout), ("--header-timeout", headerTimeout),
                               ("--body-timeout", bodyTimeout), ("--shutdown-timeout", shutdownTimeout)]
@@ -93,6 +113,7 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
+        let featureStore = try featureStoreSettings()
         let signals = ShutdownSignals.install()
         // One OpenBLAS thread: request concurrency comes from the server's threads. With OpenBLAS's
         // own worker threads, every 1-row GEMM woke them and they spun in sched_yield, doubling the
@@ -106,8 +127,10 @@ struct Serve: ParsableCommand {
             limits: PredictLimits(maxRows: maxRows, maxBodyBytes: maxBodyBytes.bytes),
             pollInterval: .milliseconds(pollIntervalMs),
             timeouts: ConnectionTimeouts(idle: .seconds(idleTimeout), header: .seconds(headerTimeout), body: .seconds(bodyTimeout),
-                                         shutdownGrace: .seconds(min(1, shutdownTimeout)), shutdown: .seconds(shutdownTimeout)))
+                                         shutdownGrace: .seconds(min(1, shutdownTimeout)), shutdown: .seconds(shutdownTimeout)),
+            featureStore: featureStore.settings)
         serveLog("watching \(settings.checkpoints.path) every \(pollIntervalMs) ms; listening on http://\(host):\(port)")
+        serveLog(featureStore.description)
         let outcome = Outcome()
         let done = DispatchSemaphore(value: 0)
         Task {
@@ -122,6 +145,27 @@ struct Serve: ParsableCommand {
         done.wait()
         if let error = outcome.error { throw error }
         serveLog("stopped")
+    }
+}
+
+extension Serve {
+    /// The feature store behind /v1/popular, by the shared Redis rule; nil unless an address is
+    /// configured (flag, environment or settings file — the built-in default does not count) and
+    /// --no-feature-store is not given. `description` is the startup log line.
+    func featureStoreSettings(environment: [String: String] = ProcessInfo.processInfo.environment) throws
+        -> (settings: FeatureStoreSettings?, description: String) {
+        let redis = try store.resolve(try settingsFile.load(), environment: environment)
+        if noFeatureStore {
+            return (nil, "feature store: off (--no-feature-store); /v1/popular answers 503")
+        }
+        if case .builtin = redis.address.source {
+            return (nil, "feature store: off (no --redis, $\(RedisOptions.environmentVariable) or redis.address in a settings file); "
+                         + "/v1/popular answers 503")
+        }
+        let settings = FeatureStoreSettings(address: redis.address.value, prefix: redis.prefix.value,
+                                            timeout: .milliseconds(featureStoreTimeoutMs))
+        return (settings, "feature store: Redis \(redis.address), prefix \(redis.prefix); /v1/popular reads it "
+                          + "(timeout \(featureStoreTimeoutMs) ms)")
     }
 }
 

@@ -2,12 +2,17 @@
 //
 //   POST /v1/predict   {"rows": [...]} | {"instances": [...]}  →  {"model_version", "step", "probabilities"}
 //   GET  /v1/model     the version being served (version, step, samples_trained, metrics, loaded_at, directory)
+//   GET  /v1/popular?n=N   the feature store's real-time popular items (n 1…1000, default 10) →
+//                      {"items": [{"item", "count"}], "window_start", "window_end", "window_seconds",
+//                      "slide_seconds", "watermark", "late_events"}; read from Redis off the request
+//                      threads (FeatureStoreClient); 503 when Redis is down or slow, or not configured
 //   GET  /healthz      200 while the process is up
 //   GET  /readyz       200 once a model is loaded, 503 before
 //   GET  /metrics      Prometheus text
 //
 // Every refusal is a JSON `{"error": "..."}` with a 4xx/5xx status; no input can crash the server.
 import Foundation
+import FeatureStore
 import Features
 import Hummingbird
 import HummingbirdCore
@@ -22,16 +27,19 @@ public struct ServeSettings: Sendable {
     public var limits: PredictLimits
     public var pollInterval: Duration
     public var timeouts: ConnectionTimeouts
+    /// The feature store behind `/v1/popular`; nil: no Redis (the route answers 503).
+    public var featureStore: FeatureStoreSettings?
 
     public init(checkpoints: URL, host: String = "127.0.0.1", port: Int = 8080,
                 limits: PredictLimits = PredictLimits(), pollInterval: Duration = .milliseconds(200),
-                timeouts: ConnectionTimeouts = ConnectionTimeouts()) {
+                timeouts: ConnectionTimeouts = ConnectionTimeouts(), featureStore: FeatureStoreSettings? = nil) {
         self.checkpoints = checkpoints
         self.host = host
         self.port = port
         self.limits = limits
         self.pollInterval = pollInterval
         self.timeouts = timeouts
+        self.featureStore = featureStore
     }
 }
 
@@ -50,16 +58,20 @@ public struct ServingRequestContext: RequestContext {
     }
 }
 
-/// Everything the routes share: the model slot, the counters and the limits.
+/// Everything the routes share: the model slot, the counters, the limits and the feature store.
 public struct ServingState: Sendable {
     public let slot: ModelSlot
     public let metrics: ServingMetrics
     public let limits: PredictLimits
+    /// Nil when serve runs without Redis.
+    public let featureStore: FeatureStoreClient?
 
-    public init(slot: ModelSlot = ModelSlot(), metrics: ServingMetrics = ServingMetrics(), limits: PredictLimits = PredictLimits()) {
+    public init(slot: ModelSlot = ModelSlot(), metrics: ServingMetrics = ServingMetrics(), limits: PredictLimits = PredictLimits(),
+                featureStore: FeatureStoreClient? = nil) {
         self.slot = slot
         self.metrics = metrics
         self.limits = limits
+        self.featureStore = featureStore
     }
 }
 
@@ -67,7 +79,7 @@ public struct ServingState: Sendable {
 /// routes only, so odd paths cannot blow up the label set) and the final status code.
 struct MetricsMiddleware: RouterMiddleware {
     typealias Context = ServingRequestContext
-    static let endpoints: Set<String> = ["/v1/predict", "/v1/model", "/healthz", "/readyz", "/metrics"]
+    static let endpoints: Set<String> = ["/v1/predict", "/v1/model", "/v1/popular", "/healthz", "/readyz", "/metrics"]
     let metrics: ServingMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -101,6 +113,9 @@ public func buildServingRouter(state: ServingState) -> Router<ServingRequestCont
         guard let model = state.slot.current else { return noModel() }
         return json(200, modelInfo(model))
     }
+    router.get("/v1/popular") { request, _ -> Response in
+        await popular(request, state: state)
+    }
     router.get("/healthz") { _, _ -> Response in
         json(200, ["status": "ok"])
     }
@@ -123,7 +138,8 @@ public func buildServingRouter(state: ServingState) -> Router<ServingRequestCont
 public func buildServingApplication(settings: ServeSettings, state: ServingState? = nil,
                                     log: @escaping @Sendable (String) -> Void = serveLog)
     -> (app: some ApplicationProtocol, state: ServingState, watcher: CheckpointWatcher) {
-    let state = state ?? ServingState(limits: settings.limits)
+    let state = state ?? ServingState(limits: settings.limits,
+                                      featureStore: settings.featureStore.map { FeatureStoreClient(settings: $0, log: log) })
     let watcher = CheckpointWatcher(root: settings.checkpoints, slot: state.slot, metrics: state.metrics,
                                     workspaceRows: settings.limits.maxRows, pollInterval: settings.pollInterval, log: log)
     let timeouts = settings.timeouts, metrics = state.metrics
@@ -144,7 +160,20 @@ public func buildServingApplication(settings: ServeSettings, state: ServingState
 /// (the CLI waits for SIGINT/SIGTERM through `Streaming.ShutdownSignals`, the mechanism every
 /// streamrec command shares); when it returns, the service group shuts down gracefully.
 public func runServingServer(settings: ServeSettings, waitForShutdown: @escaping @Sendable () -> Void) async throws {
-    let (app, _, _) = buildServingApplication(settings: settings)
+    let (app, state, _) = buildServingApplication(settings: settings)
+    if let store = state.featureStore {
+        // One PING at start so the log says at once whether the feature store answers (an
+        // outage is logged by the client itself).
+        Task {
+            do throws(FeatureStoreClientError) {
+                try await store.ping()
+                serveLog("feature store Redis at \(store.settings.address) answers (prefix \(store.settings.prefix))")
+            } catch .unavailable {
+            } catch {
+                serveLog("feature store Redis at \(store.settings.address): \(error)")
+            }
+        }
+    }
     var configuration = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [], logger: app.logger)
     // Requests still being received are bounded by shutdownGrace (RequestReadTimeoutHandler); this
     // bounds everything else (a slow response, a client that never reads): after it, the server
@@ -197,6 +226,58 @@ func predict(_ request: Request, state: ServingState) async -> Response {
     }
     out += "]}"
     return rawJSON(200, out)
+}
+
+/// `GET /v1/popular?n=N`: validates n, then reads the popular items through the off-thread client.
+func popular(_ request: Request, state: ServingState) async -> Response {
+    var n = 10
+    if let text = request.uri.queryParameters.get("n") {
+        guard let value = Int(text), (1...1000).contains(value) else {
+            return errorResponse(RequestError(400, "n must be an integer in 1…1000 (default 10), got '\(text)'"))
+        }
+        n = value
+    }
+    guard let store = state.featureStore else {
+        return unavailable("no feature store configured: start serve with --redis HOST:PORT (or $STREAMREC_REDIS, "
+                           + "or a redis: section with address in --config) to serve /v1/popular")
+    }
+    do throws(FeatureStoreClientError) {
+        return json(200, PopularResponse(try await store.popularItems(n: n)))
+    } catch .failed(let message) {
+        return json(500, ["error": "feature store read failed: \(message)"])
+    } catch {
+        return unavailable("feature store unavailable: \(error)")
+    }
+}
+
+/// The body of `/v1/popular`: `streamrec popular --json`'s fields in snake_case; absent values
+/// (nothing counted yet) are null.
+struct PopularResponse: Encodable {
+    let popular: PopularItems
+
+    init(_ popular: PopularItems) { self.popular = popular }
+
+    enum CodingKeys: String, CodingKey {
+        case items, window_start, window_end, window_seconds, slide_seconds, watermark, late_events
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(popular.items, forKey: .items)
+        try c.encode(popular.windowStart, forKey: .window_start)
+        try c.encode(popular.windowEnd, forKey: .window_end)
+        try c.encode(popular.windowSeconds, forKey: .window_seconds)
+        try c.encode(popular.slideSeconds, forKey: .slide_seconds)
+        try c.encode(popular.watermark, forKey: .watermark)
+        try c.encode(popular.lateEvents, forKey: .late_events)
+    }
+}
+
+/// 503 with `Retry-After: 1`.
+func unavailable(_ message: String) -> Response {
+    var response = json(503, ["error": message])
+    response.headers[.retryAfter] = "1"
+    return response
 }
 
 struct ModelInfo: Encodable {

@@ -116,9 +116,18 @@ public final class RedisServerFixture: @unchecked Sendable {
         return try connection.command(["PING"]).text == "PONG"
     }
 
+    public var address: String { "127.0.0.1:\(port)" }
+
+    /// Freezes the server (SIGSTOP): connections are still accepted by the kernel, but nothing is
+    /// answered — a hung Redis. `resume()` (SIGCONT) undoes it; `stop()` resumes first.
+    public func pause() { if process.isRunning { kill(process.processIdentifier, SIGSTOP) } }
+
+    public func resume() { if process.isRunning { kill(process.processIdentifier, SIGCONT) } }
+
     /// Processes spawned from test threads inherit a signal mask that blocks SIGTERM
     /// (dispatch worker threads block it), so ask Redis to exit, then SIGKILL if needed.
     public func stop() {
+        resume()
         if process.isRunning {
             if let connection = try? RedisConnection(host: "127.0.0.1", port: port, timeout: .seconds(1)) {
                 _ = try? connection.command(["SHUTDOWN", "NOSAVE"])

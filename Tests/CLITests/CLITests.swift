@@ -23,6 +23,8 @@ import TestSupport
         (["selftest", "redis", "--help"], ["--config", "--redis", "--prefix", "STREAMREC_REDIS"]),
         (["bench", "featurize", "--help"], ["-X", "--rows", "--partitions", "--kind", "--users"]),
         (["popular", "--help"], ["--n", "--json", "--redis", "--prefix", "STREAMREC_REDIS", "late"]),
+        (["serve", "--help"], ["--checkpoints", "--port", "--config", "--redis", "--prefix", "STREAMREC_REDIS",
+                               "--feature-store-timeout-ms", "--no-feature-store", "/v1/popular", "/v1/predict"]),
         (["eval", "--help"], ["--checkpoint", "--data", "auc"]),
         (["bench", "train", "--help"], ["--json", "--steps", "sgemm"]),
         (["ckpt", "--help"], ["list", "show", "diff", "verify", "LATEST"]),

@@ -140,6 +140,30 @@ struct RedisResolutionTests {
     }
 }
 
+@Suite("serve: the feature store by the shared Redis rule")
+struct ServeFeatureStoreTests {
+    @Test("serve reads Redis only when an address is set by flag, environment or settings file, and not with --no-feature-store")
+    func onlyWhenConfigured() throws {
+        let (dir, path) = try settingsFile("redis:\n  address: file-host:6380\n  prefix: fp\n")
+        let (dir2, prefixOnly) = try settingsFile("redis:\n  prefix: fp\n")
+        defer { try? FileManager.default.removeItem(at: dir); try? FileManager.default.removeItem(at: dir2) }
+        func resolve(_ args: [String], _ env: [String: String] = [:]) throws -> (address: String, prefix: String, ms: Int64)? {
+            let s = try Serve.parse(["--checkpoints", "ckpts"] + args).featureStoreSettings(environment: env).settings
+            return s.map { ($0.address, $0.prefix, $0.timeout.components.seconds * 1000 + $0.timeout.components.attoseconds / 1_000_000_000_000_000) }
+        }
+        #expect(try resolve(["--config", "/dev/null"]) == nil)
+        #expect(try resolve(["--config", prefixOnly]) == nil)
+        #expect(try resolve(["--config", "/dev/null"], ["STREAMREC_REDIS": ""]) == nil)
+        #expect(try resolve(["--config", "/dev/null", "--redis", "h:1", "--prefix", "p"])! == ("h:1", "p", 200))
+        #expect(try resolve(["--config", "/dev/null"], ["STREAMREC_REDIS": "e:2"])! == ("e:2", "sr", 200))
+        #expect(try resolve(["--config", path, "--feature-store-timeout-ms", "50"])! == ("file-host:6380", "fp", 50))
+        #expect(try resolve(["--config", path, "--no-feature-store"]) == nil)
+        let off = try Serve.parse(["--checkpoints", "c", "--config", "/dev/null"]).featureStoreSettings(environment: [:]).description
+        #expect(off.contains("feature store: off") && off.contains("--redis"), "\(off)")
+        #expect(throws: (any Error).self) { try Serve.parse(["--checkpoints", "c", "--feature-store-timeout-ms", "0"]) }
+    }
+}
+
 @Suite("settings files: one loader, clear errors")
 struct SettingsFileTests {
     @Test("errors name the file, the line and the key, and say what is expected", arguments: [
