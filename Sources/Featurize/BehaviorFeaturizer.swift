@@ -43,8 +43,6 @@ public struct BehaviorSettings: Sendable, Equatable {
 
     public init() {}
 
-    public func reward(_ b: Behavior) -> Float { rewards[Int(b.rawValue)] }
-
     /// The per-user transition rule these settings describe.
     public var rule: TransitionRule {
         TransitionRule(historyLength: historyLength, consumedLimit: consumedLimit, sessionGapSeconds: sessionGapSeconds, rewards: rewards)
@@ -184,7 +182,7 @@ public final class BehaviorFeaturizer: Featurizer {
         let mine = ["window_seconds": "\(settings.windowSeconds)", "slide_seconds": "\(settings.slideSeconds)",
                     "lateness_seconds": "\(settings.latenessSeconds)", "history_length": "\(settings.historyLength)",
                     "consumed_limit": "\(settings.consumedLimit)", "session_gap_seconds": "\(settings.sessionGapSeconds)",
-                    "rewards": Behavior.allCases.map { "\($0.name)=\(settings.reward($0))" }.joined(separator: ",")]
+                    "rewards": Behavior.allCases.map { "\($0.name)=\(rule.reward($0))" }.joined(separator: ",")]
         for (k, v) in mine.sorted(by: { $0.key < $1.key }) { try r.command(["HSETNX", layout.behaviorMeta, k, v]) }
         let stored = try store.hash(layout.behaviorMeta)
         for (k, v) in mine.sorted(by: { $0.key < $1.key }) where stored[k] != v {
