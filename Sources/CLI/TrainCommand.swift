@@ -15,7 +15,7 @@ enum SourceKind: String, ExpressibleByArgument, CaseIterable {
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train Wide&Deep: one process, or data-parallel MPI ranks under mpirun.",
+        abstract: "Train a model (Wide&Deep, or REINFORCE on behaviour transitions): one process, or data-parallel MPI ranks under mpirun.",
         discussion: """
         Under `mpirun -np N` (detected from Open MPI's environment, or forced with --mpi) every \
         rank trains on its own batches; dense gradients are summed with one MPI_Allreduce over a \
@@ -29,11 +29,16 @@ struct Train: ParsableCommand {
         --checkpoint-every steps, on SIGTERM/SIGINT and at the end, keeping the newest --keep; \
         LATEST names the newest; writing happens in the background. Without --stats the \
         statistics pass runs on the training file first.
+
+        With `model.kind: reinforce` (configs/reinforce.yaml) --data is a behaviour file \
+        (user_behavior.csv: user,item,behavior,time), read once through the feature workers' \
+        transition rule, and the log line is `epoch: E, step: S, policy_loss: …, beta_loss: …, \
+        transitions/s: …, pv_ndcg@10: …`; no statistics file is needed.
         """)
 
     @OptionGroup var model: ModelOptions
     @Option(help: "Where batches come from.") var source: SourceKind = .file
-    @Option(help: "Criteo-format training file (--source file).") var data: String?
+    @Option(help: "Training file (--source file): Criteo TSV, or user_behavior.csv for model.kind reinforce.") var data: String?
     @Option(help: "Feature statistics file from `streamrec stats`.") var stats: String?
     @Option(help: "Directory for checkpoint versions.") var checkpointDir: String = "checkpoints"
     @Option(help: "Override train.epochs.") var epochs: Int?

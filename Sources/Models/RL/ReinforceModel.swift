@@ -271,7 +271,7 @@ public final class ReinforceModel: @unchecked Sendable {
     /// x, a1, h, z (and zβ with `beta`) for B transitions. Ids without a row read as zero rows.
     private func forward(users: UnsafePointer<Int32>, history: UnsafePointer<Int32>, B: Int, beta: Bool) {
         let c = config, D = c.embeddingSize, H = c.historyLength, Hd = c.hiddenSize, N = itemCount
-        ws.ensure(c, batch: B, items: N)
+        ws.ensure(c, batch: B, items: itemCapacity)   // [B × N] buffers: reallocated only when the tables grow
         let p = UnsafePointer(params.pointer), o = offsets
         let userIndex = self.userIndex, itemIndex = self.itemIndex, userRows = self.userRows, itemRows = self.itemRows
         state_gather_forward(out: ws.x.pointer, users: users, history: history, B: B, H: H, D: D,
@@ -371,7 +371,7 @@ public final class ReinforceModel: @unchecked Sendable {
         var loss = ReinforceLoss()
         if B == 0 { return loss }
         let N = itemCount
-        ws.ensure(c, batch: B, items: N)
+        ws.ensure(c, batch: B, items: itemCapacity)
 
         // The batch's rows: created on first sight; each occurrence's index among the unique ones.
         userSet.reset(); itemSet.reset()
