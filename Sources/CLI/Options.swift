@@ -20,7 +20,7 @@ struct ModelOptions: ParsableArguments {
     func load(_ settings: SettingsFile) throws -> ConfigFile {
         var cfg = try ConfigFile.load(settings, preset: preset)
         if let batchSize { cfg.train.batchSize = batchSize }
-        if let seed { cfg.model.seed = seed }
+        if let seed { cfg.overrideSeed(seed) }
         return cfg
     }
 

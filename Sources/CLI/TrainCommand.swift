@@ -15,7 +15,7 @@ enum SourceKind: String, ExpressibleByArgument, CaseIterable {
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train Wide&Deep: one process, or data-parallel MPI ranks under mpirun.",
+        abstract: "Train a model (Wide&Deep, or REINFORCE on behaviour transitions): one process, or data-parallel MPI ranks under mpirun.",
         discussion: """
         Under `mpirun -np N` (detected from Open MPI's environment, or forced with --mpi) every \
         rank trains on its own batches; dense gradients are summed with one MPI_Allreduce over a \
@@ -29,11 +29,16 @@ struct Train: ParsableCommand {
         --checkpoint-every steps, on SIGTERM/SIGINT and at the end, keeping the newest --keep; \
         LATEST names the newest; writing happens in the background. Without --stats the \
         statistics pass runs on the training file first.
+
+        With `model.kind: reinforce` (configs/reinforce.yaml) --data is a behaviour file \
+        (user_behavior.csv: user,item,behavior,time), read once through the feature workers' \
+        transition rule, and the log line is `epoch: E, step: S, policy_loss: …, beta_loss: …, \
+        transitions/s: …, pv_ndcg@10: …`; no statistics file is needed.
         """)
 
     @OptionGroup var model: ModelOptions
     @Option(help: "Where batches come from.") var source: SourceKind = .file
-    @Option(help: "Criteo-format training file (--source file).") var data: String?
+    @Option(help: "Training file (--source file): Criteo TSV, or user_behavior.csv for model.kind reinforce.") var data: String?
     @Option(help: "Feature statistics file from `streamrec stats`.") var stats: String?
     @Option(help: "Directory for checkpoint versions.") var checkpointDir: String = "checkpoints"
     @Option(help: "Override train.epochs.") var epochs: Int?
@@ -71,6 +76,9 @@ struct Train: ParsableCommand {
         stop.onSignal { sig in log("received \(ShutdownSignals.name(of: sig)): finishing the step, then checkpointing and stopping") }
         if source == .redis {
             try runOnline(cfg, redis: try store.resolve(settings), stop: stop)
+        } else if cfg.kind != WideDeepCheckpoint.modelKind {
+            if runsUnderMPI { try runAsMPIJob { try trainBehaviorFile(cfg, world: try MPI.world(), stop: stop) } }
+            else { try trainBehaviorFile(cfg, world: nil, stop: stop) }
         } else if runsUnderMPI {
             try runMPI(cfg, stop: stop)
         } else {
@@ -157,6 +165,36 @@ struct Train: ParsableCommand {
 }
 
 extension Train {
+    /// An RL family on a behaviour file (`user_behavior.csv`: user,item,behavior,time), one pass,
+    /// through the feature workers' transition rule. Every rank builds the same fresh model from
+    /// the seed and assigns the same ids while reading the whole file; rank r of N trains on
+    /// every N-th batch.
+    func trainBehaviorFile(_ cfg: ConfigFile, world: Communicator?, stop: ShutdownSignals) throws {
+        let rank = world?.rank ?? 0, size = world?.size ?? 1
+        if rank == 0 { try checkNewLineage(cfg) }
+        let model = try ModelFamilies.fresh(kind: cfg.kind, config: cfg.modelConfigJSON, sidecars: [:], batchSize: cfg.train.batchSize)
+        let file = try BehaviorFileSource(path: data!, rule: TransitionRule(historyLength: cfg.reinforce.historyLength),
+                                          batchSize: cfg.train.batchSize) { r in
+            FileHandle.standardError.write(Data("rejected \(r)\n".utf8))
+        }
+        let source: BatchSource = size > 1 ? StridedBatchSource(file, rank: rank, size: size) : file
+        let store = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints)
+        let collectives: Collectives = world.map { MPICollectives(communicator: $0) } ?? LocalCollectives()
+        if rank == 0 {
+            let c = cfg.reinforce
+            log("training \(cfg.kind) on \(size) process(es): history \(c.historyLength), embedding \(c.embeddingSize), hidden \(c.hiddenSize), batch \(cfg.train.batchSize) per process, one pass over \(data!)")
+        }
+        let trainer = Trainer(model: model, settings: cfg.train, source: source, collectives: collectives,
+                              store: rank == 0 ? store : nil) { log($0) }
+        trainer.untilIdle = untilIdle
+        trainer.stopRequested = { stop.isRaised }
+        let s = try trainer.run()
+        if size > 1 {
+            log(String(format: "rank %d/%d: %d steps, parameters fnv1a64=%016llx", rank, size, s.steps, model.parameterDigest))
+        }
+        if rank == 0 { log(summaryLine(s)) }
+    }
+
     /// The resident online trainer: Redis feature streams, resume, dynamic join, leave.
     func runOnline(_ cfg: ConfigFile, redis: RedisSettings, stop: ShutdownSignals) throws {
         try runAsMPIJob { try trainOnline(cfg, redis: redis, stop: stop) }
@@ -174,10 +212,11 @@ extension Train {
             trainer = try OnlineTrainer.join(settings: cfg.train, options: options) { log($0) }
         } else {
             let world = try MPI.world()
-            if world.rank == 0 { try checkOnlineInputs(cfg) }
+            if world.rank == 0 && cfg.kind == WideDeepCheckpoint.modelKind { try checkOnlineInputs(cfg) }
+            if world.rank == 0 && cfg.kind != WideDeepCheckpoint.modelKind && fresh { try checkNewLineage(cfg) }
             let featureStats: FeatureStats? = try world.rank == 0 ? stats.map { try FeatureStats.read(from: URL(fileURLWithPath: $0)) } : nil
             let sidecars = featureStats.map { [WideDeepCheckpoint.statsFileName: Data($0.serialized())] } ?? [:]
-            trainer = try OnlineTrainer.start(world: world, kind: cfg.kind, config: WideDeepTraining.configJSON(cfg.model),
+            trainer = try OnlineTrainer.start(world: world, kind: cfg.kind, config: cfg.modelConfigJSON,
                                               sidecars: sidecars, settings: cfg.train, options: options) { log($0) }
         }
         trainer.signalled = { stop.isRaised }
@@ -224,7 +263,12 @@ extension Train {
 }
 
 func summaryLine(_ s: TrainSummary) -> String {
-    String(format: "done (%@): %d steps, %d samples in %.1fs (%.0f samples/s), progressive AUC %@, log loss %.4f, %d rows rejected; checkpoint stall %.3fs; checkpoint %@",
+    if let ndcg = s.metrics["pv_ndcg@10"] {
+        return String(format: "done (%@): %d steps, %d transitions in %.1fs (%.0f transitions/s), progressive NDCG@10 %.4f, %d lines rejected; checkpoint stall %.3fs; checkpoint %@",
+                      s.stopReason, s.steps, s.samples, s.seconds, Double(s.samples) / max(s.seconds, 1e-9), ndcg, s.rejected,
+                      s.checkpointStallSeconds, s.lastCheckpoint?.path ?? "none")
+    }
+    return String(format: "done (%@): %d steps, %d samples in %.1fs (%.0f samples/s), progressive AUC %@, log loss %.4f, %d rows rejected; checkpoint stall %.3fs; checkpoint %@",
            s.stopReason, s.steps, s.samples, s.seconds, Double(s.samples) / max(s.seconds, 1e-9),
            s.progressiveAUC.map { String(format: "%.4f", $0) } ?? "n/a", s.progressiveLogLoss, s.rejected,
            s.checkpointStallSeconds, s.lastCheckpoint?.path ?? "none")

@@ -109,3 +109,92 @@ public final class RowStore: @unchecked Sendable {
     /// Bytes held (parameters and optimizer state), for memory reports.
     public var allocatedBytes: Int { chunks.count * Self.chunkRows * stride * 4 }
 }
+
+/// One sparse table's gradient for a step, in sum form: the unique ids the step touched and, for
+/// each id, `widths[k]` floats in each part k (Wide&Deep: the deep row and the wide weight;
+/// REINFORCE: one embedding row). Combining across participants concatenates these lists in rank
+/// order, so an id may then repeat; `merged()` sums repeats in list order, which every replica
+/// does identically.
+public struct SparseGradient: Sendable {
+    public let widths: [Int]
+    public var ids: [Int32]
+    /// `parts[k]` holds `ids.count × widths[k]` floats, row by row in `ids` order.
+    public var parts: [[Float]]
+
+    public init(widths: [Int], ids: [Int32] = [], parts: [[Float]]? = nil) {
+        self.widths = widths
+        self.ids = ids
+        self.parts = parts ?? widths.map { _ in [] }
+        precondition(self.parts.count == widths.count, "one part per width")
+    }
+
+    /// Floats per id over all parts.
+    public var rowWidth: Int { widths.reduce(0, +) }
+
+    /// Empties the lists, keeping their storage.
+    public mutating func removeAll() {
+        ids.removeAll(keepingCapacity: true)
+        for k in parts.indices { parts[k].removeAll(keepingCapacity: true) }
+    }
+
+    /// The same gradient with each id once, in order of first occurrence; a repeated id's rows are
+    /// the sum of its occurrences, added in list order (so every replica computes the same bits).
+    /// Without repeats (one participant) this is `self`.
+    public func merged() -> SparseGradient {
+        guard Set(ids).count != ids.count else { return self }
+        var out = SparseGradient(widths: widths)
+        var uniqueOf: [Int32: Int] = [:]
+        for (k, id) in ids.enumerated() {
+            if let u = uniqueOf[id] {
+                for (p, w) in widths.enumerated() {
+                    for d in 0..<w { out.parts[p][u * w + d] += parts[p][k * w + d] }
+                }
+            } else {
+                uniqueOf[id] = out.ids.count
+                out.ids.append(id)
+                for (p, w) in widths.enumerated() { out.parts[p].append(contentsOf: parts[p][(k * w)..<((k + 1) * w)]) }
+            }
+        }
+        return out
+    }
+}
+
+/// The unique slots a batch touches, in first-seen order, and each occurrence's index among them
+/// (the `local` indices the embedding and gather backward kernels take). One per table; reused
+/// step after step without allocation.
+public final class BatchRowSet: @unchecked Sendable {
+    private var stamp: [Int32] = []
+    private var localOf: [Int32] = []
+    private var epoch: Int32 = 0
+    /// The slots touched, in first-seen order.
+    public private(set) var slots: [Int32] = []
+
+    public init() {}
+
+    /// Starts a new batch.
+    public func reset() {
+        epoch &+= 1
+        if epoch == Int32.max {
+            epoch = 1
+            for i in stamp.indices { stamp[i] = 0 }
+        }
+        slots.removeAll(keepingCapacity: true)
+    }
+
+    /// The index of `slot` among this batch's unique slots (added when new).
+    @inline(__always)
+    public func local(_ slot: Int32) -> Int32 {
+        let s = Int(slot)
+        if s >= stamp.count {
+            let n = max(s + 1, stamp.count * 2, 1024)
+            stamp.append(contentsOf: repeatElement(0, count: n - stamp.count))
+            localOf.append(contentsOf: repeatElement(0, count: n - localOf.count))
+        }
+        if stamp[s] != epoch {
+            stamp[s] = epoch
+            localOf[s] = Int32(slots.count)
+            slots.append(slot)
+        }
+        return localOf[s]
+    }
+}

@@ -61,11 +61,19 @@ public func softmax_cross_entropy_forward(
     var total = 0.0
     for b in 0..<B {
         let p = probs + b * N
-        let (mx, sum) = maskedRowMaxSum(y: p, z: logits + b * N, masked: masked, M: M, N: N)
-        let lp = p[Int(actions[b])] - mx - log(sum)
+        // As maskedRowMaxSum, but each exp is computed once and kept (the hot loop of a policy
+        // over the catalogue).
+        p.update(from: logits + b * N, count: N)
+        if let masked { for m in 0..<M { p[Int(masked[m])] = -.infinity } }
+        var mx = -Float.infinity
+        for j in 0..<N { mx = max(mx, p[j]) }
+        let ya = p[Int(actions[b])]   // −∞ for a masked action: its loss is +∞
+        var sum: Float = 0
+        for j in 0..<N { let e = exp(p[j] - mx); p[j] = e; sum += e }
+        let lp = ya - mx - log(sum)
         logp[b] = lp
         let inv = 1 / sum
-        for j in 0..<N { p[j] = exp(p[j] - mx) * inv }
+        for j in 0..<N { p[j] *= inv }
         total -= Double(weights?[b] ?? 1) * Double(lp)
     }
     return total

@@ -34,12 +34,7 @@ public enum WideDeepCheckpoint {
             samplesTrained: snap.record.samplesTrained, wallTimeSeconds: snap.record.wallTimeSeconds,
             metrics: snap.record.metrics, streamPositions: snap.record.streamPositions,
             dictionary: statsFileName)
-        let tensors = snap.model.exportTensors(includeOptimizer: true).map { t -> SafeTensor in
-            switch t.storage {
-            case .float32(let a): return SafeTensor(name: t.name, shape: t.shape, data: .float(a))
-            case .int32(let a): return SafeTensor(name: t.name, shape: t.shape, data: .int32(a))
-            }
-        }
+        let tensors = snap.model.exportTensors(includeOptimizer: true).map(\.safeTensor)
         return try store.write(step: snap.record.step, manifest: manifest, files: [
             .safetensors(metadata: ["format": "streamrec-widedeep", "step": String(snap.record.step)], tensors: tensors),
             .data(statsFileName, Data(snap.stats.serialized())),
@@ -68,15 +63,7 @@ public enum WideDeepCheckpoint {
             throw CheckpointLoadError("checkpoint \(dir.path) holds a '\(manifest.modelKind)' model, expected '\(modelKind)'")
         }
         let config = try JSONDecoder().decode(WideDeepConfig.self, from: JSONEncoder().encode(manifest.modelConfig))
-        let file = try SafeTensorsFile(url: dir.appendingPathComponent(CheckpointStore.modelFileName))
-        var tensors: [String: ModelTensor] = [:]
-        for info in file.tensors {
-            switch info.dtype {
-            case .f32: tensors[info.name] = ModelTensor(name: info.name, shape: info.shape, storage: .float32(try file.floats(info.name)))
-            case .i32: tensors[info.name] = ModelTensor(name: info.name, shape: info.shape, storage: .int32(try file.int32s(info.name)))
-            default: throw CheckpointLoadError("tensor \(info.name) has unsupported dtype \(info.dtype.rawValue)")
-            }
-        }
+        let tensors = try ModelTensor.read(dir.appendingPathComponent(CheckpointStore.modelFileName))
         let model = try WideDeepModel.load(config: config, tensors: tensors, step: manifest.step)
         let statsName = manifest.dictionary ?? statsFileName
         let stats = try FeatureStats.read(from: dir.appendingPathComponent(statsName))

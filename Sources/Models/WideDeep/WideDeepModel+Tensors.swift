@@ -212,18 +212,5 @@ extension ModelTensor {
 extension WideDeepModel {
     /// FNV-1a (64-bit) over every exported tensor's name and bytes, sparse rows in id order:
     /// equal on two replicas exactly when their parameters and optimizer state are bit-identical.
-    public func parameterDigest() -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        func mix<C: Collection>(_ bytes: C) where C.Element == UInt8 {
-            for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
-        }
-        for t in exportTensors(includeOptimizer: true) {
-            mix(t.name.utf8)
-            switch t.storage {
-            case .float32(let a): a.withUnsafeBytes { mix($0) }
-            case .int32(let a): a.withUnsafeBytes { mix($0) }
-            }
-        }
-        return h
-    }
+    public func parameterDigest() -> UInt64 { ModelTensor.digest(exportTensors(includeOptimizer: true)) }
 }

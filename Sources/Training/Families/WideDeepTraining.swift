@@ -129,47 +129,23 @@ public final class WideDeepTraining: TrainableModel {
     }
 }
 
-/// Combines one participant's Wide&Deep gradients with every other's: one allreduce over the
-/// fused dense buffer (with its sample count and loss sums) and two allgathervs for the sparse
-/// rows (ids, then each id's deep row and wide weight packed together). Gathered lists are in
-/// rank order everywhere, so `applyGradients` merges repeats identically on every rank.
+/// Combines one participant's Wide&Deep gradients with every other's through the shared
+/// `GradientCombiner`: one allreduce over the fused dense buffer (with its sample count and loss
+/// sums) and one sparse table whose rows are the deep row and the wide weight of each id.
 public final class WideDeepGradientCombiner {
     /// Floats per deep embedding row (a model constant every rank knows).
     public let embeddingSize: Int
-    private var packed: [Float] = []
-    private var gathered: [Float] = []
+    private let combiner = GradientCombiner()
 
     public init(embeddingSize: Int) { self.embeddingSize = embeddingSize }
 
     /// Afterwards `grads` holds the summed dense buffer and the concatenated sparse lists.
     public func combine(_ grads: WideDeepGradients, over collectives: Collectives) throws {
         guard collectives.participants > 1 else { return }
-        try collectives.allreduceSum(grads.dense.buffer)
-        let ids = try collectives.allgatherv(grads.ids)
-        // Every rank knows every rank's id count now, so the row payload needs no second count exchange.
-        let width = embeddingSize
-        packed.removeAll(keepingCapacity: true)
-        packed.reserveCapacity(grads.ids.count * (width + 1))
-        for u in 0..<grads.ids.count {
-            packed.append(contentsOf: grads.deepRows[(u * width)..<((u + 1) * width)])
-            packed.append(grads.wideRows[u])
-        }
-        let counts = ids.counts.map { Int32($0 * (width + 1)) }
-        let total = ids.values.count * (width + 1)
-        if gathered.count != total { gathered = [Float](repeating: 0, count: total) }
-        try packed.withUnsafeBufferPointer { src in
-            try gathered.withUnsafeMutableBufferPointer { dst in
-                try collectives.allgatherv(src, counts: counts, into: dst)
-            }
-        }
-        grads.ids = ids.values
-        grads.deepRows.removeAll(keepingCapacity: true)
-        grads.wideRows.removeAll(keepingCapacity: true)
-        grads.deepRows.reserveCapacity(ids.values.count * width)
-        for u in 0..<ids.values.count {
-            let base = u * (width + 1)
-            grads.deepRows.append(contentsOf: gathered[base..<(base + width)])
-            grads.wideRows.append(gathered[base + width])
-        }
+        var tables = [SparseGradient(widths: [embeddingSize, 1], ids: grads.ids, parts: [grads.deepRows, grads.wideRows])]
+        try combiner.combine(dense: grads.dense.buffer, sparse: &tables, over: collectives)
+        grads.ids = tables[0].ids
+        grads.deepRows = tables[0].parts[0]
+        grads.wideRows = tables[0].parts[1]
     }
 }

@@ -1,0 +1,70 @@
+import Kernels
+
+/// REINFORCE settings (`model:` with `kind: reinforce`; `configs/reinforce.yaml`). The shapes
+/// default to DBRL's: H = 10 recent items, embeddings of 32, a hidden layer of 64.
+public struct ReinforceConfig: Codable, Sendable, Equatable {
+    /// Items in a state (the transitions' history length; batches with another H are refused).
+    public var historyLength: Int = 10
+    /// Width of the user and item input embeddings and of the policy's output vector.
+    public var embeddingSize: Int = 32
+    /// Width of the policy's hidden layer (β reads it, with its gradient stopped).
+    public var hiddenSize: Int = 64
+    /// Adam's learning rate, for the dense parameters and the embedding rows alike.
+    public var learningRate: Float = 1e-3
+    /// Discount of the return within a session. Recorded for the discounted return; the model
+    /// trains on the transition's own reward for now (see `ReinforceModel`).
+    public var gamma: Float = 0.99
+    /// K of the top-K correction λ = K·(1 − π(a|s))^(K−1) (1 = plain REINFORCE).
+    public var topK: Int = 10
+    /// Cap on the importance weight π(a|s)/β(a|s).
+    public var weightCap: Float = 10
+    /// Weight of β's cross-entropy in the step's loss (it trains only β's head).
+    public var betaLossWeight: Float = 1
+    /// Embedding rows and output item rows start uniform in ±init_scale (deterministic per id and seed).
+    public var embeddingInitScale: Float = 0.05
+    public var seed: UInt64 = 42
+
+    public init() {}
+
+    /// Adam for every parameter.
+    public var optimizer: AdamConfig { AdamConfig(learningRate: learningRate) }
+
+    /// Width of the policy's input: the user's row and the H items' rows, concatenated.
+    public var stateWidth: Int { (historyLength + 1) * embeddingSize }
+
+    enum CodingKeys: String, CodingKey {
+        case historyLength = "history_length", embeddingSize = "embedding_size", hiddenSize = "hidden_size"
+        case learningRate = "learning_rate", gamma, topK = "top_k", weightCap = "weight_cap"
+        case betaLossWeight = "beta_loss_weight", embeddingInitScale = "embedding_init_scale", seed
+    }
+
+    /// Absent keys take the defaults above. `kind` (the family, in a config's `model:`) is ignored.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = ReinforceConfig()
+        historyLength = try c.decodeIfPresent(Int.self, forKey: .historyLength) ?? d.historyLength
+        embeddingSize = try c.decodeIfPresent(Int.self, forKey: .embeddingSize) ?? d.embeddingSize
+        hiddenSize = try c.decodeIfPresent(Int.self, forKey: .hiddenSize) ?? d.hiddenSize
+        learningRate = try c.decodeIfPresent(Float.self, forKey: .learningRate) ?? d.learningRate
+        gamma = try c.decodeIfPresent(Float.self, forKey: .gamma) ?? d.gamma
+        topK = try c.decodeIfPresent(Int.self, forKey: .topK) ?? d.topK
+        weightCap = try c.decodeIfPresent(Float.self, forKey: .weightCap) ?? d.weightCap
+        betaLossWeight = try c.decodeIfPresent(Float.self, forKey: .betaLossWeight) ?? d.betaLossWeight
+        embeddingInitScale = try c.decodeIfPresent(Float.self, forKey: .embeddingInitScale) ?? d.embeddingInitScale
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+    }
+
+    /// Rejects settings the model cannot run, with a message naming the setting.
+    public func validate() throws {
+        func fail(_ m: String) -> ModelError { .invalidConfig(m) }
+        if historyLength <= 0 { throw fail("history_length must be positive (got \(historyLength))") }
+        if embeddingSize <= 0 { throw fail("embedding_size must be positive (got \(embeddingSize))") }
+        if hiddenSize <= 0 { throw fail("hidden_size must be positive (got \(hiddenSize))") }
+        if !(learningRate > 0) { throw fail("learning_rate must be positive (got \(learningRate))") }
+        if !(gamma >= 0 && gamma <= 1) { throw fail("gamma must be in [0, 1] (got \(gamma))") }
+        if topK < 1 { throw fail("top_k must be at least 1 (got \(topK))") }
+        if !(weightCap > 0) { throw fail("weight_cap must be positive (got \(weightCap))") }
+        if !(betaLossWeight >= 0) { throw fail("beta_loss_weight must be non-negative (got \(betaLossWeight))") }
+        if !(embeddingInitScale >= 0) { throw fail("embedding_init_scale must be non-negative (got \(embeddingInitScale))") }
+    }
+}

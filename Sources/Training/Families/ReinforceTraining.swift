@@ -1,0 +1,140 @@
+import Foundation
+import Checkpoint
+import Features
+import Models
+
+// REINFORCE's side of the training loop: a step on a `transitions` batch — agree on the item
+// count (one small allgatherv), progressive next-item NDCG@10 and gradients (one forward and
+// backward), the fused dense allreduce plus the sparse rows' allgathervs through the shared
+// `GradientCombiner`, the identical update — its log line and its checkpoints (tensors only).
+
+public final class ReinforceTraining: TrainableModel {
+    public let model: ReinforceModel
+    private let grads: ReinforceGradients
+    private let combiner = GradientCombiner()
+    private let empty: TransitionBatch
+    private var lastPolicyLoss = 0.0, lastBetaLoss = 0.0
+    private var validation = ProgressiveNDCG()
+
+    public init(model: ReinforceModel) {
+        self.model = model
+        grads = model.makeGradients()
+        empty = TransitionBatch(historyLength: model.config.historyLength)
+    }
+
+    public var kind: String { ReinforceCheckpoint.modelKind }
+    public var step: Int { model.step }
+    public var batchKind: FeatureBatchKind { .transitions }
+
+    public func check(_ batch: SourcedBatch) throws {
+        let at = batch.positions.description
+        guard let t = batch.transitions else {
+            throw TrainerError.incompatibleBatch(
+                "batch at \(at) holds \(batch.payload.kind), a REINFORCE model trains on transitions: point the trainer at the "
+                + "behaviour feature streams, or use a model.kind that trains on \(batch.payload.kind)")
+        }
+        let H = model.config.historyLength
+        if t.historyLength != H {
+            throw TrainerError.incompatibleBatch(
+                "batch at \(at) has states of \(t.historyLength) items, the model expects \(H) (model.history_length): "
+                + "the behaviour feature workers and the trainer disagree on the history length")
+        }
+        let B = t.count
+        guard t.users.count == B, t.rewards.count == B, t.states.count == B * H else {
+            throw TrainerError.incompatibleBatch("batch at \(at) is malformed: \(B) actions, \(t.users.count) users, "
+                                                 + "\(t.rewards.count) rewards, \(t.states.count) state items (history \(H))")
+        }
+        if let a = t.actions.first(where: { $0 < BehaviorFileSource.firstItemId }) {
+            throw TrainerError.incompatibleBatch("batch at \(at) has action item id \(a): actions are item ids from "
+                                                 + "\(BehaviorFileSource.firstItemId) (0 pads a state, 1 is the item OOV id)")
+        }
+        if let u = t.users.first(where: { $0 < 0 }) { throw TrainerError.incompatibleBatch("batch at \(at) has user id \(u) < 0") }
+        if let s = t.states.first(where: { $0 < 0 }) { throw TrainerError.incompatibleBatch("batch at \(at) has state item id \(s) < 0") }
+        if let r = t.rewards.first(where: { !$0.isFinite }) { throw TrainerError.incompatibleBatch("batch at \(at) has reward \(r)") }
+    }
+
+    public func trainStep(_ local: SourcedBatch?, totalSamples: Int, contributors: Int, collectives: Collectives) throws -> StepTiming {
+        let batch = local?.transitions ?? empty
+        // Every participant grows its item tables to the step's largest item id, so the dense
+        // buffers agree in size before the allreduce.
+        let c0 = Date()
+        let largest = try collectives.allgatherv([ReinforceModel.largestItem(batch) ?? 0]).values.max() ?? 0
+        model.reserveItems(through: largest)
+        let c1 = Date()
+        model.computeGradients(batch, into: grads)
+        let c2 = Date()
+        var tables = [grads.users, grads.items]
+        try combiner.combine(dense: grads.dense.buffer, sparse: &tables, over: collectives)
+        grads.users = tables[0]; grads.items = tables[1]
+        let c3 = Date()
+        let total = grads.sampleCount
+        model.applyGradients(grads, totalSamples: total)
+        let c4 = Date()
+        lastPolicyLoss = Double(grads.policyLossSum) / Double(max(total, 1))
+        lastBetaLoss = Double(grads.betaLossSum) / Double(max(total, 1))
+        validation.add(sum: Double(grads.ndcgSum), count: total)
+        return StepTiming(compute: c2.timeIntervalSince(c1) + c4.timeIntervalSince(c3),
+                          communication: c1.timeIntervalSince(c0) + c3.timeIntervalSince(c2))
+    }
+
+    public func logLine(epoch: Int, samplesPerSecond: Double) -> String {
+        String(format: "epoch: %d, step: %d, policy_loss: %.6f, beta_loss: %.6f, transitions/s: %.0f, pv_ndcg@10: %.4f",
+               epoch, model.step, lastPolicyLoss, lastBetaLoss, samplesPerSecond, validation.mean)
+    }
+
+    public var metrics: [String: Double] {
+        ["policy_loss": lastPolicyLoss, "beta_loss": lastBetaLoss, "pv_ndcg@10": validation.mean]
+    }
+
+    public func snapshot(record: CheckpointRecord) -> any CheckpointSnapshot {
+        ReinforceCheckpoint.snapshot(model: model, record: record)
+    }
+
+    public var parameterDigest: UInt64 { model.parameterDigest() }
+
+    public func exportState() -> ModelState {
+        ModelState(kind: kind, config: ReinforceCheckpoint.configJSON(model.config), sidecars: [:],
+                   tensors: model.exportTensors(includeOptimizer: true), step: model.step)
+    }
+
+    static func decodeConfig(_ json: JSONValue) throws -> ReinforceConfig {
+        let config = try JSONDecoder().decode(ReinforceConfig.self, from: JSONEncoder().encode(json))
+        try config.validate()
+        return config
+    }
+
+    /// The inverse of `exportState()`.
+    static func restore(_ state: ModelState) throws -> ReinforceTraining {
+        let model = try ReinforceModel.load(config: decodeConfig(state.config),
+                                            tensors: Dictionary(uniqueKeysWithValues: state.tensors.map { ($0.name, $0) }),
+                                            step: state.step)
+        return ReinforceTraining(model: model)
+    }
+
+    /// A fresh model from a config's `model:` section (no sidecar files).
+    static func fresh(config json: JSONValue) throws -> ReinforceTraining {
+        ReinforceTraining(model: ReinforceModel(config: try decodeConfig(json)))
+    }
+}
+
+/// Progressive next-item NDCG@10 over the newest `window` transitions (each scored before the
+/// step trained on it), from per-step sums over all participants.
+struct ProgressiveNDCG {
+    let window: Int
+    private var steps: [(sum: Double, count: Int)] = []
+    private var head = 0
+    private var sum = 0.0, count = 0
+
+    init(window: Int = 100_000) { self.window = window }
+
+    mutating func add(sum s: Double, count n: Int) {
+        guard n > 0 else { return }
+        steps.append((s, n)); sum += s; count += n
+        while count - steps[head].count >= window {
+            sum -= steps[head].sum; count -= steps[head].count; head += 1
+        }
+        if head > 1024 { steps.removeFirst(head); head = 0 }
+    }
+
+    var mean: Double { count > 0 ? sum / Double(count) : 0 }
+}
