@@ -77,6 +77,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
     public let model: any TrainableModel
     /// Wide&Deep's dictionary, kept in step with online growth for its checkpoints.
     var dictionary: DictionaryCache?
+    var behaviorKeys = BehaviorKeySync()
     let log: @Sendable (String) -> Void
     var state: ClusterState
     var freshness: FreshnessLog?
@@ -213,6 +214,10 @@ public final class OnlineTrainer: StepBoundaryHandler {
                 try dictionary!.sync(self.store)
                 return dictionary!.stats
             }
+        }
+        if let rl = model as? any BehaviorTrainable {
+            // The keys of the ids the feature workers assigned, for each checkpoint.
+            rl.refreshKeys = { [unowned self] in try behaviorKeys.sync(self.store) }
         }
         let t = Trainer(model: model, settings: settings, source: source, collectives: collectives,
                         store: comm.rank == 0 ? store : nil, samplesTrained: state.samplesTrained,

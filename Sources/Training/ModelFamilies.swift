@@ -21,7 +21,8 @@ public enum ModelFamilies {
         let manifest = try CheckpointStore.loadManifest(dir)
         try check(kind: manifest.modelKind, what: "model_kind of \(dir.path)")
         if manifest.modelKind == ReinforceCheckpoint.modelKind {
-            return ReinforceTraining(model: try ReinforceCheckpoint.load(dir, verify: verify).model)
+            let loaded = try ReinforceCheckpoint.load(dir, verify: verify)
+            return ReinforceTraining(model: loaded.model, keys: loaded.keys)
         }
         let loaded = try WideDeepCheckpoint.load(dir, verify: verify)
         return WideDeepTraining(model: loaded.model, stats: loaded.stats, batchSize: batchSize)
