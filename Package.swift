@@ -78,7 +78,7 @@ let package = Package(
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "Features", "Streaming", "TestSupport"]),
         .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "StreamRecNumerics", "TestSupport", "streamrec"]),
         .testTarget(name: "ServingTests", dependencies: [
-            "Serving", "Training", "Models", "Features", "Checkpoint", "FeatureStore", "Streaming", "TestSupport",
+            "Serving", "Training", "Models", "Features", "Checkpoint", "FeatureStore", "Streaming", "StreamRecNumerics", "TestSupport",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         .testTarget(name: "CLITests", dependencies: ["streamrec", "TestSupport"], exclude: ["Fixtures"]),

@@ -6,6 +6,7 @@
 #   CONTROL=1 PRESETS=large scripts/bench-serve.sh   # control: versions are written as usual, but the
 #                                                    # server watches a copy of the directory and never
 #                                                    # reloads (what the writing alone costs the latency)
+#   PRESETS=reinforce DURATION=20 RELOAD_GAP=1 scripts/bench-serve.sh   # POST /v1/recommend (RL)
 #
 # For each config (large = configs/widedeep.yaml, small = --preset small) it trains a checkpoint on a
 # few thousand generated rows, starts the release server, then measures:
@@ -16,7 +17,14 @@
 #      LATEST replaced atomically; by a separate process at nice 10, like the trainer's writer) one
 #      every $RELOAD_GAP s: p99 during reloads vs steady, failures,
 #      reloads seen by the server, and server RSS (sampled every 10 ms) vs model.safetensors size.
-# Needs: swift, wrk, python3 (standard library only), curl.
+# The `reinforce` config (configs/reinforce.yaml) serves POST /v1/recommend instead: it generates
+# behaviour events ($RL_USERS users, $RL_ITEMS items, $RL_EVENTS events per user: the issue's
+# 3,000 × 2,000 × ~50 shape), trains one pass from the file, starts a redis-server on a free port
+# and writes every user's state as the behaviour featurizer would after those events (last H+1
+# items, last 100 distinct consumed, ids from the checkpoint's items.keys), then serves with
+# --redis. "1-row" is one stateful user ({"user", "n": 10}: an HGET through the feature-store
+# client, scoring, masking, top 10); "100-row" is a batch of 100 stateful users.
+# Needs: swift, wrk, python3 (standard library only), curl; redis-server for `reinforce`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -28,6 +36,9 @@ RELOADS=${RELOADS:-20}
 RELOAD_GAP=${RELOAD_GAP:-0.5}
 CONTROL=${CONTROL:-0}
 ROWS=${ROWS:-3000}
+RL_USERS=${RL_USERS:-3000}
+RL_ITEMS=${RL_ITEMS:-2000}
+RL_EVENTS=${RL_EVENTS:-50}
 BIN=${STREAMREC_BIN:-$ROOT/.build/release/streamrec}
 mkdir -p "$WORK"
 RESULTS=$WORK/results.txt
@@ -37,7 +48,11 @@ if [[ ! -x $BIN ]]; then swift build -c release --product streamrec; fi
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 
 SERVER_PID=
-cleanup() { if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; fi; }
+REDIS_PID=
+cleanup() {
+    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; fi
+    if [[ -n $REDIS_PID ]] && kill -0 "$REDIS_PID" 2>/dev/null; then kill -TERM "$REDIS_PID"; wait "$REDIS_PID" || true; fi
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM   # run the EXIT trap (stop the server) on Ctrl-C / kill as well
 
@@ -54,14 +69,14 @@ def percentile(xs, q):
     xs = sorted(xs); k = min(len(xs) - 1, max(0, int(round(q * (len(xs) - 1)))))
     return xs[k]
 
-async def run(host, port, body, rate, duration, conns, on_start=None, timeout=5.0, drain=10.0, until=None):
+async def run(host, port, path, body, rate, duration, conns, on_start=None, timeout=5.0, drain=10.0, until=None):
     """Open loop, bounded in count and time. Request i is due at start + i/rate; it goes out on the
     next free keep-alive connection and its latency counts from the due time (so a slow server shows
     as latency, not as a lower rate). Bounds: no request is sent after start + duration + drain; each
     request gets `timeout` s (then it is a failure and its connection is replaced); after the last
     send the run waits at most drain + timeout s. Requests never sent because the server could not
     keep up are reported as `unsent` (the offered rate was not sustained)."""
-    req = (f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    req = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     async def connect():
         for attempt in range(5):
@@ -194,7 +209,7 @@ def main():
     def until():
         return "end" in window and time.perf_counter() > window["end"] + 1.0
     duration = a["duration"] if not a.get("reloads") else a["steady"] + a["reloads"] * a["gap"] * 4 + 10.0
-    lat, failures, statuses, info = asyncio.run(run("127.0.0.1", a["port"], body, a["rate"], duration, a.get("conns", 32), on_start,
+    lat, failures, statuses, info = asyncio.run(run("127.0.0.1", a["port"], a.get("path", "/v1/predict"), body, a["rate"], duration, a.get("conns", 32), on_start,
                                             until=until if a.get("reloads") else None))
     sampler_stop.set()
     out.update(info)
@@ -234,11 +249,25 @@ log "binary: $BIN"
 for preset in $PRESETS; do
     D=$WORK/$preset
     rm -rf "$D"; mkdir -p "$D"
-    "$BIN" gen --rows "$ROWS" --out "$D/train.tsv" --seed 5 >/dev/null
-    "$BIN" stats --data "$D/train.tsv" --out "$D/features.stats" --min-frequency 2 >/dev/null
-    PRESET_ARGS=(--config configs/widedeep.yaml); [[ $preset != large ]] && PRESET_ARGS+=(--preset "$preset")
-    "$BIN" train "${PRESET_ARGS[@]}" --data "$D/train.tsv" --stats "$D/features.stats" \
-        --checkpoint-dir "$D/ckpt" --checkpoint-every 1 --keep 2 --log-every 1 >"$D/train.log" 2>&1
+    if [[ $preset == reinforce ]]; then
+        ENDPOINT=/v1/recommend UNIT=user
+        "$BIN" gen behavior --users "$RL_USERS" --items "$RL_ITEMS" --events-per-user "$RL_EVENTS" --out "$D/data" --seed 5 >/dev/null
+        "$BIN" train --config configs/reinforce.yaml --data "$D/data/user_behavior.csv" \
+            --checkpoint-dir "$D/ckpt" --log-every 50 >"$D/train.log" 2>&1
+        REDIS_PORT=$(free_port)
+        redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --dir "$D" >"$D/redis.log" 2>&1 &
+        REDIS_PID=$!
+        for _ in $(seq 1 200); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+        SERVE_EXTRA=(--redis "127.0.0.1:$REDIS_PORT")
+    else
+        ENDPOINT=/v1/predict UNIT=row
+        SERVE_EXTRA=()
+        "$BIN" gen --rows "$ROWS" --out "$D/train.tsv" --seed 5 >/dev/null
+        "$BIN" stats --data "$D/train.tsv" --out "$D/features.stats" --min-frequency 2 >/dev/null
+        PRESET_ARGS=(--config configs/widedeep.yaml); [[ $preset != large ]] && PRESET_ARGS+=(--preset "$preset")
+        "$BIN" train "${PRESET_ARGS[@]}" --data "$D/train.tsv" --stats "$D/features.stats" \
+            --checkpoint-dir "$D/ckpt" --checkpoint-every 1 --keep 2 --log-every 1 >"$D/train.log" 2>&1
+    fi
     BASE=$(cat "$D/ckpt/LATEST")
     MODEL_BYTES=$(stat -c %s "$D/ckpt/$BASE/model.safetensors")
     # Bytes of the tensors a server keeps (model.safetensors also holds the optimizer state, optim.*).
@@ -248,6 +277,53 @@ f = open(sys.argv[1], "rb"); n = struct.unpack("<Q", f.read(8))[0]; h = json.loa
 print(sum(e["data_offsets"][1] - e["data_offsets"][0] for k, e in h.items() if k != "__metadata__" and not k.startswith("optim.")))
 PY
 )
+    if [[ $preset == reinforce ]]; then
+        # Every user's state as the behaviour featurizer leaves it after the file (UserState,
+        # Sources/Features/Behavior/UserState.swift), written with HSET sr:rl:user over raw RESP;
+        # bodies: one stateful user, and a batch of 100.
+        python3 - "$D" "$D/ckpt/$BASE" "$REDIS_PORT" <<'PY'
+import json, socket, struct, sys
+d, ckpt, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+H = json.load(open(ckpt + "/manifest.json"))["model_config"]["history_length"]
+def keys(path):
+    b = open(path, "rb").read(); n = struct.unpack_from("<I", b, 1)[0]; p = 5; out = {}
+    for _ in range(n):
+        i, l = struct.unpack_from("<iH", b, p); p += 6; out[b[p:p + l].decode()] = i; p += l
+    return out
+items = keys(ckpt + "/items.keys")
+history, consumed = {}, {}
+for line in open(d + "/data/user_behavior.csv"):
+    u, i, _, _ = line.rstrip("\n").split(",")
+    iid = items.get(i)
+    if iid is None: continue
+    h = history.setdefault(u, []); h.append(iid); del h[:-(H + 1)]
+    c = consumed.setdefault(u, [])
+    if iid in c: c.remove(iid)
+    c.append(iid); del c[:-100]
+def packed(u):
+    h, c = history[u], consumed[u]
+    return struct.pack("<BBHB", 1, len(h), len(c), 0) + struct.pack(f"<{len(h)}i", *h) + struct.pack(f"<{len(c)}i", *c)
+def resp(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+users = sorted(history, key=lambda u: (-len(history[u]), u))
+s = socket.create_connection(("127.0.0.1", port))
+for k in range(0, len(users), 500):
+    chunk = users[k:k + 500]
+    args = [b"HSET", b"sr:rl:user"]
+    for u in chunk: args += [u.encode(), packed(u)]
+    s.sendall(resp(*args))
+    reply = s.recv(4096)
+    assert reply.startswith(b":"), reply
+s.close()
+json.dump({"user": users[0], "n": 10}, open(d + "/body1.json", "w"))
+json.dump({"requests": [{"user": u, "n": 10} for u in users[:100]]}, open(d + "/body100.json", "w"))
+print(f"{len(users)} user states written (H = {H})", file=sys.stderr)
+PY
+    else
     # Bodies: 1 row and 100 rows (unlabelled rows: label column cut off).
     python3 - "$D" <<'PY'
 import json, sys
@@ -256,11 +332,12 @@ rows = [l.rstrip("\n").split("\t", 1)[1] for l in open(d + "/train.tsv")][:100]
 json.dump({"rows": rows[:1]}, open(d + "/body1.json", "w"))
 json.dump({"rows": rows[:100]}, open(d + "/body100.json", "w"))
 PY
+    fi
     PORT=$(free_port)
     EMPTY=$D/empty; mkdir -p "$EMPTY"
     WATCHED=$D/ckpt
     if [[ $CONTROL == 1 ]]; then WATCHED=$D/ckpt-control; rm -rf "$WATCHED"; cp -r "$D/ckpt" "$WATCHED"; log "CONTROL=1: the server watches $WATCHED; versions are written to $D/ckpt and never loaded"; fi
-    "$BIN" serve --checkpoints "$WATCHED" --port "$PORT" --max-rows 1000 2>"$D/serve.log" &
+    "$BIN" serve --checkpoints "$WATCHED" --port "$PORT" --max-rows 1000 "${SERVE_EXTRA[@]}" 2>"$D/serve.log" &
     SERVER_PID=$!
     for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.05; done
     RSS_LOADED=$(awk '/VmRSS/ {print $2}' /proc/$SERVER_PID/status)
@@ -268,26 +345,26 @@ PY
     log ""
     log "== $preset: $BASE, model.safetensors $((MODEL_BYTES / 1024)) KiB (parameters without optimizer state $((PARAM_BYTES / 1024)) KiB), server RSS after load $RSS_LOADED KiB (anonymous $ANON_LOADED KiB)"
     for n in 1 100; do
-        BODY_FILE=$D/body$n.json timeout $((DURATION + 30)) wrk -t2 -c8 -d"${DURATION}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$PORT/v1/predict" > "$D/wrk$n.txt"
+        BODY_FILE=$D/body$n.json timeout $((DURATION + 30)) wrk -t2 -c8 -d"${DURATION}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$PORT$ENDPOINT" > "$D/wrk$n.txt"
         RPS=$(awk '/Requests\/sec/ {print $2}' "$D/wrk$n.txt")
         P50=$(awk '$1=="50%" {print $2}' "$D/wrk$n.txt"); P99=$(awk '$1=="99%" {print $2}' "$D/wrk$n.txt")
         ERR=$(grep -E "Non-2xx|Socket errors" "$D/wrk$n.txt" | tr '\n' ' ' || true)
-        log "closed loop (wrk -t2 -c8 ${DURATION}s) $n-row: $RPS req/s, p50 $P50, p99 $P99 ${ERR:-no errors}"
+        log "closed loop (wrk -t2 -c8 ${DURATION}s) $ENDPOINT $n-$UNIT: $RPS req/s, p50 $P50, p99 $P99 ${ERR:-no errors}"
     done
-    FIXED=$(timeout $((DURATION + 60)) python3 "$WORK/loadgen.py" "{\"port\": $PORT, \"body\": \"$D/body1.json\", \"rate\": $RATE, \"duration\": $DURATION}")
-    log "fixed rate $RATE req/s 1-row ${DURATION}s: $FIXED"
-    RELOAD=$(timeout $((RELOADS * 4 + 90)) python3 "$WORK/loadgen.py" "{\"port\": $PORT, \"body\": \"$D/body1.json\", \"rate\": $RATE, \"steady\": 5, \
+    FIXED=$(timeout $((DURATION + 60)) python3 "$WORK/loadgen.py" "{\"port\": $PORT, \"path\": \"$ENDPOINT\", \"body\": \"$D/body1.json\", \"rate\": $RATE, \"duration\": $DURATION}")
+    log "fixed rate $RATE req/s $ENDPOINT 1-$UNIT ${DURATION}s: $FIXED"
+    RELOAD=$(timeout $((RELOADS * 4 + 90)) python3 "$WORK/loadgen.py" "{\"port\": $PORT, \"path\": \"$ENDPOINT\", \"body\": \"$D/body1.json\", \"rate\": $RATE, \"steady\": 5, \
         \"reloads\": $RELOADS, \"gap\": $RELOAD_GAP, \"ckpt_root\": \"$D/ckpt\", \"base\": \"$BASE\", \"first_step\": 1000, \"pid\": $SERVER_PID}")
-    log "fixed rate $RATE req/s 1-row with $RELOADS reloads: $RELOAD"
+    log "fixed rate $RATE req/s $ENDPOINT 1-$UNIT with $RELOADS reloads: $RELOAD"
     METRICS=$(curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^streamrec_serve_(reloads_total|rejected_checkpoints_total|model_step|model_load_seconds) ')
     log "server: $(echo "$METRICS" | tr '\n' ' ')"
     log "load average after the reload stage: $(cut -d' ' -f1-3 /proc/loadavg)"
-    python3 - "$RELOAD" "$MODEL_BYTES" "$RSS_LOADED" "$FIXED" "$RATE" "$PARAM_BYTES" <<'PY' | tee -a "$RESULTS"
+    python3 - "$RELOAD" "$MODEL_BYTES" "$RSS_LOADED" "$FIXED" "$RATE" "$PARAM_BYTES" "$ENDPOINT 1-$UNIT" <<'PY' | tee -a "$RESULTS"
 import json, sys
 r = json.loads(sys.argv[1]); model = int(sys.argv[2]) / 1024; params = int(sys.argv[6]) / 1024
-f = json.loads(sys.argv[4]); rate = sys.argv[5]
+f = json.loads(sys.argv[4]); rate = sys.argv[5]; what = sys.argv[7]
 a = f.get("all", {})
-print(f"fixed {rate} req/s 1-row: p50 {a.get('p50_ms')} ms, p99 {a.get('p99_ms')} ms, max {a.get('max_ms')} ms; "
+print(f"fixed {rate} req/s {what}: p50 {a.get('p50_ms')} ms, p99 {a.get('p99_ms')} ms, max {a.get('max_ms')} ms; "
       f"sent {f['sent']}/{f['offered']} (unsent {f['unsent']}), failures {f['failures']}, wall {f['elapsed_s']} s")
 peak, before = r.get("rss_peak_during_kib"), r.get("rss_before_kib")
 if peak:
@@ -304,5 +381,6 @@ if s and d:
           f"(p99 ratio {d['p99_ms'] / s['p99_ms']:.2f}); failures {r['failures']}, unsent {r['unsent']}, reloads written {r['reloads_written']}")
 PY
     kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
+    if [[ -n $REDIS_PID ]]; then kill -TERM "$REDIS_PID"; wait "$REDIS_PID" || true; REDIS_PID=; fi
 done
 echo "results: $RESULTS"

@@ -85,6 +85,22 @@ extension FeatureStore {
         }
     }
 
+    /// Several users' committed states in one HMGET (nil for a user without one), in order.
+    public func userStates(_ users: [String]) throws -> [UserState?] {
+        if users.isEmpty { return [] }
+        let reply = try redis.command(["HMGET", layout.userStates] + users)
+        try reply.throwingIfError()
+        guard let values = reply.elements, values.count == users.count else {
+            throw FeatureStoreError.unexpectedReply("HMGET \(layout.userStates) of \(users.count) users returned \(reply)")
+        }
+        return try zip(users, values).map { user, value in
+            guard let bytes = value.bytes else { return nil }
+            do { return try UserState.decode(bytes) } catch {
+                throw FeatureStoreError.unexpectedReply("\(layout.userStates) field \(user): \(error); it is written only by featurize --kind behavior")
+            }
+        }
+    }
+
     /// Every user's committed state (HSCAN; for tests and small stores).
     public func allUserStates() throws -> [String: UserState] {
         var out: [String: UserState] = [:]

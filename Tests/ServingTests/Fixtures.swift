@@ -120,3 +120,8 @@ struct PredictResponse: Decodable {
     let step: Int
     let probabilities: [Float]
 }
+
+extension ModelSlot {
+    /// The Wide&Deep version being served (nil when none, or another family's).
+    var wideDeep: WideDeepServable? { current(as: WideDeepServable.self) }
+}

@@ -82,7 +82,7 @@ private func popularApp(checkpoints: URL, redis: String?, timeout: Duration = .m
                         log: @escaping @Sendable (String) -> Void = { _ in })
     -> (app: some ApplicationProtocol, state: ServingState, watcher: CheckpointWatcher) {
     let settings = ServeSettings(checkpoints: checkpoints, host: "127.0.0.1", port: port,
-                                 limits: PredictLimits(maxRows: 100, maxBodyBytes: 1 << 20), pollInterval: .milliseconds(50),
+                                 limits: RequestLimits(maxRows: 100, maxBodyBytes: 1 << 20), pollInterval: .milliseconds(50),
                                  featureStore: redis.map { FeatureStoreSettings(address: $0, prefix: "sr", timeout: timeout,
                                                                                 retryInterval: .milliseconds(100)) })
     return buildServingApplication(settings: settings, log: log)

@@ -24,28 +24,28 @@ import Models
         let slot = ModelSlot(), w = watcher(fx, slot)
         try fx.write(step: 1)
         #expect(await w.pollOnce() == .loaded(version: "step-000000000001"))
-        #expect(slot.current?.reusedDictionary == false)  // nothing to reuse yet
-        let firstDigest = slot.current?.statsDigest
+        #expect(slot.wideDeep?.reusedDictionary == false)  // nothing to reuse yet
+        let firstDigest = slot.wideDeep?.statsDigest
         #expect(firstDigest?.count == 64)
 
         let v2 = try fx.write(step: 2)
         #expect(await w.pollOnce() == .loaded(version: "step-000000000002"))
-        #expect(slot.current?.reusedDictionary == true)
-        #expect(slot.current?.statsDigest == firstDigest)
+        #expect(slot.wideDeep?.reusedDictionary == true)
+        #expect(slot.wideDeep?.statsDigest == firstDigest)
         let rows = Array(fx.rows.prefix(20))
         let expected2 = try fx.directPredictions(checkpoint: v2, rows: rows)
-        for (p, q) in zip(slot.current!.predict(rows: try parse(rows)), expected2) { #expect(abs(p - q) <= 1e-6) }
+        for (p, q) in zip(slot.wideDeep!.predict(rows: try parse(rows)), expected2) { #expect(abs(p - q) <= 1e-6) }
 
         // A different dictionary (another frequency threshold) must not be taken from v2.
         let other = try fx.otherStats(minFrequency: 3)
         #expect(other.minFrequency == 3 && fx.stats.minFrequency == 1)
         let v3 = try fx.write(step: 3, stats: other)
         #expect(await w.pollOnce() == .loaded(version: "step-000000000003"))
-        #expect(slot.current?.reusedDictionary == false)
-        #expect(slot.current?.statsDigest != firstDigest)
-        #expect(slot.current?.encoder.stats.minFrequency == 3)
+        #expect(slot.wideDeep?.reusedDictionary == false)
+        #expect(slot.wideDeep?.statsDigest != firstDigest)
+        #expect(slot.wideDeep?.encoder.stats.minFrequency == 3)
         let expected3 = try fx.directPredictions(checkpoint: v3, rows: rows)
-        for (p, q) in zip(slot.current!.predict(rows: try parse(rows)), expected3) { #expect(abs(p - q) <= 1e-6) }
+        for (p, q) in zip(slot.wideDeep!.predict(rows: try parse(rows)), expected3) { #expect(abs(p - q) <= 1e-6) }
     }
 
     @Test("the served model has no optimizer state; a flipped byte in an optimizer tensor is still refused")
@@ -54,7 +54,7 @@ import Models
         let slot = ModelSlot(), w = watcher(fx, slot)
         try fx.write(step: 1)
         #expect(await w.pollOnce() == .loaded(version: "step-000000000001"))
-        let served = try #require(slot.current?.model)
+        let served = try #require(slot.wideDeep?.model)
         #expect(!served.trainable && served.adamM.count == 0 && served.adamV.count == 0)
         #expect(served.deepRows.stateCount == 0 && served.sparseRowCount == fx.model.sparseRowCount)
 
@@ -94,7 +94,7 @@ import Models
         let slot = ModelSlot(), w = watcher(fx, slot)
         try fx.write(step: 1)
         _ = await w.pollOnce()
-        weak let oldModel = slot.current?.model
+        weak let oldModel = slot.wideDeep?.model
         weak let oldVersion = slot.current
         #expect(oldModel != nil)
         let before = BackgroundRelease.completed
@@ -106,6 +106,6 @@ import Models
         #expect(after.released > before.released)
         // Every release so far (other tests run in parallel) happened off the dropping thread.
         #expect(after.offCallerThread == after.released)
-        #expect(slot.current?.model.sparseRowCount == fx.model.sparseRowCount)
+        #expect(slot.wideDeep?.model.sparseRowCount == fx.model.sparseRowCount)
     }
 }

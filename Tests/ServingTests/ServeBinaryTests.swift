@@ -34,6 +34,61 @@ import TestSupport
         if exited { #expect(process.terminationStatus == 0) }
     }
 
+    @Test("serves an RL checkpoint: /v1/recommend stateful (Redis) and stateless, /v1/predict 409; exits cleanly on SIGTERM",
+          .enabled(if: streamrecBinary() != nil && findExecutable("curl") != nil))
+    func servesRecommender() async throws {
+        let fx = try TinyRecommenderFixture()
+        let checkpoint = try fx.write(step: 4)
+        let direct = try DirectRecommender(checkpoint)
+        let redis = try RedisServerFixture()
+        defer { redis.stop() }
+        let (userState, next) = featurizedState(items: [3, 8, 13, 21, 34])
+        try writeUserState(redis.address, user: "u9", userState)
+        let port = try freeLoopbackPort()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: streamrecBinary()!)
+        process.arguments = ["serve", "--checkpoints", fx.root.path, "--port", String(port), "--poll-interval-ms", "50",
+                             "--redis", redis.address]
+        let logURL = fx.dir.appendingPathComponent("serve.log")
+        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        let logFile = try FileHandle(forWritingTo: logURL)
+        defer { try? logFile.close() }
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = logFile
+        func log() -> String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let curl = findExecutable("curl")!
+        func post(_ path: String, _ body: String) throws -> (status: String, body: String) {
+            let r = try runProcess(curl, ["-s", "-w", "\n%{http_code}", "-X", "POST", "-H", "Content-Type: application/json",
+                                          "--data-binary", body, "http://127.0.0.1:\(port)\(path)"], timeout: .seconds(10))
+            let parts = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+            return (String(parts.last ?? ""), parts.dropLast().joined(separator: "\n"))
+        }
+        let ready = try await eventually(60) {
+            let r = try? runProcess(curl, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/readyz"],
+                                    timeout: .seconds(5))
+            return r?.stdout == "200"
+        }
+        #expect(ready, "\(log())")
+
+        let stateful = try post("/v1/recommend", jsonBody(["user": "u9", "n": 5]))
+        #expect(stateful.status == "200", "\(stateful.body)\n\(log())")
+        let a = try decodeAnswer(stateful.body)
+        #expect(a.source == "model" && a.step == 4)
+        #expect(a.items.map(\.item) == direct.top(user: 9, state: next, masked: Set(userState.consumed), n: 5).map(\.item))
+        let stateless = try post("/v1/recommend", jsonBody(["history": ["i3", "i8"], "n": 2]))
+        #expect(stateless.status == "200" && (try decodeAnswer(stateless.body)).items.count == 2, "\(stateless.body)")
+        let predict = try post("/v1/predict", jsonBody(["rows": ["1"]]))
+        #expect(predict.status == "409" && predict.body.contains("reinforce"), "\(predict.body)")
+        #expect(log().contains("serving step-000000000004 (reinforce, step 4)"), "\(log())")
+
+        kill(process.processIdentifier, SIGTERM)
+        let exited = await eventually(30) { !process.isRunning }
+        #expect(exited)
+        if exited { #expect(process.terminationStatus == 0) }
+    }
+
     @Test("SIGTERM stops serve within seconds despite idle, partial and stalled clients and a reload in progress",
           .enabled(if: streamrecBinary() != nil))
     func sigtermWithSlowClientsAndReload() async throws {

@@ -6,7 +6,7 @@ import Checkpoint
 import Features
 @testable import Serving
 
-private func makeApp(_ fx: TinyModelFixture, limits: PredictLimits = PredictLimits(maxRows: 100, maxBodyBytes: 1 << 20),
+private func makeApp(_ fx: TinyModelFixture, limits: RequestLimits = RequestLimits(maxRows: 100, maxBodyBytes: 1 << 20),
                      port: Int = 0) -> (app: some ApplicationProtocol, state: ServingState, watcher: CheckpointWatcher) {
     let settings = ServeSettings(checkpoints: fx.root, host: "127.0.0.1", port: port, limits: limits,
                                  pollInterval: .milliseconds(50))
@@ -142,7 +142,7 @@ private func modelStep(_ client: some TestClientProtocol) async throws -> Int? {
         let slot = ModelSlot(), metrics = ServingMetrics()
         let watcher = CheckpointWatcher(root: fx.root, slot: slot, metrics: metrics, workspaceRows: 8, log: { _ in })
         _ = await watcher.pollOnce()
-        var inFlight: ServingModel? = slot.current  // a request that started on version 1
+        var inFlight: WideDeepServable? = slot.wideDeep  // a request that started on version 1
         weak let old = inFlight
         #expect(old?.step == 1)
         try fx.write(step: 2)
@@ -194,7 +194,7 @@ private func modelStep(_ client: some TestClientProtocol) async throws -> Int? {
     func badRequests() async throws {
         let fx = try TinyModelFixture()
         try fx.write(step: 1)
-        let (app, _, _) = makeApp(fx, limits: PredictLimits(maxRows: 5, maxBodyBytes: 4000))
+        let (app, _, _) = makeApp(fx, limits: RequestLimits(maxRows: 5, maxBodyBytes: 4000))
         let good = instance(fromRow: fx.rows[0])
         var unknownKey = good; unknownKey["I14"] = 1
         var stringDense = good; stringDense["I2"] = "three"

@@ -72,7 +72,7 @@ final class RawClient {
 }
 
 private func liveApp(_ fx: TinyModelFixture, timeouts: ConnectionTimeouts,
-                     limits: PredictLimits = PredictLimits(maxRows: 100, maxBodyBytes: 4000))
+                     limits: RequestLimits = RequestLimits(maxRows: 100, maxBodyBytes: 4000))
     -> (app: some ApplicationProtocol, state: ServingState) {
     let settings = ServeSettings(checkpoints: fx.root, host: "127.0.0.1", port: 0, limits: limits,
                                  pollInterval: .milliseconds(50), timeouts: timeouts)

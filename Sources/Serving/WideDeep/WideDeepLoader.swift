@@ -1,4 +1,4 @@
-// Loading a checkpoint for serving, and giving an old version's memory back.
+// Loading a Wide&Deep checkpoint for serving.
 //
 // A hot reload runs while the server answers requests on the same few cores, so the loader does
 // as little work and touches as little memory as it can:
@@ -10,8 +10,7 @@
 //     is copied through intermediate arrays.
 //   - The statistics file is verified (sha256) like every other file; when it is byte-identical
 //     to the previous version's, the previous version's parsed dictionaries are reused.
-//   - The replaced version is freed on a background thread at low priority, after which glibc is
-//     asked to return free heap memory to the kernel (`malloc_trim`).
+//   - The replaced version is freed on a background thread at low priority (`BackgroundRelease`).
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -36,7 +35,7 @@ struct LoadedForServing {
 /// structure (the same validating header parser as `SafeTensorsFile`), the model kind, and every
 /// tensor's dtype and shape against the config — the same checks as
 /// `WideDeepCheckpoint.load(verify: true)`. Throws `CheckpointLoadError` naming every problem.
-func loadForServing(_ dir: URL, previous: ServingModel?) throws -> LoadedForServing {
+func loadForServing(_ dir: URL, previous: WideDeepServable?) throws -> LoadedForServing {
     let modelName = CheckpointStore.modelFileName
     let problems = CheckpointStore.verify(dir, digestCheckedByCaller: [modelName])
     if !problems.isEmpty {
@@ -135,70 +134,4 @@ private func servingPlan(_ header: SafeTensorsStream.Header, model: WideDeepMode
     destinations["deep.embedding.weight"] = .into(model.deepRows.contiguousSegments(rows: 0..<n).map { UnsafeMutableRawBufferPointer($0) })
     destinations["wide.weight"] = .into(model.wideRows.contiguousSegments(rows: 0..<n).map { UnsafeMutableRawBufferPointer($0) })
     return (destinations, n)
-}
-
-/// Frees replaced model versions off the request path (see `ServingModel.deinit`).
-enum BackgroundRelease {
-    /// Holds the parts until the release thread drops them.
-    private final class Parts: Sendable {
-        let parts = Mutex<(WideDeepModel, FeatureEncoder)?>(nil)
-    }
-
-    private static let counters = Mutex<(released: Int, offCallerThread: Int)>((0, 0))
-    /// Releases completed so far, and how many of them ran on another thread than the one that
-    /// dropped the version (tests).
-    static var completed: (released: Int, offCallerThread: Int) { counters.withLock { $0 } }
-
-    static func release(model: WideDeepModel, encoder: FeatureEncoder) {
-        let box = Parts()
-        box.parts.withLock { $0 = (model, encoder) }
-        nonisolated(unsafe) let caller = Thread.current
-        let thread = Thread {
-            lowerThisThreadsPriority()
-            // The model and any dictionary no other version shares are freed here.
-            box.parts.withLock { $0 = nil }
-            returnFreeMemoryToKernel()
-            let off = Thread.current !== caller
-            counters.withLock { $0.released += 1; if off { $0.offCallerThread += 1 } }
-        }
-        thread.name = "serving-release"
-        thread.stackSize = 1 << 20
-        thread.start()
-    }
-}
-
-/// Asks glibc to give free heap memory back to the kernel (freed chunks below the mmap threshold
-/// stay in the heap otherwise, and count as resident until reused).
-func returnFreeMemoryToKernel() {
-    _ = GlibcMalloc.trim?(0)
-}
-
-/// glibc's malloc tuning calls (not in Swift's Glibc module: they live in <malloc.h>), looked up
-/// once with dlsym; nil on other C libraries, where both calls are skipped.
-private enum GlibcMalloc {
-    typealias TrimFunction = @convention(c) (Int) -> Int32
-    typealias OptFunction = @convention(c) (Int32, Int32) -> Int32
-    /// `M_MMAP_THRESHOLD` from <malloc.h>.
-    static let mmapThreshold: Int32 = -3
-
-    static let trim: TrimFunction? = symbol("malloc_trim")
-    static let opt: OptFunction? = symbol("mallopt")
-
-    private static func symbol<F>(_ name: String) -> F? {
-        #if canImport(Glibc)
-        guard let handle = dlopen(nil, RTLD_NOW), let pointer = dlsym(handle, name) else { return nil }
-        return unsafeBitCast(pointer, to: F.self)
-        #else
-        return nil
-        #endif
-    }
-}
-
-/// Makes glibc give large freed blocks straight back to the kernel: fixes the mmap threshold at
-/// 128 KiB. Left dynamic (the default), glibc raises the threshold to the size of the largest
-/// mmapped block freed so far (up to 32 MiB), so after the first reload the next version's
-/// buffers (parameters, 4096-row chunks) come from the heap, and when that version is replaced
-/// its memory stays resident as free heap. Called once by `streamrec serve` at start-up.
-public func configureAllocatorForServing() {
-    _ = GlibcMalloc.opt?(GlibcMalloc.mmapThreshold, 128 * 1024)
 }

@@ -301,7 +301,7 @@ private final class Core: @unchecked Sendable {
             return false
         }
         if first {
-            log("feature store Redis at \(settings.address) unavailable (\(message)); /v1/popular answers 503, "
+            log("feature store Redis at \(settings.address) unavailable (\(message)); /v1/popular and the stateful /v1/recommend answer 503, "
                 + "reconnecting at most every \(settings.retryInterval.milliseconds) ms")
         }
     }

@@ -23,6 +23,7 @@ public final class ServingMetrics: Sendable {
         var requests: [String: [Int: UInt64]] = [:]   // endpoint → status → count
         var latency: [String: Histogram] = [:]        // endpoint → histogram
         var rowsPredicted: UInt64 = 0
+        var recommendations: [String: UInt64] = [:]   // source → users answered
         var reloads: UInt64 = 0
         var rejectedCheckpoints: UInt64 = 0
         var rejectedByReason: [String: UInt64] = [:]
@@ -46,11 +47,20 @@ public final class ServingMetrics: Sendable {
     }
 
     public func recordRows(_ n: Int) { state.withLock { $0.rowsPredicted += UInt64(n) } }
+    /// Users answered by /v1/recommend, by `source` (`model`, `popular`).
+    public func recordRecommendations(model: Int, popular: Int) {
+        state.withLock { s in
+            if model > 0 { s.recommendations["model", default: 0] += UInt64(model) }
+            if popular > 0 { s.recommendations["popular", default: 0] += UInt64(popular) }
+        }
+    }
+    public func recommendations(source: String) -> UInt64 { state.withLock { $0.recommendations[source] ?? 0 } }
     public func recordReload(loadSeconds: Double) {
         state.withLock { $0.reloads += 1; $0.lastLoadSeconds = loadSeconds }
     }
     /// `reason`: `invalid_checkpoint` (failed verification or load), `invalid_latest` (LATEST is
-    /// not a version name), `outside_root` (the version resolves outside the checkpoints root).
+    /// not a version name), `outside_root` (the version resolves outside the checkpoints root),
+    /// `kind_changed` (the version holds another model kind than the one being served).
     public func recordRejectedCheckpoint(reason: String) {
         state.withLock { $0.rejectedCheckpoints += 1; $0.rejectedByReason[reason, default: 0] += 1 }
     }
@@ -66,7 +76,7 @@ public final class ServingMetrics: Sendable {
     }
 
     /// Prometheus text format 0.0.4.
-    public func render(model: ServingModel?) -> String {
+    public func render(model: (any ServableModel)?) -> String {
         let s = state.withLock { $0 }
         var out = ""
         func line(_ text: String) { out += text; out += "\n" }
@@ -91,15 +101,20 @@ public final class ServingMetrics: Sendable {
         line("# HELP streamrec_serve_rows_predicted_total Rows scored by /v1/predict.")
         line("# TYPE streamrec_serve_rows_predicted_total counter")
         line("streamrec_serve_rows_predicted_total \(s.rowsPredicted)")
+        line("# HELP streamrec_serve_recommendations_total Users answered by /v1/recommend, by source (model: the served version's scores; popular: the real-time popular items).")
+        line("# TYPE streamrec_serve_recommendations_total counter")
+        for source in ["model", "popular"] {
+            line("streamrec_serve_recommendations_total{source=\"\(source)\"} \(s.recommendations[source] ?? 0)")
+        }
         line("# HELP streamrec_serve_reloads_total Model versions loaded and swapped in (the first load counts).")
         line("# TYPE streamrec_serve_reloads_total counter")
         line("streamrec_serve_reloads_total \(s.reloads)")
         line("# HELP streamrec_serve_rejected_checkpoints_total Checkpoint versions refused (corrupt, partial or incompatible).")
         line("# TYPE streamrec_serve_rejected_checkpoints_total counter")
         line("streamrec_serve_rejected_checkpoints_total \(s.rejectedCheckpoints)")
-        line("# HELP streamrec_serve_rejected_checkpoints_by_reason_total Refusals by reason: invalid_checkpoint, invalid_latest (LATEST is not a version name), outside_root (resolves outside the checkpoints root).")
+        line("# HELP streamrec_serve_rejected_checkpoints_by_reason_total Refusals by reason: invalid_checkpoint, invalid_latest (LATEST is not a version name), outside_root (resolves outside the checkpoints root), kind_changed (another model kind than the one served).")
         line("# TYPE streamrec_serve_rejected_checkpoints_by_reason_total counter")
-        for reason in ["invalid_checkpoint", "invalid_latest", "outside_root"] {
+        for reason in ["invalid_checkpoint", "invalid_latest", "outside_root", "kind_changed"] {
             line("streamrec_serve_rejected_checkpoints_by_reason_total{reason=\"\(reason)\"} \(s.rejectedByReason[reason] ?? 0)")
         }
         line("# HELP streamrec_serve_timed_out_connections_total Connections closed because a request head (header) or body (body) did not arrive in time.")
@@ -116,6 +131,9 @@ public final class ServingMetrics: Sendable {
         line("# HELP streamrec_serve_model_info The model version being served (value is always 1).")
         line("# TYPE streamrec_serve_model_info gauge")
         if let model { line("streamrec_serve_model_info{version=\"\(model.version)\"} 1") }
+        line("# HELP streamrec_serve_model_kind The model kind (manifest model_kind) being served (value is always 1).")
+        line("# TYPE streamrec_serve_model_kind gauge")
+        if let model { line("streamrec_serve_model_kind{kind=\"\(model.kind)\"} 1") }
         line("# HELP streamrec_serve_model_load_seconds Time the last successful load took (verify, load, warm-up).")
         line("# TYPE streamrec_serve_model_load_seconds gauge")
         line("streamrec_serve_model_load_seconds \(s.lastLoadSeconds)")

@@ -1,7 +1,13 @@
-// The inference worker's HTTP surface (Hummingbird 2):
+// The inference worker's HTTP surface (Hummingbird 2). The model families contribute their routes
+// (`ServableFamily.routes`); a family's route answers 409 while another family's kind is served:
 //
-//   POST /v1/predict   {"rows": [...]} | {"instances": [...]}  →  {"model_version", "step", "probabilities"}
-//   GET  /v1/model     the version being served (version, step, samples_trained, metrics, loaded_at, directory)
+//   POST /v1/predict   Wide&Deep: {"rows": [...]} | {"instances": [...]}  →  {"model_version", "step", "probabilities"}
+//   POST /v1/recommend the RL families: {"user", "n"} | {"user"?, "history", "exclude"?, "n"} | {"requests": [...]}
+//                      → {"user", "items": [{"item", "score"}], "source", "model_version", "step"} (| {"results": [...]})
+//
+// and the server's own:
+//
+//   GET  /v1/model     the version being served (model_kind, version, step, samples_trained, metrics, loaded_at, directory, routes)
 //   GET  /v1/popular?n=N   the feature store's real-time popular items (n 1…1000, default 10) →
 //                      {"items": [{"item", "count"}], "window_start", "window_end", "window_seconds",
 //                      "slide_seconds", "watermark", "late_events"}; read from Redis off the request
@@ -24,14 +30,15 @@ public struct ServeSettings: Sendable {
     public var checkpoints: URL
     public var host: String
     public var port: Int
-    public var limits: PredictLimits
+    public var limits: RequestLimits
     public var pollInterval: Duration
     public var timeouts: ConnectionTimeouts
-    /// The feature store behind `/v1/popular`; nil: no Redis (the route answers 503).
+    /// The feature store behind `/v1/popular` and the stateful `/v1/recommend`; nil: no Redis
+    /// (those answer 503).
     public var featureStore: FeatureStoreSettings?
 
     public init(checkpoints: URL, host: String = "127.0.0.1", port: Int = 8080,
-                limits: PredictLimits = PredictLimits(), pollInterval: Duration = .milliseconds(200),
+                limits: RequestLimits = RequestLimits(), pollInterval: Duration = .milliseconds(200),
                 timeouts: ConnectionTimeouts = ConnectionTimeouts(), featureStore: FeatureStoreSettings? = nil) {
         self.checkpoints = checkpoints
         self.host = host
@@ -62,11 +69,11 @@ public struct ServingRequestContext: RequestContext {
 public struct ServingState: Sendable {
     public let slot: ModelSlot
     public let metrics: ServingMetrics
-    public let limits: PredictLimits
+    public let limits: RequestLimits
     /// Nil when serve runs without Redis.
     public let featureStore: FeatureStoreClient?
 
-    public init(slot: ModelSlot = ModelSlot(), metrics: ServingMetrics = ServingMetrics(), limits: PredictLimits = PredictLimits(),
+    public init(slot: ModelSlot = ModelSlot(), metrics: ServingMetrics = ServingMetrics(), limits: RequestLimits = RequestLimits(),
                 featureStore: FeatureStoreClient? = nil) {
         self.slot = slot
         self.metrics = metrics
@@ -75,11 +82,33 @@ public struct ServingState: Sendable {
     }
 }
 
+/// The served version as the type a route needs, or the response that says why not.
+enum Served<M: ServableModel> {
+    case model(M)
+    case refused(Response)
+}
+
+extension ServingState {
+    /// The version being served if it is an `M` (a version of `route`'s family); otherwise 503
+    /// (nothing loaded yet) or 409 naming the kind being served and the routes that answer for it.
+    func served<M: ServableModel>(_: M.Type, for route: String) -> Served<M> {
+        guard let model = slot.current else { return .refused(noModel()) }
+        if let m = model as? M { return .model(m) }
+        let family = ServableFamilies.family(kind: model.kind)
+        let routes = family?.routes.map(\.path).joined(separator: ", ") ?? "none"
+        let owner = ServableFamilies.all.first { $0.routes.contains { $0.path == route } }?.name ?? "another family's"
+        return .refused(json(409, ["error": "this server serves a '\(model.kind)' model (\(model.version)); \(route) answers for "
+                                   + "\(owner) models only. For this model use \(routes).",
+                                   "model_kind": model.kind]))
+    }
+}
+
 /// Records one count and one latency sample per request, labelled with the endpoint (known
 /// routes only, so odd paths cannot blow up the label set) and the final status code.
 struct MetricsMiddleware: RouterMiddleware {
     typealias Context = ServingRequestContext
-    static let endpoints: Set<String> = ["/v1/predict", "/v1/model", "/v1/popular", "/healthz", "/readyz", "/metrics"]
+    static let endpoints: Set<String> = Set(ServableFamilies.routes.map(\.path))
+        .union(["/v1/model", "/v1/popular", "/healthz", "/readyz", "/metrics"])
     let metrics: ServingMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -106,8 +135,11 @@ public func buildServingRouter(state: ServingState) -> Router<ServingRequestCont
     let router = Router(context: ServingRequestContext.self)
     router.add(middleware: MetricsMiddleware(metrics: state.metrics))
 
-    router.post("/v1/predict") { request, context -> Response in
-        await predict(request, state: state)
+    for route in ServableFamilies.routes {
+        let handle = route.handle
+        router.on(RouterPath(route.path), method: route.method) { request, _ -> Response in
+            await handle(request, state)
+        }
     }
     router.get("/v1/model") { _, _ -> Response in
         guard let model = state.slot.current else { return noModel() }
@@ -121,7 +153,7 @@ public func buildServingRouter(state: ServingState) -> Router<ServingRequestCont
     }
     router.get("/readyz") { _, _ -> Response in
         if let model = state.slot.current {
-            return json(200, ["status": "ready", "model_version": model.version])
+            return json(200, ["status": "ready", "model_version": model.version, "model_kind": model.kind])
         }
         return json(503, ["status": "not ready", "error": "no model loaded yet: waiting for a checkpoint to appear"])
     }
@@ -191,43 +223,6 @@ public func runServingServer(settings: ServeSettings, waitForShutdown: @escaping
 
 // MARK: - Handlers
 
-func predict(_ request: Request, state: ServingState) async -> Response {
-    var request = request
-    // A declared length over the limit is refused before any of the body is read; the response
-    // closes the connection (RequestReadTimeoutHandler) so the body is never waited for.
-    if let declared = request.headers[.contentLength], let length = Int(declared), length > state.limits.maxBodyBytes {
-        var response = errorResponse(RequestError(413, "request body of \(length) bytes (Content-Length) is larger than \(state.limits.maxBodyBytes) bytes (--max-body-bytes); send fewer rows per request"))
-        response.headers[.connection] = "close"
-        return response
-    }
-    let body: ByteBuffer
-    do {
-        body = try await request.collectBody(upTo: state.limits.maxBodyBytes)
-    } catch let error as HTTPResponseError where error.status == .contentTooLarge {
-        return errorResponse(RequestError(413, "request body is larger than \(state.limits.maxBodyBytes) bytes (--max-body-bytes); send fewer rows per request"))
-    } catch {
-        return errorResponse(RequestError(400, "could not read the request body: \(error)"))
-    }
-    // Take the model before parsing so one request sees one version from start to end.
-    guard let model = state.slot.current else { return noModel() }
-    let rows: [CriteoRow]
-    do {
-        rows = try PredictRequest.parse(body.readableBytesView, limits: state.limits)
-    } catch {
-        return errorResponse(error)
-    }
-    let probabilities = model.predict(rows: rows)
-    state.metrics.recordRows(rows.count)
-    var out = "{\"model_version\":\"\(model.version)\",\"step\":\(model.step),\"probabilities\":["
-    out.reserveCapacity(out.utf8.count + probabilities.count * 12)
-    for (i, p) in probabilities.enumerated() {
-        if i > 0 { out += "," }
-        out += p.isFinite ? "\(p)" : "null"
-    }
-    out += "]}"
-    return rawJSON(200, out)
-}
-
 /// `GET /v1/popular?n=N`: validates n, then reads the popular items through the off-thread client.
 func popular(_ request: Request, state: ServingState) async -> Response {
     var n = 10
@@ -273,14 +268,8 @@ struct PopularResponse: Encodable {
     }
 }
 
-/// 503 with `Retry-After: 1`.
-func unavailable(_ message: String) -> Response {
-    var response = json(503, ["error": message])
-    response.headers[.retryAfter] = "1"
-    return response
-}
-
 struct ModelInfo: Encodable {
+    let model_kind: String
     let model_version: String
     let step: Int
     let samples_trained: Int
@@ -289,34 +278,14 @@ struct ModelInfo: Encodable {
     let load_seconds: Double
     let directory: String
     let model_bytes: Int
+    /// The routes that answer for this kind.
+    let routes: [String]
 }
 
-func modelInfo(_ m: ServingModel) -> ModelInfo {
-    ModelInfo(model_version: m.version, step: m.step, samples_trained: m.samplesTrained,
-              metrics: m.metrics.filter { $0.value.isFinite }, loaded_at: ISO8601DateFormatter().string(from: m.loadedAt),
-              load_seconds: m.loadSeconds, directory: m.directory.path, model_bytes: m.modelFileBytes)
-}
-
-func noModel() -> Response {
-    json(503, ["error": "no model loaded yet: the server is waiting for a checkpoint to appear in its --checkpoints directory"])
-}
-
-func errorResponse(_ e: RequestError) -> Response {
-    var object = ["error": e.message]
-    if let reason = e.reason { object["reason"] = reason }
-    return json(e.status, object)
-}
-
-func json(_ status: Int, _ value: some Encodable) -> Response {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
-    let data = (try? encoder.encode(value)) ?? Data("{\"error\":\"could not encode the response\"}".utf8)
-    return rawJSON(status, String(decoding: data, as: UTF8.self))
-}
-
-func rawJSON(_ status: Int, _ text: String) -> Response {
-    var headers = HTTPFields()
-    headers[.contentType] = "application/json"
-    return Response(status: HTTPResponse.Status(code: status), headers: headers,
-                    body: .init(byteBuffer: ByteBuffer(string: text)))
+func modelInfo(_ m: any ServableModel) -> ModelInfo {
+    let i = m.info
+    return ModelInfo(model_kind: i.kind, model_version: i.version, step: i.step, samples_trained: i.samplesTrained,
+                     metrics: i.metrics.filter { $0.value.isFinite }, loaded_at: ISO8601DateFormatter().string(from: i.loadedAt),
+                     load_seconds: i.loadSeconds, directory: i.directory.path, model_bytes: i.modelFileBytes,
+                     routes: ServableFamilies.family(kind: i.kind)?.routes.map(\.path) ?? [])
 }

@@ -1,8 +1,8 @@
-// One loaded checkpoint, ready to answer predictions: the model, the checkpoint's own feature
-// dictionaries and normalisation (through the shared `FeatureEncoder`), and a small pool of
-// workspaces. Immutable once built; many requests use one concurrently. The server swaps whole
-// `ServingModel`s (see `ModelSlot`), so a request keeps the version it started with, and ARC
-// frees an old version when the last request holding it ends.
+// One loaded Wide&Deep checkpoint, ready to answer predictions: the model, the checkpoint's own
+// feature dictionaries and normalisation (through the shared `FeatureEncoder`), and a small pool
+// of workspaces. Immutable once built; many requests use one concurrently. The server swaps whole
+// versions (see `ModelSlot`), so a request keeps the version it started with, and ARC frees an
+// old version when the last request holding it ends.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,27 +12,17 @@ import Checkpoint
 import Features
 import Models
 
-/// An immutable, verified model version that serves predictions.
+/// An immutable, verified Wide&Deep version that serves predictions (`/v1/predict`).
 ///
 /// Thread safety: every method may be called from any thread concurrently. `predict` takes a
 /// workspace from the pool for the duration of the call; the model itself is only read.
 ///
 /// ```swift
-/// let served = try ServingModel.load(directory: dir, workspaceRows: 1000)
-/// let p = try served.predict(rows: [row])
+/// let served = try WideDeepServable.load(directory: dir, workspaceRows: 1000)
+/// let p = served.predict(rows: [row])
 /// ```
-public final class ServingModel: Sendable {
-    /// The checkpoint directory name, e.g. `step-000000000200`.
-    public let version: String
-    public let step: Int
-    public let samplesTrained: Int
-    public let metrics: [String: Double]
-    public let directory: URL
-    public let loadedAt: Date
-    /// Wall time of load + verify + warm-up.
-    public let loadSeconds: Double
-    /// Size of `model.safetensors` on disk.
-    public let modelFileBytes: Int
+public final class WideDeepServable: ServableModel {
+    public let info: ServableInfo
     /// Inference-only (`WideDeepModel.forInference`): parameters without optimizer state.
     public let model: WideDeepModel
     public let encoder: FeatureEncoder
@@ -48,14 +38,7 @@ public final class ServingModel: Sendable {
     init(model: WideDeepModel, encoder: FeatureEncoder, statsDigest: String?, reusedDictionary: Bool,
          manifest: CheckpointManifest, directory: URL, workspaceRows: Int, loadSeconds: Double,
          modelFileBytes: Int, pool: WorkspacePool) {
-        version = directory.lastPathComponent
-        step = manifest.step
-        samplesTrained = manifest.samplesTrained
-        metrics = manifest.metrics
-        self.directory = directory
-        loadedAt = Date()
-        self.loadSeconds = loadSeconds
-        self.modelFileBytes = modelFileBytes
+        info = ServableInfo(manifest: manifest, directory: directory, loadSeconds: loadSeconds, modelFileBytes: modelFileBytes)
         self.model = model
         self.encoder = encoder
         self.statsDigest = statsDigest
@@ -69,7 +52,7 @@ public final class ServingModel: Sendable {
     /// last reference: freeing tens of MB (munmap, page freeing, TLB shootdowns) and a large
     /// dictionary costs milliseconds a request should not wait for.
     deinit {
-        BackgroundRelease.release(model: model, encoder: encoder)
+        BackgroundRelease.release([model, encoder])
     }
 
     /// Verifies and loads the checkpoint at `directory` (see `loadForServing`: every file's sha256
@@ -81,7 +64,7 @@ public final class ServingModel: Sendable {
     /// With `previous`: workspaces depend only on the model config, so a new version with the same
     /// config shares its workspace pool (a swap allocates nothing on the request path), and a
     /// byte-identical statistics file (same sha256) reuses its parsed dictionaries.
-    public static func load(directory: URL, workspaceRows: Int, previous: ServingModel? = nil) throws -> ServingModel {
+    public static func load(directory: URL, workspaceRows: Int, previous: WideDeepServable? = nil) throws -> WideDeepServable {
         let start = ContinuousClock.now
         let loaded = try loadForServing(directory, previous: previous)
         let rows = max(1, workspaceRows)
@@ -94,7 +77,7 @@ public final class ServingModel: Sendable {
         guard p.count == 1, p[0].isFinite, p[0] >= 0, p[0] <= 1 else {
             throw CheckpointLoadError("checkpoint \(directory.path): warm-up prediction gave \(p), not a probability; refusing it")
         }
-        return ServingModel(model: loaded.model, encoder: loaded.encoder, statsDigest: loaded.statsDigest,
+        return WideDeepServable(model: loaded.model, encoder: loaded.encoder, statsDigest: loaded.statsDigest,
                             reusedDictionary: loaded.reusedDictionary, manifest: loaded.manifest, directory: directory,
                             workspaceRows: rows, loadSeconds: (ContinuousClock.now - start).seconds,
                             modelFileBytes: loaded.modelFileBytes, pool: pool)
@@ -174,11 +157,4 @@ final class WorkspacePool: Sendable {
     }
 
     var parked: Int { small.withLock { $0.count } + large.withLock { $0.count } }
-}
-
-extension Duration {
-    var seconds: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) * 1e-18
-    }
 }

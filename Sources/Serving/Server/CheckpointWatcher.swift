@@ -1,6 +1,8 @@
 // Hot reload: polls the checkpoints root's LATEST and, when it names a version that is not being
-// served, loads and verifies it on a thread of its own (never on the request path), warms it up,
-// then swaps it into the `ModelSlot`. A version that fails is remembered (by directory name and
+// served, loads and verifies it on a thread of its own (never on the request path) through
+// `ServableLoader` (the manifest's kind picks the family), warms it up, then swaps it into the
+// `ModelSlot`. One watcher for every model kind; a version of another kind than the one being
+// served is refused like a corrupt one. A version that fails is remembered (by directory name and
 // manifest modification time) so it is not retried in a loop, logged, counted, and the last good
 // version keeps serving. A LATEST that is not a version name of this root (a path, `..`, garbage)
 // and a version that resolves outside the root (a `step-*` symlink) are refused the same way.
@@ -12,7 +14,7 @@ import Synchronization
 import ServiceLifecycle
 import Checkpoint
 
-/// Watches a checkpoints root and keeps `slot` on the newest good version.
+/// Watches a checkpoints root and keeps `slot` on the newest good version of the kind it serves.
 ///
 /// Runs as a swift-service-lifecycle `Service` beside the HTTP server (`app.addServices`); tests
 /// call `pollOnce()` directly.
@@ -120,21 +122,24 @@ public final class CheckpointWatcher: Service, Sendable {
         let key = attemptKey(dir)
         if refused.withLock({ $0.contains(key) }) { return .unchanged }
 
-        let rows = workspaceRows, previous = slot.current
+        let options = ServableLoadOptions(workspaceRows: workspaceRows), previous = slot.current
         // nil: shutting down; the load is abandoned (it only reads) rather than waited for.
-        guard let result: Result<ServingModel, any Error> = await Self.offRequestPath({
-            Result { try ServingModel.load(directory: dir, workspaceRows: rows, previous: previous) }
+        guard let result: Result<any ServableModel, any Error> = await Self.offRequestPath({
+            Result { try ServableLoader.load(directory: dir, previous: previous, options: options) }
         }) else { return .unchanged }
         switch result {
         case .success(let model):
             let old = slot.replace(with: model)
-            metrics.recordReload(loadSeconds: model.loadSeconds)
-            log("serving \(model.version) (step \(model.step)) loaded in \(String(format: "%.3f", model.loadSeconds)) s"
+            metrics.recordReload(loadSeconds: model.info.loadSeconds)
+            log("serving \(model.version) (\(model.kind), step \(model.step)) loaded in \(String(format: "%.3f", model.info.loadSeconds)) s"
                 + (old.map { ", replacing \($0.version)" } ?? ""))
+            // Once per lineage, not on every reload.
+            let said = Set(old?.loadNotes ?? [])
+            for note in model.loadNotes where !said.contains(note) { log("note: \(note)") }
             return .loaded(version: version)
         case .failure(let error):
             refused.withLock { _ = $0.insert(key) }
-            metrics.recordRejectedCheckpoint(reason: "invalid_checkpoint")
+            metrics.recordRejectedCheckpoint(reason: (error as? ServableLoadError)?.reason ?? "invalid_checkpoint")
             let kept = slot.current.map { "still serving \($0.version)" } ?? "no model loaded yet"
             log("refused checkpoint \(version): \(error); \(kept). It will not be retried until its manifest changes.")
             return .rejected(version: version, reason: String(describing: error))

@@ -12,45 +12,19 @@
 import Foundation
 import Features
 
-/// A request the server refuses, with the HTTP status and a message for the client.
-public struct RequestError: Error, Sendable, Equatable, CustomStringConvertible {
-    public var status: Int
-    public var message: String
-    /// Parser rejection reason (`wrong_field_count`, …) when a row was refused.
-    public var reason: String?
-
-    public init(_ status: Int, _ message: String, reason: String? = nil) {
-        self.status = status
-        self.message = message
-        self.reason = reason
-    }
-
-    public var description: String { message }
-}
-
-/// Limits on one predict request.
-public struct PredictLimits: Sendable {
-    public var maxRows: Int
-    public var maxBodyBytes: Int
-    public init(maxRows: Int = 1000, maxBodyBytes: Int = 4 << 20) {
-        self.maxRows = maxRows
-        self.maxBodyBytes = maxBodyBytes
-    }
-}
-
 public enum PredictRequest {
     static let denseKeys: [String: Int] = Dictionary(uniqueKeysWithValues: (0..<CriteoSchema.denseCount).map { ("I\($0 + 1)", $0) })
     static let categoricalKeys: [String: Int] = Dictionary(uniqueKeysWithValues: (0..<CriteoSchema.categoricalCount).map { ("C\($0 + 1)", $0) })
 
     /// Parses a request body into rows, or throws a `RequestError` (status 400 or 413) that says
     /// what is wrong and where.
-    public static func parse(_ body: some Collection<UInt8>, limits: PredictLimits) throws(RequestError) -> [CriteoRow] {
+    public static func parse(_ body: some Collection<UInt8>, limits: RequestLimits) throws(RequestError) -> [CriteoRow] {
         let data = Data(body)
         let json: Any
         do {
             json = try JSONSerialization.jsonObject(with: data, options: [])
         } catch {
-            throw RequestError(400, "body is not valid JSON (\(shortDescription(error))); send {\"rows\": [...]} or {\"instances\": [...]}")
+            throw RequestError(400, "body is not valid JSON (\(JSONInput.shortDescription(error))); send {\"rows\": [...]} or {\"instances\": [...]}")
         }
         guard let object = json as? [String: Any] else {
             throw RequestError(400, "body must be a JSON object: {\"rows\": [...]} or {\"instances\": [...]}")
@@ -75,7 +49,7 @@ public enum PredictRequest {
         }
     }
 
-    static func checkCount(_ n: Int, limits: PredictLimits, what: String) throws(RequestError) {
+    static func checkCount(_ n: Int, limits: RequestLimits, what: String) throws(RequestError) {
         if n == 0 { throw RequestError(400, "\"\(what)\" is empty; send at least one") }
         if n > limits.maxRows {
             throw RequestError(413, "\(n) \(what) in one request; the limit is \(limits.maxRows) (--max-rows): split the request")
@@ -112,7 +86,7 @@ public enum PredictRequest {
                 let value = object[key]!
                 if let d = denseKeys[key] {
                     if value is NSNull { continue }
-                    guard let number = value as? NSNumber, !isBool(number) else {
+                    guard let number = value as? NSNumber, !JSONInput.isBool(number) else {
                         throw RequestError(400, "instances[\(i)].\(key) must be a number or null", reason: RejectReason.nonNumericDense.rawValue)
                     }
                     let x = number.doubleValue
@@ -140,19 +114,5 @@ public enum PredictRequest {
             rows.append(CriteoRow(label: nil, dense: dense, categories: categories))
         }
         return rows
-    }
-
-    /// JSONSerialization gives booleans as NSNumber too; `true` is not a dense value.
-    static func isBool(_ n: NSNumber) -> Bool {
-        #if canImport(Darwin)
-        return CFGetTypeID(n) == CFBooleanGetTypeID()
-        #else
-        return String(cString: n.objCType) == "c" && (n == NSNumber(value: true) || n == NSNumber(value: false)) && n is Bool
-        #endif
-    }
-
-    static func shortDescription(_ error: any Error) -> String {
-        let text = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? String(describing: error)
-        return String(text.prefix(200))
     }
 }
