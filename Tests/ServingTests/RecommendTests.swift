@@ -23,7 +23,7 @@ private func recommendApp(_ root: URL, redis: String? = nil, limits: RequestLimi
     return buildServingApplication(settings: settings, log: log)
 }
 
-private func post(_ client: some TestClientProtocol, _ uri: String = "/v1/recommend", _ body: String) async throws -> TestResponse {
+private func post(_ client: some TestClientProtocol, _ body: String, to uri: String = "/v1/recommend") async throws -> TestResponse {
     try await client.execute(uri: uri, method: .post, headers: [.contentType: "application/json"], body: ByteBuffer(string: body))
 }
 
@@ -203,14 +203,17 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
             ["user": "u5", "n": 4], ["user": "ghost", "n": 2], ["history": ["i3", "i4"], "n": 3],
             ["user": "u2", "history": [String](), "n": 1], ["user": "u5", "n": 2, "exclude": ["i2"]],
         ]
+        let batchBody = jsonBody(["requests": queries]), singleBodies = queries.map(jsonBody)
         try await app.test(.router) { client in
             #expect(try await eventually { try await servedStep(client) == 2 })
-            let r = try await post(client, jsonBody(["requests": queries]))
+            let r = try await post(client, batchBody)
             #expect(r.status == .ok, "\(String(buffer: r.body))")
             let results = try JSONDecoder().decode(RecommendBatchAnswer.self, from: Data(String(buffer: r.body).utf8)).results
-            #expect(results.count == queries.count)
-            for (q, result) in zip(queries, results) {
-                #expect(result == (try await recommend(client, q)), "\(q)")
+            #expect(results.count == singleBodies.count)
+            for (body, result) in zip(singleBodies, results) {
+                let single = try await post(client, body)
+                #expect(single.status == .ok)
+                #expect(result == (try decodeAnswer(String(buffer: single.body))), "\(body)")
             }
             #expect(results.map(\.source) == ["model", "popular", "model", "popular", "model"])
             #expect(state.metrics.requests(endpoint: "/v1/recommend", status: 200) == 6)
@@ -275,23 +278,37 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
             #expect(try await eventually { try await servedStep(client) == 1 })
             let before = try await post(client, stateful)
             #expect(before.status == .ok)
+            let beforeText = String(buffer: before.body)
             // The stateless answer for the same items is the stateful one (same state, same masks).
-            #expect(try decodeAnswer(String(buffer: before.body)).items == decodeAnswer(String(buffer: try await post(client, stateless).body)).items)
+            let statelessResponse = try await post(client, stateless)
+            let statelessAnswer = try decodeAnswer(String(buffer: statelessResponse.body))
+            let statefulAnswer = try decodeAnswer(beforeText)
+            #expect(statefulAnswer.items == statelessAnswer.items)
             redis.pause()
             for _ in 0..<3 {
                 let started = ContinuousClock.now
                 let r = try await post(client, stateful)
-                #expect(r.status == .serviceUnavailable, "\(String(buffer: r.body))")
+                let elapsed = ContinuousClock.now - started
+                let message = errorText(r)
+                #expect(r.status == .serviceUnavailable, "\(message)")
                 #expect(r.headers[.retryAfter] == "1")
-                #expect(errorText(r).hasPrefix("feature store unavailable: ") && errorText(r).contains("stateless"), "\(errorText(r))")
-                #expect(ContinuousClock.now - started < .seconds(2), "a 503 took \(ContinuousClock.now - started)")
-                let s = try await post(client, stateless)
-                #expect(s.status == .ok)
+                #expect(message.hasPrefix("feature store unavailable: ") && message.contains("stateless"), "\(message)")
+                #expect(elapsed < .seconds(2), "a 503 took \(elapsed)")
+                let other = try await post(client, stateless)
+                #expect(other.status == .ok)
             }
             redis.resume()
-            let back = try await eventually(30) { try await post(client, stateful).status == .ok }
+            // Polled inline: a closure capturing the request body crashes the Swift 6.3 compiler
+            // (region analysis, SendNonSendable).
+            var back = false
+            let deadline = ContinuousClock.now + .seconds(30)
+            while !back && ContinuousClock.now < deadline {
+                back = try await post(client, stateful).status == .ok
+                if !back { try await Task.sleep(for: .milliseconds(20)) }
+            }
             #expect(back, "the stateful form did not recover after Redis resumed")
-            #expect(try await post(client, stateful).body == before.body)
+            let after = try await post(client, stateful)
+            #expect(String(buffer: after.body) == beforeText)
         }
     }
 
@@ -335,7 +352,7 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
             #expect(state.metrics.rejectedCheckpoints == 0)
 
             try fx.writeCorrupt(step: 7)
-            #expect(try await eventually { state.metrics.rejectedCheckpoints == 1 })
+            #expect(await eventually { state.metrics.rejectedCheckpoints == 1 })
             #expect(try await servedStep(client) == 6)
             #expect(try await recommend(client, ["user": "u1"]).step == 6)
             try fx.write(step: 8)
@@ -356,9 +373,9 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
             #expect(conflict.status == .conflict)
             #expect(errorText(conflict).contains("'widedeep'") && errorText(conflict).contains("/v1/predict"), "\(errorText(conflict))")
             try rl.write(step: 2)
-            #expect(try await eventually { state.metrics.rejectedCheckpoints(reason: "kind_changed") == 1 })
+            #expect(await eventually { state.metrics.rejectedCheckpoints(reason: "kind_changed") == 1 })
             #expect(try await servedStep(client) == 1)
-            #expect(try await post(client, "/v1/predict", jsonBody(["rows": [wd.rows[0]]])).status == .ok)
+            #expect(try await post(client, jsonBody(["rows": [wd.rows[0]]]), to: "/v1/predict").status == .ok)
             #expect(lines.text.contains("holds a 'reinforce' model but this server serves 'widedeep'"), "\(lines.text)")
             try wd.write(step: 3)
             #expect(try await eventually { try await servedStep(client) == 3 })
@@ -370,13 +387,13 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
         let (app2, state2, _) = recommendApp(rl2.root)
         try await app2.test(.router) { client in
             #expect(try await eventually { try await servedStep(client) == 1 })
-            let r = try await post(client, "/v1/predict", jsonBody(["rows": [wd2.rows[0]]]))
+            let r = try await post(client, jsonBody(["rows": [wd2.rows[0]]]), to: "/v1/predict")
             #expect(r.status == .conflict)
             #expect(errorText(r).contains("'reinforce'") && errorText(r).contains("/v1/recommend"), "\(errorText(r))")
             let moved = try wd2.write(step: 2)
             try FileManager.default.moveItem(at: moved, to: rl2.root.appendingPathComponent(moved.lastPathComponent))
             try Data((moved.lastPathComponent + "\n").utf8).write(to: rl2.root.appendingPathComponent("LATEST"), options: .atomic)
-            #expect(try await eventually { state2.metrics.rejectedCheckpoints(reason: "kind_changed") == 1 })
+            #expect(await eventually { state2.metrics.rejectedCheckpoints(reason: "kind_changed") == 1 })
             #expect(try await recommend(client, ["history": ["i2"]]).step == 1)
         }
     }
