@@ -247,11 +247,12 @@ private let long: Duration = .seconds(60)
 /// Writes a version of the fixture's model into `<fixture>/outside/`, a directory beside the root.
 enum WideDeepCheckpointWriter {
     static func writeOutside(_ fx: TinyModelFixture, step: Int) throws -> URL {
-        let url = try fx.write(step: step)
+        // Written by a store of its own: written in the root and moved out, the version was
+        // briefly LATEST there, and a watcher polling meanwhile could load it.
         let outsideRoot = fx.dir.appendingPathComponent("outside")
         try FileManager.default.createDirectory(at: outsideRoot, withIntermediateDirectories: true)
-        let target = outsideRoot.appendingPathComponent(url.lastPathComponent)
-        try FileManager.default.moveItem(at: url, to: target)
-        return target
+        let url = try fx.write(step: step, to: CheckpointStore(directory: outsideRoot, keep: 100))
+        try? FileManager.default.removeItem(at: outsideRoot.appendingPathComponent(CheckpointStore.latestFileName))
+        return url
     }
 }
