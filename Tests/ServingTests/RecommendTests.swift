@@ -82,14 +82,15 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
             }
             let allowedMask = (0..<N).map { _ in rng.next() % 4 != 0 }
             let n = 1 + Int(rng.next() % 40)
-            let got = TopItems.select(row[...], n: n) { allowedMask[$0] }
+            let masked = row.indices.map { allowedMask[$0] ? row[$0] : -.infinity }  // callers mask with −∞
+            let got = TopItems.select(masked[...], n: n)
             let expected = (0..<N).filter { allowedMask[$0] && row[$0].isFinite }
                 .sorted { row[$0] != row[$1] ? row[$0] > row[$1] : $0 < $1 }.prefix(n)
             #expect(got.map(\.id) == expected.map { Int32($0) }, "trial \(trial)")
         }
         // A slice not starting at 0 (a row of a batch): ids are offsets within the row.
         let rows: [Float] = [9, 9, 9, 1, 3, 2]
-        #expect(TopItems.select(rows[3..<6], n: 2) { _ in true }.map(\.id) == [1, 2])
+        #expect(TopItems.select(rows[3..<6], n: 2).map(\.id) == [1, 2])
     }
 
     @Test("stateful: the user's state from Redis, scored as training scores it, consumed/padding/OOV/keyless masked, sorted")

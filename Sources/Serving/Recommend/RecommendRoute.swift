@@ -79,7 +79,7 @@ func recommend(_ request: Request, state: ServingState) async -> Response {
 
     // MARK: Plans: the model's rows, or the popular items
     enum Plan {
-        case model(row: Int, masked: Set<Int32>)
+        case model(row: Int, masked: [Int32])
         case popular(exclude: Set<String>)
     }
     let keys = model.keys
@@ -89,7 +89,7 @@ func recommend(_ request: Request, state: ServingState) async -> Response {
     var stateIndex = 0
     for q in queries {
         var itemIds: [Int32]
-        var masked = Set<Int32>()
+        var masked: [Int32] = []
         if q.isStateful {
             let user = q.user!  // the parser requires a user in the stateful form
             let s = userStates[stateIndex]
@@ -105,7 +105,7 @@ func recommend(_ request: Request, state: ServingState) async -> Response {
                                   + "(item ids are ≥ 0); it is written only by featurize --kind behavior"])
             }
             itemIds = s.history
-            masked.formUnion(s.consumed)
+            masked = s.consumed
         } else {
             let history = q.history!
             if history.isEmpty, popular != nil {
@@ -115,8 +115,8 @@ func recommend(_ request: Request, state: ServingState) async -> Response {
             // Unknown keys are the item OOV id: a zero row, never recommended.
             itemIds = history.map { keys.items.id($0) ?? 1 }
         }
-        masked.formUnion(itemIds)
-        for key in q.exclude { if let id = keys.items.id(key) { masked.insert(id) } }
+        masked += itemIds
+        for key in q.exclude { if let id = keys.items.id(key) { masked.append(id) } }
         // A user the checkpoint does not know (or none) is user 0: a zero row.
         users.append(q.user.flatMap { keys.users.id($0) } ?? 0)
         histories.append(contentsOf: model.state(history: itemIds))
@@ -124,8 +124,7 @@ func recommend(_ request: Request, state: ServingState) async -> Response {
     }
 
     // MARK: Scores and answers
-    let scores = users.isEmpty ? [] : await model.scores(users: users, histories: histories)
-    let N = model.itemCount
+    var scores = users.isEmpty ? [] : await model.scores(users: users, histories: histories)
     var results: [String] = []
     results.reserveCapacity(queries.count)
     var byModel = 0, byPopular = 0
@@ -136,7 +135,7 @@ func recommend(_ request: Request, state: ServingState) async -> Response {
         let source: String
         switch plan {
         case .model(let row, let masked):
-            let top = model.top(scores[(row * N)..<((row + 1) * N)], n: q.n, masked: masked)
+            let top = model.top(&scores, row: row, n: q.n, masked: masked)
             for (k, item) in top.enumerated() {
                 if k > 0 { out += "," }
                 out += "{\"item\":"

@@ -32,6 +32,9 @@ public final class RecommenderServable: ServableModel {
     /// `recommendable[id]`: the item has a column, a key in this checkpoint, and is neither
     /// padding (0) nor OOV (1). Nothing else is ever recommended.
     let recommendable: [Bool]
+    /// The ids below `itemCount` that are not recommendable (0, 1, ids without a key): masked in
+    /// every row before selection.
+    let unrecommendable: [Int32]
     /// Most users per scorer call.
     let chunk: Int
     /// Said once when the version is loaded (the watcher logs them).
@@ -46,6 +49,7 @@ public final class RecommenderServable: ServableModel {
         historyLength = scorer.historyLength
         itemCount = scorer.itemCount
         self.recommendable = recommendable
+        unrecommendable = recommendable.indices.filter { !recommendable[$0] }.map { Int32($0) }
         self.chunk = chunk
         loadNotes = notes
     }
@@ -131,21 +135,26 @@ public final class RecommenderServable: ServableModel {
         return out
     }
 
-    /// The `n` best items of one row of scores: recommendable, not in `masked`, finite; by score
-    /// descending, equal scores by the lower id (as `eval` ranks). At most `n`, fewer when fewer
-    /// items qualify.
-    func top(_ row: ArraySlice<Float>, n: Int, masked: Set<Int32>) -> [(id: Int32, score: Float)] {
-        TopItems.select(row, n: n) { id in recommendable[id] && !masked.contains(Int32(id)) }
+    /// The `n` best items of row `row` of `scores` ([rows × itemCount], as `scores(users:histories:)`
+    /// returns them): recommendable, not in `masked`, finite; by score descending, equal scores by
+    /// the lower id (as `eval` ranks). At most `n`, fewer when fewer items qualify. Masks by
+    /// writing −∞ into the row (the caller's copy), so the selection is one pass over floats.
+    func top(_ scores: inout [Float], row: Int, n: Int, masked: [Int32]) -> [(id: Int32, score: Float)] {
+        let N = itemCount, base = row * N
+        scores.withUnsafeMutableBufferPointer { s in
+            for id in unrecommendable { s[base + Int(id)] = -.infinity }
+            for id in masked where id >= 0 && Int(id) < N { s[base + Int(id)] = -.infinity }
+        }
+        return TopItems.select(scores[base..<(base + N)], n: n)
     }
 }
 
-/// Top-n selection with a bounded min-heap: O(items · log n).
+/// Top-n selection with a bounded min-heap: O(items · log n), most items rejected by one compare.
 enum TopItems {
-    /// The `n` best ids j of `row` (ids are offsets from `row.startIndex`) with `allowed(j)` and
-    /// a finite score, best first: higher score, then lower id.
-    static func select(_ row: ArraySlice<Float>, n: Int, allowed: (Int) -> Bool) -> [(id: Int32, score: Float)] {
+    /// The `n` best ids j of `row` (ids are offsets from `row.startIndex`) with a finite score,
+    /// best first: higher score, then lower id. Callers exclude an item by scoring it −∞.
+    static func select(_ row: ArraySlice<Float>, n: Int) -> [(id: Int32, score: Float)] {
         guard n > 0 else { return [] }
-        let base = row.startIndex
         // heap[0] is the worst kept: min-heap by "better".
         var heap: [(id: Int32, score: Float)] = []
         heap.reserveCapacity(n)
@@ -173,16 +182,20 @@ enum TopItems {
                 p = worst
             }
         }
-        for j in 0..<row.count {
-            let s = row[base + j]
-            guard s.isFinite, allowed(j) else { continue }
-            let candidate = (id: Int32(j), score: s)
-            if heap.count < n {
-                heap.append(candidate)
-                siftUp(heap.count - 1)
-            } else if better(candidate, heap[0]) {
-                heap[0] = candidate
-                siftDown(0)
+        row.withUnsafeBufferPointer { r in
+            for j in 0..<r.count {
+                let s = r[j]
+                guard s.isFinite else { continue }
+                // Full heap: ids ascend, so an equal score never beats the kept one.
+                if heap.count == n && s <= heap[0].score { continue }
+                let candidate = (id: Int32(j), score: s)
+                if heap.count < n {
+                    heap.append(candidate)
+                    siftUp(heap.count - 1)
+                } else {
+                    heap[0] = candidate
+                    siftDown(0)
+                }
             }
         }
         return heap.sorted(by: better)

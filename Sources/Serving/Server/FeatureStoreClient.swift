@@ -8,7 +8,9 @@
 //     again after a failure), take calls from one FIFO queue. A route awaits its call through a
 //     continuation; nothing on the request side ever blocks.
 //   * Bounded: each call has a deadline (`timeout`, 200 ms by default). The caller gets
-//     `.timedOut` at the deadline whatever the worker is doing; the hiredis socket timeout is the
+//     `.timedOut` at the deadline whatever the worker is doing (a watchdog thread keeps the
+//     deadlines in call order — one timeout for every call, so that is deadline order — and
+//     wakes only when the oldest unanswered one is due, not once per call); the hiredis socket timeout is the
 //     same, so a worker stuck on a hung Redis is free again about then; a call still queued at its
 //     deadline is dropped unrun; at most `maxWaiting` calls queue (more get `.overloaded` at once).
 //   * A call that fails at once on a connection made before (it died with a restarted Redis) is
@@ -106,6 +108,9 @@ public final class FeatureStoreClient: Sendable {
             thread.name = "feature-store-\(k)"
             thread.start()
         }
+        let watchdog = Thread { [core] in core.watchDeadlines() }
+        watchdog.name = "feature-store-deadlines"
+        watchdog.start()
     }
 
     /// Stops the worker threads (after the call each is running); later calls get `.closed`.
@@ -136,9 +141,8 @@ public final class FeatureStoreClient: Sendable {
                 pending.finish(.failure(refusal))
                 return
             }
-            core.timers.asyncAfter(deadline: .now() + .milliseconds(Int(timeout.milliseconds))) {
-                pending.finish(.failure(.timedOut(timeout)))
-            }
+            core.watch(Deadline(at: ContinuousClock.now + timeout, isFinished: { pending.isFinished },
+                                expire: { pending.finish(.failure(.timedOut(timeout))) }))
         }
         return try result.get()
     }
@@ -185,12 +189,24 @@ private struct Job: Sendable {
     let fail: @Sendable (FeatureStoreClientError) -> Void
 }
 
+/// One call's deadline, as the watchdog sees it.
+private struct Deadline: Sendable {
+    let at: ContinuousClock.Instant
+    let isFinished: @Sendable () -> Bool
+    /// Answers the caller with `.timedOut` (a no-op when it has its answer).
+    let expire: @Sendable () -> Void
+}
+
 /// The queue, the up/down state and the worker loop, shared by the client and its threads (the
 /// threads hold this, not the client, so dropping the client closes them).
 private final class Core: @unchecked Sendable {
     let settings: FeatureStoreSettings
     let log: @Sendable (String) -> Void
-    let timers = DispatchQueue(label: "streamrec.feature-store.timeouts")
+    // The calls' deadlines, oldest first; guarded by `deadlineCondition`.
+    private let deadlineCondition = NSCondition()
+    private var deadlines: [Deadline] = []
+    private var deadlineHead = 0
+    private var deadlinesClosed = false
     // Guarded by `condition`.
     private let condition = NSCondition()
     private var queue: [Job] = []
@@ -223,7 +239,52 @@ private final class Core: @unchecked Sendable {
         return nil
     }
 
+    /// Adds a call's deadline (after every deadline added before it: one timeout for all calls).
+    func watch(_ deadline: Deadline) {
+        deadlineCondition.lock()
+        deadlines.append(deadline)
+        // The watchdog sleeps until the oldest deadline, or without limit when there was none.
+        if deadlines.count - deadlineHead == 1 { deadlineCondition.signal() }
+        deadlineCondition.unlock()
+    }
+
+    /// The watchdog thread: answers `.timedOut` to every call still unanswered at its deadline.
+    /// Wakes when the oldest unanswered deadline is due, dropping the answered ones on the way.
+    /// After `close()` it ends once every deadline it holds has passed or been answered.
+    func watchDeadlines() {
+        deadlineCondition.lock()
+        while true {
+            while deadlineHead < deadlines.count && deadlines[deadlineHead].isFinished() { deadlineHead += 1 }
+            if deadlineHead > 256 && deadlineHead * 2 > deadlines.count {
+                deadlines.removeFirst(deadlineHead)
+                deadlineHead = 0
+            }
+            guard deadlineHead < deadlines.count else {
+                if deadlinesClosed { break }
+                deadlineCondition.wait()
+                continue
+            }
+            let oldest = deadlines[deadlineHead]
+            let left = oldest.at - ContinuousClock.now
+            if left <= .zero {
+                deadlineHead += 1
+                deadlineCondition.unlock()
+                oldest.expire()
+                deadlineCondition.lock()
+            } else {
+                _ = deadlineCondition.wait(until: Date().addingTimeInterval(left.seconds))
+            }
+        }
+        deadlines = []
+        deadlineHead = 0
+        deadlineCondition.unlock()
+    }
+
     func close() {
+        deadlineCondition.withLock {
+            deadlinesClosed = true
+            deadlineCondition.signal()
+        }
         condition.lock()
         closed = true
         let waiting = queue[head...]
