@@ -341,8 +341,7 @@ public final class ReinforceModel: @unchecked Sendable {
             if consumed { continue }
             let za = z[a]
             @inline(__always) func ahead(_ j: Int) -> Bool { z[j] > za || (z[j] == za && j < a) }
-            var rank = 1
-            for j in 2..<N where j != a && ahead(j) { rank += 1 }
+            var rank = 1 + vcountAhead(UnsafePointer(z), 2..<N, threshold: za, tieBefore: a)
             // State items are masked: take back those counted ahead (each distinct item once).
             for i in 0..<H {
                 let s = Int(state[i])
