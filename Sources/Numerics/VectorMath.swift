@@ -4,13 +4,17 @@
 
 /// e^x per lane, Cephes' expf (Cody–Waite reduction by ln 2, degree-6 polynomial): relative error
 /// below 2 ulp on [−87.3, 88.7]; lanes below −87.3 (−∞ included) give exactly 0.
+/// Only lane-wise +, −, ×, compares, selects and bit casts: the generic SIMD conversions and
+/// roundings of the standard library are not vectorised (they cost more than libm's expf).
 @inline(__always)
 public func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    let lo: Float = -87.33654, hi: Float = 88.72283
-    var v = x.clamped(lowerBound: SIMD8(repeating: lo), upperBound: SIMD8(repeating: hi))
-    // n = round(v / ln 2) as floor(v·log2e + 0.5), then r = v − n·ln 2 in two parts.
-    var fx = v * 1.44269504088896341 + 0.5
-    fx = fx.rounded(.down)
+    let lo = SIMD8<Float>(repeating: -87.33654), hi = SIMD8<Float>(repeating: 88.72283)
+    var v = x.replacing(with: lo, where: x .< lo).replacing(with: hi, where: x .> hi)
+    // n = round(v·log2e) by the 1.5·2^23 trick: adding it leaves n in the low mantissa bits.
+    let magic = SIMD8<Float>(repeating: 12582912)
+    let shifted = v * 1.44269504088896341 + magic
+    let fx = shifted - magic
+    let n = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
     v = v - fx * 0.693359375
     v = v + fx * 2.12194440e-4
     var y = SIMD8<Float>(repeating: 1.9875691500e-4)
@@ -20,7 +24,6 @@ public func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
     y = y * v + 1.6666665459e-1
     y = y * v + 5.0000001201e-1
     y = y * (v * v) + v + 1
-    let n = SIMD8<Int32>(fx, rounding: .towardZero)   // fx is already whole
     let scale = unsafeBitCast((n &+ 127) &<< 23, to: SIMD8<Float>.self)
     return (y * scale).replacing(with: 0, where: x .< lo)
 }
@@ -31,7 +34,8 @@ public func vmax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     var j = 0
     var m8 = SIMD8<Float>(repeating: -.infinity)
     while j + 8 <= n {
-        m8 = pointwiseMax(m8, UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self))
+        let v = UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self)
+        m8 = m8.replacing(with: v, where: v .> m8)
         j += 8
     }
     var m = m8.max()
@@ -93,14 +97,15 @@ public func vcountAhead(_ x: UnsafePointer<Float>, _ range: Range<Int>, threshol
     var j = range.lowerBound
     let t8 = SIMD8<Float>(repeating: t)
     var c8 = SIMD8<Int32>(repeating: 0)
-    let one = SIMD8<Int32>(repeating: 1), zero = SIMD8<Int32>(repeating: 0)
     let lane = SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7)
-    let tie = Int32(clamping: tieBefore)
+    let tie = SIMD8<Int32>(repeating: Int32(clamping: tieBefore))
     while j + 8 <= range.upperBound {
         let v = UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self)
         let idx = lane &+ Int32(truncatingIfNeeded: j)
-        let ahead = (v .> t8) .| ((v .== t8) .& (idx .< SIMD8(repeating: tie)))
-        c8 &+= one.replacing(with: zero, where: .!ahead)
+        // A true lane of a mask is all ones (−1 as Int32): subtracting counts it.
+        let greater = unsafeBitCast(v .> t8, to: SIMD8<Int32>.self)
+        let tied = unsafeBitCast(v .== t8, to: SIMD8<Int32>.self) & unsafeBitCast(idx .< tie, to: SIMD8<Int32>.self)
+        c8 &-= greater | tied
         j += 8
     }
     count = Int(c8.wrappedSum())
