@@ -129,4 +129,67 @@ import StreamRecNumerics
         #expect(try manifest(ck)["samples_trained"] as? Int == transitions, "seed \(seed)")
         #expect(try counters(redisPort: redis.port).trained == appended, "seed \(seed)")
     }
+
+    /// A worker joins a running REINFORCE job (rendezvous through ompi-server), trains, and
+    /// leaves on SIGTERM: it left with exactly the parameters the job had at that step (its
+    /// replica stayed identical), and every transition was trained once.
+    @Test func aWorkerJoinsARunningJobAndLeavesWithIdenticalParameters() throws {
+        let redis = try RedisServerFixture()
+        defer { redis.stop() }
+        let broker = try BrokerFixture(topics: ["behavior": 4])
+        defer { _ = broker.stop() }
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = try featurized(redis: redis, broker: broker, dir: dir, users: 200, items: 150)
+        let ck = dir.appendingPathComponent("ck").path
+        let mpirun = try #require(findExecutable("mpirun")), ompiServer = try #require(findExecutable("ompi-server"))
+        let bin = try #require(streamrecBinary())
+        let uri = dir.appendingPathComponent("ompi-server.uri").path
+        let server = try BackgroundProcess(ompiServer, ["-r", uri, "--no-daemonize"], environment: mpiTestEnvironment,
+                                           log: dir.appendingPathComponent("server.log"))
+        defer { server.kill() }
+        #expect(try poll(for: 10) { FileManager.default.fileExists(atPath: uri) })
+        // The job waits for data (no --until-idle): it is stopped with SIGTERM at the end.
+        let logA = dir.appendingPathComponent("a.log"), logB = dir.appendingPathComponent("b.log")
+        let args = try trainArgs(redisPort: redis.port, ck: ck).filter { $0 != "--until-idle" && $0 != "1.5" }
+        let a = try BackgroundProcess(mpirun, ["-np", "2", "--ompi-server", "file:\(uri)"] + args, environment: mpiTestEnvironment, log: logA)
+        defer { a.kill() }
+        let conn = try RedisConnection(host: "127.0.0.1", port: redis.port)
+        #expect(try poll(for: 60) { try conn.command(["GET", "sr:train:port"]).text != nil })
+        let b = try BackgroundProcess(mpirun, ["-np", "1", "--ompi-server", "file:\(uri)", bin, "train", "--source", "redis", "--join",
+                                               "--redis", "127.0.0.1:\(redis.port)", "--config", configPath,
+                                               "--feature-shards", "\(Self.shards)", "--checkpoint-dir", ck, "--log-every", "5"],
+                                      environment: mpiTestEnvironment, log: logB)
+        defer { b.kill() }
+        func text(_ url: URL) -> String { (try? String(contentsOf: url, encoding: .utf8)) ?? "" }
+        #expect(try poll(for: 60) { text(logB).contains("joined as rank 2 of 3") }, "\(text(logB))")
+        // More behaviour events while three ranks train: produce the same users' events again.
+        let produce = try runProcess(bin, ["produce", "--config", "/dev/null", "--format", "behavior", "--topic", "behavior",
+                                           "--bootstrap", broker.bootstrapServers,
+                                           "--data", data.appendingPathComponent("user_behavior.csv").path])
+        #expect(produce.status == 0, "\(produce.stderr)")
+        let featurize = try runProcess(bin, ["featurize", "--config", "/dev/null", "--kind", "behavior", "--topic", "behavior",
+                                             "--shard", "0", "--shards", "1", "--bootstrap", broker.bootstrapServers,
+                                             "--redis", "127.0.0.1:\(redis.port)", "--feature-shards", "\(Self.shards)",
+                                             "--batch-size", "64", "--until-idle", "1.5"], timeout: .seconds(180))
+        #expect(featurize.status == 0, "\(featurize.stderr)")
+        let (transitions, appended, _) = try counters(redisPort: redis.port)
+        #expect(try poll(for: 120) { try counters(redisPort: redis.port).trained == appended })
+        // The joiner leaves (SIGTERM to its rank), then the job stops (SIGTERM to rank 0).
+        if let rank = b.mpiRank(0) { kill(rank, SIGTERM) }
+        #expect(b.waitForExit(within: 60))
+        #expect(try poll(for: 60) { text(logA).contains("rank(s) left at step") }, "\(text(logA))")
+        if let rank0 = a.mpiRank(0) { kill(rank0, SIGTERM) }
+        #expect(a.waitForExit(within: 60))
+        let outA = text(logA), outB = text(logB)
+        #expect(a.exitStatus == 0 && b.exitStatus == 0, "job \(a.exitStatus ?? -1): \(outA)\njoiner \(b.exitStatus ?? -1): \(outB)")
+        #expect(outA.contains("rank 2 joined at step"), "\(outA)")
+        func digest(_ line: Substring?) -> String? { line?.range(of: "fnv1a64=").map { String(line![$0.upperBound...].prefix(16)) } }
+        let left = digest(outB.split(separator: "\n").first { $0.contains("leaves the job at step") })
+        let remaining = digest(outA.split(separator: "\n").first { $0.contains("rank(s) left at step") })
+        #expect(left != nil && left == remaining, "joiner \(left ?? "?") vs job \(remaining ?? "?")")
+        let final = outA.split(separator: "\n").compactMap { l in l.contains("parameters fnv1a64=") && l.hasPrefix("rank ") ? digest(l) : nil }
+        #expect(final.count == 2 && Set(final).count == 1, "\(outA)")
+        #expect(try manifest(ck)["samples_trained"] as? Int == transitions)
+    }
 }
