@@ -3,6 +3,7 @@
 #
 #   bash scripts/demo-rl.sh [--model reinforce|ddpg|bcq] [--users N] [--rate EVENTS_PER_S] [--keep-running]
 #
+# STREAMREC_BIN=path/to/streamrec (a release build) skips setup and the build.
 # Builds (release); brings up Redis, the dev Kafka broker and ompi-server (cluster/up.sh);
 # generates behaviour events from a planted sequential model (`gen behavior`, with a held-out
 # split); starts `streamrec serve`, two `featurize --kind behavior` workers, `mpirun -np 2
@@ -42,8 +43,12 @@ source "$ROOT/scripts/demo-lib.sh"   # stop_all, step, bg
 
 if [[ $STOP_ONLY == 1 ]]; then stop_all; echo "demo: stopped"; exit 0; fi
 
-bash scripts/setup.sh -c release
-BIN="$(swift build -c release --show-bin-path)/streamrec"
+if [[ -n ${STREAMREC_BIN:-} && -x ${STREAMREC_BIN:-} ]]; then
+  BIN="$STREAMREC_BIN"   # a binary already built (release); skips setup and build
+else
+  bash scripts/setup.sh -c release
+  BIN="$(swift build -c release --show-bin-path)/streamrec"
+fi
 export STREAMREC_BIN="$BIN"
 
 stop_all
@@ -66,10 +71,10 @@ step "services: serve, 2 featurize --kind behavior workers, mpirun -np 2 train (
 bg serve "$BIN" serve --checkpoints "$DEMO/checkpoints" --port "$HTTP_PORT" --redis "$REDIS"
 for k in 0 1; do
   bg "featurize-$k" "$BIN" featurize --kind behavior --shard $k --shards 2 --topic behavior --bootstrap "$BOOTSTRAP" \
-     --redis "$REDIS" --batch-size 256 --linger-ms 200 --feature-shards 8
+     --redis "$REDIS" --batch-size 64 --linger-ms 200 --feature-shards 8
 done
 bg train mpirun -np 2 --ompi-server "file:$URI" "$BIN" train --source redis --redis "$REDIS" --config "$CONFIG" \
-   --feature-shards 8 --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every 100 --keep 5 --log-every 50
+   --feature-shards 8 --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every 100 --keep 5 --log-every 100
 
 step "producer: $EVENTS events at $RATE events/s into topic behavior (keyed by user)"
 bg produce "$BIN" produce --format behavior --data "$DEMO/behavior/user_behavior.csv" --topic behavior \
@@ -84,11 +89,13 @@ trainer() { grep -E '^epoch: ' "$DEMO/train.log" | tail -1 | sed -E 's/.*step: (
 recommend() {  # recommend USER: the served model's top 5 for the user's live state in Redis
   curl -s --max-time 2 -X POST "http://127.0.0.1:$HTTP_PORT/v1/recommend" -H 'Content-Type: application/json' \
     --data "{\"user\": \"$1\", \"n\": 5}" | python3 -c 'import json,sys
+raw = sys.stdin.read()
 try:
-  d=json.load(sys.stdin); r=d.get("results",[d])[0]
-  items=", ".join("%s (%.2f)" % (i["item"], i["score"]) for i in r.get("items",[]))
-  print("user %s: %s   [source %s]" % (r.get("user"), items, r.get("source","?")))
-except Exception as e: print("-", e)'
+  d = json.loads(raw); r = d.get("results", [d])[0]
+  items = ", ".join("%s (%.2f)" % (i["item"], i["score"]) for i in r["items"])
+  print("user %s: %s   [source %s]" % (r.get("user"), items, r.get("source", "?")))
+except Exception:
+  print("(no recommendation: POST /v1/recommend answered %r)" % raw[:160])'
 }
 
 step "progress (every 3 s)"
