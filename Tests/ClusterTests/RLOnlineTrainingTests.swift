@@ -20,16 +20,21 @@ import StreamRecNumerics
         let gen = try runProcess(bin, ["gen", "behavior", "--users", "\(users)", "--items", "\(items)", "--events-per-user", "20",
                                        "--seed", "5", "--out", data.path])
         #expect(gen.status == 0, "\(gen.stderr)")
+        try produceAndFeaturize(data.appendingPathComponent("user_behavior.csv"), redis: redis, broker: broker)
+        return data
+    }
+
+    /// `produce --format behavior` of `file`, then one `featurize --kind behavior` worker until idle.
+    func produceAndFeaturize(_ file: URL, redis: RedisServerFixture, broker: BrokerFixture) throws {
+        let bin = try #require(streamrecBinary())
         let produce = try runProcess(bin, ["produce", "--config", "/dev/null", "--format", "behavior", "--topic", "behavior",
-                                           "--bootstrap", broker.bootstrapServers,
-                                           "--data", data.appendingPathComponent("user_behavior.csv").path])
+                                           "--bootstrap", broker.bootstrapServers, "--data", file.path])
         #expect(produce.status == 0, "\(produce.stderr)")
         let featurize = try runProcess(bin, ["featurize", "--config", "/dev/null", "--kind", "behavior", "--topic", "behavior",
                                              "--shard", "0", "--shards", "1", "--bootstrap", broker.bootstrapServers,
                                              "--redis", "127.0.0.1:\(redis.port)", "--feature-shards", "\(Self.shards)",
                                              "--batch-size", "64", "--until-idle", "1.5"], timeout: .seconds(180))
         #expect(featurize.status == 0, "\(featurize.stderr)")
-        return data
     }
 
     /// Transitions appended (sr:rl:rows:{s}) and batches appended / trained per shard.
@@ -164,15 +169,7 @@ import StreamRecNumerics
         func text(_ url: URL) -> String { (try? String(contentsOf: url, encoding: .utf8)) ?? "" }
         #expect(try poll(for: 60) { text(logB).contains("joined as rank 2 of 3") }, "\(text(logB))")
         // More behaviour events while three ranks train: produce the same users' events again.
-        let produce = try runProcess(bin, ["produce", "--config", "/dev/null", "--format", "behavior", "--topic", "behavior",
-                                           "--bootstrap", broker.bootstrapServers,
-                                           "--data", data.appendingPathComponent("user_behavior.csv").path])
-        #expect(produce.status == 0, "\(produce.stderr)")
-        let featurize = try runProcess(bin, ["featurize", "--config", "/dev/null", "--kind", "behavior", "--topic", "behavior",
-                                             "--shard", "0", "--shards", "1", "--bootstrap", broker.bootstrapServers,
-                                             "--redis", "127.0.0.1:\(redis.port)", "--feature-shards", "\(Self.shards)",
-                                             "--batch-size", "64", "--until-idle", "1.5"], timeout: .seconds(180))
-        #expect(featurize.status == 0, "\(featurize.stderr)")
+        try produceAndFeaturize(data.appendingPathComponent("user_behavior.csv"), redis: redis, broker: broker)
         let (transitions, appended, _) = try counters(redisPort: redis.port)
         #expect(try poll(for: 120) { try counters(redisPort: redis.port).trained == appended })
         // The joiner leaves (SIGTERM to its rank), then the job stops (SIGTERM to rank 0).
