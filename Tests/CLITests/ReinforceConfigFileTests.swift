@@ -3,6 +3,7 @@
 import Foundation
 import Testing
 import Checkpoint
+import Models
 @testable import streamrec
 
 private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
@@ -14,8 +15,10 @@ private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         #expect(rl.kind == "reinforce")
         let c = rl.reinforce
         #expect(c.historyLength == 10 && c.embeddingSize == 32 && c.hiddenSize == 64 && c.topK == 10)
-        #expect(c.gamma == 0.99 && c.weightCap == 10 && c.learningRate == 1e-3 && c.seed == 42)
-        #expect(rl.train.batchSize == 256)
+        #expect(c.gamma == 0.99 && c.weightCap == 1 && c.learningRate == 3e-3 && c.seed == 42)
+        // The shipped config and the built-in defaults agree.
+        #expect(c == ReinforceConfig())
+        #expect(rl.train.batchSize == 64)
         #expect(rl.modelConfigJSON["history_length"] == .number(10) && rl.modelConfigJSON["hidden_size"] == .number(64))
         var seeded = rl
         seeded.overrideSeed(9)
@@ -38,5 +41,22 @@ private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         do { _ = try ConfigFile.load(try SettingsFile.load(path), preset: nil); Issue.record("accepted top_k 0") } catch {
             #expect("\(error)".contains("top_k"))
         }
+    }
+
+    @Test("train refuses a file of the other family's format before training on it")
+    func trainRefusesTheOtherFamilysFormat() throws {
+        let dir = try tempDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let behaviour = dir.appendingPathComponent("user_behavior.csv").path
+        try "u1,i1,pv,1511544070\nu1,i2,buy,1511544080\n".write(toFile: behaviour, atomically: true, encoding: .utf8)
+        let criteo = repoRoot.appendingPathComponent("Tests/CLITests/Fixtures/criteo_format_sample.tsv").path
+        let wd = try StreamRecBinary.run(["train", "--config", repoRoot.appendingPathComponent("configs/widedeep.yaml").path,
+                                          "--data", behaviour, "--checkpoint-dir", dir.appendingPathComponent("ck1").path])
+        #expect(wd.status != 0 && wd.stderr.contains("holds behaviour events") && wd.stderr.contains("configs/reinforce.yaml"), "\(wd.stderr)")
+        let rl = try StreamRecBinary.run(["train", "--config", repoRoot.appendingPathComponent("configs/reinforce.yaml").path,
+                                          "--data", criteo, "--checkpoint-dir", dir.appendingPathComponent("ck2").path])
+        #expect(rl.status != 0 && rl.stderr.contains("holds Criteo rows"), "\(rl.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("ck1").path))
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("ck2").path))
     }
 }

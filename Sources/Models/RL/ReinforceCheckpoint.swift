@@ -52,16 +52,7 @@ public enum ReinforceCheckpoint {
     /// Verifies (checksums, structure) and loads a checkpoint directory; refuses anything that does
     /// not verify or holds another family, with every problem in the error.
     public static func load(_ dir: URL, verify: Bool = true) throws -> Loaded {
-        if verify {
-            let problems = CheckpointStore.verify(dir)
-            if !problems.isEmpty {
-                throw CheckpointLoadError("checkpoint \(dir.path) failed verification: " + problems.map(\.description).joined(separator: "; "))
-            }
-        }
-        let manifest = try CheckpointStore.loadManifest(dir)
-        guard manifest.modelKind == modelKind else {
-            throw CheckpointLoadError("checkpoint \(dir.path) holds a '\(manifest.modelKind)' model, expected '\(modelKind)'")
-        }
+        let manifest = try CheckpointStore.loadManifest(dir, expecting: modelKind, verify: verify)
         let config = try JSONDecoder().decode(ReinforceConfig.self, from: JSONEncoder().encode(manifest.modelConfig))
         let tensors = try ModelTensor.read(dir.appendingPathComponent(CheckpointStore.modelFileName))
         let model = try ReinforceModel.load(config: config, tensors: tensors, step: manifest.step)
