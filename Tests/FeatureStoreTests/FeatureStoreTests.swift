@@ -41,6 +41,26 @@ struct FeatureStoreTests {
         }
     }
 
+    @Test("userStates: one HMGET, in order, nil for users without state, a corrupt state refused naming the user")
+    func userStatesInOrder() throws {
+        let server = try RedisServerFixture()
+        defer { server.stop() }
+        let redis = try RedisConnection(host: "127.0.0.1", port: server.port)
+        let store = FeatureStore(redis: redis, prefix: "t")
+        let a = UserState(history: [2, 3, 4], consumed: [2, 3, 4], pending: .init(time: 7, reward: 1))
+        let b = UserState(history: [9], consumed: [9])
+        for (user, state) in [("ua", a), ("ub", b)] {
+            try redis.command(bytes: [Array("HSET".utf8), Array(store.layout.userStates.utf8), Array(user.utf8), state.encoded()])
+        }
+        #expect(try store.userStates([]) == [])
+        #expect(try store.userStates(["ub", "nobody", "ua", "ub"]) == [b, nil, a, b])
+        #expect(try store.userStates(["ua"]) == [try store.userState("ua")])
+        try redis.command(["HSET", store.layout.userStates, "bad", "xyz"])
+        do { _ = try store.userStates(["ua", "bad"]); Issue.record("a corrupt state was decoded") } catch {
+            #expect("\(error)".contains("field bad"))
+        }
+    }
+
     @Test("commit: committed, duplicate on retry, gap refused; counters, dead letters, lost rows")
     func commitUnits() throws {
         let server = try RedisServerFixture()
