@@ -3,6 +3,7 @@
 import Foundation
 import Testing
 import Checkpoint
+import Models
 @testable import streamrec
 
 private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
@@ -12,14 +13,14 @@ private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent
     func modelSectionDecodesPerKind() throws {
         let rl = try ConfigFile.load(try SettingsFile.load(repoRoot.appendingPathComponent("configs/reinforce.yaml").path), preset: nil)
         #expect(rl.kind == "reinforce")
-        let c = rl.reinforce
+        let c = try #require(rl.config(ReinforceConfig.self))
         #expect(c.historyLength == 10 && c.embeddingSize == 32 && c.hiddenSize == 64 && c.topK == 10)
         #expect(c.gamma == 0.99 && c.weightCap == 10 && c.learningRate == 1e-3 && c.seed == 42)
         #expect(rl.train.batchSize == 256)
         #expect(rl.modelConfigJSON["history_length"] == .number(10) && rl.modelConfigJSON["hidden_size"] == .number(64))
         var seeded = rl
         seeded.overrideSeed(9)
-        #expect(seeded.reinforce.seed == 9 && seeded.modelConfigJSON["seed"] == .number(9))
+        #expect(seeded.config(ReinforceConfig.self)?.seed == 9 && seeded.modelConfigJSON["seed"] == .number(9))
         // Wide&Deep's presets are Wide&Deep's: REINFORCE has none built in.
         #expect(throws: CLIError.self) { try ConfigFile.load(try SettingsFile.load(repoRoot.appendingPathComponent("configs/reinforce.yaml").path), preset: "small") }
 
