@@ -13,7 +13,7 @@ public struct BCQConfig: Codable, Sendable, Equatable {
     /// Width of the VAE's latent z (0 = 2 × embedding_size, as BCQ).
     public var latentSize: Int = 0
     /// Adam's learning rate for the VAE, the perturbation network, the item table and the rows.
-    public var learningRate: Float = 1e-3
+    public var learningRate: Float = 3e-3
     /// Adam's learning rate for the twin critics.
     public var criticLearningRate: Float = 1e-3
     /// Discount of the TD target.
@@ -30,12 +30,17 @@ public struct BCQConfig: Codable, Sendable, Equatable {
     /// Weight of the KL term in the VAE's loss ½‖â − a‖² + kl_weight·KL (BCQ: 0.5).
     public var klWeight: Float = 0.5
     /// Weight of the behaviour-cloning term: the softmax cross-entropy of the logged item under the
-    /// served action's item scores (what makes the scores rank what users do).
-    public var bcWeight: Float = 1
+    /// served action's item scores (what makes the scores rank what users do). The VAE's
+    /// reconstruction sums D squared errors per transition, the cross-entropy is one term: at 1
+    /// the decoder follows the reconstruction alone and ranks little better than popularity.
+    public var bcWeight: Float = 10
     /// α of the perturbation network's critic term −α·Q1(s, ã) / mean|Q1| (TD3+BC's scale).
     public var actorQWeight: Float = 0.1
-    /// Embedding rows and item action rows start uniform in ±init_scale (deterministic per id and seed).
+    /// User and item input rows start uniform in ±embedding_init_scale (deterministic per id and seed).
     public var embeddingInitScale: Float = 0.05
+    /// Item action rows E_j start uniform in ±action_init_scale: large enough that dot products
+    /// with an action vary from the first step (the scores' range), not only the biases.
+    public var actionInitScale: Float = 1
     public var seed: UInt64 = 42
 
     public init() {}
@@ -52,7 +57,8 @@ public struct BCQConfig: Codable, Sendable, Equatable {
         case historyLength = "history_length", embeddingSize = "embedding_size", hiddenSize = "hidden_size"
         case latentSize = "latent_size", learningRate = "learning_rate", criticLearningRate = "critic_learning_rate"
         case gamma, tau, lambda, phi, targetSamples = "target_samples", klWeight = "kl_weight"
-        case bcWeight = "bc_weight", actorQWeight = "actor_q_weight", embeddingInitScale = "embedding_init_scale", seed
+        case bcWeight = "bc_weight", actorQWeight = "actor_q_weight", embeddingInitScale = "embedding_init_scale"
+        case actionInitScale = "action_init_scale", seed
     }
 
     /// Absent keys take the defaults above. `kind` (the family, in a config's `model:`) is ignored.
@@ -74,6 +80,7 @@ public struct BCQConfig: Codable, Sendable, Equatable {
         bcWeight = try c.decodeIfPresent(Float.self, forKey: .bcWeight) ?? d.bcWeight
         actorQWeight = try c.decodeIfPresent(Float.self, forKey: .actorQWeight) ?? d.actorQWeight
         embeddingInitScale = try c.decodeIfPresent(Float.self, forKey: .embeddingInitScale) ?? d.embeddingInitScale
+        actionInitScale = try c.decodeIfPresent(Float.self, forKey: .actionInitScale) ?? d.actionInitScale
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
     }
 
@@ -95,5 +102,6 @@ public struct BCQConfig: Codable, Sendable, Equatable {
         if !(bcWeight >= 0) { throw fail("bc_weight must be non-negative (got \(bcWeight))") }
         if !(actorQWeight >= 0) { throw fail("actor_q_weight must be non-negative (got \(actorQWeight))") }
         if !(embeddingInitScale >= 0) { throw fail("embedding_init_scale must be non-negative (got \(embeddingInitScale))") }
+        if !(actionInitScale >= 0) { throw fail("action_init_scale must be non-negative (got \(actionInitScale))") }
     }
 }

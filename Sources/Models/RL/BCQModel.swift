@@ -212,7 +212,7 @@ public final class BCQModel: @unchecked Sendable {
     public var actorRange: Range<Int> { o.p.w1..<layout.total }
 
     private func initializeItemRows(_ range: Range<Int>) {
-        let D = config.embeddingSize, a = config.embeddingInitScale, p = dense.params
+        let D = config.embeddingSize, a = config.actionInitScale, p = dense.params
         for j in range {
             var r = SplitMix64(seed: SplitMix64.mix(config.seed ^ Self.actionItemTag, UInt64(j)))
             for d in 0..<D { p[o.e + j * D + d] = r.uniform(-a, a) }

@@ -9,8 +9,9 @@ public struct DDPGConfig: Codable, Sendable, Equatable {
     public var embeddingSize: Int = 32
     /// Width of the actor's and the critic's hidden layer.
     public var hiddenSize: Int = 64
-    /// Adam's learning rate for the actor, the item action table and the embedding rows.
-    public var learningRate: Float = 1e-3
+    /// Adam's learning rate for the actor, the item action table and the embedding rows (one
+    /// online pass: 3e-3 learns the planted data's ranking in a pass where 1e-3 is still short).
+    public var learningRate: Float = 3e-3
     /// Adam's learning rate for the critic.
     public var criticLearningRate: Float = 1e-3
     /// Discount of the TD target r + γ(1 − done)·Q'(s', μ'(s')).
@@ -23,8 +24,11 @@ public struct DDPGConfig: Codable, Sendable, Equatable {
     /// α of the actor's critic term −α·Q(s, μ(s)) / mean|Q| (TD3+BC's normalisation: the term's
     /// size does not depend on the scale of the rewards). 0 = behaviour cloning only.
     public var actorQWeight: Float = 0.1
-    /// Embedding rows and item action rows start uniform in ±init_scale (deterministic per id and seed).
+    /// User and item input rows start uniform in ±embedding_init_scale (deterministic per id and seed).
     public var embeddingInitScale: Float = 0.05
+    /// Item action rows E_j start uniform in ±action_init_scale: large enough that dot products
+    /// with an action vary from the first step (the scores' range), not only the biases.
+    public var actionInitScale: Float = 1
     public var seed: UInt64 = 42
 
     public init() {}
@@ -39,7 +43,8 @@ public struct DDPGConfig: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case historyLength = "history_length", embeddingSize = "embedding_size", hiddenSize = "hidden_size"
         case learningRate = "learning_rate", criticLearningRate = "critic_learning_rate", gamma, tau
-        case bcWeight = "bc_weight", actorQWeight = "actor_q_weight", embeddingInitScale = "embedding_init_scale", seed
+        case bcWeight = "bc_weight", actorQWeight = "actor_q_weight", embeddingInitScale = "embedding_init_scale"
+        case actionInitScale = "action_init_scale", seed
     }
 
     /// Absent keys take the defaults above. `kind` (the family, in a config's `model:`) is ignored.
@@ -56,6 +61,7 @@ public struct DDPGConfig: Codable, Sendable, Equatable {
         bcWeight = try c.decodeIfPresent(Float.self, forKey: .bcWeight) ?? d.bcWeight
         actorQWeight = try c.decodeIfPresent(Float.self, forKey: .actorQWeight) ?? d.actorQWeight
         embeddingInitScale = try c.decodeIfPresent(Float.self, forKey: .embeddingInitScale) ?? d.embeddingInitScale
+        actionInitScale = try c.decodeIfPresent(Float.self, forKey: .actionInitScale) ?? d.actionInitScale
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
     }
 
@@ -73,5 +79,6 @@ public struct DDPGConfig: Codable, Sendable, Equatable {
         if !(actorQWeight >= 0) { throw fail("actor_q_weight must be non-negative (got \(actorQWeight))") }
         if !(bcWeight > 0 || actorQWeight > 0) { throw fail("bc_weight and actor_q_weight are both 0: the actor would not learn") }
         if !(embeddingInitScale >= 0) { throw fail("embedding_init_scale must be non-negative (got \(embeddingInitScale))") }
+        if !(actionInitScale >= 0) { throw fail("action_init_scale must be non-negative (got \(actionInitScale))") }
     }
 }

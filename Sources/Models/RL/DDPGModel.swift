@@ -161,7 +161,7 @@ public final class DDPGModel: @unchecked Sendable {
     public var actorRange: Range<Int> { offsets.w1..<layout.total }
 
     private func initializeItemRows(_ range: Range<Int>) {
-        let D = config.embeddingSize, a = config.embeddingInitScale, p = dense.params
+        let D = config.embeddingSize, a = config.actionInitScale, p = dense.params
         for j in range {
             var r = SplitMix64(seed: SplitMix64.mix(config.seed ^ Self.actionItemTag, UInt64(j)))
             for d in 0..<D { p[offsets.e + j * D + d] = r.uniform(-a, a) }
