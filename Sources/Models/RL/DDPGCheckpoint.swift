@@ -45,8 +45,8 @@ extension DDPGModel {
         try config.validate()
         let model = DDPGModel(config: config)
         model.step = step
-        guard let bias = tensors["action.items.bias"], bias.shape.count == 1, bias.shape[0] >= 2 else {
-            throw ModelError.incompatibleTensor("missing tensor action.items.bias [items ≥ 2]")
+        guard let bias = tensors["action.items.bias"], bias.shape.count == 1, bias.shape[0] >= 2, bias.shape[0] <= Int(Int32.max) else {
+            throw ModelError.incompatibleTensor("missing tensor action.items.bias [items ≥ 2, item ids within Int32]")
         }
         model.reserveItems(through: Int32(bias.shape[0] - 1))
         try model.dense.load(tensors, itemTables: itemTables, itemCount: model.itemCount)
