@@ -81,6 +81,6 @@ let package = Package(
             "Serving", "Training", "Models", "Features", "Checkpoint", "FeatureStore", "Streaming", "TestSupport",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
-        .testTarget(name: "CLITests", dependencies: ["streamrec", "TestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "CLITests", dependencies: ["streamrec", "TestSupport", "Models"], exclude: ["Fixtures"]),
     ]
 )

@@ -2,6 +2,7 @@
 # The README's first command: the whole StreamRec system on one machine.
 #
 #   bash scripts/demo.sh [--rows N] [--rate ROWS_PER_S] [--keep-running] [--preset NAME]
+#   bash scripts/demo.sh --model reinforce [...]   the RL path instead (scripts/demo-rl.sh)
 #
 # Installs what is missing and builds (release); brings up Redis, the dev Kafka broker and
 # ompi-server (cluster/up.sh); generates Criteo-format rows from a planted model and runs the
@@ -14,6 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 
+if [[ "${1:-}" == --model ]]; then
+  case "${2:-}" in
+    widedeep) shift 2 ;;
+    reinforce|ddpg|bcq) model="$2"; shift 2; exec bash "$ROOT/scripts/demo-rl.sh" --model "$model" "$@" ;;
+    *) echo "unknown --model '${2:-}' (widedeep, reinforce, ddpg, bcq)" >&2; exit 2 ;;
+  esac
+fi
 ROWS=150000; RATE=5000; KEEP=0; PRESET=small; STOP_ONLY=0; JOIN=1; FRESHNESS=0; CKPT_EVERY=10
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -39,24 +47,7 @@ REDIS="127.0.0.1:$STREAMREC_REDIS_PORT"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_btl=self,vader,tcp
 
-stop_all() {
-  # Our own processes first (recorded pids; SIGTERM, then SIGKILL), then the cluster services.
-  if [[ -d "$PIDS" ]]; then
-    for f in "$PIDS"/*.pid; do
-      [[ -e "$f" ]] || continue
-      pid="$(cat "$f")"
-      kill -TERM "$pid" 2>/dev/null || true
-    done
-    for _ in $(seq 1 100); do
-      alive=0
-      for f in "$PIDS"/*.pid; do [[ -e "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null && alive=1; done
-      [[ $alive == 0 ]] && break
-      sleep 0.1
-    done
-    for f in "$PIDS"/*.pid; do [[ -e "$f" ]] && kill -KILL "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; done
-  fi
-  bash cluster/down.sh >/dev/null 2>&1 || true
-}
+source "$ROOT/scripts/demo-lib.sh"   # stop_all, step, bg
 
 if [[ $STOP_ONLY == 1 ]]; then stop_all; echo "demo: stopped"; exit 0; fi
 
@@ -67,13 +58,6 @@ export STREAMREC_BIN="$BIN"
 stop_all
 rm -rf "$DEMO"; mkdir -p "$DEMO" "$PIDS"
 [[ $KEEP == 1 ]] || trap 'echo "demo: shutting down"; stop_all' EXIT
-
-step() { printf '\n== %s\n' "$*"; }
-bg() {  # bg NAME CMD... : start in the background, log to $DEMO/NAME.log, remember the pid
-  local name="$1"; shift
-  setsid "$@" >"$DEMO/$name.log" 2>&1 </dev/null &
-  echo $! > "$PIDS/$name.pid"
-}
 
 step "cluster: Redis, Kafka dev broker, ompi-server"
 bash cluster/up.sh

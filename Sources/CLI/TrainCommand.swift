@@ -179,6 +179,7 @@ extension Train {
             FileHandle.standardError.write(Data("rejected \(r)\n".utf8))
         }
         let source: BatchSource = size > 1 ? StridedBatchSource(file, rank: rank, size: size) : file
+        if let rl = model as? any BehaviorTrainable { rl.refreshKeys = { file.keys } }
         let store = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints)
         let collectives: Collectives = world.map { MPICollectives(communicator: $0) } ?? LocalCollectives()
         if rank == 0 {

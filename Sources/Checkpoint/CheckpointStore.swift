@@ -436,6 +436,23 @@ public struct CheckpointStore: Sendable {
         return try CheckpointManifest.decode(data, path: url.path)
     }
 
+    /// The manifest of a checkpoint directory about to be loaded as a `kind` model: verified
+    /// first (checksums, structure; unless `verify` is false) and refused — with every problem in
+    /// the error — when it does not verify or holds another model kind.
+    public static func loadManifest(_ dir: URL, expecting kind: String, verify: Bool) throws -> CheckpointManifest {
+        if verify {
+            let problems = Self.verify(dir)
+            if !problems.isEmpty {
+                throw CheckpointLoadError("checkpoint \(dir.path) failed verification: " + problems.map(\.description).joined(separator: "; "))
+            }
+        }
+        let manifest = try loadManifest(dir)
+        guard manifest.modelKind == kind else {
+            throw CheckpointLoadError("checkpoint \(dir.path) holds a '\(manifest.modelKind)' model, expected '\(kind)'")
+        }
+        return manifest
+    }
+
     /// Everything wrong with the checkpoint at `dir`; empty means it is intact: the manifest
     /// parses and has a known format and version, every listed file has the listed size and
     /// sha256, model.safetensors (and the dictionary, if named) are listed, no unlisted files

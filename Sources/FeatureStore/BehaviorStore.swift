@@ -140,3 +140,51 @@ extension FeatureStore {
         (try redis.command(["HVALS", key]).elements ?? []).reduce(0) { $0 + ($1.integer ?? 0) }
     }
 }
+
+/// Tails the behaviour id spaces' logs (sr:rl:u:dict:log, sr:rl:i:dict:log: every id the
+/// feature workers assigned, in id order) into `BehaviorKeys`: what an online RL trainer writes
+/// into its checkpoints so they can be served and evaluated without Redis. Not thread-safe.
+public struct BehaviorKeySync: Sendable {
+    public private(set) var keys = BehaviorKeys()
+    private var lastLogId: [BehaviorIdSpace: String] = [.users: "0-0", .items: "0-0"]
+
+    public init() {}
+
+    /// Applies the new log entries of both spaces (at most `maxEntries` each call and space) and
+    /// returns the keys. Throws on a reply that is not a log entry.
+    @discardableResult
+    public mutating func sync(_ store: FeatureStore, maxEntries: Int = 1_000_000) throws -> BehaviorKeys {
+        for space in BehaviorIdSpace.allCases {
+            let log = "\(store.layout.behaviorIds(space)):dict:log"
+            var learnt = 0
+            while learnt < maxEntries {
+                let r = try store.redis.command(["XRANGE", log, "(" + lastLogId[space]!, "+", "COUNT", "10000"])
+                try r.throwingIfError()
+                guard let entries = r.elements, !entries.isEmpty else { break }
+                for entry in entries {
+                    guard let parts = entry.elements, parts.count == 2, let logId = parts[0].text, let kv = parts[1].elements else {
+                        throw FeatureStoreError.unexpectedReply("\(log) entry \(entry)")
+                    }
+                    var key: [UInt8]?, id: Int32?
+                    var i = 0
+                    while i + 1 < kv.count {
+                        switch kv[i].text {
+                        case "c": key = kv[i + 1].bytes
+                        case "i": id = Int32(kv[i + 1].text ?? "")
+                        default: break
+                        }
+                        i += 2
+                    }
+                    guard let key, let id, id >= space.firstId else {
+                        throw FeatureStoreError.dictionaryInconsistent("\(log) entry \(logId) has no key or an id below \(space.firstId)")
+                    }
+                    let k = String(decoding: key, as: UTF8.self)
+                    if space == .users { keys.users.set(k, id: id) } else { keys.items.set(k, id: id) }
+                    lastLogId[space] = logId
+                    learnt += 1
+                }
+            }
+        }
+        return keys
+    }
+}

@@ -77,6 +77,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
     public let model: any TrainableModel
     /// Wide&Deep's dictionary, kept in step with online growth for its checkpoints.
     var dictionary: DictionaryCache?
+    var behaviorKeys = BehaviorKeySync()
     let log: @Sendable (String) -> Void
     var state: ClusterState
     var freshness: FreshnessLog?
@@ -214,6 +215,10 @@ public final class OnlineTrainer: StepBoundaryHandler {
                 return dictionary!.stats
             }
         }
+        if let rl = model as? any BehaviorTrainable {
+            // The keys of the ids the feature workers assigned, for each checkpoint.
+            rl.refreshKeys = { [unowned self] in try behaviorKeys.sync(self.store) }
+        }
         let t = Trainer(model: model, settings: settings, source: source, collectives: collectives,
                         store: comm.rank == 0 ? store : nil, samplesTrained: state.samplesTrained,
                         wallTimeBefore: state.wallTimeSeconds, log: log)
@@ -328,14 +333,19 @@ public final class OnlineTrainer: StepBoundaryHandler {
             // The old communicator is left as it is: MPI_Comm_disconnect of a communicator that
             // spans two mpirun jobs hangs in Open MPI 4.1's PMIx fence, and nobody uses it again.
             if leaving {
-                log("rank \(old.rank) leaves the job at step \(model.step); its shards go to the remaining ranks")
+                // The digest lets anyone check the replicas agreed up to the moment it left.
+                log(String(format: "rank %d leaves the job at step %d (parameters fnv1a64=%016llx); its shards go to the remaining ranks",
+                           old.rank, model.step, model.parameterDigest))
                 return .left
             }
             comm = next!
             MPI.setJobCommunicator(comm)
             collectives.reset(communicator: comm)
             source.reassign(ShardAssignment.shards(rank: comm.rank, size: comm.size, shardCount: state.shardCount))
-            if comm.rank == 0 { log("\(agreed.leaving) rank(s) left at step \(model.step); now \(comm.size): \(assignmentDescription())") }
+            if comm.rank == 0 {
+                log(String(format: "%d rank(s) left at step %d (parameters fnv1a64=%016llx); now %d: %@", agreed.leaving, model.step,
+                           model.parameterDigest, comm.size, assignmentDescription()))
+            }
             return .changed
         }
         if agreed.joinWaiting > 0 {

@@ -14,6 +14,7 @@ public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
     private let lock = NSLock()
     private var _rejections = RejectionCounts(maxSamples: 50)
     private var _items = BehaviorIdCache(), _users = BehaviorIdCache()
+    private var _keys = BehaviorKeys()
 
     public static let firstItemId: Int32 = 2
     public static let firstUserId: Int32 = 1
@@ -53,10 +54,14 @@ public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
             lock.lock(); defer { lock.unlock() }
             if isItem {
                 if let id = _items.id(of: bytes) { return id }
-                _items.learn(bytes, id: nextItem); nextItem += 1; return nextItem - 1
+                _items.learn(bytes, id: nextItem)
+                _keys.items.set(String(decoding: bytes, as: UTF8.self), id: nextItem)
+                nextItem += 1; return nextItem - 1
             }
             if let id = _users.id(of: bytes) { return id }
-            _users.learn(bytes, id: nextUser); nextUser += 1; return nextUser - 1
+            _users.learn(bytes, id: nextUser)
+            _keys.users.set(String(decoding: bytes, as: UTF8.self), id: nextUser)
+            nextUser += 1; return nextUser - 1
         }
         try reader.forEachLine { line, number in
             lastLine = number
@@ -86,9 +91,11 @@ public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
     public var rejections: RejectionCounts { lock.withLock { _rejections } }
 
     /// The key of item `id` (nil when not seen yet).
-    public func itemKey(_ id: Int32) -> String? { lock.withLock { _items.bytes(ofId: id).map { String(decoding: $0, as: UTF8.self) } } }
+    public func itemKey(_ id: Int32) -> String? { lock.withLock { _keys.items.key(id) } }
     /// The key of user `id` (nil when not seen yet).
-    public func userKey(_ id: Int32) -> String? { lock.withLock { _users.bytes(ofId: id).map { String(decoding: $0, as: UTF8.self) } } }
+    public func userKey(_ id: Int32) -> String? { lock.withLock { _keys.users.key(id) } }
+    /// Every key read so far (the reader runs ahead of training: a superset of the trained ids').
+    public var keys: BehaviorKeys { lock.withLock { _keys } }
 
     /// A file never idles: this waits for the reader thread until a batch or the end.
     public func poll(timeout: Double) throws -> SourcePoll { try output.poll() }

@@ -59,19 +59,28 @@ public enum ModelFamilies {
             decodeConfig: { try ReinforceConfig.decode($0) },
             fresh: { config, _, _ in try ReinforceTraining.fresh(config: config) },
             restore: { state, _ in try ReinforceTraining.restore(state) },
-            loadTrainable: { dir, _, verify in ReinforceTraining(model: try ReinforceCheckpoint.load(dir, verify: verify).model) }),
+            loadTrainable: { dir, _, verify in
+                let loaded = try ReinforceCheckpoint.load(dir, verify: verify)
+                return ReinforceTraining(model: loaded.model, keys: loaded.keys)
+            }),
         ModelFamily(
             kind: DDPGCheckpoint.modelKind,
             decodeConfig: { try DDPGConfig.decode($0) },
             fresh: { config, _, _ in try DDPGTraining.fresh(config: config) },
             restore: { state, _ in try DDPGTraining.restore(state) },
-            loadTrainable: { dir, _, verify in DDPGTraining(model: try DDPGCheckpoint.load(dir, verify: verify).model) }),
+            loadTrainable: { dir, _, verify in
+                let loaded = try DDPGCheckpoint.load(dir, verify: verify)
+                return DDPGTraining(model: loaded.model, keys: loaded.keys)
+            }),
         ModelFamily(
             kind: BCQCheckpoint.modelKind,
             decodeConfig: { try BCQConfig.decode($0) },
             fresh: { config, _, _ in try BCQTraining.fresh(config: config) },
             restore: { state, _ in try BCQTraining.restore(state) },
-            loadTrainable: { dir, _, verify in BCQTraining(model: try BCQCheckpoint.load(dir, verify: verify).model) }),
+            loadTrainable: { dir, _, verify in
+                let loaded = try BCQCheckpoint.load(dir, verify: verify)
+                return BCQTraining(model: loaded.model, keys: loaded.keys)
+            }),
     ]
 
     public static var kinds: [String] { all.map(\.kind) }

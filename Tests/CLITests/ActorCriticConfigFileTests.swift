@@ -21,6 +21,7 @@ private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         let c = try #require(cfg.config(DDPGConfig.self))
         #expect(c.historyLength == 10 && c.embeddingSize == 32 && c.hiddenSize == 64 && c.gamma == 0.99 && c.tau == 0.01)
         #expect(c.bcWeight == 1 && c.actorQWeight == 0.1 && c.learningRate == 3e-3 && c.criticLearningRate == 1e-3 && c.actionInitScale == 1 && c.seed == 42)
+        #expect(c == DDPGConfig(), "the shipped config and the built-in defaults agree")
         #expect(cfg.transitionModel?.historyLength == 10 && cfg.train.batchSize == 256)
         #expect(cfg.modelConfigJSON["history_length"] == .number(10) && cfg.modelConfigJSON["bc_weight"] == .number(1))
         cfg.overrideSeed(9)
@@ -35,6 +36,7 @@ private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         let c = try #require(cfg.config(BCQConfig.self))
         #expect(c.historyLength == 10 && c.embeddingSize == 32 && c.hiddenSize == 64 && c.latentWidth == 64)
         #expect(c.lambda == 0.75 && c.phi == 0.05 && c.targetSamples == 10 && c.tau == 0.005 && c.klWeight == 0.5 && c.bcWeight == 10)
+        #expect(c == BCQConfig(), "the shipped config and the built-in defaults agree")
         #expect(cfg.config(DDPGConfig.self) == nil && cfg.model == WideDeepConfig())
     }
 

@@ -15,8 +15,10 @@ private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         #expect(rl.kind == "reinforce")
         let c = try #require(rl.config(ReinforceConfig.self))
         #expect(c.historyLength == 10 && c.embeddingSize == 32 && c.hiddenSize == 64 && c.topK == 10)
-        #expect(c.gamma == 0.99 && c.weightCap == 10 && c.learningRate == 1e-3 && c.seed == 42)
-        #expect(rl.train.batchSize == 256)
+        #expect(c.gamma == 0.99 && c.weightCap == 1 && c.learningRate == 3e-3 && c.seed == 42)
+        // The shipped config and the built-in defaults agree.
+        #expect(c == ReinforceConfig())
+        #expect(rl.train.batchSize == 64)
         #expect(rl.modelConfigJSON["history_length"] == .number(10) && rl.modelConfigJSON["hidden_size"] == .number(64))
         var seeded = rl
         seeded.overrideSeed(9)

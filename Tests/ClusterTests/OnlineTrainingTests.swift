@@ -219,8 +219,13 @@ import StreamRecNumerics
         #expect(outA.contains("rank(s) left at step"), "\(outA)")
         #expect(a.terminationStatus == 0, "\(outA)")
         #expect(b.terminationStatus == 0, "\(outB)")
-        let digestsA = outA.split(separator: "\n").compactMap { l in l.range(of: "fnv1a64=").map { String(l[$0.upperBound...].prefix(16)) } }
+        func digest(_ l: Substring) -> String? { l.range(of: "fnv1a64=").map { String(l[$0.upperBound...].prefix(16)) } }
+        let digestsA = outA.split(separator: "\n").filter { $0.hasPrefix("rank ") && $0.contains(" steps, parameters") }.compactMap(digest)
         #expect(digestsA.count == 2 && Set(digestsA).count == 1, "\(outA)")
+        // The joiner left with exactly the parameters the job had at that step.
+        let left = outB.split(separator: "\n").first { $0.contains("leaves the job at step") }.flatMap(digest)
+        let remaining = outA.split(separator: "\n").first { $0.contains("rank(s) left at step") }.flatMap(digest)
+        #expect(left != nil && left == remaining, "joiner \(left ?? "?") vs job \(remaining ?? "?")")
         #expect(try t.manifest(ck)["samples_trained"] as? Int == rows)
     }
 }

@@ -70,12 +70,12 @@ struct ReinforceReference {
             a1 = a1.map { max($0, 0) }
             let h = (0..<D).map { o in theta[b2 + o] + (0..<Hd).reduce(0.0) { $0 + a1[$1] * theta[w2 + $1 * D + o] } }
             let z = (0..<N).map { j in theta[be + j] + (0..<D).reduce(0.0) { $0 + h[$1] * theta[e + j * D + $1] } }
-            let aB = a1Beta?[b] ?? a1
-            let zb = (0..<N).map { j in theta[bf + j] + (0..<Hd).reduce(0.0) { $0 + aB[$1] * theta[f + j * Hd + $1] } }
+            let hB = a1Beta?[b] ?? h   // β reads the policy's state vector h, its gradient stopped
+            let zb = (0..<N).map { j in theta[bf + j] + (0..<D).reduce(0.0) { $0 + hB[$1] * theta[f + j * D + $1] } }
             let a = Int(batch.actions[b])
             let lp = logSoftmaxAt(z, a), lb = logSoftmaxAt(zb, a)
             loss += (coef?[b] ?? 0) * -lp + Double(config.betaLossWeight) * -lb
-            logPi.append(lp); logBeta.append(lb); a1s.append(a1)
+            logPi.append(lp); logBeta.append(lb); a1s.append(h)
         }
         return (loss, logPi, logBeta, a1s)
     }
@@ -131,7 +131,7 @@ func flatParameters(_ model: ReinforceModel, userIds: [Int32], itemIds: [Int32])
         }
         #expect(bad.isEmpty, "\(bad.prefix(20))")
         // Every live coordinate (not capacity, not a masked item's) has a gradient here.
-        let perItem = 2 + config.embeddingSize + config.hiddenSize
+        let perItem = 2 + 2 * config.embeddingSize
         let live = theta.count - (model.itemCapacity - model.itemCount + 2) * perItem
         #expect(checked > live * 3 / 4, "too few non-zero gradients (\(checked) of \(live))")
         // Capacity rows beyond the item count (and the masked items 0, 1) get exactly nothing.

@@ -90,18 +90,3 @@ import StreamRecNumerics
     }
 }
 
-@Suite struct RankCountTests {
-    @Test func countAboveEqualsThePlainLoop() {
-        var rng = SplitMix64(seed: 74)
-        for n in [0, 1, 7, 8, 9, 31, 100] {
-            // Coarse values so that ties happen.
-            let x = (0..<n).map { _ in Float(Int(rng.next() % 7)) - 3 } + [Float.nan]
-            for v: Float in [-4, -1, 0, 2.5, 3] {
-                for orEqual in [false, true] {
-                    let want = x.prefix(n + 1).filter { orEqual ? $0 >= v : $0 > v }.count
-                    #expect(count_above(x, n + 1, v, orEqual: orEqual) == want, "n \(n), v \(v), orEqual \(orEqual)")
-                }
-            }
-        }
-    }
-}

@@ -82,7 +82,7 @@ import TestSupport
         try fx.pointLatest(at: slow.lastPathComponent)
         // The loader is under way once the process has read more than 1 GiB (rchar counts read(2) bytes).
         let io = "/proc/\(process.processIdentifier)/io"
-        let loading = await eventually(30) {
+        let loading = await eventually(90) {   // generous: a loaded machine hashes slowly
             let text = (try? String(contentsOfFile: io, encoding: .utf8)) ?? ""
             let rchar = text.split(separator: "\n").first { $0.hasPrefix("rchar:") }
                 .flatMap { Int($0.dropFirst(6).trimmingCharacters(in: .whitespaces)) } ?? 0

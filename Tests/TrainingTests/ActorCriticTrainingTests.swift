@@ -143,6 +143,8 @@ func runReplicas(_ replicas: [any TrainableModel], plan: [(TransitionBatch, Tran
         let training = try fresh(kind)
         let source = try BehaviorFileSource(path: dir.appendingPathComponent("user_behavior.csv").path,
                                             rule: TransitionRule(historyLength: 4), batchSize: 64)
+        let rl = try #require(training as? any BehaviorTrainable)
+        rl.refreshKeys = { source.keys }
         let logs = Collected()
         let summary = try Trainer(model: training, settings: settings, source: source, store: store) { logs.lines.append($0) }.run()
         #expect(summary.steps > 4 && summary.metrics["pv_ndcg@10"] != nil && summary.metrics["critic_loss"] != nil)
@@ -163,8 +165,17 @@ func runReplicas(_ replicas: [any TrainableModel], plan: [(TransitionBatch, Tran
         }
         let probe = randomTransitions(16, seed: 9, maxItem: 40)
         #expect(scores(loaded, probe) == scores(training, probe) && !scores(loaded, probe).isEmpty)
+        // The keys of the ids travel with the checkpoint and a joiner's state; eval and serving
+        // load the version as a NextItemScorer with the same scores.
+        let keys = rl.keys
+        #expect(keys.items.count > 40 && keys.users.count > 50)
+        #expect((loaded as? any BehaviorTrainable)?.keys == keys)
+        let recommender = try RecommenderCheckpoints.load(latest)
+        #expect(recommender.keys == keys && recommender.scorer.historyLength == 4)
+        #expect(recommender.scorer.scores(users: probe.users, histories: probe.states) == scores(training, probe))
         let restored = try ModelFamilies.restore(training.exportState(), batchSize: 64)
         #expect(restored.kind == kind && restored.parameterDigest == training.parameterDigest)
+        #expect((restored as? any BehaviorTrainable)?.keys == keys)
         let next = SourcedBatch(.transitions(randomTransitions(32, seed: 10, maxItem: 60)), epoch: 1, positions: [:])
         for m in [training, loaded, restored] {
             _ = try m.trainStep(next, totalSamples: 32, contributors: 1, collectives: LocalCollectives())

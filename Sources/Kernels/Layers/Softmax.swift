@@ -1,4 +1,5 @@
 import Foundation
+import StreamRecNumerics
 
 // Row-wise softmax over N logits, for a policy over the item catalogue (REINFORCE, Chen et al.
 // 2019). Optionally a list of `masked` columns is excluded from every row (e.g. item id 0, the
@@ -60,20 +61,35 @@ public func softmax_cross_entropy_forward(
 ) -> Double {
     var total = 0.0
     for b in 0..<B {
-        let p = probs + b * N
-        // As maskedRowMaxSum, but each exp is computed once and kept (the hot loop of a policy
-        // over the catalogue).
-        p.update(from: logits + b * N, count: N)
-        if let masked { for m in 0..<M { p[Int(masked[m])] = -.infinity } }
-        var mx = -Float.infinity
-        for j in 0..<N { mx = max(mx, p[j]) }
-        let ya = p[Int(actions[b])]   // −∞ for a masked action: its loss is +∞
-        var sum: Float = 0
-        for j in 0..<N { let e = exp(p[j] - mx); p[j] = e; sum += e }
-        let lp = ya - mx - log(sum)
+        let p = probs + b * N, z = logits + b * N
+        // The hot loop of a policy over the catalogue: vectorised max, exp and scale (SIMD8, see
+        // VectorMath.swift); each exp computed once and kept.
+        var mx = vmax(z, N)
+        var actionMasked = false
+        if let masked {
+            var maskedHoldsMax = false
+            for m in 0..<M {
+                if z[Int(masked[m])] >= mx { maskedHoldsMax = true }
+                if masked[m] == actions[b] { actionMasked = true }
+            }
+            if maskedHoldsMax {  // rare: the shift must come from an unmasked column
+                mx = -.infinity
+                for j in 0..<N {
+                    var isMasked = false
+                    for m in 0..<M where Int(masked[m]) == j { isMasked = true }
+                    if !isMasked { mx = max(mx, z[j]) }
+                }
+            }
+        }
+        var sum = vexpShifted(out: p, z, shift: mx, N)
+        if let masked {
+            // Summed again without them: subtracting a masked column's share would cancel badly.
+            for m in 0..<M { p[Int(masked[m])] = 0 }
+            sum = vsum(p, N)
+        }
+        let lp = actionMasked ? -Float.infinity : z[Int(actions[b])] - mx - log(sum)   // a masked action's loss is +∞
         logp[b] = lp
-        let inv = 1 / sum
-        for j in 0..<N { p[j] *= inv }
+        vscale(p, 1 / sum, N)
         total -= Double(weights?[b] ?? 1) * Double(lp)
     }
     return total

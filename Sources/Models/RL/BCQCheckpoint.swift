@@ -1,5 +1,6 @@
 import Foundation
 import Checkpoint
+import Features
 import StreamRecNumerics
 
 // BCQ ↔ tensors and checkpoint directories.
@@ -56,27 +57,30 @@ extension BCQModel {
     }
 }
 
-/// BCQ ↔ checkpoint directory (`model_kind: bcq`, the config as `model_config`).
+/// BCQ ↔ checkpoint directory (`model_kind: bcq`, the config as `model_config`, the
+/// keys of the ids as `users.keys`, `items.keys`).
 public enum BCQCheckpoint {
     public static let modelKind = "bcq"
 
     public struct Snapshot: CheckpointSnapshot, @unchecked Sendable {
         public let model: BCQSnapshot
+        public let keys: BehaviorKeys
         public let record: CheckpointRecord
         public func write(to store: CheckpointStore) throws -> URL {
             try RLCheckpointFiles.write(kind: modelKind, config: configJSON(model.config),
-                                        tensors: model.exportTensors(includeOptimizer: true), record: record, to: store)
+                                        tensors: model.exportTensors(includeOptimizer: true), keys: keys, record: record, to: store)
         }
     }
 
-    public static func snapshot(model: BCQModel, record: CheckpointRecord) -> Snapshot {
-        Snapshot(model: model.snapshot(), record: record)
+    public static func snapshot(model: BCQModel, keys: BehaviorKeys, record: CheckpointRecord) -> Snapshot {
+        Snapshot(model: model.snapshot(), keys: keys, record: record)
     }
 
     public static func configJSON(_ config: BCQConfig) -> JSONValue { RLCheckpointFiles.configJSON(config) }
 
     public struct Loaded: Sendable {
         public let model: BCQModel
+        public let keys: BehaviorKeys
         public let manifest: CheckpointManifest
         public let directory: URL
     }
@@ -86,6 +90,6 @@ public enum BCQCheckpoint {
     public static func load(_ dir: URL, verify: Bool = true) throws -> Loaded {
         let r = try RLCheckpointFiles.read(dir, kind: modelKind, config: BCQConfig.self, verify: verify)
         return Loaded(model: try BCQModel.load(config: r.config, tensors: r.tensors, step: r.manifest.step),
-                      manifest: r.manifest, directory: dir)
+                      keys: r.keys, manifest: r.manifest, directory: dir)
     }
 }

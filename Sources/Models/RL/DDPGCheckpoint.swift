@@ -1,5 +1,6 @@
 import Foundation
 import Checkpoint
+import Features
 import StreamRecNumerics
 
 // DDPG ↔ tensors and checkpoint directories.
@@ -55,27 +56,30 @@ extension DDPGModel {
     }
 }
 
-/// DDPG ↔ checkpoint directory (`model_kind: ddpg`, the config as `model_config`).
+/// DDPG ↔ checkpoint directory (`model_kind: ddpg`, the config as `model_config`, the
+/// keys of the ids as `users.keys`, `items.keys`).
 public enum DDPGCheckpoint {
     public static let modelKind = "ddpg"
 
     public struct Snapshot: CheckpointSnapshot, @unchecked Sendable {
         public let model: DDPGSnapshot
+        public let keys: BehaviorKeys
         public let record: CheckpointRecord
         public func write(to store: CheckpointStore) throws -> URL {
             try RLCheckpointFiles.write(kind: modelKind, config: configJSON(model.config),
-                                        tensors: model.exportTensors(includeOptimizer: true), record: record, to: store)
+                                        tensors: model.exportTensors(includeOptimizer: true), keys: keys, record: record, to: store)
         }
     }
 
-    public static func snapshot(model: DDPGModel, record: CheckpointRecord) -> Snapshot {
-        Snapshot(model: model.snapshot(), record: record)
+    public static func snapshot(model: DDPGModel, keys: BehaviorKeys, record: CheckpointRecord) -> Snapshot {
+        Snapshot(model: model.snapshot(), keys: keys, record: record)
     }
 
     public static func configJSON(_ config: DDPGConfig) -> JSONValue { RLCheckpointFiles.configJSON(config) }
 
     public struct Loaded: Sendable {
         public let model: DDPGModel
+        public let keys: BehaviorKeys
         public let manifest: CheckpointManifest
         public let directory: URL
     }
@@ -85,6 +89,6 @@ public enum DDPGCheckpoint {
     public static func load(_ dir: URL, verify: Bool = true) throws -> Loaded {
         let r = try RLCheckpointFiles.read(dir, kind: modelKind, config: DDPGConfig.self, verify: verify)
         return Loaded(model: try DDPGModel.load(config: r.config, tensors: r.tensors, step: r.manifest.step),
-                      manifest: r.manifest, directory: dir)
+                      keys: r.keys, manifest: r.manifest, directory: dir)
     }
 }

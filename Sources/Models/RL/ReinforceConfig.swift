@@ -10,14 +10,15 @@ public struct ReinforceConfig: Codable, Sendable, Equatable {
     /// Width of the policy's hidden layer (β reads it, with its gradient stopped).
     public var hiddenSize: Int = 64
     /// Adam's learning rate, for the dense parameters and the embedding rows alike.
-    public var learningRate: Float = 1e-3
+    public var learningRate: Float = 3e-3
     /// Discount of the return within a session. Recorded for the discounted return; the model
     /// trains on the transition's own reward for now (see `ReinforceModel`).
     public var gamma: Float = 0.99
     /// K of the top-K correction λ = K·(1 − π(a|s))^(K−1) (1 = plain REINFORCE).
     public var topK: Int = 10
-    /// Cap on the importance weight π(a|s)/β(a|s).
-    public var weightCap: Float = 10
+    /// Cap on the importance weight π(a|s)/β(a|s). 1 (never up-weight) learns fastest in one
+    /// pass on `gen behavior` data (docs/BENCHMARKS.md); the paper's larger caps are noisier.
+    public var weightCap: Float = 1
     /// Weight of β's cross-entropy in the step's loss (it trains only β's head).
     public var betaLossWeight: Float = 1
     /// Embedding rows and output item rows start uniform in ±init_scale (deterministic per id and seed).

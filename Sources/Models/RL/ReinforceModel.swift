@@ -13,14 +13,14 @@ import Features
 //   h   = a1 · W2 + b2                                            [B × D]
 //   z   = h · Eᵀ + bE                  column j scores item id j  [B × N]         E [N × D]
 //   π   = softmax(z), items 0 (padding) and 1 (OOV) masked
-//   zβ  = stop_gradient(a1) · Fᵀ + bF;  β = softmax(zβ), same mask             F [N × hidden]
+//   zβ  = stop_gradient(h) · Fᵀ + bF;  β = softmax(zβ), same mask              F [N × D]
 //   c_b = min(π(a_b|s_b) / β(a_b|s_b), weight_cap) · K·(1 − π(a_b|s_b))^(K−1) · R_b   (a constant)
 //   loss = Σ_b c_b · (−log π(a_b|s_b)) / B  +  beta_loss_weight · Σ_b (−log β(a_b|s_b)) / B
 //
 // log π(a_b|s_b) and log β(a_b|s_b) are one value per sample, from row b and action a_b
 // (`softmax_cross_entropy_forward`). β is the learned behaviour policy: it reads the policy's
-// hidden state but its gradient stops there, so it trains only its own head (E, bE and the MLP
-// see nothing of it). The importance weight and the top-K factor are constants of the step.
+// state vector h (as in the paper, a second softmax head on the shared state) but its gradient
+// stops there, so it trains only its own head (E, bE and the MLP see nothing of it). The importance weight and the top-K factor are constants of the step.
 //
 // The return R_b is the transition's own reward for now. The paper's discounted return within a
 // session, R_t = Σ_k γ^k r_{t+k} up to the session's end (`done`), needs the user's later
@@ -198,7 +198,7 @@ public final class ReinforceModel: @unchecked Sendable {
         l.add("policy.dense.1.bias", shape: [c.embeddingSize])
         l.add("policy.items.weight", shape: [n, c.embeddingSize])
         l.add("policy.items.bias", shape: [n])
-        l.add("beta.items.weight", shape: [n, c.hiddenSize])
+        l.add("beta.items.weight", shape: [n, c.embeddingSize])
         l.add("beta.items.bias", shape: [n])
         return l
     }
@@ -210,12 +210,12 @@ public final class ReinforceModel: @unchecked Sendable {
     public var itemCapacity: Int { layout.entry("policy.items.bias")!.shape[0] }
 
     private func initializeItemRows(_ rows: Range<Int>) {
-        let D = config.embeddingSize, Hd = config.hiddenSize, a = config.embeddingInitScale
+        let D = config.embeddingSize, a = config.embeddingInitScale
         for j in rows {
             var r1 = SplitMix64(seed: SplitMix64.mix(config.seed ^ Self.policyItemTag, UInt64(j)))
             for d in 0..<D { params[offsets.e + j * D + d] = r1.uniform(-a, a) }
             var r2 = SplitMix64(seed: SplitMix64.mix(config.seed ^ Self.betaItemTag, UInt64(j)))
-            for d in 0..<Hd { params[offsets.f + j * Hd + d] = r2.uniform(-a, a) }
+            for d in 0..<D { params[offsets.f + j * D + d] = r2.uniform(-a, a) }
         }
     }
 
@@ -277,7 +277,7 @@ public final class ReinforceModel: @unchecked Sendable {
         linear_forward(out: ws.h.pointer, inp: ws.a1.pointer, weight: p + o.w2, bias: p + o.b2, B: B, I: Hd, O: D)
         dot_scores_forward(scores: ws.logits.pointer, A: ws.h.pointer, E: p + o.e, bias: p + o.be, B: B, N: N, D: D)
         if beta {
-            dot_scores_forward(scores: ws.betaLogits.pointer, A: ws.a1.pointer, E: p + o.f, bias: p + o.bf, B: B, N: N, D: Hd)
+            dot_scores_forward(scores: ws.betaLogits.pointer, A: ws.h.pointer, E: p + o.f, bias: p + o.bf, B: B, N: N, D: D)
         }
     }
 
@@ -390,7 +390,7 @@ public final class ReinforceModel: @unchecked Sendable {
             softmax_cross_entropy_backward(dlogits: ws.betaLogits.pointer, probs: ws.betaProbs.pointer, actions: a.baseAddress!,
                                            weights: nil, dloss: c.betaLossWeight, B: B, N: N)
             dot_scores_backward(dA: nil, dE: dp + o.f, dbias: dp + o.bf, dscores: ws.betaLogits.pointer,
-                                A: ws.a1.pointer, E: p + o.f, B: B, N: N, D: Hd)
+                                A: ws.h.pointer, E: p + o.f, B: B, N: N, D: D)
             // The policy: dz = c_b · (π_b − onehot(a_b)).
             ws.logits.slice(0, B * N).update(repeating: 0)
             softmax_cross_entropy_backward(dlogits: ws.logits.pointer, probs: ws.probs.pointer, actions: a.baseAddress!,

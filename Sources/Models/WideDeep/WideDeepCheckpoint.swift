@@ -51,17 +51,7 @@ public enum WideDeepCheckpoint {
     /// Verifies (checksums, structure) and loads a checkpoint directory. Refuses anything that
     /// does not verify, with every problem in the error.
     public static func load(_ dir: URL, verify: Bool = true) throws -> Loaded {
-        if verify {
-            let problems = CheckpointStore.verify(dir)
-            if !problems.isEmpty {
-                throw CheckpointLoadError("checkpoint \(dir.path) failed verification: " +
-                                          problems.map(\.description).joined(separator: "; "))
-            }
-        }
-        let manifest = try CheckpointStore.loadManifest(dir)
-        guard manifest.modelKind == modelKind else {
-            throw CheckpointLoadError("checkpoint \(dir.path) holds a '\(manifest.modelKind)' model, expected '\(modelKind)'")
-        }
+        let manifest = try CheckpointStore.loadManifest(dir, expecting: modelKind, verify: verify)
         let config = try JSONDecoder().decode(WideDeepConfig.self, from: JSONEncoder().encode(manifest.modelConfig))
         let tensors = try ModelTensor.read(dir.appendingPathComponent(CheckpointStore.modelFileName))
         let model = try WideDeepModel.load(config: config, tensors: tensors, step: manifest.step)

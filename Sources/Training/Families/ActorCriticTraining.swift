@@ -107,14 +107,24 @@ final class ActorCriticStep<M: ActorCriticModel> {
     }
 }
 
+/// The keys a `ModelState` carries as sidecar files.
+func behaviorKeys(_ state: ModelState) throws -> BehaviorKeys {
+    try BehaviorKeys.decode(files: state.sidecars.mapValues { [UInt8]($0) }, what: "the job's state")
+}
+
 // MARK: - DDPG
 
-public final class DDPGTraining: TrainableModel {
+public final class DDPGTraining: BehaviorTrainable {
     public let model: DDPGModel
     private let steps: ActorCriticStep<DDPGModel>
+    /// The keys of the user and item ids, written with each checkpoint.
+    public var keys: BehaviorKeys
+    /// Where newer keys come from before a checkpoint (the file reader; the feature store online).
+    public var refreshKeys: (() throws -> BehaviorKeys)?
 
-    public init(model: DDPGModel) {
+    public init(model: DDPGModel, keys: BehaviorKeys = BehaviorKeys()) {
         self.model = model
+        self.keys = keys
         steps = ActorCriticStep(model: model, ndcgExtra: 3)
     }
 
@@ -146,19 +156,26 @@ public final class DDPGTraining: TrainableModel {
         ["critic_loss": criticLoss, "actor_loss": actorLoss, "bc_loss": bcLoss, "actor_q": actorQ, "pv_ndcg@10": steps.validation.mean]
     }
 
-    public func snapshot(record: CheckpointRecord) -> any CheckpointSnapshot { DDPGCheckpoint.snapshot(model: model, record: record) }
+    public func refreshBeforeCheckpoint() throws {
+        if let refreshKeys { keys = try refreshKeys() }
+    }
+
+    public func snapshot(record: CheckpointRecord) -> any CheckpointSnapshot {
+        DDPGCheckpoint.snapshot(model: model, keys: keys, record: record)
+    }
 
     public var parameterDigest: UInt64 { model.parameterDigest() }
 
     public func exportState() -> ModelState {
-        ModelState(kind: kind, config: model.config.json, sidecars: [:], tensors: model.exportTensors(includeOptimizer: true), step: model.step)
+        ModelState(kind: kind, config: model.config.json, sidecars: keys.files.mapValues { Data($0) },
+                   tensors: model.exportTensors(includeOptimizer: true), step: model.step)
     }
 
     /// The inverse of `exportState()`.
     static func restore(_ state: ModelState) throws -> DDPGTraining {
         let model = try DDPGModel.load(config: DDPGConfig.decode(state.config),
                                        tensors: Dictionary(uniqueKeysWithValues: state.tensors.map { ($0.name, $0) }), step: state.step)
-        return DDPGTraining(model: model)
+        return DDPGTraining(model: model, keys: try behaviorKeys(state))
     }
 
     static func fresh(config json: JSONValue) throws -> DDPGTraining { DDPGTraining(model: DDPGModel(config: try DDPGConfig.decode(json))) }
@@ -166,12 +183,17 @@ public final class DDPGTraining: TrainableModel {
 
 // MARK: - BCQ
 
-public final class BCQTraining: TrainableModel {
+public final class BCQTraining: BehaviorTrainable {
     public let model: BCQModel
     private let steps: ActorCriticStep<BCQModel>
+    /// The keys of the user and item ids, written with each checkpoint.
+    public var keys: BehaviorKeys
+    /// Where newer keys come from before a checkpoint (the file reader; the feature store online).
+    public var refreshKeys: (() throws -> BehaviorKeys)?
 
-    public init(model: BCQModel) {
+    public init(model: BCQModel, keys: BehaviorKeys = BehaviorKeys()) {
         self.model = model
+        self.keys = keys
         steps = ActorCriticStep(model: model, ndcgExtra: 4)
     }
 
@@ -205,18 +227,25 @@ public final class BCQTraining: TrainableModel {
          "pv_ndcg@10": steps.validation.mean]
     }
 
-    public func snapshot(record: CheckpointRecord) -> any CheckpointSnapshot { BCQCheckpoint.snapshot(model: model, record: record) }
+    public func refreshBeforeCheckpoint() throws {
+        if let refreshKeys { keys = try refreshKeys() }
+    }
+
+    public func snapshot(record: CheckpointRecord) -> any CheckpointSnapshot {
+        BCQCheckpoint.snapshot(model: model, keys: keys, record: record)
+    }
 
     public var parameterDigest: UInt64 { model.parameterDigest() }
 
     public func exportState() -> ModelState {
-        ModelState(kind: kind, config: model.config.json, sidecars: [:], tensors: model.exportTensors(includeOptimizer: true), step: model.step)
+        ModelState(kind: kind, config: model.config.json, sidecars: keys.files.mapValues { Data($0) },
+                   tensors: model.exportTensors(includeOptimizer: true), step: model.step)
     }
 
     static func restore(_ state: ModelState) throws -> BCQTraining {
         let model = try BCQModel.load(config: BCQConfig.decode(state.config),
                                       tensors: Dictionary(uniqueKeysWithValues: state.tensors.map { ($0.name, $0) }), step: state.step)
-        return BCQTraining(model: model)
+        return BCQTraining(model: model, keys: try behaviorKeys(state))
     }
 
     static func fresh(config json: JSONValue) throws -> BCQTraining { BCQTraining(model: BCQModel(config: try BCQConfig.decode(json))) }

@@ -8,16 +8,22 @@ import Models
 // backward), the fused dense allreduce plus the sparse rows' allgathervs through the shared
 // `GradientCombiner`, the identical update — its log line and its checkpoints (tensors only).
 
-public final class ReinforceTraining: TrainableModel {
+public final class ReinforceTraining: BehaviorTrainable {
     public let model: ReinforceModel
     private let grads: ReinforceGradients
     private let combiner = GradientCombiner()
     private let empty: TransitionBatch
     private var lastPolicyLoss = 0.0, lastBetaLoss = 0.0
     private var validation = ProgressiveNDCG()
+    /// The keys of the user and item ids, written with each checkpoint.
+    public var keys: BehaviorKeys
+    /// Where newer keys come from before a checkpoint (the file reader's tables; the feature
+    /// store's id logs online).
+    public var refreshKeys: (() throws -> BehaviorKeys)?
 
-    public init(model: ReinforceModel) {
+    public init(model: ReinforceModel, keys: BehaviorKeys = BehaviorKeys()) {
         self.model = model
+        self.keys = keys
         grads = model.makeGradients()
         empty = TransitionBatch(historyLength: model.config.historyLength)
     }
@@ -63,14 +69,18 @@ public final class ReinforceTraining: TrainableModel {
         ["policy_loss": lastPolicyLoss, "beta_loss": lastBetaLoss, "pv_ndcg@10": validation.mean]
     }
 
+    public func refreshBeforeCheckpoint() throws {
+        if let refreshKeys { keys = try refreshKeys() }
+    }
+
     public func snapshot(record: CheckpointRecord) -> any CheckpointSnapshot {
-        ReinforceCheckpoint.snapshot(model: model, record: record)
+        ReinforceCheckpoint.snapshot(model: model, keys: keys, record: record)
     }
 
     public var parameterDigest: UInt64 { model.parameterDigest() }
 
     public func exportState() -> ModelState {
-        ModelState(kind: kind, config: ReinforceCheckpoint.configJSON(model.config), sidecars: [:],
+        ModelState(kind: kind, config: ReinforceCheckpoint.configJSON(model.config), sidecars: keys.files.mapValues { Data($0) },
                    tensors: model.exportTensors(includeOptimizer: true), step: model.step)
     }
 
@@ -85,7 +95,7 @@ public final class ReinforceTraining: TrainableModel {
         let model = try ReinforceModel.load(config: decodeConfig(state.config),
                                             tensors: Dictionary(uniqueKeysWithValues: state.tensors.map { ($0.name, $0) }),
                                             step: state.step)
-        return ReinforceTraining(model: model)
+        return ReinforceTraining(model: model, keys: try BehaviorKeys.decode(files: state.sidecars.mapValues { [UInt8]($0) }, what: "the job's state"))
     }
 
     /// A fresh model from a config's `model:` section (no sidecar files).

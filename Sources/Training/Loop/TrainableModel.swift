@@ -71,3 +71,11 @@ public struct ModelState: Sendable {
 extension TrainableModel {
     public func refreshBeforeCheckpoint() throws {}
 }
+
+/// A family that trains on behaviour transitions (the RL families): its checkpoints carry the
+/// keys of its user and item ids (`BehaviorKeys`), refreshed before each checkpoint from the
+/// file reader or the feature store's id logs.
+public protocol BehaviorTrainable: TrainableModel {
+    var keys: BehaviorKeys { get set }
+    var refreshKeys: (() throws -> BehaviorKeys)? { get set }
+}
