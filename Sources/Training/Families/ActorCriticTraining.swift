@@ -19,33 +19,22 @@ import Models
 /// What the shared adapter needs from an actor-critic model (DDPGModel, BCQModel).
 public protocol ActorCriticModel: AnyObject {
     associatedtype Config: TransitionModelConfig
+    /// The model's loss sums of a phase (the adapter reads the gradients' extras instead).
+    associatedtype Loss
     var config: Config { get }
     var step: Int { get }
     func reserveItems(through maxId: Int32)
     func makeCriticGradients() -> PhaseGradients
     func makeActorGradients() -> PhaseGradients
-    func computeCriticGradientsErased(_ batch: TransitionBatch, into g: PhaseGradients)
+    func computeCriticGradients(_ batch: TransitionBatch, into g: PhaseGradients) -> Loss
     func applyCriticGradients(_ g: PhaseGradients, totalSamples: Int)
     func actorQScale(meanAbsQ: Double) -> Float
-    func computeActorGradientsErased(_ batch: TransitionBatch, lambda: Float, into g: PhaseGradients)
+    func computeActorGradients(_ batch: TransitionBatch, lambda: Float, into g: PhaseGradients) -> Loss
     func applyActorGradients(_ g: PhaseGradients, totalSamples: Int)
-    func parameterDigest() -> UInt64
-    func exportTensors(includeOptimizer: Bool) -> [ModelTensor]
 }
 
-extension DDPGModel: ActorCriticModel {
-    public func computeCriticGradientsErased(_ batch: TransitionBatch, into g: PhaseGradients) { computeCriticGradients(batch, into: g) }
-    public func computeActorGradientsErased(_ batch: TransitionBatch, lambda: Float, into g: PhaseGradients) {
-        computeActorGradients(batch, lambda: lambda, into: g)
-    }
-}
-
-extension BCQModel: ActorCriticModel {
-    public func computeCriticGradientsErased(_ batch: TransitionBatch, into g: PhaseGradients) { computeCriticGradients(batch, into: g) }
-    public func computeActorGradientsErased(_ batch: TransitionBatch, lambda: Float, into g: PhaseGradients) {
-        computeActorGradients(batch, lambda: lambda, into: g)
-    }
-}
+extension DDPGModel: ActorCriticModel {}
+extension BCQModel: ActorCriticModel {}
 
 /// The step both actor-critic families share; each family's adapter adds its names, log line
 /// and checkpoint.
@@ -82,7 +71,7 @@ final class ActorCriticStep<M: ActorCriticModel> {
         model.reserveItems(through: largest)
         lap(true)
 
-        model.computeCriticGradientsErased(batch, into: critic)
+        _ = model.computeCriticGradients(batch, into: critic)
         lap(false)
         var none: [SparseGradient] = []
         try combiner.combine(dense: critic.dense.buffer, sparse: &none, over: collectives)
@@ -93,7 +82,7 @@ final class ActorCriticStep<M: ActorCriticModel> {
         criticMeans = (0..<critic.extras).map { $0 == 0 ? Double(total) : Double(critic[extra: $0]) / n }
         lambda = model.actorQScale(meanAbsQ: criticMeans[2])
 
-        model.computeActorGradientsErased(batch, lambda: lambda, into: actor)
+        _ = model.computeActorGradients(batch, lambda: lambda, into: actor)
         lap(false)
         var tables = [actor.users, actor.items]
         try combiner.combine(dense: actor.dense.buffer, sparse: &tables, over: collectives)
