@@ -22,7 +22,7 @@ private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         #expect(c.historyLength == 10 && c.embeddingSize == 32 && c.hiddenSize == 64 && c.gamma == 0.99 && c.tau == 0.01)
         #expect(c.bcWeight == 1 && c.actorQWeight == 0.1 && c.learningRate == 3e-3 && c.criticLearningRate == 1e-3 && c.actionInitScale == 1 && c.seed == 42)
         #expect(c == DDPGConfig(), "the shipped config and the built-in defaults agree")
-        #expect(cfg.transitionModel?.historyLength == 10 && cfg.train.batchSize == 256)
+        #expect(cfg.transitionModel?.historyLength == 10 && cfg.train.batchSize == 64)
         #expect(cfg.modelConfigJSON["history_length"] == .number(10) && cfg.modelConfigJSON["bc_weight"] == .number(1))
         cfg.overrideSeed(9)
         #expect(cfg.config(DDPGConfig.self)?.seed == 9 && cfg.modelConfigJSON["seed"] == .number(9))
