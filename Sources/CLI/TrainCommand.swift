@@ -74,6 +74,7 @@ struct Train: ParsableCommand {
         BLAS.setThreads(cfg.train.blasThreads)
         let stop = ShutdownSignals.install()
         stop.onSignal { sig in log("received \(ShutdownSignals.name(of: sig)): finishing the step, then checkpointing and stopping") }
+        if source == .file, let data { try checkFileFormat(data, kind: cfg.kind) }
         if source == .redis {
             try runOnline(cfg, redis: try store.resolve(settings), stop: stop)
         } else if cfg.kind != WideDeepCheckpoint.modelKind {
@@ -165,6 +166,27 @@ struct Train: ParsableCommand {
 }
 
 extension Train {
+    /// Refuses a training file whose first line is plainly the other family's format (a
+    /// behaviour CSV for Wide&Deep, a Criteo TSV for an RL family) before anything trains on it:
+    /// otherwise every line would be rejected and an empty model written.
+    func checkFileFormat(_ path: String, kind: String) throws {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return }   // the source reports a missing file
+        defer { try? handle.close() }
+        let head = (try? handle.read(upToCount: 8192)) ?? Data()
+        guard let line = head.split(separator: 0x0A).first(where: { !$0.isEmpty }) else { return }
+        let bytes = [UInt8](line)
+        let looksBehaviour = bytes.withUnsafeBytes { (try? BehaviorParser().parse($0)) != nil }
+        let looksCriteo = bytes.filter { $0 == 0x09 }.count >= 38
+        if kind == WideDeepCheckpoint.modelKind && looksBehaviour && !looksCriteo {
+            throw CLIError("\(path) holds behaviour events (user,item,behavior,time), but the config's model is Wide&Deep "
+                           + "(model.kind widedeep): train an RL model on it, e.g. --config configs/reinforce.yaml")
+        }
+        if kind != WideDeepCheckpoint.modelKind && looksCriteo && !looksBehaviour {
+            throw CLIError("\(path) holds Criteo rows (tab-separated), but model.kind \(kind) trains on behaviour events "
+                           + "(user,item,behavior,time): use --config configs/widedeep.yaml for Criteo data")
+        }
+    }
+
     /// An RL family on a behaviour file (`user_behavior.csv`: user,item,behavior,time), one pass,
     /// through the feature workers' transition rule. Every rank builds the same fresh model from
     /// the seed and assigns the same ids while reading the whole file; rank r of N trains on

@@ -42,4 +42,21 @@ private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent
             #expect("\(error)".contains("top_k"))
         }
     }
+
+    @Test("train refuses a file of the other family's format before training on it")
+    func trainRefusesTheOtherFamilysFormat() throws {
+        let dir = try tempDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let behaviour = dir.appendingPathComponent("user_behavior.csv").path
+        try "u1,i1,pv,1511544070\nu1,i2,buy,1511544080\n".write(toFile: behaviour, atomically: true, encoding: .utf8)
+        let criteo = repoRoot.appendingPathComponent("Tests/CLITests/Fixtures/criteo_format_sample.tsv").path
+        let wd = try StreamRecBinary.run(["train", "--config", repoRoot.appendingPathComponent("configs/widedeep.yaml").path,
+                                          "--data", behaviour, "--checkpoint-dir", dir.appendingPathComponent("ck1").path])
+        #expect(wd.status != 0 && wd.stderr.contains("holds behaviour events") && wd.stderr.contains("configs/reinforce.yaml"), "\(wd.stderr)")
+        let rl = try StreamRecBinary.run(["train", "--config", repoRoot.appendingPathComponent("configs/reinforce.yaml").path,
+                                          "--data", criteo, "--checkpoint-dir", dir.appendingPathComponent("ck2").path])
+        #expect(rl.status != 0 && rl.stderr.contains("holds Criteo rows"), "\(rl.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("ck1").path))
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("ck2").path))
+    }
 }
