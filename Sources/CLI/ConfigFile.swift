@@ -4,16 +4,24 @@ import Training
 import Checkpoint
 
 /// The model side of a settings file (`SettingsFile`): `model:`, `train:` and named `presets:`
-/// that overlay both.
+/// that overlay both. `model.kind` picks the family (`ModelFamilies`), which decodes the rest of
+/// `model:`; nothing here knows a family by name.
 struct ConfigFile {
-    /// `model.kind`: the model family (`ModelFamilies.kinds`; default widedeep). The rest of
-    /// `model:` is decoded by that family's config type.
+    /// `model.kind`: the model family (`ModelFamilies.kinds`; default widedeep).
     var kind = WideDeepCheckpoint.modelKind
-    /// Wide&Deep's settings (kind widedeep; its defaults, unused, for another kind).
-    var model: WideDeepConfig
-    /// REINFORCE's settings (kind reinforce; its defaults, unused, for another kind).
-    var reinforce = ReinforceConfig()
+    /// The family's settings, decoded and validated by its `ModelFamily.decodeConfig`.
+    var family: any ModelFamilyConfig
     var train: TrainSettings
+
+    /// Wide&Deep's settings (kind widedeep; its defaults, unused, for another kind): the Wide&Deep
+    /// paths of `train` and `bench` build a `WideDeepModel` from them.
+    var model: WideDeepConfig { family as? WideDeepConfig ?? WideDeepConfig() }
+
+    /// The settings of a family that trains on transitions (REINFORCE, DDPG, BCQ); nil for Wide&Deep.
+    var transitionModel: (any TransitionModelConfig)? { family as? any TransitionModelConfig }
+
+    /// The family's settings as `C` (nil when `model.kind` is another family).
+    func config<C: ModelFamilyConfig>(_ type: C.Type) -> C? { family as? C }
 
     /// The `model:` and `train:` sections of `settings` (built-in defaults where absent), with
     /// `preset` applied if given.
@@ -22,45 +30,40 @@ struct ConfigFile {
         func kind(of root: [String: Any]) -> String {
             (root["model"] as? [String: Any])?["kind"].map { "\($0)" } ?? WideDeepCheckpoint.modelKind
         }
+        // The file's kind offers its built-in presets (a preset of the file may change the kind).
+        let base = ModelFamilies.all.first { $0.kind == kind(of: root) }
         if let preset {
             let presets = root["presets"] as? [String: Any] ?? [:]
             if let overlay = presets[preset] as? [String: Any] {
                 root = merge(root, overlay)
-            } else if kind(of: root) == WideDeepCheckpoint.modelKind, let builtin = WideDeepConfig.preset(preset) {
-                var model = root["model"] as? [String: Any] ?? [:]
-                model["embedding_size"] = builtin.embeddingSize
-                model["deep_layers"] = builtin.deepLayers
-                root["model"] = model
+            } else if let builtin = base?.builtinPreset(preset), let overlay = try plain(builtin) as? [String: Any] {
+                root["model"] = merge(root["model"] as? [String: Any] ?? [:], overlay)
             } else {
-                let builtins = kind(of: root) == WideDeepCheckpoint.modelKind ? ["large", "small"] : []
-                throw CLIError("unknown preset '\(preset)'; known: \((Array(presets.keys) + builtins).sorted().joined(separator: ", "))")
+                throw CLIError("unknown preset '\(preset)'; known: \((Array(presets.keys) + (base?.builtinPresetNames ?? [])).sorted().joined(separator: ", "))")
             }
         }
         let modelSection = root["model"] as? [String: Any] ?? [:]
         let kind = kind(of: root)
-        try ModelFamilies.check(kind: kind, what: "model.kind")
+        let chosen = try ModelFamilies.family(kind, what: "model.kind")
         let train: TrainSettings = try decode(root["train"] ?? [String: Any](), what: "train")
-        var cfg = ConfigFile(kind: kind, model: WideDeepConfig(), train: train)
-        if kind == ReinforceCheckpoint.modelKind {
-            cfg.reinforce = try decode(modelSection, what: "model")
-            try cfg.reinforce.validate()
-        } else {
-            cfg.model = try decode(modelSection, what: "model")
-            try cfg.model.validate()
+        let json: JSONValue = try decode(modelSection, what: "model")
+        do {
+            return ConfigFile(kind: kind, family: try chosen.decodeConfig(json), train: train)
+        } catch let error as DecodingError {
+            throw CLIError("config section 'model' is invalid: \(error)")
         }
-        return cfg
     }
 
     /// The model's settings as its family records them (a manifest's `model_config`): what
     /// `ModelFamilies.fresh` takes.
-    var modelConfigJSON: JSONValue {
-        kind == ReinforceCheckpoint.modelKind ? ReinforceCheckpoint.configJSON(reinforce) : WideDeepTraining.configJSON(model)
-    }
+    var modelConfigJSON: JSONValue { family.json }
 
     /// `--seed`: the model's seed, whatever its family.
-    mutating func overrideSeed(_ seed: UInt64) {
-        model.seed = seed
-        reinforce.seed = seed
+    mutating func overrideSeed(_ seed: UInt64) { family.seed = seed }
+
+    /// A JSON value as the plain values `SettingsFile` yields (for merging).
+    private static func plain(_ value: JSONValue) throws -> Any {
+        try JSONSerialization.jsonObject(with: JSONEncoder().encode(value), options: [.fragmentsAllowed])
     }
 
     static func merge(_ base: [String: Any], _ overlay: [String: Any]) -> [String: Any] {

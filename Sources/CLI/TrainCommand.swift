@@ -194,8 +194,9 @@ extension Train {
     func trainBehaviorFile(_ cfg: ConfigFile, world: Communicator?, stop: ShutdownSignals) throws {
         let rank = world?.rank ?? 0, size = world?.size ?? 1
         if rank == 0 { try checkNewLineage(cfg) }
+        guard let c = cfg.transitionModel else { throw CLIError("model.kind \(cfg.kind) does not train on a behaviour file") }
         let model = try ModelFamilies.fresh(kind: cfg.kind, config: cfg.modelConfigJSON, sidecars: [:], batchSize: cfg.train.batchSize)
-        let file = try BehaviorFileSource(path: data!, rule: TransitionRule(historyLength: cfg.reinforce.historyLength),
+        let file = try BehaviorFileSource(path: data!, rule: TransitionRule(historyLength: c.historyLength),
                                           batchSize: cfg.train.batchSize) { r in
             FileHandle.standardError.write(Data("rejected \(r)\n".utf8))
         }
@@ -204,7 +205,6 @@ extension Train {
         let store = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints)
         let collectives: Collectives = world.map { MPICollectives(communicator: $0) } ?? LocalCollectives()
         if rank == 0 {
-            let c = cfg.reinforce
             log("training \(cfg.kind) on \(size) process(es): history \(c.historyLength), embedding \(c.embeddingSize), hidden \(c.hiddenSize), batch \(cfg.train.batchSize) per process, one pass over \(data!)")
         }
         let trainer = Trainer(model: model, settings: cfg.train, source: source, collectives: collectives,

@@ -13,7 +13,7 @@ private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent
     func modelSectionDecodesPerKind() throws {
         let rl = try ConfigFile.load(try SettingsFile.load(repoRoot.appendingPathComponent("configs/reinforce.yaml").path), preset: nil)
         #expect(rl.kind == "reinforce")
-        let c = rl.reinforce
+        let c = try #require(rl.config(ReinforceConfig.self))
         #expect(c.historyLength == 10 && c.embeddingSize == 32 && c.hiddenSize == 64 && c.topK == 10)
         #expect(c.gamma == 0.99 && c.weightCap == 1 && c.learningRate == 3e-3 && c.seed == 42)
         // The shipped config and the built-in defaults agree.
@@ -22,7 +22,7 @@ private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         #expect(rl.modelConfigJSON["history_length"] == .number(10) && rl.modelConfigJSON["hidden_size"] == .number(64))
         var seeded = rl
         seeded.overrideSeed(9)
-        #expect(seeded.reinforce.seed == 9 && seeded.modelConfigJSON["seed"] == .number(9))
+        #expect(seeded.config(ReinforceConfig.self)?.seed == 9 && seeded.modelConfigJSON["seed"] == .number(9))
         // Wide&Deep's presets are Wide&Deep's: REINFORCE has none built in.
         #expect(throws: CLIError.self) { try ConfigFile.load(try SettingsFile.load(repoRoot.appendingPathComponent("configs/reinforce.yaml").path), preset: "small") }
 

@@ -22,6 +22,14 @@ extension ReinforceModel: NextItemScorer {
     public var historyLength: Int { config.historyLength }
 }
 
+extension DDPGModel: NextItemScorer {
+    public var historyLength: Int { config.historyLength }
+}
+
+extension BCQModel: NextItemScorer {
+    public var historyLength: Int { config.historyLength }
+}
+
 /// An RL checkpoint loaded for evaluation or serving: the scorer, the keys of its ids, the manifest.
 public struct LoadedRecommender: Sendable {
     public let scorer: any NextItemScorer
@@ -33,7 +41,7 @@ public struct LoadedRecommender: Sendable {
 /// The RL families' checkpoints, by `model_kind`.
 public enum RecommenderCheckpoints {
     /// Model kinds whose checkpoints load as a `NextItemScorer`.
-    public static let kinds: [String] = [ReinforceCheckpoint.modelKind]
+    public static let kinds: [String] = [ReinforceCheckpoint.modelKind, DDPGCheckpoint.modelKind, BCQCheckpoint.modelKind]
 
     /// Verifies (unless `verify` is false) and loads an RL checkpoint; refuses other kinds with a
     /// message naming what the directory holds.
@@ -42,6 +50,12 @@ public enum RecommenderCheckpoints {
         switch manifest.modelKind {
         case ReinforceCheckpoint.modelKind:
             let l = try ReinforceCheckpoint.load(dir, verify: verify)
+            return LoadedRecommender(scorer: l.model, keys: l.keys, manifest: l.manifest, directory: dir)
+        case DDPGCheckpoint.modelKind:
+            let l = try DDPGCheckpoint.load(dir, verify: verify)
+            return LoadedRecommender(scorer: l.model, keys: l.keys, manifest: l.manifest, directory: dir)
+        case BCQCheckpoint.modelKind:
+            let l = try BCQCheckpoint.load(dir, verify: verify)
             return LoadedRecommender(scorer: l.model, keys: l.keys, manifest: l.manifest, directory: dir)
         default:
             throw CheckpointLoadError("checkpoint \(dir.path) holds a '\(manifest.modelKind)' model, which does not recommend items "

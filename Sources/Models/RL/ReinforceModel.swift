@@ -203,13 +203,8 @@ public final class ReinforceModel: @unchecked Sendable {
         return l
     }
 
-    /// Rows the item tables hold for `n` items: n rounded up to an eighth of the next power of
-    /// two (at least 64), so growth is rare and the layout depends on the item count alone.
-    public static func itemCapacity(forItems n: Int) -> Int {
-        let pow2 = n <= 64 ? 64 : 1 << (Int.bitWidth - (n - 1).leadingZeroBitCount)
-        let granule = max(64, pow2 / 8)
-        return (n + granule - 1) / granule * granule
-    }
+    /// Rows the item tables hold for `n` items (`ItemTables.capacity`, shared with DDPG and BCQ).
+    public static func itemCapacity(forItems n: Int) -> Int { ItemTables.capacity(forItems: n) }
 
     /// Rows of the item tables (≥ `itemCount`).
     public var itemCapacity: Int { layout.entry("policy.items.bias")!.shape[0] }
@@ -328,31 +323,10 @@ public final class ReinforceModel: @unchecked Sendable {
                 Array(UnsafeBufferPointer(start: ws.logpBeta.pointer, count: B)))
     }
 
-    /// Σ_b NDCG@10 of action a_b ranked by z_b among every item except padding, OOV and the
-    /// state's items (the consumed items, as far as the state knows them). An action found in its
-    /// own state is consumed, so not ranked: 0. Ties rank the lower id first.
+    /// Σ_b NDCG@10 of action a_b ranked by z_b (`nextItemNDCGSum`, shared by the RL families).
     private func ndcgSum(actions: UnsafePointer<Int32>, history: UnsafePointer<Int32>, B: Int) -> Double {
-        let N = itemCount, H = config.historyLength, K = Self.ndcgCutoff
-        var sum = 0.0
-        for b in 0..<B {
-            let z = ws.logits.pointer + b * N, a = Int(actions[b]), state = history + b * H
-            var consumed = false
-            for i in 0..<H where Int(state[i]) == a { consumed = true }
-            if consumed { continue }
-            let za = z[a]
-            @inline(__always) func ahead(_ j: Int) -> Bool { z[j] > za || (z[j] == za && j < a) }
-            var rank = 1 + vcountAhead(UnsafePointer(z), 2..<N, threshold: za, tieBefore: a)
-            // State items are masked: take back those counted ahead (each distinct item once).
-            for i in 0..<H {
-                let s = Int(state[i])
-                guard s >= 2, s < N, ahead(s) else { continue }
-                var seen = false
-                for k in 0..<i where Int(state[k]) == s { seen = true }
-                if !seen { rank -= 1 }
-            }
-            sum += RankingMetrics.ndcg(rank: rank, k: K)
-        }
-        return sum
+        nextItemNDCGSum(scores: ws.logits.pointer, actions: actions, history: history,
+                        B: B, N: itemCount, H: config.historyLength, k: Self.ndcgCutoff)
     }
 
     // MARK: - Backward
@@ -447,14 +421,7 @@ public final class ReinforceModel: @unchecked Sendable {
     }
 
     /// The largest item id of a batch (actions and states), nil when empty.
-    public static func largestItem(_ batch: TransitionBatch) -> Int32? {
-        let a = batch.actions.max(), s = batch.states.max()
-        switch (a, s) {
-        case (let x?, let y?): return max(x, y)
-        case (let x?, nil): return x
-        case (nil, let y): return y
-        }
-    }
+    public static func largestItem(_ batch: TransitionBatch) -> Int32? { ItemTables.largest(batch) }
 
     // MARK: - Update
 

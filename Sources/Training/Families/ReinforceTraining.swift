@@ -33,30 +33,7 @@ public final class ReinforceTraining: BehaviorTrainable {
     public var batchKind: FeatureBatchKind { .transitions }
 
     public func check(_ batch: SourcedBatch) throws {
-        let at = batch.positions.description
-        guard let t = batch.transitions else {
-            throw TrainerError.incompatibleBatch(
-                "batch at \(at) holds \(batch.payload.kind), a REINFORCE model trains on transitions: point the trainer at the "
-                + "behaviour feature streams, or use a model.kind that trains on \(batch.payload.kind)")
-        }
-        let H = model.config.historyLength
-        if t.historyLength != H {
-            throw TrainerError.incompatibleBatch(
-                "batch at \(at) has states of \(t.historyLength) items, the model expects \(H) (model.history_length): "
-                + "the behaviour feature workers and the trainer disagree on the history length")
-        }
-        let B = t.count
-        guard t.users.count == B, t.rewards.count == B, t.states.count == B * H else {
-            throw TrainerError.incompatibleBatch("batch at \(at) is malformed: \(B) actions, \(t.users.count) users, "
-                                                 + "\(t.rewards.count) rewards, \(t.states.count) state items (history \(H))")
-        }
-        if let a = t.actions.first(where: { $0 < BehaviorFileSource.firstItemId }) {
-            throw TrainerError.incompatibleBatch("batch at \(at) has action item id \(a): actions are item ids from "
-                                                 + "\(BehaviorFileSource.firstItemId) (0 pads a state, 1 is the item OOV id)")
-        }
-        if let u = t.users.first(where: { $0 < 0 }) { throw TrainerError.incompatibleBatch("batch at \(at) has user id \(u) < 0") }
-        if let s = t.states.first(where: { $0 < 0 }) { throw TrainerError.incompatibleBatch("batch at \(at) has state item id \(s) < 0") }
-        if let r = t.rewards.first(where: { !$0.isFinite }) { throw TrainerError.incompatibleBatch("batch at \(at) has reward \(r)") }
+        _ = try TransitionBatchCheck.transitions(batch, historyLength: model.config.historyLength, family: "REINFORCE")
     }
 
     public func trainStep(_ local: SourcedBatch?, totalSamples: Int, contributors: Int, collectives: Collectives) throws -> StepTiming {

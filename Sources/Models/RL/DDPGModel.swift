@@ -1,0 +1,443 @@
+import Foundation
+import Kernels
+import StreamRecNumerics
+import Features
+
+// DDPG (Lillicrap et al. 2016) for next-item recommendation, on the transitions of the behaviour
+// pipeline, with a behaviour-cloning term in item space so that the actor's scores rank what
+// users do (DBRL's DDPG, trained on the critic alone, ranks no better than random).
+//
+// Per transition b (user u, state s = the H items before the action, action item a, reward r):
+//
+//   x    = [userRow(u) | itemRow(s_1) | … | itemRow(s_H)]    [B × S], S = (H+1)·D   sparse rows, lazy Adam
+//   x'   = the same for s' = (s_2, …, s_H, a)                 (the next state; read only)
+//   μ(x) = tanh(ReLU(x·W1 + b1)·W2 + b2)                     [B × D]   the actor's action vector
+//   z_j  = μ(x)·E_j + bE_j                                    [B × N]   item j's score (E [N × D])
+//   Q(x, α) = ReLU(x·V1x + α·V1a + d1)·V2 + d2                [B]       the critic
+//
+// The action taken is the logged item's row of the same table: α_b = E_{a_b}. The actor's
+// scores, the progressive NDCG, `scores(…)` and serving all use z = μ(x)·Eᵀ + bE (a dot
+// product; no cosine anywhere), with items 0 (padding) and 1 (OOV) at −∞.
+//
+// One step, two update phases, each with its own gradient exchange (DDPG's order):
+//
+//   critic:  y_b = r_b + γ(1 − done_b)·Q'(x'_b, μ'(x'_b))     target networks, a constant
+//            L_C = Σ_b (Q(x_b, E_{a_b}) − y_b)²               trains V1, d1, V2, d2 only
+//   actor:   λ   = actor_q_weight / max(mean_b |Q(x_b, E_{a_b})|, 10⁻³)   (TD3+BC's scale, from
+//                  the critic phase's global batch, before its update: a constant)
+//            L_A = Σ_b bc_weight·(−log softmax(z_b)[a_b]) − λ·Q(x_b, μ(x_b))   with the updated critic
+//   targets: θ' ← τ·θ + (1 − τ)·θ' for the actor's and the critic's networks
+//
+// Which parameter learns from what (each has one Adam update per step):
+//   - the critic (V1, d1, V2, d2) from L_C; it reads x and E_{a_b} with their gradients stopped;
+//   - the actor (W1, b1, W2, b2) from both terms of L_A;
+//   - the item table E, bE and the user and item rows from the behaviour-cloning term only: the
+//     critic term's gradient stops at x (it moves the actor, not the state), and the critic never
+//     moves the action space under the actor.
+// The critic term pushes μ(x) toward directions with a higher expected return; the
+// behaviour-cloning term keeps the logged item high among the actor's scores.
+//
+// Parameters: one flat buffer cut by `layout`, critic first, then the actor, then the item
+// tables (which grow with the item count, as REINFORCE's: capacity a function of the count
+// alone). The target networks are a copy of the buffer's prefix (critic and actor). The sparse
+// rows are `StateRows`.
+
+/// Loss sums of one step over a local batch (sum form; each phase fills its own).
+public struct DDPGLoss: Sendable, Equatable {
+    /// Σ_b (Q(x_b, E_{a_b}) − y_b)².
+    public var criticLossSum = 0.0
+    /// Σ_b |Q(x_b, E_{a_b})|, the critic phase's scale for λ.
+    public var absQSum = 0.0
+    /// Σ_b −log softmax(z_b)[a_b].
+    public var bcLossSum = 0.0
+    /// Σ_b Q(x_b, μ(x_b)) under the updated critic.
+    public var actorQSum = 0.0
+    /// Σ_b NDCG@10 of the logged item under the scores before the step's update.
+    public var ndcgSum = 0.0
+    public var count = 0
+    public init() {}
+}
+
+/// Activations and scratch, grown on demand (batch size, item capacity). One per model.
+final class DDPGWorkspace {
+    private(set) var batchCapacity = 0, itemCapacity = 0
+    var x = FloatBuffer(count: 0), xn = FloatBuffer(count: 0), dx = FloatBuffer(count: 0)
+    /// Actor hidden and output (online on x; target on x').
+    var a1 = FloatBuffer(count: 0), act = FloatBuffer(count: 0), ta1 = FloatBuffer(count: 0), tact = FloatBuffer(count: 0)
+    /// Critic hidden, Q, TD target, logged action rows E_{a_b}.
+    var ch = FloatBuffer(count: 0), q = FloatBuffer(count: 0), y = FloatBuffer(count: 0), ea = FloatBuffer(count: 0)
+    var dq = FloatBuffer(count: 0), dch = FloatBuffer(count: 0)
+    var dactBC = FloatBuffer(count: 0), dactQ = FloatBuffer(count: 0), dh = FloatBuffer(count: 0), dhBC = FloatBuffer(count: 0)
+    var da1 = FloatBuffer(count: 0), da1BC = FloatBuffer(count: 0)
+    var logp = FloatBuffer(count: 0)
+    /// Scores [B × N] (overwritten by their gradient in backward) and probabilities.
+    var logits = FloatBuffer(count: 0), probs = FloatBuffer(count: 0)
+
+    func ensure(_ c: DDPGConfig, batch B: Int, items N: Int) {
+        let D = c.embeddingSize, S = c.stateWidth, Hd = c.hiddenSize
+        if B > batchCapacity {
+            batchCapacity = B
+            x = FloatBuffer(count: B * S); xn = FloatBuffer(count: B * S); dx = FloatBuffer(count: B * S)
+            for k in [\DDPGWorkspace.a1, \.ta1, \.ch, \.dch, \.da1, \.da1BC] { self[keyPath: k] = FloatBuffer(count: B * Hd) }
+            for k in [\DDPGWorkspace.act, \.tact, \.ea, \.dactBC, \.dactQ, \.dh, \.dhBC] { self[keyPath: k] = FloatBuffer(count: B * D) }
+            for k in [\DDPGWorkspace.q, \.y, \.dq, \.logp] { self[keyPath: k] = FloatBuffer(count: B) }
+            itemCapacity = 0   // the [B × N] buffers below depend on B too
+        }
+        if N > itemCapacity {
+            itemCapacity = N
+            logits = FloatBuffer(count: batchCapacity * N); probs = FloatBuffer(count: batchCapacity * N)
+        }
+    }
+}
+
+public final class DDPGModel: @unchecked Sendable {
+    public static let ndcgCutoff = 10
+
+    public let config: DDPGConfig
+    let dense: DenseParameters
+    /// N: items with a score (largest item id seen + 1). Table rows beyond it are capacity.
+    public private(set) var itemCount: Int
+    /// The sparse user and item rows of the state.
+    public let rows: StateRows
+    /// Optimizer steps applied so far.
+    public var step = 0
+
+    struct Offsets {
+        var v1 = 0, d1 = 0, v2 = 0, d2 = 0, w1 = 0, b1 = 0, w2 = 0, b2 = 0, e = 0, be = 0
+        init(_ l: ParameterLayout) {
+            func o(_ n: String) -> Int { l.entry(n)!.offset }
+            v1 = o("critic.dense.0.weight"); d1 = o("critic.dense.0.bias"); v2 = o("critic.dense.1.weight"); d2 = o("critic.dense.1.bias")
+            w1 = o("actor.dense.0.weight"); b1 = o("actor.dense.0.bias"); w2 = o("actor.dense.1.weight"); b2 = o("actor.dense.1.bias")
+            e = o("action.items.weight"); be = o("action.items.bias")
+        }
+    }
+    private var offsets: Offsets
+    let ws = DDPGWorkspace()
+
+    /// Names of the dense tensors with a row per item id.
+    static let itemTables: Set<String> = ["action.items.weight", "action.items.bias"]
+    // Hash tags of the per-id initial values (one stream per table).
+    private static let userTag: UInt64 = 0xDD96_0001, itemTag: UInt64 = 0xDD96_0002, actionItemTag: UInt64 = 0xDD96_0003
+
+    public init(config: DDPGConfig) {
+        self.config = config
+        itemCount = 2
+        let cap = ItemTables.capacity(forItems: 2)
+        let l = Self.makeLayout(config, itemCapacity: cap)
+        dense = DenseParameters(layout: l, targetCount: l.entry("action.items.weight")!.offset)
+        offsets = Offsets(l)
+        rows = StateRows(dim: config.embeddingSize, seed: config.seed, initScale: config.embeddingInitScale,
+                         userTag: Self.userTag, itemTag: Self.itemTag)
+        // Glorot-uniform weights from the seed, zero biases; targets start equal; item rows from (seed, id).
+        var rng = SplitMix64(seed: config.seed)
+        dense.initializeWeights(["critic.dense.0.weight", "critic.dense.1.weight", "actor.dense.0.weight", "actor.dense.1.weight"], rng: &rng)
+        dense.copyTargets()
+        initializeItemRows(0..<cap)
+    }
+
+    static func makeLayout(_ c: DDPGConfig, itemCapacity n: Int) -> ParameterLayout {
+        let S = c.stateWidth, D = c.embeddingSize, Hd = c.hiddenSize
+        var l = ParameterLayout()
+        l.add("critic.dense.0.weight", shape: [S + D, Hd])   // rows 0..<S read x, rows S..<S+D the action
+        l.add("critic.dense.0.bias", shape: [Hd])
+        l.add("critic.dense.1.weight", shape: [Hd, 1])
+        l.add("critic.dense.1.bias", shape: [1])
+        l.add("actor.dense.0.weight", shape: [S, Hd])
+        l.add("actor.dense.0.bias", shape: [Hd])
+        l.add("actor.dense.1.weight", shape: [Hd, D])
+        l.add("actor.dense.1.bias", shape: [D])
+        l.add("action.items.weight", shape: [n, D])
+        l.add("action.items.bias", shape: [n])
+        return l
+    }
+
+    public var layout: ParameterLayout { dense.layout }
+    public var params: FloatBuffer { dense.params }
+    public var targets: FloatBuffer { dense.targets }
+    /// Rows of the item tables (≥ `itemCount`).
+    public var itemCapacity: Int { layout.entry("action.items.bias")!.shape[0] }
+    /// The critic phase's range of the dense buffer, and the actor phase's (the rest).
+    public var criticRange: Range<Int> { 0..<offsets.w1 }
+    public var actorRange: Range<Int> { offsets.w1..<layout.total }
+
+    private func initializeItemRows(_ range: Range<Int>) {
+        let D = config.embeddingSize, a = config.actionInitScale, p = dense.params
+        for j in range {
+            var r = SplitMix64(seed: SplitMix64.mix(config.seed ^ Self.actionItemTag, UInt64(j)))
+            for d in 0..<D { p[offsets.e + j * D + d] = r.uniform(-a, a) }
+        }
+    }
+
+    /// Grows the item tables so that item `maxId` has a score (no-op when it has). Data-parallel
+    /// participants call it with the step's largest id over all of them first, so their layouts agree.
+    public func reserveItems(through maxId: Int32) {
+        let n = Int(maxId) + 1
+        guard n > itemCount else { return }
+        let oldCap = itemCapacity, cap = ItemTables.capacity(forItems: n)
+        if cap > oldCap {
+            dense.grow(to: Self.makeLayout(config, itemCapacity: cap))
+            offsets = Offsets(dense.layout)
+            initializeItemRows(oldCap..<cap)
+        }
+        itemCount = n
+    }
+
+    // MARK: - Forward pieces
+
+    /// μ(x): a1 = ReLU(x·W1 + b1), act = tanh(a1·W2 + b2), with the parameters at `p` (online or target).
+    private func actorForward(_ p: UnsafePointer<Float>, x: UnsafePointer<Float>, a1: UnsafeMutablePointer<Float>,
+                              act: UnsafeMutablePointer<Float>, B: Int) {
+        let c = config, o = offsets, Hd = c.hiddenSize, D = c.embeddingSize
+        linear_forward(out: a1, inp: x, weight: p + o.w1, bias: p + o.b1, B: B, I: c.stateWidth, O: Hd)
+        relu_forward(out: a1, inp: a1, N: B * Hd)
+        linear_forward(out: act, inp: a1, weight: p + o.w2, bias: p + o.b2, B: B, I: Hd, O: D)
+        tanh_forward(out: act, inp: act, N: B * D)
+    }
+
+    /// Q(x, α) into q[B], hidden into ch, with the critic's parameters at `p` (online or target).
+    private func criticForward(_ p: UnsafePointer<Float>, x: UnsafePointer<Float>, action: UnsafePointer<Float>,
+                               ch: UnsafeMutablePointer<Float>, q: UnsafeMutablePointer<Float>, B: Int) {
+        let c = config, o = offsets, Hd = c.hiddenSize, S = c.stateWidth, D = c.embeddingSize
+        linear_forward(out: ch, inp: x, weight: p + o.v1, bias: p + o.d1, B: B, I: S, O: Hd)
+        linear_accumulate_forward(out: ch, inp: action, weight: p + o.v1 + S * Hd, B: B, I: D, O: Hd)
+        relu_forward(out: ch, inp: ch, N: B * Hd)
+        linear_forward(out: q, inp: ch, weight: p + o.v2, bias: p + o.d2, B: B, I: Hd, O: 1)
+    }
+
+    /// The actor's scores of every item for each (user, history): z = μ(x)·Eᵀ + bE — what training
+    /// ranks, the progressive NDCG and serving use. Row-major [B × itemCount], column j = item id j;
+    /// items 0 and 1 score −∞. `histories` is [B × H], padded with 0 in front. Unknown ids read as
+    /// zero rows; nothing is created.
+    public func scores(users: [Int32], histories: [Int32]) -> [Float] {
+        let B = users.count, H = config.historyLength, N = itemCount
+        precondition(histories.count == B * H, "histories must be \(B) × \(H) item ids")
+        if B == 0 { return [] }
+        ws.ensure(config, batch: B, items: itemCapacity)
+        users.withUnsafeBufferPointer { u in
+            histories.withUnsafeBufferPointer { h in
+                rows.gather(into: ws.x.pointer, users: u.baseAddress!, history: h.baseAddress!, B: B, H: H, initialForMissing: false)
+            }
+        }
+        let p = UnsafePointer(dense.params.pointer)
+        actorForward(p, x: ws.x.pointer, a1: ws.a1.pointer, act: ws.act.pointer, B: B)
+        dot_scores_forward(scores: ws.logits.pointer, A: ws.act.pointer, E: p + offsets.e, bias: p + offsets.be, B: B, N: N, D: config.embeddingSize)
+        var out = Array(UnsafeBufferPointer(start: ws.logits.pointer, count: B * N))
+        for b in 0..<B { for m in ItemTables.masked { out[b * N + Int(m)] = -.infinity } }
+        return out
+    }
+
+    /// The actor's action vectors μ(x) [B × D] (no training, nothing created).
+    public func actions(users: [Int32], histories: [Int32]) -> [Float] {
+        let B = users.count, H = config.historyLength
+        precondition(histories.count == B * H, "histories must be \(B) × \(H) item ids")
+        if B == 0 { return [] }
+        ws.ensure(config, batch: B, items: itemCapacity)
+        users.withUnsafeBufferPointer { u in
+            histories.withUnsafeBufferPointer { h in
+                rows.gather(into: ws.x.pointer, users: u.baseAddress!, history: h.baseAddress!, B: B, H: H, initialForMissing: false)
+            }
+        }
+        actorForward(dense.params.pointer, x: ws.x.pointer, a1: ws.a1.pointer, act: ws.act.pointer, B: B)
+        return Array(UnsafeBufferPointer(start: ws.act.pointer, count: B * config.embeddingSize))
+    }
+
+    // MARK: - Critic phase
+
+    /// Extras of the critic phase's gradients: sample count, Σ (Q − y)², Σ |Q|.
+    public static let criticExtras = 3
+    /// Extras of the actor phase's: sample count, Σ BC loss, Σ Q(x, μ(x)), Σ NDCG@10.
+    public static let actorExtras = 4
+
+    public func makeCriticGradients() -> PhaseGradients {
+        PhaseGradients(denseCount: criticRange.count, extras: Self.criticExtras, embeddingSize: config.embeddingSize)
+    }
+    public func makeActorGradients() -> PhaseGradients {
+        PhaseGradients(denseCount: actorRange.count, extras: Self.actorExtras, embeddingSize: config.embeddingSize)
+    }
+
+    /// Begins a step on a local batch: grows the item tables to its largest id (data-parallel
+    /// callers first grow to the step's largest over all participants), creates its rows.
+    private func begin(_ batch: TransitionBatch) {
+        precondition(batch.historyLength == config.historyLength,
+                     "a batch with history length \(batch.historyLength), the model has \(config.historyLength)")
+        if let top = ItemTables.largest(batch) { reserveItems(through: top) }
+        ws.ensure(config, batch: batch.count, items: itemCapacity)
+        rows.prepare(batch)
+    }
+
+    /// Critic phase on a local batch: the TD target from the target networks, the critic's
+    /// squared error, its sum-form gradient (critic range only) in `g`. Parameters do not change.
+    @discardableResult
+    public func computeCriticGradients(_ batch: TransitionBatch, into g: PhaseGradients) -> DDPGLoss {
+        let c = config, B = batch.count, D = c.embeddingSize, Hd = c.hiddenSize, S = c.stateWidth
+        begin(batch)
+        g.prepare(denseCount: criticRange.count)
+        var loss = DDPGLoss()
+        if B == 0 { return loss }
+        rows.gatherStates(batch, x: ws.x.pointer, next: ws.xn.pointer)
+        let p = UnsafePointer(dense.params.pointer), t = UnsafePointer(dense.targets.pointer), o = offsets
+
+        // y = r + γ(1 − done)·Q'(x', μ'(x')): the target networks, a constant.
+        actorForward(t, x: ws.xn.pointer, a1: ws.ta1.pointer, act: ws.tact.pointer, B: B)
+        criticForward(t, x: ws.xn.pointer, action: ws.tact.pointer, ch: ws.ch.pointer, q: ws.y.pointer, B: B)
+        for b in 0..<B { ws.y[b] = batch.rewards[b] + (batch.done[b] ? 0 : c.gamma * ws.y[b]) }
+
+        // Q(x, E_a) for the logged actions (the action taken is the logged item's row).
+        let ea = ws.ea.pointer
+        for b in 0..<B { (ea + b * D).update(from: p + o.e + Int(batch.actions[b]) * D, count: D) }
+        criticForward(p, x: ws.x.pointer, action: ea, ch: ws.ch.pointer, q: ws.q.pointer, B: B)
+        loss.criticLossSum = weighted_mse_forward(q: ws.q.pointer, y: ws.y.pointer, weights: nil, B: B)
+        for b in 0..<B { loss.absQSum += Double(abs(ws.q[b])) }
+        loss.count = B
+
+        // Backward into the critic only (x and E_a are inputs with stopped gradients).
+        let dp = g.dense.pointer   // the critic range starts at 0
+        ws.dq.slice(0, B).update(repeating: 0)
+        weighted_mse_backward(dq: ws.dq.pointer, q: ws.q.pointer, y: ws.y.pointer, weights: nil, dloss: 1, B: B)
+        ws.dch.slice(0, B * Hd).update(repeating: 0)
+        linear_backward(dinp: ws.dch.pointer, dweight: dp + o.v2, dbias: dp + o.d2, dout: ws.dq.pointer,
+                        inp: ws.ch.pointer, weight: p + o.v2, B: B, I: Hd, O: 1)
+        relu_backward(dinp: ws.dch.pointer, dout: ws.dch.pointer, out: ws.ch.pointer, N: B * Hd)
+        linear_backward(dinp: nil, dweight: dp + o.v1, dbias: dp + o.d1, dout: ws.dch.pointer,
+                        inp: ws.x.pointer, weight: p + o.v1, B: B, I: S, O: Hd)
+        linear_backward(dinp: nil, dweight: dp + o.v1 + S * Hd, dbias: nil, dout: ws.dch.pointer,
+                        inp: ea, weight: p + o.v1 + S * Hd, B: B, I: D, O: Hd)
+        g[extra: 0] = Float(B)
+        g[extra: 1] = Float(loss.criticLossSum)
+        g[extra: 2] = Float(loss.absQSum)
+        return loss
+    }
+
+    /// Applies critic gradients summed over `totalSamples` samples (Adam, the critic's rate).
+    public func applyCriticGradients(_ g: PhaseGradients, totalSamples: Int) {
+        guard totalSamples > 0 else { return }
+        precondition(g.denseCount == criticRange.count, "critic gradients of another layout")
+        dense.adam(criticRange, grads: g.dense.pointer, step: step + 1, optimizer: config.criticOptimizer,
+                   scale: 1 / Float(totalSamples))
+    }
+
+    // MARK: - Actor phase
+
+    /// λ of the actor's critic term from the critic phase's mean |Q| over every participant's batch.
+    public func actorQScale(meanAbsQ: Double) -> Float {
+        config.actorQWeight / Float(max(meanAbsQ, 1e-3))
+    }
+
+    /// Actor phase on a local batch (after the critic's update): progressive NDCG@10 of the
+    /// scores before any update of the step, the behaviour-cloning cross-entropy and −λ·Q(x, μ(x))
+    /// under the current critic, their sum-form gradient (actor range and rows) in `g`.
+    @discardableResult
+    public func computeActorGradients(_ batch: TransitionBatch, lambda: Float, into g: PhaseGradients) -> DDPGLoss {
+        let c = config, B = batch.count, D = c.embeddingSize, Hd = c.hiddenSize, S = c.stateWidth
+        begin(batch)
+        g.prepare(denseCount: actorRange.count)
+        var loss = DDPGLoss()
+        if B == 0 { return loss }
+        let N = itemCount
+        rows.gatherStates(batch, x: ws.x.pointer, next: nil)
+        let p = UnsafePointer(dense.params.pointer), o = offsets
+
+        // μ(x) and the item scores; neither the actor nor the rows nor E changed in the critic
+        // phase, so these are the scores before the step's update (progressive validation).
+        actorForward(p, x: ws.x.pointer, a1: ws.a1.pointer, act: ws.act.pointer, B: B)
+        dot_scores_forward(scores: ws.logits.pointer, A: ws.act.pointer, E: p + o.e, bias: p + o.be, B: B, N: N, D: D)
+        batch.actions.withUnsafeBufferPointer { a in
+            batch.states.withUnsafeBufferPointer { h in
+                loss.ndcgSum = nextItemNDCGSum(scores: ws.logits.pointer, actions: a.baseAddress!, history: h.baseAddress!,
+                                               B: B, N: N, H: c.historyLength, k: Self.ndcgCutoff)
+            }
+            ItemTables.masked.withUnsafeBufferPointer { m in
+                loss.bcLossSum = softmax_cross_entropy_forward(probs: ws.probs.pointer, logp: ws.logp.pointer, logits: ws.logits.pointer,
+                                                               actions: a.baseAddress!, weights: nil, masked: m.baseAddress!,
+                                                               M: m.count, B: B, N: N)
+            }
+        }
+        let useQ = lambda != 0
+        if useQ {
+            criticForward(p, x: ws.x.pointer, action: ws.act.pointer, ch: ws.ch.pointer, q: ws.q.pointer, B: B)
+            for b in 0..<B { loss.actorQSum += Double(ws.q[b]) }
+        }
+        loss.count = B
+
+        // Backward. The behaviour-cloning stream reaches E, bE, the actor and x; the critic
+        // stream reaches the actor only.
+        let dp = g.dense.pointer - actorRange.lowerBound   // gradient of params[i] at dp[i]
+        batch.actions.withUnsafeBufferPointer { a in
+            ws.logits.slice(0, B * N).update(repeating: 0)
+            softmax_cross_entropy_backward(dlogits: ws.logits.pointer, probs: ws.probs.pointer, actions: a.baseAddress!,
+                                           weights: nil, dloss: c.bcWeight, B: B, N: N)
+        }
+        ws.dactBC.slice(0, B * D).update(repeating: 0)
+        dot_scores_backward(dA: ws.dactBC.pointer, dE: dp + o.e, dbias: dp + o.be, dscores: ws.logits.pointer,
+                            A: ws.act.pointer, E: p + o.e, B: B, N: N, D: D)
+        ws.dhBC.slice(0, B * D).update(repeating: 0)
+        tanh_backward(dinp: ws.dhBC.pointer, dout: ws.dactBC.pointer, out: ws.act.pointer, N: B * D)
+        ws.dh.pointer.update(from: ws.dhBC.pointer, count: B * D)
+        if useQ {
+            // d(−λ·Q)/dμ through the critic (its parameters get nothing here).
+            ws.dq.slice(0, B).update(repeating: -lambda)
+            ws.dch.slice(0, B * Hd).update(repeating: 0)
+            linear_backward(dinp: ws.dch.pointer, dweight: nil, dbias: nil, dout: ws.dq.pointer,
+                            inp: ws.ch.pointer, weight: p + o.v2, B: B, I: Hd, O: 1)
+            relu_backward(dinp: ws.dch.pointer, dout: ws.dch.pointer, out: ws.ch.pointer, N: B * Hd)
+            ws.dactQ.slice(0, B * D).update(repeating: 0)
+            linear_backward(dinp: ws.dactQ.pointer, dweight: nil, dbias: nil, dout: ws.dch.pointer,
+                            inp: ws.act.pointer, weight: p + o.v1 + S * Hd, B: B, I: D, O: Hd)
+            tanh_backward(dinp: ws.dh.pointer, dout: ws.dactQ.pointer, out: ws.act.pointer, N: B * D)
+        }
+        // The actor's parameters from both streams (dh), x from the behaviour-cloning one (dhBC).
+        linear_backward(dinp: nil, dweight: dp + o.w2, dbias: dp + o.b2, dout: ws.dh.pointer,
+                        inp: ws.a1.pointer, weight: p + o.w2, B: B, I: Hd, O: D)
+        ws.da1.slice(0, B * Hd).update(repeating: 0)
+        linear_backward(dinp: ws.da1.pointer, dweight: nil, dbias: nil, dout: ws.dh.pointer,
+                        inp: ws.a1.pointer, weight: p + o.w2, B: B, I: Hd, O: D)
+        relu_backward(dinp: ws.da1.pointer, dout: ws.da1.pointer, out: ws.a1.pointer, N: B * Hd)
+        linear_backward(dinp: nil, dweight: dp + o.w1, dbias: dp + o.b1, dout: ws.da1.pointer,
+                        inp: ws.x.pointer, weight: p + o.w1, B: B, I: S, O: Hd)
+        var daState = ws.da1.pointer
+        if useQ {
+            ws.da1BC.slice(0, B * Hd).update(repeating: 0)
+            linear_backward(dinp: ws.da1BC.pointer, dweight: nil, dbias: nil, dout: ws.dhBC.pointer,
+                            inp: ws.a1.pointer, weight: p + o.w2, B: B, I: Hd, O: D)
+            relu_backward(dinp: ws.da1BC.pointer, dout: ws.da1BC.pointer, out: ws.a1.pointer, N: B * Hd)
+            daState = ws.da1BC.pointer
+        }
+        ws.dx.slice(0, B * S).update(repeating: 0)
+        linear_backward(dinp: ws.dx.pointer, dweight: nil, dbias: nil, dout: daState,
+                        inp: ws.x.pointer, weight: p + o.w1, B: B, I: S, O: Hd)
+        rows.collectGradients(dx: ws.dx.pointer, batch: batch, users: &g.users, items: &g.items)
+        g[extra: 0] = Float(B)
+        g[extra: 1] = Float(loss.bcLossSum)
+        g[extra: 2] = Float(loss.actorQSum)
+        g[extra: 3] = Float(loss.ndcgSum)
+        return loss
+    }
+
+    /// Applies actor-phase gradients summed over `totalSamples` samples (Adam on the actor range,
+    /// lazy Adam on the listed rows), ends the step and soft-updates the target networks.
+    public func applyActorGradients(_ g: PhaseGradients, totalSamples: Int) {
+        guard totalSamples > 0 else { return }
+        precondition(g.denseCount == actorRange.count,
+                     "actor gradients for \(g.denseCount) parameters, the model has \(actorRange.count): grow every replica to the step's largest item id first (reserveItems)")
+        step += 1
+        let scale = 1 / Float(totalSamples)
+        // Item-table rows beyond itemCount get zero gradients and zero moments: unchanged.
+        dense.adam(actorRange, grads: g.dense.pointer, step: step, optimizer: config.optimizer, scale: scale)
+        rows.apply(users: g.users, items: g.items, step: step, optimizer: config.optimizer, scale: scale)
+        dense.softUpdateTargets(tau: config.tau)
+    }
+
+    /// One single-process step: critic phase, actor phase, targets.
+    @discardableResult
+    public func trainStep(_ batch: TransitionBatch, critic gc: PhaseGradients, actor ga: PhaseGradients) -> DDPGLoss {
+        var loss = computeCriticGradients(batch, into: gc)
+        applyCriticGradients(gc, totalSamples: batch.count)
+        let a = computeActorGradients(batch, lambda: actorQScale(meanAbsQ: loss.absQSum / Double(max(batch.count, 1))), into: ga)
+        applyActorGradients(ga, totalSamples: batch.count)
+        loss.bcLossSum = a.bcLossSum; loss.actorQSum = a.actorQSum; loss.ndcgSum = a.ndcgSum
+        return loss
+    }
+
+    /// Bytes of parameters, targets and optimizer state.
+    public var parameterBytes: Int { (dense.params.count * 3 + dense.targetCount + rows.parameterFloats) * 4 }
+}

@@ -1,0 +1,85 @@
+import Foundation
+@testable import Models
+import StreamRecNumerics
+import Features
+
+// Double references for the actor-critic model tests (DDPG, BCQ): the networks written out on a
+// flat parameter vector θ = [dense layout | user rows | item rows], so finite differences of a
+// loss in Double can be compared with the models' analytic gradients.
+
+enum DRef {
+    /// y[O] = x·W + b with W at θ[w…] row-major [x.count × O], b at θ[b…] (nil: none).
+    static func lin(_ θ: [Double], _ w: Int, _ b: Int?, _ x: [Double], _ O: Int) -> [Double] {
+        var y = (0..<O).map { o in b.map { θ[$0 + o] } ?? 0 }
+        for i in x.indices where x[i] != 0 {
+            let r = w + i * O
+            for o in 0..<O { y[o] += x[i] * θ[r + o] }
+        }
+        return y
+    }
+    static func relu(_ v: [Double]) -> [Double] { v.map { max($0, 0) } }
+    static func tanh(_ v: [Double]) -> [Double] { v.map { Foundation.tanh($0) } }
+    /// The item scores z_j = a·E_j + c_j, j < N, with E at θ[e…] [N × D] and c at θ[c…].
+    static func scores(_ θ: [Double], e: Int, c: Int, _ a: [Double], N: Int) -> [Double] {
+        let D = a.count
+        return (0..<N).map { j in θ[c + j] + (0..<D).reduce(0.0) { $0 + a[$1] * θ[e + j * D + $1] } }
+    }
+    /// log softmax(z)[a] over the columns 2..<N (items 0 and 1 masked).
+    static func logSoftmax(_ z: [Double], _ a: Int) -> Double {
+        var s = 0.0
+        for j in 2..<z.count { s += exp(z[j]) }
+        return z[a] - log(s)
+    }
+    /// A one-hidden-layer network on [x | y]: ReLU([x | y]·W1 + b1)·W2 + b2, offsets in θ.
+    static func net(_ θ: [Double], w1: Int, b1: Int, w2: Int, b2: Int, _ x: [Double], _ y: [Double], hidden: Int, out: Int) -> [Double] {
+        lin(θ, w2, b2, relu(lin(θ, w1, b1, x + y, hidden)), out)
+    }
+}
+
+/// θ's layout for a batch: the dense parameters, then the rows of `userIds`, then of `itemIds`.
+struct FlatRows {
+    let total: Int, D: Int, H: Int
+    let userIds: [Int32], itemIds: [Int32]
+
+    func state(_ θ: [Double], _ batch: TransitionBatch, _ b: Int) -> [Double] {
+        func row(_ ids: [Int32], base: Int, _ id: Int32) -> [Double] {
+            guard let k = ids.firstIndex(of: id) else { return [Double](repeating: 0, count: D) }
+            return Array(θ[(base + k * D)..<(base + (k + 1) * D)])
+        }
+        var x = row(userIds, base: total, batch.users[b])
+        for i in 0..<H {
+            let id = batch.states[b * H + i]
+            x += id == 0 ? [Double](repeating: 0, count: D) : row(itemIds, base: total + userIds.count * D, id)
+        }
+        return x
+    }
+
+    static func flatten(_ params: FloatBuffer, total: Int, rows: StateRows, userIds: [Int32], itemIds: [Int32]) -> [Double] {
+        var θ = (0..<total).map { Double(params[$0]) }
+        let D = rows.dim
+        for id in userIds { let r = rows.userRows.row(rows.userIndex.existingSlot(id)!); θ += (0..<D).map { Double(r[$0]) } }
+        for id in itemIds { let r = rows.itemRows.row(rows.itemIndex.existingSlot(id)!); θ += (0..<D).map { Double(r[$0]) } }
+        return θ
+    }
+}
+
+/// Every analytic gradient (at the θ indices `indices`, in order) agrees with the finite
+/// difference of `f`; returns the mismatches and how many analytic values were non-zero.
+func finiteDifferenceMismatches(_ analytic: [Float], _ θ: [Double], indices: [Int], rel: Double = 2e-3, abs: Double = 2e-4,
+                                _ f: ([Double]) -> Double) -> (bad: [String], nonZero: Int) {
+    precondition(analytic.count == indices.count)
+    var bad: [String] = [], nonZero = 0
+    for (k, i) in indices.enumerated() {
+        let num = numericGrad(θ, i, f)
+        if !close(Double(analytic[k]), num, rel: rel, abs: abs) { bad.append("θ[\(i)]: \(analytic[k]) vs \(num)") }
+        if analytic[k] != 0 { nonZero += 1 }
+    }
+    return (bad, nonZero)
+}
+
+/// B transitions over users 1…3 and items 2…7, H = 2, every third one ending a session.
+func tinyActorCriticBatch(_ B: Int, seed: UInt64, items: ClosedRange<Int32> = 2...7) -> TransitionBatch {
+    var t = tinyTransitions(B, seed: seed, items: items)
+    for b in 0..<B where b % 3 == 1 { t.done[b] = true }
+    return t
+}
