@@ -41,6 +41,8 @@ struct ReinforceReference {
     let itemCount: Int
     let userIds: [Int32], itemIds: [Int32]
     let batch: TransitionBatch
+    /// Sampled softmax: the step's drawn items and log Q; nil for the full softmax.
+    var candidates: (samples: [Int32], logQ: (Int32) -> Double)? = nil
 
     func offset(_ name: String) -> Int { layout.entry(name)!.offset }
 
@@ -55,6 +57,13 @@ struct ReinforceReference {
             return Array(theta[(base + k * D)..<(base + (k + 1) * D)])
         }
         func logSoftmaxAt(_ z: [Double], _ a: Int) -> Double {
+            if let (samples, logQ) = candidates {
+                // The true item and every drawn one except accidental hits, each corrected by log Q.
+                let za = z[a] - logQ(Int32(a))
+                var s = exp(za)
+                for c in samples where Int(c) != a { s += exp(z[Int(c)] - logQ(c)) }
+                return za - log(s)
+            }
             var s = 0.0
             for j in 2..<N { s += exp(z[j]) }
             return z[a] - log(s)

@@ -117,10 +117,13 @@ func slice(_ t: TransitionBatch, _ r: Range<Int>) -> TransitionBatch {
 }
 
 @Suite(.serialized) struct ReinforceTrainingTests {
-    @Test("two replicas training on different halves of each batch through the collectives stay bit-identical")
-    func replicasStayBitIdentical() throws {
+    @Test("two replicas training on different halves of each batch through the collectives stay bit-identical (full softmax; crossing into the sampled softmax mid-run)",
+          arguments: [false, true])
+    func replicasStayBitIdentical(crossIntoSampled: Bool) throws {
         let rendezvous = Rendezvous(participants: 2)
-        let replicas = (0..<2).map { _ in ReinforceTraining(model: ReinforceModel(config: smallReinforceConfig())) }
+        var config = smallReinforceConfig()
+        if crossIntoSampled { config.fullSoftmaxItems = 60; config.sampledItems = 16 }   // 51 item ids, then 91 from step 3
+        let replicas = (0..<2).map { _ in ReinforceTraining(model: ReinforceModel(config: config)) }
         // Each step's batch, split; the second half sometimes holds a larger item id (the item
         // tables grow on both), and one step has nothing for rank 1.
         var plan: [(TransitionBatch, TransitionBatch?)] = []
@@ -156,10 +159,11 @@ func slice(_ t: TransitionBatch, _ r: Range<Int>) -> TransitionBatch {
         #expect(replicas[0].step == 8 && replicas[1].step == 8)
         #expect(replicas[0].model.itemCount > 64 && replicas[0].model.itemCapacity > 64)
         #expect(replicas[0].model.itemCount == replicas[1].model.itemCount)
+        #expect(replicas[0].model.usesSampledSoftmax == crossIntoSampled)
         #expect(replicas[0].parameterDigest == replicas[1].parameterDigest)
         #expect(replicas[0].metrics == replicas[1].metrics)
         // The replicas trained: they differ from a fresh model.
-        #expect(replicas[0].parameterDigest != ReinforceModel(config: smallReinforceConfig()).parameterDigest())
+        #expect(replicas[0].parameterDigest != ReinforceModel(config: config).parameterDigest())
     }
 
     @Test("a REINFORCE trainer refuses rows, and transitions of another history length, by name")

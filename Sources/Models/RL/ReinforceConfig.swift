@@ -21,6 +21,13 @@ public struct ReinforceConfig: Codable, Sendable, Equatable {
     public var weightCap: Float = 1
     /// Weight of β's cross-entropy in the step's loss (it trains only β's head).
     public var betaLossWeight: Float = 1
+    /// The softmaxes run over every item while the catalogue has at most this many item ids;
+    /// beyond, over each step's true items and `sampled_items` items drawn from a proposal
+    /// (sampled softmax with the log-Q correction), so a step's cost stops growing with the
+    /// catalogue. The item tables' gradients then travel as sparse rows.
+    public var fullSoftmaxItems: Int = 20_000
+    /// Items drawn per step for the sampled softmax (shared by the batch).
+    public var sampledItems: Int = 1024
     /// Embedding rows and output item rows start uniform in ±init_scale (deterministic per id and seed).
     public var embeddingInitScale: Float = 0.05
     public var seed: UInt64 = 42
@@ -36,6 +43,7 @@ public struct ReinforceConfig: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case historyLength = "history_length", embeddingSize = "embedding_size", hiddenSize = "hidden_size"
         case learningRate = "learning_rate", gamma, topK = "top_k", weightCap = "weight_cap"
+        case fullSoftmaxItems = "full_softmax_items", sampledItems = "sampled_items"
         case betaLossWeight = "beta_loss_weight", embeddingInitScale = "embedding_init_scale", seed
     }
 
@@ -51,6 +59,8 @@ public struct ReinforceConfig: Codable, Sendable, Equatable {
         topK = try c.decodeIfPresent(Int.self, forKey: .topK) ?? d.topK
         weightCap = try c.decodeIfPresent(Float.self, forKey: .weightCap) ?? d.weightCap
         betaLossWeight = try c.decodeIfPresent(Float.self, forKey: .betaLossWeight) ?? d.betaLossWeight
+        fullSoftmaxItems = try c.decodeIfPresent(Int.self, forKey: .fullSoftmaxItems) ?? d.fullSoftmaxItems
+        sampledItems = try c.decodeIfPresent(Int.self, forKey: .sampledItems) ?? d.sampledItems
         embeddingInitScale = try c.decodeIfPresent(Float.self, forKey: .embeddingInitScale) ?? d.embeddingInitScale
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
     }
@@ -66,6 +76,8 @@ public struct ReinforceConfig: Codable, Sendable, Equatable {
         if topK < 1 { throw fail("top_k must be at least 1 (got \(topK))") }
         if !(weightCap > 0) { throw fail("weight_cap must be positive (got \(weightCap))") }
         if !(betaLossWeight >= 0) { throw fail("beta_loss_weight must be non-negative (got \(betaLossWeight))") }
+        if fullSoftmaxItems < 3 { throw fail("full_softmax_items must be at least 3 (got \(fullSoftmaxItems))") }
+        if sampledItems < 1 { throw fail("sampled_items must be at least 1 (got \(sampledItems))") }
         if !(embeddingInitScale >= 0) { throw fail("embedding_init_scale must be non-negative (got \(embeddingInitScale))") }
     }
 }

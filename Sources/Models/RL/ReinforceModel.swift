@@ -26,6 +26,15 @@ import Features
 // session, R_t = Σ_k γ^k r_{t+k} up to the session's end (`done`), needs the user's later
 // transitions, which a streaming batch does not hold yet; `gamma` is in the config for it.
 //
+// Large catalogues: with more than `full_softmax_items` item ids, both softmaxes run over the
+// step's candidates instead of every item — the batch's true items and `sampled_items` items drawn
+// log-uniformly by id (ids are given in first-seen order, so low ids are roughly the popular
+// ones), with the log-Q correction (`sampled_softmax_forward`). π(a|s) and β(a|s) in c_b are then
+// the sampled estimates. E, bE, F and bF get gradients on the candidates' rows only, which travel
+// as sparse rows (`policyItems`, `betaItems`) and are updated by lazy row-wise Adam; the fused
+// dense buffer shrinks to the MLP. Progressive NDCG then ranks every item for the first
+// `sampledNDCGRows` samples of each local batch (a full ranking is the metric's definition).
+//
 // Parameters: the dense ones (W1, b1, W2, b2, E, bE, F, bF) in one flat buffer cut by
 // `layout` — Adam moments share it, and a data-parallel step allreduces the gradient buffer in
 // one call. E, bE, F and bF have a row per item id; the model grows them to the largest item id
@@ -47,6 +56,8 @@ public struct ReinforceLoss: Sendable, Equatable {
     public var betaLossSum = 0.0
     /// Σ_b NDCG@10 of the logged action under the policy's scores before the update.
     public var ndcgSum = 0.0
+    /// Samples `ndcgSum` covers (all of them, or `sampledNDCGRows` per batch when sampled).
+    public var ndcgCount = 0
     public var count = 0
     public init() {}
 }
@@ -54,8 +65,8 @@ public struct ReinforceLoss: Sendable, Equatable {
 /// One participant's gradients for one step, in sum form.
 public final class ReinforceGradients: @unchecked Sendable {
     /// Bookkeeping floats after the parameters' gradients, summed by the same allreduce: sample
-    /// count, policy loss sum, β loss sum, progressive NDCG@10 sum.
-    public static let extras = 4
+    /// count, policy loss sum, β loss sum, progressive NDCG@10 sum and the samples it covers.
+    public static let extras = 5
     /// `denseCount` gradients (the model's `layout`), then the extras.
     public private(set) var dense: FloatBuffer
     public private(set) var denseCount: Int
@@ -63,12 +74,18 @@ public final class ReinforceGradients: @unchecked Sendable {
     public var users: SparseGradient
     /// Item input rows touched (width D), ids in first-seen order.
     public var items: SparseGradient
+    /// Sampled softmax only: the candidates' rows of E | bE and of F | bF (widths D, 1); empty
+    /// with the full softmax, whose item-table gradients are part of `dense`.
+    public var policyItems: SparseGradient
+    public var betaItems: SparseGradient
 
     public init(denseCount: Int, embeddingSize: Int) {
         self.denseCount = denseCount
         dense = FloatBuffer(count: denseCount + Self.extras)
         users = SparseGradient(widths: [embeddingSize])
         items = SparseGradient(widths: [embeddingSize])
+        policyItems = SparseGradient(widths: [embeddingSize, 1])
+        betaItems = SparseGradient(widths: [embeddingSize, 1])
     }
 
     /// Zeroes everything, reallocating the dense buffer when the layout grew.
@@ -76,6 +93,8 @@ public final class ReinforceGradients: @unchecked Sendable {
         if n != denseCount { dense = FloatBuffer(count: n + Self.extras); denseCount = n } else { dense.zero() }
         users.removeAll()
         items.removeAll()
+        policyItems.removeAll()
+        betaItems.removeAll()
     }
 
     public var sampleCount: Int {
@@ -94,6 +113,10 @@ public final class ReinforceGradients: @unchecked Sendable {
         get { dense[denseCount + 3] }
         set { dense[denseCount + 3] = newValue }
     }
+    public var ndcgCount: Int {
+        get { Int(dense[denseCount + 4]) }
+        set { dense[denseCount + 4] = Float(newValue) }
+    }
 }
 
 /// Activations and scratch, grown on demand (batch size, item count). One per model.
@@ -108,6 +131,14 @@ final class ReinforceWorkspace {
     var logpPi = FloatBuffer(count: 0), logpBeta = FloatBuffer(count: 0), coef = FloatBuffer(count: 0)
     /// Row gradients of the batch's unique users [B × D] and items [B·H × D].
     var dUserRows = FloatBuffer(count: 0), dItemRows = FloatBuffer(count: 0)
+    /// Sampled softmax: candidate ids' local indices, proposal probabilities, gathered rows of
+    /// E | bE and F | bF [U × D], [U], their gradients, probabilities [B × C], β's discarded dh,
+    /// and the progressive NDCG's full scores [sampledNDCGRows × N].
+    var trueLocal: [Int32] = [], sampledLocal: [Int32] = [], trueQ: [Float] = [], sampledQ: [Float] = []
+    var candRows: [Float] = [], candBias: [Float] = [], betaRows: [Float] = [], betaBias: [Float] = []
+    var dCandRows: [Float] = [], dCandBias: [Float] = [], dBetaRows: [Float] = [], dBetaBias: [Float] = []
+    var sampledProbs: [Float] = [], sampledBetaProbs: [Float] = [], dhDiscarded: [Float] = []
+    var ndcgScores: [Float] = []
 
     func ensure(_ c: ReinforceConfig, batch B: Int, items N: Int) {
         let D = c.embeddingSize, H = c.historyLength, Hd = c.hiddenSize
@@ -160,13 +191,35 @@ public final class ReinforceModel: @unchecked Sendable {
     }
     private var offsets: Offsets
     private let ws = ReinforceWorkspace()
-    private let userSet = BatchRowSet(), itemSet = BatchRowSet()
+    private let userSet = BatchRowSet(), itemSet = BatchRowSet(), candidateSet = BatchRowSet()
+    /// The items the last sampled step drew (for tests and the reference).
+    internal private(set) var lastSampledItems: [Int32] = []
+    /// Samples per local batch whose progressive NDCG is computed under the sampled softmax.
+    public static let sampledNDCGRows = 8
+
+    /// True when the softmaxes run over sampled candidates (more than `full_softmax_items` ids).
+    /// A function of the item count, so data-parallel replicas agree once `reserveItems` ran.
+    public var usesSampledSoftmax: Bool { itemCount > config.fullSoftmaxItems }
+
+    /// Parameters before the item tables (the MLP): the dense gradient under the sampled softmax.
+    var mlpCount: Int { offsets.e }
+
+    /// Floats of the dense gradient this step: every parameter, or the MLP's when sampled.
+    public var denseGradientCount: Int { usesSampledSoftmax ? mlpCount : layout.total }
+
+    /// The proposal of the sampled softmax: log-uniform over the item ids 2..<N (Zipf-like by
+    /// id), Q(id) = log((k+2)/(k+1)) / log(M+1) with k = id − 2 and M = N − 2.
+    public static func proposalProbability(_ id: Int32, items N: Int) -> Double {
+        let k = Double(id - 2), M = Double(N - 2)
+        return log((k + 2) / (k + 1)) / log(M + 1)
+    }
 
     /// Names of the dense tensors with a row per item id.
     static let itemTables: Set<String> = ["policy.items.weight", "policy.items.bias", "beta.items.weight", "beta.items.bias"]
-    // Hash tags of the per-id initial values (one stream per table).
+    // Hash tags of the per-id initial values (one stream per table) and of the sampler.
     private static let userTag: UInt64 = 0x05E7_0001, itemTag: UInt64 = 0x17E3_0002
     private static let policyItemTag: UInt64 = 0x0F7E_0003, betaItemTag: UInt64 = 0xBE7A_0004
+    private static let samplerTag: UInt64 = 0x5A3F_0005
 
     public init(config: ReinforceConfig) {
         self.config = config
@@ -265,8 +318,19 @@ public final class ReinforceModel: @unchecked Sendable {
 
     /// x, a1, h, z (and zβ with `beta`) for B transitions. Ids without a row read as zero rows.
     private func forward(users: UnsafePointer<Int32>, history: UnsafePointer<Int32>, B: Int, beta: Bool) {
-        let c = config, D = c.embeddingSize, H = c.historyLength, Hd = c.hiddenSize, N = itemCount
+        let c = config, D = c.embeddingSize, N = itemCount
         ws.ensure(c, batch: B, items: itemCapacity)   // [B × N] buffers: reallocated only when the tables grow
+        forwardState(users: users, history: history, B: B)
+        let p = UnsafePointer(params.pointer), o = offsets
+        dot_scores_forward(scores: ws.logits.pointer, A: ws.h.pointer, E: p + o.e, bias: p + o.be, B: B, N: N, D: D)
+        if beta {
+            dot_scores_forward(scores: ws.betaLogits.pointer, A: ws.h.pointer, E: p + o.f, bias: p + o.bf, B: B, N: N, D: D)
+        }
+    }
+
+    /// x, a1 and the state vector h for B transitions (workspace ensured by the caller).
+    private func forwardState(users: UnsafePointer<Int32>, history: UnsafePointer<Int32>, B: Int) {
+        let c = config, D = c.embeddingSize, H = c.historyLength, Hd = c.hiddenSize
         let p = UnsafePointer(params.pointer), o = offsets
         let userIndex = self.userIndex, itemIndex = self.itemIndex, userRows = self.userRows, itemRows = self.itemRows
         state_gather_forward(out: ws.x.pointer, users: users, history: history, B: B, H: H, D: D,
@@ -275,10 +339,6 @@ public final class ReinforceModel: @unchecked Sendable {
         linear_forward(out: ws.a1.pointer, inp: ws.x.pointer, weight: p + o.w1, bias: p + o.b1, B: B, I: c.stateWidth, O: Hd)
         relu_forward(out: ws.a1.pointer, inp: ws.a1.pointer, N: B * Hd)
         linear_forward(out: ws.h.pointer, inp: ws.a1.pointer, weight: p + o.w2, bias: p + o.b2, B: B, I: Hd, O: D)
-        dot_scores_forward(scores: ws.logits.pointer, A: ws.h.pointer, E: p + o.e, bias: p + o.be, B: B, N: N, D: D)
-        if beta {
-            dot_scores_forward(scores: ws.betaLogits.pointer, A: ws.h.pointer, E: p + o.f, bias: p + o.bf, B: B, N: N, D: D)
-        }
     }
 
     /// π and β over the items and each sample's log π(a_b|s_b), log β(a_b|s_b) (after `forward`).
@@ -340,11 +400,11 @@ public final class ReinforceModel: @unchecked Sendable {
         let c = config, B = batch.count, H = c.historyLength, D = c.embeddingSize, Hd = c.hiddenSize
         precondition(batch.historyLength == H, "a batch with history length \(batch.historyLength), the model has \(H)")
         if let top = Self.largestItem(batch) { reserveItems(through: top) }
-        g.prepare(denseCount: layout.total)
+        g.prepare(denseCount: denseGradientCount)
         var loss = ReinforceLoss()
         if B == 0 { return loss }
-        let N = itemCount
-        ws.ensure(c, batch: B, items: itemCapacity)
+        let sampled = usesSampledSoftmax
+        ws.ensure(c, batch: B, items: sampled ? 0 : itemCapacity)
 
         // The batch's rows: created on first sight; each occurrence's index among the unique ones.
         userSet.reset(); itemSet.reset()
@@ -355,50 +415,20 @@ public final class ReinforceModel: @unchecked Sendable {
             itemLocal[k] = id == TransitionBatch.paddingItem ? 0 : itemSet.local(itemSlotCreating(id))
         }
 
-        // Forward: state → MLP → policy and β logits → softmaxes (one log-probability per sample).
+        // Forward to the state vector h; the heads, their coefficients and their backward leave dh.
         batch.users.withUnsafeBufferPointer { u in
-            batch.states.withUnsafeBufferPointer { h in forward(users: u.baseAddress!, history: h.baseAddress!, B: B, beta: true) }
+            batch.states.withUnsafeBufferPointer { h in forwardState(users: u.baseAddress!, history: h.baseAddress!, B: B) }
         }
-        batch.actions.withUnsafeBufferPointer { a in
-            softmaxes(actions: a.baseAddress!, B: B)
-            // Progressive validation: the scores before this step's update.
-            batch.states.withUnsafeBufferPointer { h in loss.ndcgSum = ndcgSum(actions: a.baseAddress!, history: h.baseAddress!, B: B) }
-        }
-
-        // The REINFORCE coefficients: constants of the step (no gradient flows through them).
-        let K = Double(c.topK), cap = Double(c.weightCap)
-        for b in 0..<B {
-            let lp = Double(ws.logpPi[b]), lb = Double(ws.logpBeta[b])
-            let weight = min(exp(lp - lb), cap)
-            let topK = K * pow(1 - exp(lp), K - 1)
-            let coef = Float(weight * topK * Double(batch.rewards[b]))
-            ws.coef[b] = coef
-            loss.policyLossSum += Double(coef) * -lp
-            loss.betaLossSum += -lb
-        }
+        if sampled { sampledHeads(batch, into: g, loss: &loss) } else { fullHeads(batch, into: g, loss: &loss) }
         loss.count = B
         g.sampleCount = B
         g.policyLossSum = Float(loss.policyLossSum)
         g.betaLossSum = Float(loss.betaLossSum)
         g.ndcgSum = Float(loss.ndcgSum)
+        g.ndcgCount = loss.ndcgCount
 
-        // Backward is forward reversed. Logit gradients overwrite the logits (last read above).
+        // The MLP and the input rows, backward from dh.
         let p = UnsafePointer(params.pointer), dp = g.dense.pointer, o = offsets
-        batch.actions.withUnsafeBufferPointer { a in
-            // β's head: its gradient stops at a1 (dA: nil), so only F and bF learn from it.
-            ws.betaLogits.slice(0, B * N).update(repeating: 0)
-            softmax_cross_entropy_backward(dlogits: ws.betaLogits.pointer, probs: ws.betaProbs.pointer, actions: a.baseAddress!,
-                                           weights: nil, dloss: c.betaLossWeight, B: B, N: N)
-            dot_scores_backward(dA: nil, dE: dp + o.f, dbias: dp + o.bf, dscores: ws.betaLogits.pointer,
-                                A: ws.h.pointer, E: p + o.f, B: B, N: N, D: D)
-            // The policy: dz = c_b · (π_b − onehot(a_b)).
-            ws.logits.slice(0, B * N).update(repeating: 0)
-            softmax_cross_entropy_backward(dlogits: ws.logits.pointer, probs: ws.probs.pointer, actions: a.baseAddress!,
-                                           weights: ws.coef.pointer, dloss: 1, B: B, N: N)
-        }
-        ws.dh.slice(0, B * D).update(repeating: 0)
-        dot_scores_backward(dA: ws.dh.pointer, dE: dp + o.e, dbias: dp + o.be, dscores: ws.logits.pointer,
-                            A: ws.h.pointer, E: p + o.e, B: B, N: N, D: D)
         ws.da1.slice(0, B * Hd).update(repeating: 0)
         linear_backward(dinp: ws.da1.pointer, dweight: dp + o.w2, dbias: dp + o.b2, dout: ws.dh.pointer,
                         inp: ws.a1.pointer, weight: p + o.w2, B: B, I: Hd, O: D)
@@ -420,6 +450,139 @@ public final class ReinforceModel: @unchecked Sendable {
         return loss
     }
 
+    /// The REINFORCE coefficients c_b from ws.logpPi, ws.logpBeta into ws.coef, and the loss
+    /// sums: constants of the step (no gradient flows through them).
+    private func coefficients(_ batch: TransitionBatch, loss: inout ReinforceLoss) {
+        let K = Double(config.topK), cap = Double(config.weightCap)
+        for b in 0..<batch.count {
+            let lp = Double(ws.logpPi[b]), lb = Double(ws.logpBeta[b])
+            let weight = min(exp(lp - lb), cap)
+            let topK = K * pow(1 - exp(lp), K - 1)
+            let coef = Float(weight * topK * Double(batch.rewards[b]))
+            ws.coef[b] = coef
+            loss.policyLossSum += Double(coef) * -lp
+            loss.betaLossSum += -lb
+        }
+    }
+
+    /// Both heads over every item (after `forwardState`): softmaxes, progressive NDCG, the
+    /// coefficients, then backward into the dense E, bE, F, bF gradients and dh.
+    private func fullHeads(_ batch: TransitionBatch, into g: ReinforceGradients, loss: inout ReinforceLoss) {
+        let B = batch.count, D = config.embeddingSize, N = itemCount
+        let p = UnsafePointer(params.pointer), dp = g.dense.pointer, o = offsets
+        dot_scores_forward(scores: ws.logits.pointer, A: ws.h.pointer, E: p + o.e, bias: p + o.be, B: B, N: N, D: D)
+        dot_scores_forward(scores: ws.betaLogits.pointer, A: ws.h.pointer, E: p + o.f, bias: p + o.bf, B: B, N: N, D: D)
+        batch.actions.withUnsafeBufferPointer { a in
+            softmaxes(actions: a.baseAddress!, B: B)
+            // Progressive validation: the scores before this step's update.
+            batch.states.withUnsafeBufferPointer { h in loss.ndcgSum = ndcgSum(actions: a.baseAddress!, history: h.baseAddress!, B: B) }
+        }
+        loss.ndcgCount = B
+        coefficients(batch, loss: &loss)
+
+        // Backward is forward reversed. Logit gradients overwrite the logits (last read above).
+        batch.actions.withUnsafeBufferPointer { a in
+            // β's head: its gradient stops at h (dA: nil), so only F and bF learn from it.
+            ws.betaLogits.slice(0, B * N).update(repeating: 0)
+            softmax_cross_entropy_backward(dlogits: ws.betaLogits.pointer, probs: ws.betaProbs.pointer, actions: a.baseAddress!,
+                                           weights: nil, dloss: config.betaLossWeight, B: B, N: N)
+            dot_scores_backward(dA: nil, dE: dp + o.f, dbias: dp + o.bf, dscores: ws.betaLogits.pointer,
+                                A: ws.h.pointer, E: p + o.f, B: B, N: N, D: D)
+            // The policy: dz = c_b · (π_b − onehot(a_b)).
+            ws.logits.slice(0, B * N).update(repeating: 0)
+            softmax_cross_entropy_backward(dlogits: ws.logits.pointer, probs: ws.probs.pointer, actions: a.baseAddress!,
+                                           weights: ws.coef.pointer, dloss: 1, B: B, N: N)
+        }
+        ws.dh.slice(0, B * D).update(repeating: 0)
+        dot_scores_backward(dA: ws.dh.pointer, dE: dp + o.e, dbias: dp + o.be, dscores: ws.logits.pointer,
+                            A: ws.h.pointer, E: p + o.e, B: B, N: N, D: D)
+    }
+
+    /// The items a sampled step draws: `sampled_items` log-uniform ids in 2..<N, from a stream
+    /// fixed by (seed, step), so a replayed step draws the same ones.
+    func drawSamples(step s: Int) -> [Int32] {
+        let N = itemCount, M = N - 2, logRange = log(Double(M + 1))
+        var rng = SplitMix64(seed: SplitMix64.mix(config.seed ^ Self.samplerTag, UInt64(s)))
+        return (0..<config.sampledItems).map { _ in
+            let u = Double(rng.next() >> 11) * 0x1p-53
+            return Int32(min(max(Int(exp(u * logRange)) - 1, 0), M - 1) + 2)
+        }
+    }
+
+    /// Both heads over the step's candidates (the batch's true items and the drawn ones, after
+    /// `forwardState`): sampled softmaxes with the log-Q correction, progressive NDCG on the first
+    /// rows, the coefficients, then backward into the candidates' sparse rows and dh.
+    private func sampledHeads(_ batch: TransitionBatch, into g: ReinforceGradients, loss: inout ReinforceLoss) {
+        let B = batch.count, D = config.embeddingSize, N = itemCount, K = config.sampledItems, H = config.historyLength
+        let samples = drawSamples(step: step)
+        lastSampledItems = samples
+        candidateSet.reset()
+        ws.trueLocal.removeAll(keepingCapacity: true); ws.sampledLocal.removeAll(keepingCapacity: true)
+        ws.trueQ.removeAll(keepingCapacity: true); ws.sampledQ.removeAll(keepingCapacity: true)
+        for a in batch.actions {
+            ws.trueLocal.append(candidateSet.local(a)); ws.trueQ.append(Float(Self.proposalProbability(a, items: N)))
+        }
+        for s in samples {
+            ws.sampledLocal.append(candidateSet.local(s)); ws.sampledQ.append(Float(Self.proposalProbability(s, items: N)))
+        }
+        let ids = candidateSet.slots, U = ids.count, C = 1 + K
+        func resize(_ a: inout [Float], _ n: Int) {
+            if a.count < n { a = [Float](repeating: 0, count: n) } else { a.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
+        }
+        // The gathered rows and their gradients: [U × D] and [U].
+        resize(&ws.candRows, U * D); resize(&ws.dCandRows, U * D); resize(&ws.betaRows, U * D); resize(&ws.dBetaRows, U * D)
+        resize(&ws.candBias, U); resize(&ws.dCandBias, U); resize(&ws.betaBias, U); resize(&ws.dBetaBias, U)
+        resize(&ws.sampledProbs, B * C); resize(&ws.sampledBetaProbs, B * C); resize(&ws.dhDiscarded, B * D)
+        let p = params.pointer, o = offsets
+        for (u, id) in ids.enumerated() {
+            let j = Int(id)
+            for d in 0..<D { ws.candRows[u * D + d] = p[o.e + j * D + d]; ws.betaRows[u * D + d] = p[o.f + j * D + d] }
+            ws.candBias[u] = p[o.be + j]; ws.betaBias[u] = p[o.bf + j]
+        }
+
+        let h = UnsafePointer(ws.h.pointer)
+        ws.trueLocal.withUnsafeBufferPointer { tl in ws.sampledLocal.withUnsafeBufferPointer { sl in
+        ws.trueQ.withUnsafeBufferPointer { tq in ws.sampledQ.withUnsafeBufferPointer { sq in
+            let tl = tl.baseAddress!, sl = sl.baseAddress!
+            _ = sampled_softmax_forward(probs: &ws.sampledProbs, logp: ws.logpPi.pointer, h: h, rows: ws.candRows, bias: ws.candBias,
+                                        trueLocal: tl, sampledLocal: sl, trueQ: tq.baseAddress!, sampledQ: sq.baseAddress!,
+                                        weights: nil, B: B, K: K, D: D)
+            _ = sampled_softmax_forward(probs: &ws.sampledBetaProbs, logp: ws.logpBeta.pointer, h: h, rows: ws.betaRows, bias: ws.betaBias,
+                                        trueLocal: tl, sampledLocal: sl, trueQ: tq.baseAddress!, sampledQ: sq.baseAddress!,
+                                        weights: nil, B: B, K: K, D: D)
+        } } } }
+
+        // Progressive validation ranks every item, for the first rows only.
+        let R = min(B, Self.sampledNDCGRows)
+        resize(&ws.ndcgScores, R * N)
+        ws.ndcgScores.withUnsafeMutableBufferPointer { z in
+            dot_scores_forward(scores: z.baseAddress!, A: h, E: p + o.e, bias: p + o.be, B: R, N: N, D: D)
+            batch.actions.withUnsafeBufferPointer { a in batch.states.withUnsafeBufferPointer { st in
+                loss.ndcgSum = nextItemNDCGSum(scores: z.baseAddress!, actions: a.baseAddress!, history: st.baseAddress!,
+                                               B: R, N: N, H: H, k: Self.ndcgCutoff)
+            } }
+        }
+        loss.ndcgCount = R
+        coefficients(batch, loss: &loss)
+
+        // Backward: β's rows (its dh discarded: the gradient stops at h), then the policy's rows and dh.
+        ws.dh.slice(0, B * D).update(repeating: 0)
+        ws.trueLocal.withUnsafeBufferPointer { tl in ws.sampledLocal.withUnsafeBufferPointer { sl in
+            sampled_softmax_backward(dh: &ws.dhDiscarded, drows: &ws.dBetaRows, dbias: &ws.dBetaBias, probs: ws.sampledBetaProbs,
+                                     h: h, rows: ws.betaRows, trueLocal: tl.baseAddress!, sampledLocal: sl.baseAddress!,
+                                     weights: nil, dloss: config.betaLossWeight, B: B, K: K, D: D)
+            sampled_softmax_backward(dh: ws.dh.pointer, drows: &ws.dCandRows, dbias: &ws.dCandBias, probs: ws.sampledProbs,
+                                     h: h, rows: ws.candRows, trueLocal: tl.baseAddress!, sampledLocal: sl.baseAddress!,
+                                     weights: ws.coef.pointer, dloss: 1, B: B, K: K, D: D)
+        } }
+        g.policyItems.ids.append(contentsOf: ids)
+        g.policyItems.parts[0].append(contentsOf: ws.dCandRows.prefix(U * D))
+        g.policyItems.parts[1].append(contentsOf: ws.dCandBias.prefix(U))
+        g.betaItems.ids.append(contentsOf: ids)
+        g.betaItems.parts[0].append(contentsOf: ws.dBetaRows.prefix(U * D))
+        g.betaItems.parts[1].append(contentsOf: ws.dBetaBias.prefix(U))
+    }
+
     /// The largest item id of a batch (actions and states), nil when empty.
     public static func largestItem(_ batch: TransitionBatch) -> Int32? { ItemTables.largest(batch) }
 
@@ -430,15 +593,33 @@ public final class ReinforceModel: @unchecked Sendable {
     /// listed (repeated ids merged in list order; unseen ids get their deterministic rows first).
     public func applyGradients(_ g: ReinforceGradients, totalSamples: Int) {
         guard totalSamples > 0 else { return }
-        precondition(g.denseCount == layout.total,
-                     "gradients for \(g.denseCount) dense parameters, the model has \(layout.total): grow every replica to the step's largest item id first (reserveItems)")
+        precondition(g.denseCount == denseGradientCount,
+                     "gradients for \(g.denseCount) dense parameters, the model needs \(denseGradientCount): grow every replica to the step's largest item id first (reserveItems)")
         step += 1
         let scale = 1 / Float(totalSamples), opt = config.optimizer
-        // Rows of the item tables beyond itemCount get zero gradients and zero moments: unchanged.
+        // Full softmax: rows of the item tables beyond itemCount get zero gradients and zero
+        // moments, so stay unchanged. Sampled: the MLP prefix here, the candidates' rows below.
         adam_update(params: params.pointer, grads: g.dense.pointer, m: adamM.pointer, v: adamV.pointer,
-                    count: layout.total, step: step, config: opt, gradScale: scale)
+                    count: g.denseCount, step: step, config: opt, gradScale: scale)
         applyRows(g.users.merged(), rows: userRows, slot: userSlotCreating, scale: scale)
         applyRows(g.items.merged(), rows: itemRows, slot: itemSlotCreating, scale: scale)
+        if !g.policyItems.ids.isEmpty { applyItemTableRows(g.policyItems.merged(), weight: offsets.e, bias: offsets.be, scale: scale) }
+        if !g.betaItems.ids.isEmpty { applyItemTableRows(g.betaItems.merged(), weight: offsets.f, bias: offsets.bf, scale: scale) }
+    }
+
+    /// Lazy Adam on rows of a dense item table (weight rows of width D and their bias), with
+    /// the moments at the same offsets.
+    private func applyItemTableRows(_ grad: SparseGradient, weight w: Int, bias bo: Int, scale: Float) {
+        let D = config.embeddingSize, opt = config.optimizer
+        grad.parts[0].withUnsafeBufferPointer { rows in grad.parts[1].withUnsafeBufferPointer { bias in
+            for (u, id) in grad.ids.enumerated() {
+                let j = Int(id)
+                adam_update(params: params.pointer + w + j * D, grads: rows.baseAddress! + u * D, m: adamM.pointer + w + j * D,
+                            v: adamV.pointer + w + j * D, count: D, step: step, config: opt, gradScale: scale)
+                adam_update(params: params.pointer + bo + j, grads: bias.baseAddress! + u, m: adamM.pointer + bo + j,
+                            v: adamV.pointer + bo + j, count: 1, step: step, config: opt, gradScale: scale)
+            }
+        } }
     }
 
     private func applyRows(_ grad: SparseGradient, rows: RowStore, slot: (Int32) -> Int32, scale: Float) {
@@ -461,7 +642,7 @@ public final class ReinforceModel: @unchecked Sendable {
     }
 
     public func makeGradients() -> ReinforceGradients {
-        ReinforceGradients(denseCount: layout.total, embeddingSize: config.embeddingSize)
+        ReinforceGradients(denseCount: denseGradientCount, embeddingSize: config.embeddingSize)
     }
 
     /// Bytes of parameters and optimizer state.

@@ -46,16 +46,16 @@ public final class ReinforceTraining: BehaviorTrainable {
         let c1 = Date()
         model.computeGradients(batch, into: grads)
         let c2 = Date()
-        var tables = [grads.users, grads.items]
+        var tables = [grads.users, grads.items, grads.policyItems, grads.betaItems]
         try combiner.combine(dense: grads.dense.buffer, sparse: &tables, over: collectives)
-        grads.users = tables[0]; grads.items = tables[1]
+        grads.users = tables[0]; grads.items = tables[1]; grads.policyItems = tables[2]; grads.betaItems = tables[3]
         let c3 = Date()
         let total = grads.sampleCount
         model.applyGradients(grads, totalSamples: total)
         let c4 = Date()
         lastPolicyLoss = Double(grads.policyLossSum) / Double(max(total, 1))
         lastBetaLoss = Double(grads.betaLossSum) / Double(max(total, 1))
-        validation.add(sum: Double(grads.ndcgSum), count: total)
+        validation.add(sum: Double(grads.ndcgSum), count: grads.ndcgCount)
         return StepTiming(compute: c2.timeIntervalSince(c1) + c4.timeIntervalSince(c3),
                           communication: c1.timeIntervalSince(c0) + c3.timeIntervalSince(c2))
     }
