@@ -3,11 +3,12 @@ import Foundation
 import StreamRecNumerics
 import Training
 import Cluster
+import Models
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure StreamRec's speed (see docs/BENCHMARKS.md).",
-        subcommands: [BenchTrain.self, FeaturizeBench.self])
+        subcommands: [BenchTrain.self, FeaturizeBench.self, BenchReinforce.self])
 }
 
 struct BenchTrain: ParsableCommand {
@@ -85,6 +86,61 @@ extension BenchTrain {
                          100 * r.communicationShare, r.sgemmGFLOPSPerRankConcurrent, r.sgemmGFLOPSTotal,
                          r.checkpointWriteSeconds, Double(r.checkpointBytes) / 1048576, r.checkpointSnapshotSeconds,
                          r.checkpointSnapshotSeconds * 1000 / r.stepMilliseconds, r.checkpointStallSeconds, r.checkpointStallSteps))
+        }
+    }
+}
+
+struct BenchReinforce: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reinforce",
+        abstract: "REINFORCE's step cost against the catalogue size, full and sampled softmax.",
+        discussion: """
+        For each --items N: a model whose item tables span N ids, in-memory transitions with items \
+        drawn Zipf-like over all N, single-process steps with the full softmax and with the sampled \
+        softmax (whatever full_softmax_items says; the row the config would pick is marked). \
+        Example: streamrec bench reinforce --config configs/reinforce.yaml --items 2000 --items 200000
+        """)
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(help: "Item counts to measure (repeatable).")
+    var items: [Int] = [2000, 200_000]
+
+    @Option(help: "Timed steps per row.")
+    var steps: Int = 30
+
+    @Flag(help: "Print one JSON array instead of a table.")
+    var json = false
+
+    func run() throws {
+        let cfg = try model.load()
+        guard let rl = cfg.config(ReinforceConfig.self) else {
+            throw ValidationError("--config \(model.config) has model.kind '\(cfg.kind)'; bench reinforce needs a reinforce config (configs/reinforce.yaml)")
+        }
+        guard items.allSatisfy({ $0 >= 3 }) else { throw ValidationError("--items must be at least 3 (2 ids are padding and OOV)") }
+        guard steps > 0 else { throw ValidationError("--steps must be positive") }
+        BLAS.setThreads(1)
+        var rows: [ReinforceStepResult] = []
+        for n in items {
+            for sampled in [false, true] {
+                rows.append(runReinforceStepBenchmark(config: rl, items: n, sampled: sampled, batchSize: cfg.train.batchSize, steps: steps))
+            }
+        }
+        if json {
+            let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
+            print(String(decoding: try enc.encode(rows), as: UTF8.self))
+            return
+        }
+        print("batch \(cfg.train.batchSize), \(steps) steps, 1 process, full_softmax_items \(rl.fullSoftmaxItems), sampled_items \(rl.sampledItems)")
+        print("items     softmax  step ms  transitions/s")
+        for r in rows {
+            print(String(format: "%-9d %-8@ %7.2f  %13.0f%@", r.items, r.softmax, r.stepMilliseconds, r.transitionsPerSecond,
+                         r.configDefault ? "   <- the config's choice" : ""))
+        }
+        let picked = rows.filter(\.configDefault)
+        if let first = picked.first, let last = picked.last, picked.count > 1 {
+            print(String(format: "step at %d items / step at %d items (the config's choices): %.2f×",
+                         last.items, first.items, last.stepMilliseconds / first.stepMilliseconds))
         }
     }
 }

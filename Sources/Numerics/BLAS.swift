@@ -39,6 +39,14 @@ public enum BLAS {
         cblas_sgemv(CblasRowMajor, CblasTrans, Int32(m), Int32(n), alpha, a, Int32(n), x, 1, beta, y, 1)
     }
 
+    /// y[m] = alpha · A[m×n] · x[n] + beta · y, A row-major (`cblas_sgemv`, no transpose): one
+    /// query's scores against m rows without sgemm's packing of A.
+    public static func matvec(m: Int, n: Int, alpha: Float = 1, a: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                              beta: Float = 0, y: UnsafeMutablePointer<Float>) {
+        precondition(m > 0 && n > 0, "matvec: empty shape m=\(m) n=\(n)")
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(m), Int32(n), alpha, a, Int32(n), x, 1, beta, y, 1)
+    }
+
     /// Buffer-checked form of `sgemm` for callers holding buffer pointers.
     public static func sgemm(
         _ transA: Transpose, _ transB: Transpose,

@@ -14,6 +14,10 @@ public func dot_scores_forward(
         if bias == nil { scores.update(repeating: 0, count: B * N) }
         return
     }
+    if B == 1 {   // one query (serving a user, a progressive-NDCG row): no packing of E
+        BLAS.matvec(m: N, n: D, a: E, x: A, beta: bias == nil ? 0 : 1, y: scores)
+        return
+    }
     BLAS.sgemm(.none, .transpose, m: B, n: N, k: D, a: A, b: E, beta: bias == nil ? 0 : 1, c: scores)
 }
 

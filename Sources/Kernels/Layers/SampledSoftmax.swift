@@ -1,4 +1,5 @@
 import Foundation
+import StreamRecNumerics
 
 // Sampled softmax with the log-Q correction (Bengio & Senécal 2008; Jean et al. 2015), computed
 // as TensorFlow's `sampled_softmax_loss` does (subtract_log_q, remove_accidental_hits). The
@@ -25,6 +26,9 @@ import Foundation
 /// Inputs: h[B×D], rows[U×D], bias[U], trueLocal[B], sampledLocal[K] (indices into rows),
 /// trueQ[B], sampledQ[K] (proposal probabilities, > 0), weights[B] (nil means 1).
 /// Returns Σ_b w_b · (−logp[b]).
+///
+/// The K shared samples make the sampled logits one GEMM: h[B×D] · S[K×D]ᵀ with S the samples'
+/// rows gathered in sample order, plus their corrected biases (log Q taken once per sample).
 public func sampled_softmax_forward(
     probs: UnsafeMutablePointer<Float>, logp: UnsafeMutablePointer<Float>,
     h: UnsafePointer<Float>, rows: UnsafePointer<Float>, bias: UnsafePointer<Float>,
@@ -33,6 +37,15 @@ public func sampled_softmax_forward(
     B: Int, K: Int, D: Int
 ) -> Double {
     let C = 1 + K
+    if B == 0 { return 0 }
+    var sampledRows = [Float](repeating: 0, count: max(K * D, 1)), corrected = [Float](repeating: 0, count: max(K, 1))
+    var logits = [Float](repeating: 0, count: max(B * K, 1))
+    for k in 0..<K {
+        let s = Int(sampledLocal[k])
+        for d in 0..<D { sampledRows[k * D + d] = rows[s * D + d] }
+        corrected[k] = bias[s] - log(sampledQ[k])
+    }
+    if K > 0 && D > 0 { BLAS.sgemm(.none, .transpose, m: B, n: K, k: D, a: h, b: sampledRows, c: &logits) }
     var total = 0.0
     for b in 0..<B {
         let hb = h + b * D, z = probs + b * C
@@ -41,22 +54,15 @@ public func sampled_softmax_forward(
         let et = rows + t * D
         for d in 0..<D { acc += hb[d] * et[d] }
         z[0] = acc
-        var mx = acc
         for k in 0..<K {
-            let s = Int(sampledLocal[k])
-            if s == t { z[1 + k] = -.infinity; continue }  // accidental hit
-            var a = bias[s] - log(sampledQ[k])
-            let es = rows + s * D
-            for d in 0..<D { a += hb[d] * es[d] }
-            z[1 + k] = a
-            mx = max(mx, a)
+            // An accidental hit (a sample equal to the row's true item) gets probability 0.
+            z[1 + k] = Int(sampledLocal[k]) == t ? -.infinity : logits[b * K + k] + corrected[k]
         }
-        var sum: Float = 0
-        for j in 0..<C { sum += exp(z[j] - mx) }
-        let lp = z[0] - mx - log(sum)
+        let mx = vmax(z, C)
+        let sum = vexpShifted(out: z, z, shift: mx, C)
+        let lp = acc - mx - log(sum)
         logp[b] = lp
-        let inv = 1 / sum
-        for j in 0..<C { z[j] = exp(z[j] - mx) * inv }
+        vscale(z, 1 / sum, C)
         total -= Double(weights?[b] ?? 1) * Double(lp)
     }
     return total
@@ -65,6 +71,9 @@ public func sampled_softmax_forward(
 /// Accumulates, with g[b,j] = dloss · w_b · (probs[b,j] − [j == 0]) and c_bj the candidate's
 /// local index: dh[b,:] += Σ_j g[b,j] · rows[c_bj,:]; drows[c_bj,:] += g[b,j] · h[b,:];
 /// dbias[c_bj] += g[b,j]. Shapes as in the forward; drows[U×D], dbias[U].
+///
+/// The samples' part is two GEMMs over G[B×K] (accidental hits have probability 0, so g = 0
+/// there): dh += G · S and dS = Gᵀ · h, scattered to the samples' rows.
 public func sampled_softmax_backward(
     dh: UnsafeMutablePointer<Float>, drows: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>,
     probs: UnsafePointer<Float>, h: UnsafePointer<Float>, rows: UnsafePointer<Float>,
@@ -72,21 +81,34 @@ public func sampled_softmax_backward(
     dloss: Float, B: Int, K: Int, D: Int
 ) {
     let C = 1 + K
+    if B == 0 { return }
+    var G = [Float](repeating: 0, count: max(B * K, 1))
     for b in 0..<B {
         let scale = dloss * (weights?[b] ?? 1)
-        if scale == 0 { continue }
         let p = probs + b * C, hb = h + b * D, dhb = dh + b * D
         let t = Int(trueLocal[b])
-        for j in 0..<C {
-            let c = j == 0 ? t : Int(sampledLocal[j - 1])
-            if j > 0 && c == t { continue }  // accidental hit: a constant −∞ logit
-            let g = scale * (j == 0 ? p[0] - 1 : p[j])
-            let e = rows + c * D, de = drows + c * D
-            for d in 0..<D {
-                dhb[d] += g * e[d]
-                de[d] += g * hb[d]
-            }
-            dbias[c] += g
+        for k in 0..<K { G[b * K + k] = scale * p[1 + k] }
+        let g0 = scale * (p[0] - 1)
+        let e = rows + t * D, de = drows + t * D
+        for d in 0..<D {
+            dhb[d] += g0 * e[d]
+            de[d] += g0 * hb[d]
         }
+        dbias[t] += g0
+    }
+    guard K > 0, D > 0 else { return }
+    var sampledRows = [Float](repeating: 0, count: K * D), dS = [Float](repeating: 0, count: K * D)
+    for k in 0..<K {
+        let s = Int(sampledLocal[k])
+        for d in 0..<D { sampledRows[k * D + d] = rows[s * D + d] }
+    }
+    BLAS.sgemm(.none, .none, m: B, n: D, k: K, a: G, b: sampledRows, beta: 1, c: dh)
+    BLAS.sgemm(.transpose, .none, m: K, n: D, k: B, a: G, b: h, c: &dS)
+    for k in 0..<K {
+        let s = Int(sampledLocal[k])
+        var gb: Float = 0
+        for b in 0..<B { gb += G[b * K + k] }
+        dbias[s] += gb
+        for d in 0..<D { drows[s * D + d] += dS[k * D + d] }
     }
 }

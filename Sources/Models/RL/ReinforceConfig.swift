@@ -25,7 +25,7 @@ public struct ReinforceConfig: Codable, Sendable, Equatable {
     /// beyond, over each step's true items and `sampled_items` items drawn from a proposal
     /// (sampled softmax with the log-Q correction), so a step's cost stops growing with the
     /// catalogue. The item tables' gradients then travel as sparse rows.
-    public var fullSoftmaxItems: Int = 20_000
+    public var fullSoftmaxItems: Int = 5_000
     /// Items drawn per step for the sampled softmax (shared by the batch).
     public var sampledItems: Int = 1024
     /// Embedding rows and output item rows start uniform in ±init_scale (deterministic per id and seed).

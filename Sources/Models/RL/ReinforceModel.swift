@@ -33,7 +33,8 @@ import Features
 // the sampled estimates. E, bE, F and bF get gradients on the candidates' rows only, which travel
 // as sparse rows (`policyItems`, `betaItems`) and are updated by lazy row-wise Adam; the fused
 // dense buffer shrinks to the MLP. Progressive NDCG then ranks every item for the first
-// `sampledNDCGRows` samples of each local batch (a full ranking is the metric's definition).
+// `sampledNDCGRows` samples of each local batch (a full ranking is the metric's definition; B·C/N
+// rows cost about what the sampled softmax does).
 //
 // Parameters: the dense ones (W1, b1, W2, b2, E, bE, F, bF) in one flat buffer cut by
 // `layout` — Adam moments share it, and a data-parallel step allreduces the gradient buffer in
@@ -194,8 +195,15 @@ public final class ReinforceModel: @unchecked Sendable {
     private let userSet = BatchRowSet(), itemSet = BatchRowSet(), candidateSet = BatchRowSet()
     /// The items the last sampled step drew (for tests and the reference).
     internal private(set) var lastSampledItems: [Int32] = []
-    /// Samples per local batch whose progressive NDCG is computed under the sampled softmax.
-    public static let sampledNDCGRows = 8
+    /// Samples of a local batch of B whose progressive NDCG is computed at step `s` under the
+    /// sampled softmax: ranking every item for R rows costs R·N, so R = B·C/N (C = 1 +
+    /// sampled_items) keeps it near the sampled softmax's own cost (B·C) at any catalogue size;
+    /// below one row per step, one row every ⌈N/(B·C)⌉ steps.
+    public func sampledNDCGRows(batch B: Int, step s: Int) -> Int {
+        let work = B * (1 + config.sampledItems), N = max(itemCount, 1)
+        if work >= N { return min(B, work / N) }
+        return s % ((N + work - 1) / work) == 0 ? min(B, 1) : 0
+    }
 
     /// True when the softmaxes run over sampled candidates (more than `full_softmax_items` ids).
     /// A function of the item count, so data-parallel replicas agree once `reserveItems` ran.
@@ -553,15 +561,15 @@ public final class ReinforceModel: @unchecked Sendable {
         } } } }
 
         // Progressive validation ranks every item, for the first rows only.
-        let R = min(B, Self.sampledNDCGRows)
+        let R = sampledNDCGRows(batch: B, step: step)
         resize(&ws.ndcgScores, R * N)
-        ws.ndcgScores.withUnsafeMutableBufferPointer { z in
+        if R > 0 { ws.ndcgScores.withUnsafeMutableBufferPointer { z in
             dot_scores_forward(scores: z.baseAddress!, A: h, E: p + o.e, bias: p + o.be, B: R, N: N, D: D)
             batch.actions.withUnsafeBufferPointer { a in batch.states.withUnsafeBufferPointer { st in
                 loss.ndcgSum = nextItemNDCGSum(scores: z.baseAddress!, actions: a.baseAddress!, history: st.baseAddress!,
                                                B: R, N: N, H: H, k: Self.ndcgCutoff)
             } }
-        }
+        } }
         loss.ndcgCount = R
         coefficients(batch, loss: &loss)
 
