@@ -23,7 +23,7 @@ struct BehaviorOptions: ParsableArguments {
     @Option(help: "A user's next event more than this many seconds later ends the episode (done). Default 3600.")
     var sessionGapSeconds: Int?
 
-    @Option(help: "Rewards per transition (W): the action's and its next W−1 events' in the session, for REINFORCE's discounted return; 1 = the immediate reward only. Default 10.")
+    @Option(help: "Rewards per transition (W): the action's and its next W−1 events' in the session, for REINFORCE's discounted return; 1 = the immediate reward only. Default 1.")
     var rewardWindow: Int?
 
     @Option(help: "Popular items: sliding event-time window length in seconds (a multiple of --slide-seconds). Default 3600.")

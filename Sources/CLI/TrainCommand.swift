@@ -54,7 +54,7 @@ struct Train: ParsableCommand {
     @Flag(help: "Join a running job (launch with its own `mpirun -np 1 --ompi-server file:URI`).") var join = false
     @Flag(help: "Ignore existing checkpoints and start a new model (--source redis resumes by default).") var fresh = false
     @Option(help: "Rank 0 appends per-batch and per-checkpoint timing lines here (for bench freshness).") var freshnessLog: String?
-    @Option(help: "Behaviour file (--data, RL models): rewards per transition W, as the feature workers' behavior.reward_window (default 10; the config's behavior.reward_window).")
+    @Option(help: "Behaviour file (--data, RL models): rewards per transition W, as the feature workers' behavior.reward_window (default 1; the config's behavior.reward_window).")
     var rewardWindow: Int?
 
     func validate() throws {

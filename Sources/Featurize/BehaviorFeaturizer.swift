@@ -39,8 +39,9 @@ public struct BehaviorSettings: Sendable, Equatable {
     /// A user's next event more than this later ends the episode (done).
     public var sessionGapSeconds: Int64 = 3600
     /// W: a transition carries the rewards of its action and of the next W−1 events of the
-    /// session (REINFORCE's discounted return); 1 = the immediate reward only.
-    public var rewardWindow = 10
+    /// session (REINFORCE's discounted return); 1 = the immediate reward only. 1 by default:
+    /// on `gen behavior` data longer windows lose held-out NDCG (docs/BENCHMARKS.md, issue 11).
+    public var rewardWindow = 1
     /// Popular items: a sliding event-time window (FlinkRL: 60 min every 80 s).
     public var windowSeconds: Int64 = 3600
     public var slideSeconds: Int64 = 80

@@ -144,7 +144,7 @@ public struct TransitionRule: Sendable, Equatable {
     public var rewardWindow: Int
 
     public init(historyLength: Int = 10, consumedLimit: Int = 100, sessionGapSeconds: Int64 = 3600, rewards: [Float] = [1, 2, 2, 3],
-                rewardWindow: Int = 10) {
+                rewardWindow: Int = 1) {
         self.historyLength = historyLength; self.consumedLimit = consumedLimit
         self.sessionGapSeconds = sessionGapSeconds; self.rewards = rewards
         self.rewardWindow = max(rewardWindow, 1)
