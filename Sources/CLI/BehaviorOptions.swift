@@ -23,6 +23,9 @@ struct BehaviorOptions: ParsableArguments {
     @Option(help: "A user's next event more than this many seconds later ends the episode (done). Default 3600.")
     var sessionGapSeconds: Int?
 
+    @Option(help: "Rewards per transition (W): the action's and its next W−1 events' in the session, for REINFORCE's discounted return; 1 = the immediate reward only. Default 1.")
+    var rewardWindow: Int?
+
     @Option(help: "Popular items: sliding event-time window length in seconds (a multiple of --slide-seconds). Default 3600.")
     var windowSeconds: Int?
 
@@ -37,8 +40,8 @@ struct BehaviorOptions: ParsableArguments {
 
     /// Defaults, then the settings file's `behavior:` section, then these flags.
     func settings(file section: SettingsSection) throws -> BehaviorSettings {
-        try section.checkKeys(["history_length", "consumed_limit", "session_gap_seconds", "window_seconds", "slide_seconds",
-                               "lateness_seconds", "rewards"])
+        try section.checkKeys(["history_length", "consumed_limit", "session_gap_seconds", "reward_window", "window_seconds",
+                               "slide_seconds", "lateness_seconds", "rewards"])
         var s = BehaviorSettings()
         func setReward(_ name: String, _ value: String, from: String) throws {
             guard let b = Behavior(name: name) else { throw ValidationError("\(from): unknown behaviour '\(name)' (pv, cart, fav, buy)") }
@@ -48,6 +51,7 @@ struct BehaviorOptions: ParsableArguments {
         s.historyLength = try historyLength ?? section.positiveInt("history_length") ?? s.historyLength
         s.consumedLimit = try consumedLimit ?? section.positiveInt("consumed_limit") ?? s.consumedLimit
         s.sessionGapSeconds = Int64(try sessionGapSeconds ?? section.positiveInt("session_gap_seconds") ?? Int(s.sessionGapSeconds))
+        s.rewardWindow = try rewardWindow ?? section.positiveInt("reward_window") ?? s.rewardWindow
         s.windowSeconds = Int64(try windowSeconds ?? section.positiveInt("window_seconds") ?? Int(s.windowSeconds))
         s.slideSeconds = Int64(try slideSeconds ?? section.positiveInt("slide_seconds") ?? Int(s.slideSeconds))
         s.latenessSeconds = Int64(try latenessSeconds ?? section.nonNegativeInt("lateness_seconds") ?? Int(s.latenessSeconds))

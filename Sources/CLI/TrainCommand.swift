@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Featurize
 import Checkpoint
 import Cluster
 import Features
@@ -53,6 +54,8 @@ struct Train: ParsableCommand {
     @Flag(help: "Join a running job (launch with its own `mpirun -np 1 --ompi-server file:URI`).") var join = false
     @Flag(help: "Ignore existing checkpoints and start a new model (--source redis resumes by default).") var fresh = false
     @Option(help: "Rank 0 appends per-batch and per-checkpoint timing lines here (for bench freshness).") var freshnessLog: String?
+    @Option(help: "Behaviour file (--data, RL models): rewards per transition W, as the feature workers' behavior.reward_window (default 1; the config's behavior.reward_window).")
+    var rewardWindow: Int?
 
     func validate() throws {
         if source == .file && data == nil && !join { throw ValidationError("--source file needs --data FILE") }
@@ -196,8 +199,8 @@ extension Train {
         if rank == 0 { try checkNewLineage(cfg) }
         guard let c = cfg.transitionModel else { throw CLIError("model.kind \(cfg.kind) does not train on a behaviour file") }
         let model = try ModelFamilies.fresh(kind: cfg.kind, config: cfg.modelConfigJSON, sidecars: [:], batchSize: cfg.train.batchSize)
-        let file = try BehaviorFileSource(path: data!, rule: TransitionRule(historyLength: c.historyLength),
-                                          batchSize: cfg.train.batchSize) { r in
+        let rule = try fileRule(historyLength: c.historyLength)
+        let file = try BehaviorFileSource(path: data!, rule: rule, batchSize: cfg.train.batchSize) { r in
             FileHandle.standardError.write(Data("rejected \(r)\n".utf8))
         }
         let source: BatchSource = size > 1 ? StridedBatchSource(file, rank: rank, size: size) : file
@@ -205,7 +208,7 @@ extension Train {
         let store = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints)
         let collectives: Collectives = world.map { MPICollectives(communicator: $0) } ?? LocalCollectives()
         if rank == 0 {
-            log("training \(cfg.kind) on \(size) process(es): history \(c.historyLength), embedding \(c.embeddingSize), hidden \(c.hiddenSize), batch \(cfg.train.batchSize) per process, one pass over \(data!)")
+            log("training \(cfg.kind) on \(size) process(es): history \(c.historyLength), reward window \(rule.rewardWindow), embedding \(c.embeddingSize), hidden \(c.hiddenSize), batch \(cfg.train.batchSize) per process, one pass over \(data!)")
         }
         let trainer = Trainer(model: model, settings: cfg.train, source: source, collectives: collectives,
                               store: rank == 0 ? store : nil) { log($0) }
@@ -216,6 +219,19 @@ extension Train {
             log(String(format: "rank %d/%d: %d steps, parameters fnv1a64=%016llx", rank, size, s.steps, model.parameterDigest))
         }
         if rank == 0 { log(summaryLine(s)) }
+    }
+
+    /// The feature workers' transition rule for a behaviour file: their defaults (BehaviorSettings)
+    /// with the model's history length and the reward window of --reward-window or the config's
+    /// `behavior:` section, so the file trains on the transitions the streams would carry.
+    func fileRule(historyLength: Int) throws -> TransitionRule {
+        let section = try model.settings().section("behavior")
+        try section.checkKeys(["reward_window"])
+        var s = BehaviorSettings()
+        s.historyLength = historyLength
+        s.rewardWindow = try rewardWindow ?? section.positiveInt("reward_window") ?? s.rewardWindow
+        do { try s.validate() } catch { throw CLIError("\(error)") }
+        return s.rule
     }
 
     /// The resident online trainer: Redis feature streams, resume, dynamic join, leave.

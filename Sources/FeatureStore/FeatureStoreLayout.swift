@@ -43,7 +43,7 @@ import Features
 // | sr:rl:events                     | hash   | featurize (commit script)  | "{topic}:{p}" → valid behaviour events featurized |
 // | sr:rl:pop:{bucket}:{topic}:{p}   | string | featurize (commit script)  | partition p's events per item in [bucket×slide, (bucket+1)×slide) of event time (`PopularBucket`: item id bytes → count), rewritten whole when the unit touched it |
 // | sr:rl:pop:buckets                | zset   | featurize (commit script)  | "{bucket}:{topic}:{p}" → bucket; buckets older than a window (+ lateness) behind the watermark are deleted |
-// | sr:rl:meta                       | hash   | featurize (start)          | history_length, consumed_limit, window_seconds, slide_seconds, lateness_seconds: set by the first behaviour worker, checked by the others, read by `popular` and servers |
+// | sr:rl:meta                       | hash   | featurize (start)          | history_length, consumed_limit, session_gap_seconds, reward_window, rewards, window_seconds, slide_seconds, lateness_seconds: set by the first behaviour worker, checked by the others, read by `popular` and servers |
 //
 // Exactly once: a commit unit (one batch or none, its dead letters, its lost rows, the
 // featurizer's state writes — behaviour user states, popular counts, watermark — and the new

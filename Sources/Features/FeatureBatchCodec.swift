@@ -3,10 +3,10 @@
 // transitions; field "b") and read by trainers.
 //
 // Every batch is an ENVELOPE (magic, version, kind, source range, CRC) around a payload whose
-// layout the kind decides. Version 2 (all integers little-endian; offsets in bytes):
+// layout the kind decides. Version 3 (all integers little-endian; offsets in bytes):
 //
 //   0   magic            4  "SRFB"
-//   4   version          u16  2
+//   4   version          u16  3
 //   6   kind             u16  1 = rows (Criteo: ids/weights/labels), 2 = transitions (behaviour)
 //   8   partition        i32  source Kafka partition
 //   12  rejected         u32  messages rejected (dead-lettered) inside [firstOffset, lastOffset]
@@ -32,23 +32,25 @@
 //                        or Float32 [B×F] (flag bit 1)
 //   …   labels           UInt8 [B] (0/1)   or Float32 [B] (flag bit 1)
 //
-// Payload of kind 2, transitions (B transitions, history H; see `TransitionBatch`):
+// Payload of kind 2, transitions (B transitions, history H, reward window W; see `TransitionBatch`):
 //   +0  count B          u32
 //   +4  historyLength H  u16
-//   +6  reserved         u16  0
+//   +6  rewardWindow W   u16  ≥ 1 (version 2: reserved, 0, read as W = 1)
 //   +8  users            Int32 [B]
 //   …   states           Int32 [B×H]  the H items before the action, oldest first, padded in front
 //                                      with `TransitionBatch.paddingItem`
 //   …   actions          Int32 [B]
-//   …   rewards          Float32 [B]
+//   …   rewards          Float32 [B×W] row-major: the action's reward, then its next W−1 events'
+//                                      in the same session (0 after the session ended)
 //   …   done             UInt8 [B]   0/1
 //   …   times            Int64 [B]   event time of the action (Unix seconds)
 //   (the next state is the state shifted by one with the action appended: not stored)
 //
 // The rows encoder picks the compact forms when they are exact (categorical weights all 1, labels
 // all 0/1) and falls back to the full forms otherwise, so decode(encode(x)) == x bit for bit.
-// Version 1 (the rows layout without a kind, written before behaviour events existed) is still
-// read. A reader that meets an unknown version refuses the batch (upgrade streamrec); one that
+// Version 2 (the same envelope; transitions with one reward each) and version 1 (the rows layout
+// without a kind, written before behaviour events existed) are still read. A reader that meets
+// an unknown version refuses the batch (upgrade streamrec); one that
 // meets a kind it does not handle refuses it by name.
 
 /// What a feature batch carries.
@@ -104,11 +106,11 @@ public struct FeatureBatchCodecError: Error, Sendable, Equatable, CustomStringCo
 
 public enum FeatureBatchCodec {
     public static let magic: [UInt8] = Array("SRFB".utf8)
-    public static let version: UInt16 = 2
+    public static let version: UInt16 = 3
     /// Feature ids a batch may carry: 0..<2^27 (134M). Models index their rows by id through a
     /// dense array, so an id near 2^31 in a corrupt batch would otherwise cost gigabytes.
     public static let idLimit: Int32 = 1 << 27
-    /// Bytes before the topic in a version-2 envelope.
+    /// Bytes before the topic in a version-2 or -3 envelope.
     static let envelopeSize = 42
     static let rowsPayloadHeader = 12
     static let transitionsPayloadHeader = 8
@@ -117,7 +119,7 @@ public enum FeatureBatchCodec {
 
     // MARK: Envelope
 
-    /// Appends the version-2 envelope header (through the topic) to `out`, cleared first.
+    /// Appends the current version's envelope header (through the topic) to `out`, cleared first.
     static func beginEnvelope(_ kind: FeatureBatchKind, source: FeatureBatchSource, payloadBytes: Int, into out: inout [UInt8]) {
         let topic = Array(source.topic.utf8.prefix(Int(UInt16.max)))
         out.removeAll(keepingCapacity: true)
@@ -167,9 +169,9 @@ public enum FeatureBatchCodec {
         }
         guard n >= 6 else { throw FeatureBatchCodecError(.truncated, "feature batch truncated: \(n) bytes") }
         let version = get16(raw, 4)
-        guard version == 1 || version == 2 else {
+        guard (1...3).contains(version) else {
             throw FeatureBatchCodecError(.unsupportedVersion,
-                "feature batch format version \(version), but this streamrec reads versions 1 and 2; "
+                "feature batch format version \(version), but this streamrec reads versions 1 to 3; "
                 + "upgrade the trainer to the streamrec build that produced it (or re-run featurize with this build)")
         }
         // Version 1: magic, version, flags, F, D, B, partition, rejected, offsets, producedAt, topic (50 bytes + T).
@@ -202,7 +204,7 @@ public enum FeatureBatchCodec {
                 "feature batch of unknown kind \(rawKind) (this streamrec knows \(FeatureBatchKind.allCases.map { "\($0.rawValue) = \($0)" }.joined(separator: ", "))); "
                 + "upgrade streamrec to the build that produced it")
         }
-        return Envelope(version: 2, kind: kind, source: source, payload: (headerEnd + T)..<(n - 4),
+        return Envelope(version: version, kind: kind, source: source, payload: (headerEnd + T)..<(n - 4),
                         storedChecksum: stored, computedChecksum: computed)
     }
 
@@ -401,11 +403,11 @@ public enum FeatureBatchCodec {
 
     /// Encodes a transition batch into `out` (cleared first).
     public static func encode(_ batch: TransitionBatch, source: FeatureBatchSource, into out: inout [UInt8]) {
-        let B = batch.count, H = batch.historyLength
-        precondition(H >= 0 && H <= Int(UInt16.max))
-        let payload = transitionsPayloadHeader + B * (4 + 4 * H + 4 + 4 + 1 + 8)
+        let B = batch.count, H = batch.historyLength, W = batch.rewardWindow
+        precondition(H >= 0 && H <= Int(UInt16.max) && W >= 1 && W <= Int(UInt16.max) && batch.rewards.count == B * W)
+        let payload = transitionsPayloadHeader + B * (4 + 4 * H + 4 + 4 * W + 1 + 8)
         beginEnvelope(.transitions, source: source, payloadBytes: payload, into: &out)
-        put32(&out, UInt32(B)); put16(&out, UInt16(H)); put16(&out, 0)
+        put32(&out, UInt32(B)); put16(&out, UInt16(H)); put16(&out, UInt16(W))
         let start = out.count
         out.append(contentsOf: repeatElement(0, count: payload - transitionsPayloadHeader))
         out.withUnsafeMutableBytes { raw in
@@ -444,11 +446,16 @@ public enum FeatureBatchCodec {
         guard e.payload.count >= transitionsPayloadHeader else {
             throw FeatureBatchCodecError(.lengthMismatch, "transition batch length mismatch: \(e.payload.count) payload bytes, its header needs \(transitionsPayloadHeader)")
         }
-        let B = Int(get32(raw, h)), H = Int(get16(raw, h + 4))
-        let expected = transitionsPayloadHeader + B * (4 + 4 * H + 4 + 4 + 1 + 8)
+        // Version 2 had one reward per transition (and 0 in the field that now holds W).
+        let B = Int(get32(raw, h)), H = Int(get16(raw, h + 4)), W = e.version == 2 ? 1 : Int(get16(raw, h + 6))
+        guard W >= 1 else {
+            try e.verify()
+            throw FeatureBatchCodecError(.invalidHeader, "transition batch header has reward window 0 (at least 1); the entry is corrupt")
+        }
+        let expected = transitionsPayloadHeader + B * (4 + 4 * H + 4 + 4 * W + 1 + 8)
         guard expected == e.payload.count else {
             throw FeatureBatchCodecError(.lengthMismatch,
-                "transition batch length mismatch: header describes \(expected) payload bytes (\(B) transitions, history \(H)), got \(e.payload.count); the entry is truncated or corrupt")
+                "transition batch length mismatch: header describes \(expected) payload bytes (\(B) transitions, history \(H), reward window \(W)), got \(e.payload.count); the entry is truncated or corrupt")
         }
         try e.verify()
         var p = h + transitionsPayloadHeader
@@ -459,9 +466,9 @@ public enum FeatureBatchCodec {
             }
         }
         let users = ints(B), states = ints(B * H), actions = ints(B)
-        let rewards = [Float](unsafeUninitializedCapacity: B) { buf, count in
-            for k in 0..<B { buf[k] = Float(bitPattern: get32(raw, p)); p += 4 }
-            count = B
+        let rewards = [Float](unsafeUninitializedCapacity: B * W) { buf, count in
+            for k in 0..<(B * W) { buf[k] = Float(bitPattern: get32(raw, p)); p += 4 }
+            count = B * W
         }
         var badDone = -1
         let done = (0..<B).map { k -> Bool in
@@ -482,13 +489,13 @@ public enum FeatureBatchCodec {
             }
         }
         if let k = rewards.firstIndex(where: { !$0.isFinite }) {
-            throw FeatureBatchCodecError(.invalidContent, "transition batch #\(k) has a non-finite reward \(rewards[k]); the entry is corrupt")
+            throw FeatureBatchCodecError(.invalidContent, "transition batch #\(k / W) has a non-finite reward \(rewards[k]); the entry is corrupt")
         }
         if badDone >= 0 {
             throw FeatureBatchCodecError(.invalidContent, "transition batch #\(badDone) has a done flag other than 0/1; the entry is corrupt")
         }
         return SourcedTransitionBatch(
-            batch: TransitionBatch(historyLength: H, users: users, states: states, actions: actions, rewards: rewards, done: done, times: times),
+            batch: TransitionBatch(historyLength: H, rewardWindow: W, users: users, states: states, actions: actions, rewards: rewards, done: done, times: times),
             source: e.source)
     }
 

@@ -9,13 +9,16 @@
 //   * popular items: the event counts in its slide bucket (sr:rl:pop:{time / slide}) unless it is
 //     LATE — older than the partition's watermark (largest event time seen) minus the allowed
 //     lateness — then it counts in sr:rl:late instead. Never dropped silently, never twice.
-//   * transitions: the user's previous event (pending) becomes a transition now, with
-//     done = (this event is more than the session gap later). A pending event whose time + gap
-//     falls below the partition's watermark − lateness is released at once with done = true (its
-//     successor, if any, must come after the gap). Both rules depend only on the partition's event
-//     sequence, so a replay after a crash produces the same transitions. A partition without new
-//     events keeps its users' last events pending (in Redis, sr:rl:pending:{topic}:{p}).
-//   * the user's history (last H+1 items), consumed set (last C distinct) and pending event.
+//   * transitions (`TransitionRule`): the user's events wait in a queue until their return window
+//     is known — the oldest becomes a transition once W−1 successors in the session (and at least
+//     one) arrived. An event more than the session gap after the user's previous one ends the
+//     session: every queued event becomes a transition, the last with done = true. So does the
+//     watermark: a user whose newest event's time + gap falls below the partition's watermark −
+//     lateness is released at once (whatever comes next must come after the gap). Both rules
+//     depend only on the partition's event sequence, so a replay after a crash produces the same
+//     transitions. A partition without new events keeps its users' queues pending (in Redis,
+//     sr:rl:pending:{topic}:{p}).
+//   * the user's history (last H+W items), consumed set (last C distinct) and pending events.
 // Everything a unit changed — user states, pending index, popular counts, late/event counters,
 // the watermark — is written by the unit's commit script with the batch and the progress: a worker
 // killed at any instant resumes from exactly the state that matches its progress.
@@ -35,6 +38,10 @@ public struct BehaviorSettings: Sendable, Equatable {
     public var rewards: [Float] = [1, 2, 2, 3]
     /// A user's next event more than this later ends the episode (done).
     public var sessionGapSeconds: Int64 = 3600
+    /// W: a transition carries the rewards of its action and of the next W−1 events of the
+    /// session (REINFORCE's discounted return); 1 = the immediate reward only. 1 by default:
+    /// on `gen behavior` data longer windows lose held-out NDCG (docs/BENCHMARKS.md, issue 11).
+    public var rewardWindow = 1
     /// Popular items: a sliding event-time window (FlinkRL: 60 min every 80 s).
     public var windowSeconds: Int64 = 3600
     public var slideSeconds: Int64 = 80
@@ -45,13 +52,17 @@ public struct BehaviorSettings: Sendable, Equatable {
 
     /// The per-user transition rule these settings describe.
     public var rule: TransitionRule {
-        TransitionRule(historyLength: historyLength, consumedLimit: consumedLimit, sessionGapSeconds: sessionGapSeconds, rewards: rewards)
+        TransitionRule(historyLength: historyLength, consumedLimit: consumedLimit, sessionGapSeconds: sessionGapSeconds, rewards: rewards,
+                       rewardWindow: rewardWindow)
     }
 
     public func validate() throws {
         func bad(_ m: String) -> FeaturizeError { .invalidOptions(m) }
-        // A state stores H+1 items with a one-byte count.
+        // A state stores H+W items with a one-byte count.
         guard (1...254).contains(historyLength) else { throw bad("behavior.history_length must be in 1…254, got \(historyLength)") }
+        guard rewardWindow >= 1, historyLength + rewardWindow <= 255 else {
+            throw bad("behavior.reward_window must be in 1…\(255 - historyLength) (history_length + reward_window ≤ 255), got \(rewardWindow)")
+        }
         guard (1...65535).contains(consumedLimit) else { throw bad("behavior.consumed_limit must be in 1…65535, got \(consumedLimit)") }
         guard rewards.count == 4, rewards.allSatisfy(\.isFinite) else { throw bad("behavior.rewards needs a finite reward for each of pv, cart, fav, buy") }
         // Ten years bounds every time span, so time arithmetic cannot overflow.
@@ -97,10 +108,11 @@ public final class BehaviorFeaturizer: Featurizer {
         /// when this does, not at every event).
         var indexed: Bool
         init(id: Int32, key: [UInt8], state: UserState) {
-            self.id = id; self.key = key; self.state = state; indexed = state.pending != nil
+            self.id = id; self.key = key; self.state = state; indexed = !state.pending.isEmpty
         }
     }
 
+    /// A user with pending events, by the time of the newest (the one the session gap counts from).
     struct PendingEntry { var time: Int64; var user: Int32; var seq: UInt32 }
 
     public final class Partition {
@@ -123,9 +135,9 @@ public final class BehaviorFeaturizer: Featurizer {
         var events = 0
         var stateScratch: [Int32] = []
 
-        init(partition: Int32, historyLength: Int) {
+        init(partition: Int32, rule: TransitionRule) {
             self.partition = partition
-            transitions = TransitionBatch(historyLength: historyLength)
+            transitions = rule.emptyBatch()
         }
 
         func resetUnit() {
@@ -166,7 +178,7 @@ public final class BehaviorFeaturizer: Featurizer {
     public final class Scratch {}
 
     public func makePartition(_ partition: Int32, batchSize: Int) -> Partition {
-        Partition(partition: partition, historyLength: settings.historyLength)
+        Partition(partition: partition, rule: rule)
     }
     public func makeScratch() -> Scratch { Scratch() }
 
@@ -182,6 +194,7 @@ public final class BehaviorFeaturizer: Featurizer {
         let mine = ["window_seconds": "\(settings.windowSeconds)", "slide_seconds": "\(settings.slideSeconds)",
                     "lateness_seconds": "\(settings.latenessSeconds)", "history_length": "\(settings.historyLength)",
                     "consumed_limit": "\(settings.consumedLimit)", "session_gap_seconds": "\(settings.sessionGapSeconds)",
+                    "reward_window": "\(settings.rewardWindow)",
                     "rewards": Behavior.allCases.map { "\($0.name)=\(rule.reward($0))" }.joined(separator: ",")]
         for (k, v) in mine.sorted(by: { $0.key < $1.key }) { try r.command(["HSETNX", layout.behaviorMeta, k, v]) }
         let stored = try store.hash(layout.behaviorMeta)
@@ -190,7 +203,7 @@ public final class BehaviorFeaturizer: Featurizer {
                 "behavior \(k) is \(v) here but \(stored[k] ?? "unset") in Redis (\(layout.behaviorMeta)), where the first "
                 + "behaviour worker recorded it: run every worker with the same behavior settings, or use a fresh --prefix")
         }
-        return "behaviour events → transitions (history \(settings.historyLength), session gap \(settings.sessionGapSeconds) s); "
+        return "behaviour events → transitions (history \(settings.historyLength), session gap \(settings.sessionGapSeconds) s, reward window \(settings.rewardWindow)); "
             + "popular items over \(settings.windowSeconds) s every \(settings.slideSeconds) s, lateness \(settings.latenessSeconds) s"
     }
 
@@ -288,7 +301,7 @@ public final class BehaviorFeaturizer: Featurizer {
         }
         let user = User(id: id, key: key, state: state)
         p.users[id] = user
-        if let pending = state.pending { p.push(PendingEntry(time: pending.time, user: id, seq: user.seq)) }
+        if let newest = state.pending.last { p.push(PendingEntry(time: newest.time, user: id, seq: user.seq)) }
     }
 
     // MARK: Prepare
@@ -411,7 +424,7 @@ public final class BehaviorFeaturizer: Featurizer {
             if bucket != p.lastDirty { p.lastDirty = bucket; p.dirty.insert(bucket) }
         }
         if e.time > p.watermark { p.watermark = e.time }
-        // The previous event's transition (its successor is known now); this event becomes pending.
+        // Transitions whose windows this event completes (or all, after a session gap); this event is queued.
         rule.apply(user: user.id, item: item, behavior: e.behavior, time: e.time, to: &user.state,
                    into: &p.transitions, scratch: &p.stateScratch)
         user.seq &+= 1
@@ -421,14 +434,14 @@ public final class BehaviorFeaturizer: Featurizer {
         return nil
     }
 
-    /// Releases pending events the watermark has passed by more than the session gap: whatever
-    /// the user does next comes after the gap (or is late), so the episode ended.
+    /// Releases users whose newest pending event the watermark has passed by more than the session
+    /// gap: whatever the user does next comes after the gap (or is late), so the episode ended.
     func releaseExpired(_ p: Partition) {
         guard p.watermark != .min else { return }
         let limit = p.watermark - settings.latenessSeconds - settings.sessionGapSeconds
         while let top = p.heap.first, top.time < limit {
             p.pop()
-            guard let user = p.users[top.user], user.seq == top.seq, user.state.pending != nil else { continue }
+            guard let user = p.users[top.user], user.seq == top.seq, !user.state.pending.isEmpty else { continue }
             rule.release(user: user.id, &user.state, into: &p.transitions, scratch: &p.stateScratch)
             user.seq &+= 1
             touch(user, p)
@@ -450,8 +463,8 @@ public final class BehaviorFeaturizer: Featurizer {
             states.reserveCapacity(2 * p.touched.count)
             for u in p.touched {
                 states.append(u.key); states.append(u.state.encoded())
-                if let pending = u.state.pending {
-                    if !u.indexed { pendingAdd.append(decimalBytes(pending.time)); pendingAdd.append(u.key); u.indexed = true }
+                if let newest = u.state.pending.last {
+                    if !u.indexed { pendingAdd.append(decimalBytes(newest.time)); pendingAdd.append(u.key); u.indexed = true }
                 } else if u.indexed {
                     pendingRemove.append(u.key); u.indexed = false
                 }

@@ -6,7 +6,8 @@ import Features
 /// (`TransitionRule`): a model trained from the file sees the transitions the streaming pipeline
 /// emits for the same events in the same order. Ids are assigned at first sight in the streaming
 /// id spaces (items from 2 — 0 pads a state, 1 is the item OOV id — users from 1). At the end of
-/// the file every still-pending event is released (done), oldest first. Refused lines are
+/// the file every user's pending events are released (the last one done), users in the order of
+/// their newest event. Batches hold exactly `batchSize` transitions (the last one fewer). Refused lines are
 /// counted by reason. Parsing runs on a background thread into a small bounded queue.
 public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
     public let path: String
@@ -42,13 +43,16 @@ public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
         let reader = try LineReader(path: path, maxLineLength: parser.maxLineLength)
         var states: [Int32: UserState] = [:]
         var nextItem = Self.firstItemId, nextUser = Self.firstUserId
-        var out = TransitionBatch(historyLength: rule.historyLength)
+        var out = rule.emptyBatch()
         var scratch: [Int32] = []
         var lastLine = 0
-        func flush() {
-            guard out.count > 0 else { return }
-            output.put(SourcedBatch(.transitions(out), epoch: 1, positions: ["file:\(path)": "line \(lastLine)"]))
-            out.removeAll()
+        // An event can emit several transitions (a session's end emits its whole queue).
+        func flush(full: Bool = true) {
+            while out.count >= (full ? batchSize : 1) {
+                let batch: TransitionBatch
+                if out.count > batchSize { batch = out.removeFirst(batchSize) } else { batch = out; out.removeAll() }
+                output.put(SourcedBatch(.transitions(batch), epoch: 1, positions: ["file:\(path)": "line \(lastLine)"]))
+            }
         }
         func id(_ bytes: UnsafeRawBufferPointer, _ isItem: Bool) -> Int32 {
             lock.lock(); defer { lock.unlock() }
@@ -76,16 +80,16 @@ public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
             let item = id(UnsafeRawBufferPointer(rebasing: line[e.item]), true)
             rule.apply(user: user, item: item, behavior: e.behavior, time: e.time, to: &states[user, default: UserState()],
                        into: &out, scratch: &scratch)
-            if out.count >= batchSize { flush() }
+            flush()
         }
-        // The end of the input ends every pending episode, oldest first.
-        let pending = states.compactMap { u, s in s.pending.map { (user: u, time: $0.time) } }
+        // The end of the input ends every pending episode, by the time of the user's newest event.
+        let pending = states.compactMap { u, s in s.pending.last.map { (user: u, time: $0.time) } }
             .sorted { ($0.time, $0.user) < ($1.time, $1.user) }
         for p in pending {
             rule.release(user: p.user, &states[p.user]!, into: &out, scratch: &scratch)
-            if out.count >= batchSize { flush() }
+            flush()
         }
-        flush()
+        flush(full: false)
     }
 
     public var rejections: RejectionCounts { lock.withLock { _rejections } }

@@ -4,6 +4,8 @@ import Foundation
 import Testing
 import Checkpoint
 import Models
+import Features
+import Featurize
 @testable import streamrec
 
 private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
@@ -29,6 +31,21 @@ private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         let wd = try ConfigFile.load(try SettingsFile.load(repoRoot.appendingPathComponent("configs/widedeep.yaml").path), preset: "small")
         #expect(wd.kind == "widedeep" && wd.model.embeddingSize == 16 && wd.model.deepLayers == [400, 400, 400])
         #expect(wd.modelConfigJSON["embedding_size"] == .number(16))
+    }
+
+    @Test("reward_window: featurize.yaml, reinforce.yaml (train --data), BehaviorSettings and TransitionRule agree; flags override; bad values are refused")
+    func rewardWindowDefaultsAgree() throws {
+        let featurize = try SettingsFile.load(repoRoot.appendingPathComponent("configs/featurize.yaml").path)
+        let fromFeaturize = try BehaviorOptions.parse([]).settings(file: featurize.section("behavior")).rewardWindow
+        let reinforce = repoRoot.appendingPathComponent("configs/reinforce.yaml").path
+        let fromTrain = try Train.parse(["--config", reinforce, "--data", "x.csv"]).fileRule(historyLength: 10)
+        #expect(fromFeaturize == BehaviorSettings().rewardWindow && fromTrain.rewardWindow == fromFeaturize
+                && TransitionRule().rewardWindow == fromFeaturize)
+        #expect(fromTrain == BehaviorSettings().rule)
+        #expect(try Train.parse(["--config", reinforce, "--data", "x.csv", "--reward-window", "7"]).fileRule(historyLength: 10).rewardWindow == 7)
+        #expect(try BehaviorOptions.parse(["--reward-window", "4"]).settings(file: featurize.section("behavior")).rewardWindow == 4)
+        #expect(throws: (any Error).self) { try Train.parse(["--config", reinforce, "--data", "x.csv", "--reward-window", "250"]).fileRule(historyLength: 10) }
+        #expect(throws: (any Error).self) { try BehaviorOptions.parse(["--reward-window", "0"]).settings(file: featurize.section("behavior")) }
     }
 
     @Test("an invalid REINFORCE setting is refused naming it")

@@ -143,4 +143,38 @@ struct FeatureBatchCodecTests {
             #expect(error.kind == .invalidContent)
         }
     }
+
+    @Test("version 3 carries the reward window (B×W rewards); version 2 transitions and rows still decode (W = 1)")
+    func rewardWindows() throws {
+        var b = TransitionBatch(historyLength: 2, rewardWindow: 3)
+        b.append(user: 7, state: [0, 5], action: 9, rewards: [2, 1, 3], done: false, time: 1_700_000_000)
+        b.append(user: 7, state: [5, 9], action: 4, rewards: [1], done: true, time: 1_700_000_100)
+        let source = FeatureBatchSource(topic: "behaviour", partition: 0, firstOffset: 3, lastOffset: 4)
+        let bytes = FeatureBatchCodec.encode(b, source: source)
+        let t = 42 + Array(source.topic.utf8).count
+        #expect(bytes[4] == 3 && bytes[5] == 0 && bytes[t + 6] == 3 && bytes[t + 7] == 0)
+        let back = try FeatureBatchCodec.decodeTransitions(bytes)
+        #expect(back == SourcedTransitionBatch(batch: b, source: source))
+        #expect(back.batch.rewards == [2, 1, 3, 1, 0, 0] && back.batch.reward(1) == 1)
+        // A window of 0 is refused, as a corrupt header.
+        var zero = Array(bytes.dropLast(4)); zero[t + 6] = 0
+        do { _ = try FeatureBatchCodec.decodeTransitions(Self.withChecksum(zero)); Issue.record("accepted window 0") } catch {
+            #expect(error.kind == .invalidHeader, "\(error)")
+        }
+        // Version 2, as featurize wrote it before reward windows: one reward each, 0 where W now is.
+        var one = TransitionBatch(historyLength: 2)
+        one.append(user: 3, state: [0, 0], action: 6, reward: 2.5, done: true, time: 9)
+        var v2 = Array(FeatureBatchCodec.encode(one, source: source).dropLast(4))
+        v2[4] = 2; v2[t + 6] = 0
+        let old = try FeatureBatchCodec.decodeTransitions(Self.withChecksum(v2))
+        #expect(old.batch == one && old.batch.rewardWindow == 1)
+        var rowsV2 = Array(FeatureBatchCodec.encode(Self.sample(rows: 2).batch, source: source).dropLast(4))
+        rowsV2[4] = 2
+        #expect(try FeatureBatchCodec.decode(Self.withChecksum(rowsV2)).batch == Self.sample(rows: 2).batch)
+        // An unknown newer version is refused with what to do.
+        var v4 = Array(bytes.dropLast(4)); v4[4] = 4
+        do { _ = try FeatureBatchCodec.decodeTransitions(Self.withChecksum(v4)); Issue.record("accepted version 4") } catch {
+            #expect(error.kind == .unsupportedVersion && error.description.contains("upgrade"))
+        }
+    }
 }

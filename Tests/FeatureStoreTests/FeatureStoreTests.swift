@@ -47,7 +47,7 @@ struct FeatureStoreTests {
         defer { server.stop() }
         let redis = try RedisConnection(host: "127.0.0.1", port: server.port)
         let store = FeatureStore(redis: redis, prefix: "t")
-        let a = UserState(history: [2, 3, 4], consumed: [2, 3, 4], pending: .init(time: 7, reward: 1))
+        let a = UserState(history: [2, 3, 4], consumed: [2, 3, 4], pending: [.init(time: 7, reward: 1), .init(time: 9, reward: 3)])
         let b = UserState(history: [9], consumed: [9])
         for (user, state) in [("ua", a), ("ub", b)] {
             try redis.command(bytes: [Array("HSET".utf8), Array(store.layout.userStates.utf8), Array(user.utf8), state.encoded()])

@@ -46,12 +46,41 @@ struct BehaviorParserTests {
         var short = UserState(); short.consume(4, historyLength: 3, consumedLimit: 4); short.consume(6, historyLength: 3, consumedLimit: 4)
         short.stateBeforeLast(3, into: &state)
         #expect(state == [0, 0, 4])
-        s.pending = .init(time: 1_700_000_123, reward: 2.5)
+        s.pending = [.init(time: 1_700_000_123, reward: 2.5)]
         #expect(try UserState.decode(s.encoded()) == s)
         #expect(try UserState.decode(UserState().encoded()) == UserState())
         #expect(throws: UserStateError.self) { _ = try UserState.decode(Array(s.encoded().dropLast())) }
-        #expect(throws: UserStateError.self) { _ = try UserState.decode([2, 0, 0, 0, 0]) }
+        #expect(throws: UserStateError.self) { _ = try UserState.decode([3, 0, 0, 0, 0]) }
         #expect(decimalBytes(0) == Array("0".utf8) && decimalBytes(-1234) == Array("-1234".utf8) && decimalBytes(Int64.max) == Array("\(Int64.max)".utf8))
+    }
+
+    @Test("user state version 2: a queue of pending events and H+W items round-trip; version 1 decodes as a queue of one")
+    func userStateVersions() throws {
+        var s = UserState()
+        for item: Int32 in [5, 6, 7, 5, 8, 9, 10] { s.consume(item, historyLength: 3, rewardWindow: 3, consumedLimit: 4) }
+        #expect(s.history == [6, 7, 5, 8, 9, 10])   // H + W = 6 of the 7 consumed
+        s.pending = [.init(time: 10, reward: 1), .init(time: -3, reward: 2.5), .init(time: Int64.max, reward: -0.5)]
+        let bytes = s.encoded()
+        #expect(bytes[0] == 2 && bytes[4] == 3 && bytes.count == 5 + 3 * 12 + 4 * (s.history.count + s.consumed.count))
+        #expect(try UserState.decode(bytes) == s)
+        var state: [Int32] = []
+        s.stateBefore(2, 3, into: &state)
+        #expect(state == [0, 6, 7])
+        // Version 1, written by featurize before reward windows: version, H count, C count, pending flag,
+        // [i64 time, f32 reward], history, consumed.
+        func v1(pending: (Int64, Float)?, history: [Int32], consumed: [Int32]) -> [UInt8] {
+            var b: [UInt8] = [1, UInt8(history.count), UInt8(consumed.count), 0, pending == nil ? 0 : 1]
+            func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { b.append(contentsOf: $0) } }
+            if let (t, r) = pending { put(t); put(r.bitPattern) }
+            for v in history { put(v) }
+            for v in consumed { put(v) }
+            return b
+        }
+        #expect(try UserState.decode(v1(pending: (1_700_000_123, 2), history: [4, 5, 6], consumed: [6, 4, 5]))
+                == UserState(history: [4, 5, 6], consumed: [6, 4, 5], pending: [.init(time: 1_700_000_123, reward: 2)]))
+        #expect(try UserState.decode(v1(pending: nil, history: [4], consumed: [4])) == UserState(history: [4], consumed: [4]))
+        var badFlag = v1(pending: (1, 1), history: [], consumed: []); badFlag[4] = 2
+        #expect(throws: UserStateError.self) { _ = try UserState.decode(badFlag) }
     }
 
     @Test("popular bucket: entries round-trip in order; truncation, a zero count and an unknown version are refused")

@@ -36,14 +36,13 @@ func behaviourEvents(_ n: Int, users: Int, items: Int, seed: UInt64, jitter: Int
 /// event order with dictionaries and brute-force scans (no heap, no units, no Redis).
 struct BehaviourReference {
     struct Transition: Hashable, Comparable {
-        var user: String, state: [String], action: String, reward: Float, done: Bool, time: Int64
+        var user: String, state: [String], action: String, rewards: [Float], done: Bool, time: Int64
         static func < (a: Self, b: Self) -> Bool {
             (a.user, a.time, a.action, a.state.joined(separator: ","), a.done ? 1 : 0) < (b.user, b.time, b.action, b.state.joined(separator: ","), b.done ? 1 : 0)
         }
     }
-    struct User: Equatable { var history: [String] = [], consumed: [String] = [], pending: (Int64, Float)? = nil
-        static func == (a: User, b: User) -> Bool { a.history == b.history && a.consumed == b.consumed && a.pending?.0 == b.pending?.0 && a.pending?.1 == b.pending?.1 }
-    }
+    struct Pending: Equatable { var time: Int64, reward: Float }
+    struct User: Equatable { var history: [String] = [], consumed: [String] = [], pending: [Pending] = [] }
     var transitions: [Transition] = []
     var users: [String: User] = [:]
     var buckets: [Int64: [String: Int64]] = [:]
@@ -63,19 +62,25 @@ struct BehaviourReference {
                 wm = max(wm ?? e.time, e.time)
                 members.insert(e.user)
                 var u = users[e.user] ?? User()
-                if let (t, r) = u.pending { emit(e.user, u, t, r, done: e.time - t > s.sessionGapSeconds) }
+                let r = rewards[e.behavior]!
+                if let last = u.pending.last, e.time - last.time > s.sessionGapSeconds {
+                    releaseAll(e.user, &u)
+                } else if u.pending.count + 1 >= max(s.rewardWindow, 2) {
+                    // The new event completes the oldest pending event's window of W rewards.
+                    emit(e.user, u, 0, Array((u.pending.map(\.reward) + [r]).prefix(s.rewardWindow)), done: false)
+                    u.pending.removeFirst()
+                }
                 u.history.append(e.item)
-                if u.history.count > s.historyLength + 1 { u.history.removeFirst() }
+                if u.history.count > s.historyLength + s.rewardWindow { u.history.removeFirst() }
                 u.consumed.removeAll { $0 == e.item }
                 u.consumed.append(e.item)
                 if u.consumed.count > s.consumedLimit { u.consumed.removeFirst() }
-                u.pending = (e.time, rewards[e.behavior]!)
+                u.pending.append(Pending(time: e.time, reward: r))
                 users[e.user] = u
-                // Release every pending event the watermark has left more than a gap behind.
+                // Release every user whose newest pending event the watermark has left more than a gap behind.
                 for name in members.sorted() {
-                    guard var v = users[name], let (t, r) = v.pending, t < wm! - s.latenessSeconds - s.sessionGapSeconds else { continue }
-                    emit(name, v, t, r, done: true)
-                    v.pending = nil
+                    guard var v = users[name], let t = v.pending.last?.time, t < wm! - s.latenessSeconds - s.sessionGapSeconds else { continue }
+                    releaseAll(name, &v)
                     users[name] = v
                 }
             }
@@ -83,10 +88,21 @@ struct BehaviourReference {
         }
     }
 
-    mutating func emit(_ name: String, _ u: User, _ t: Int64, _ r: Float, done: Bool) {
-        let before = Array(u.history.dropLast().suffix(s.historyLength))
+    /// The session ended: every pending event, its rewards those still queued then zeros, the last done.
+    mutating func releaseAll(_ name: String, _ u: inout User) {
+        for i in u.pending.indices {
+            emit(name, u, i, Array(u.pending[i...].map(\.reward).prefix(s.rewardWindow)), done: i == u.pending.count - 1)
+        }
+        u.pending = []
+    }
+
+    /// Pending event i's transition (its action is the history's item pending.count − i from the end).
+    mutating func emit(_ name: String, _ u: User, _ i: Int, _ known: [Float], done: Bool) {
+        let at = u.history.count - u.pending.count + i
+        let before = Array(u.history[..<at].suffix(s.historyLength))
         transitions.append(Transition(user: name, state: Array(repeating: "", count: s.historyLength - before.count) + before,
-                                      action: u.history.last!, reward: r, done: done, time: t))
+                                      action: u.history[at], rewards: known + Array(repeating: 0, count: s.rewardWindow - known.count),
+                                      done: done, time: u.pending[i].time))
     }
 
     /// Top `n` of the window ending at the newest watermark, as `streamrec popular` computes it.
@@ -123,14 +139,14 @@ struct StoredBehaviour {
                 batches.append(b)
                 for k in 0..<b.batch.count {
                     transitions.append(.init(user: userNames[b.batch.users[k]] ?? "?", state: b.batch.state(k).map(item),
-                                             action: item(b.batch.actions[k]), reward: b.batch.rewards[k], done: b.batch.done[k],
+                                             action: item(b.batch.actions[k]), rewards: Array(b.batch.rewardRow(k)), done: b.batch.done[k],
                                              time: b.batch.times[k]))
                 }
             }
         }
         for (name, st) in try FeatureStore(redis: redis, prefix: prefix).allUserStates() {
             users[name] = .init(history: st.history.map(item), consumed: st.consumed.map(item),
-                                pending: st.pending.map { ($0.time, $0.reward) })
+                                pending: st.pending.map { .init(time: $0.time, reward: $0.reward) })
         }
     }
 }
@@ -175,6 +191,7 @@ struct BehaviorFeaturizerTests {
         s.windowSeconds = 1_200
         s.slideSeconds = 80
         s.latenessSeconds = 60
+        s.rewardWindow = 3
         return s
     }
 
@@ -212,7 +229,8 @@ struct BehaviorFeaturizerTests {
         #expect(status.popular.items == Array(reference.popular(5)))
         #expect(try store.status().behavior == status)
         // Every batch is of kind `transitions` and names its source range; the Criteo reader refuses it by name.
-        for b in stored.batches { #expect(b.source.topic == "beh" && b.batch.historyLength == settings.historyLength) }
+        for b in stored.batches { #expect(b.source.topic == "beh" && b.batch.historyLength == settings.historyLength && b.batch.rewardWindow == 3) }
+        #expect(reference.transitions.contains { $0.rewards.allSatisfy { $0 > 0 } }, "some windows are full")
         let raw = try conn.command(["XRANGE", "sr:rl:fs:0", "-", "+", "COUNT", "1"]).elements![0].elements![1].elements![1].bytes!
         #expect(throws: FeatureBatchCodecError.self) { _ = try FeatureBatchCodec.decode(raw) }
         do { _ = try FeatureBatchCodec.decode(raw) } catch {

@@ -25,6 +25,7 @@ struct BehaviorProcessTests {
              "--topic", "beh", "--bootstrap", cluster.bootstrapServers, "--redis", addr, "--batch-size", "64", "--linger-ms", "30",
              "--feature-shards", "2", "--max-pending", "1000000", "--progress-seconds", "1", "--history-length", "\(settings.historyLength)",
              "--consumed-limit", "\(settings.consumedLimit)", "--session-gap-seconds", "\(settings.sessionGapSeconds)",
+             "--reward-window", "\(settings.rewardWindow)",
              "--window-seconds", "\(settings.windowSeconds)", "--slide-seconds", "\(settings.slideSeconds)",
              "--lateness-seconds", "\(settings.latenessSeconds)"]
         }

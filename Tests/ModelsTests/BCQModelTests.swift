@@ -85,7 +85,7 @@ private struct BCQRef {
                 let q1 = ref.q(t, 1, xn, a), q2 = ref.q(t, 2, xn, a), lam = Double(config.lambda)
                 best = max(best, lam * min(q1, q2) + (1 - lam) * max(q1, q2))
             }
-            y.append(Double(batch.rewards[b]) + (batch.done[b] ? 0 : Double(config.gamma) * best))
+            y.append(Double(batch.reward(b)) + (batch.done[b] ? 0 : Double(config.gamma) * best))
             xs.append((0..<S).map { Double(model.ws.x[b * S + $0]) })
             eas.append(Array(θ0[(e + Int(batch.actions[b]) * D)..<(e + (Int(batch.actions[b]) + 1) * D)]))
         }

@@ -64,7 +64,7 @@ private func ddpgMu(_ θ: [Double], _ l: ParameterLayout, _ x: [Double], hidden:
         for b in 0..<B {
             let xn = (0..<S).map { Double(model.ws.xn[b * S + $0]) }
             let q = ddpgQ(t, l, xn, ddpgMu(t, l, xn, hidden: Hd, D: D), hidden: Hd)
-            y.append(Double(batch.rewards[b]) + (batch.done[b] ? 0 : Double(config.gamma) * q))
+            y.append(Double(batch.reward(b)) + (batch.done[b] ? 0 : Double(config.gamma) * q))
             xs.append((0..<S).map { Double(model.ws.x[b * S + $0]) })
             eas.append(Array(θ0[(e + Int(batch.actions[b]) * D)..<(e + (Int(batch.actions[b]) + 1) * D)]))
         }

@@ -20,14 +20,17 @@ func tinyReinforceConfig(betaLossWeight: Float = 1) -> ReinforceConfig {
 }
 
 /// B transitions over users 1…`users` and the 6 items 2…7 (states padded with 0, with repeats).
-func tinyTransitions(_ B: Int, seed: UInt64, users: Int32 = 3, items: ClosedRange<Int32> = 2...7, H: Int = 2) -> TransitionBatch {
+/// With a reward window W > 1 each row holds 1…W rewards (the session ended after them), then zeros.
+func tinyTransitions(_ B: Int, seed: UInt64, users: Int32 = 3, items: ClosedRange<Int32> = 2...7, H: Int = 2, window W: Int = 1) -> TransitionBatch {
     var rng = SplitMix64(seed: seed)
-    var t = TransitionBatch(historyLength: H)
+    var t = TransitionBatch(historyLength: H, rewardWindow: W)
     let n = UInt64(items.count)
     for _ in 0..<B {
         let state = (0..<H).map { _ in rng.next() % 4 == 0 ? TransitionBatch.paddingItem : items.lowerBound + Int32(rng.next() % n) }
-        t.append(user: 1 + Int32(rng.next() % UInt64(users)), state: state, action: items.lowerBound + Int32(rng.next() % n),
-                 reward: [1, 2, 2, 3][Int(rng.next() % 4)], done: false, time: 0)
+        let user = 1 + Int32(rng.next() % UInt64(users)), action = items.lowerBound + Int32(rng.next() % n)
+        let known = W == 1 ? 1 : 1 + Int(rng.next() % UInt64(W))
+        let rewards = (0..<known).map { _ in Float([1, 2, 2, 3][Int(rng.next() % 4)]) }
+        t.append(user: user, state: state, action: action, rewards: rewards, done: known < W, time: 0)
     }
     return t
 }
@@ -89,11 +92,13 @@ struct ReinforceReference {
         return (loss, logPi, logBeta, a1s)
     }
 
-    /// c_b = min(π/β, cap) · K·(1 − π)^(K−1) · r_b.
+    /// c_b = min(π/β, cap) · K·(1 − π)^(K−1) · G_b, G_b = Σ_k γ^k · rewards[b, k] (by hand, in Double).
     func coefficients(logPi: [Double], logBeta: [Double]) -> [Double] {
-        let K = Double(config.topK)
+        let K = Double(config.topK), W = batch.rewardWindow
         return (0..<batch.count).map { b in
-            min(exp(logPi[b] - logBeta[b]), Double(config.weightCap)) * K * pow(1 - exp(logPi[b]), K - 1) * Double(batch.rewards[b])
+            var g = 0.0
+            for k in 0..<W { g += pow(Double(config.gamma), Double(k)) * Double(batch.rewards[b * W + k]) }
+            return min(exp(logPi[b] - logBeta[b]), Double(config.weightCap)) * K * pow(1 - exp(logPi[b]), K - 1) * g
         }
     }
 }
@@ -107,11 +112,14 @@ func flatParameters(_ model: ReinforceModel, userIds: [Int32], itemIds: [Int32])
 }
 
 @Suite struct ReinforceModelTests {
-    @Test("the whole model's gradient (every dense parameter, every touched row) matches finite differences of its loss in Double")
-    func gradientMatchesFiniteDifferences() {
-        let config = tinyReinforceConfig()
+    @Test("the whole model's gradient (every dense parameter, every touched row) matches finite differences of its loss in Double, with the discounted return of any reward window",
+          arguments: [1, 4])
+    func gradientMatchesFiniteDifferences(window: Int) {
+        var config = tinyReinforceConfig()
+        config.gamma = 0.9
         let model = ReinforceModel(config: config)
-        let batch = tinyTransitions(6, seed: 3)
+        let batch = tinyTransitions(6, seed: 3, window: window)
+        if window > 1 { #expect(batch.rewards.contains(0) && (0..<6).contains { batch.rewardRow($0).allSatisfy { $0 > 0 } }) }
         let g = model.makeGradients()
         let loss = model.computeGradients(batch, into: g)
         #expect(model.itemCount == 8 && g.sampleCount == 6)
@@ -148,6 +156,39 @@ func flatParameters(_ model: ReinforceModel, userIds: [Int32], itemIds: [Int32])
         for j in [0, 1] + Array(model.itemCount..<model.itemCapacity) {
             for d in 0..<config.embeddingSize { #expect(g.dense[e.offset + j * config.embeddingSize + d] == 0) }
         }
+    }
+
+    @Test("a reward window weighs each transition by its discounted return: the same gradient as W = 1 with reward G_b")
+    func returnsEqualTheirOneColumnBatch() {
+        var config = tinyReinforceConfig()
+        config.gamma = 0.5
+        let windowed = tinyTransitions(8, seed: 21, window: 3)
+        var one = TransitionBatch(historyLength: windowed.historyLength)
+        for b in 0..<windowed.count {
+            let r = windowed.rewardRow(b).map { $0 }
+            let g = r[0] + 0.5 * r[1] + 0.25 * r[2]   // exact in Float: small integers and powers of two
+            one.append(user: windowed.users[b], state: windowed.state(b), action: windowed.actions[b], reward: g, done: windowed.done[b], time: 0)
+        }
+        var digests: [UInt64] = []
+        for batch in [windowed, one] {
+            let model = ReinforceModel(config: config)
+            for _ in 0..<3 { model.trainStep(batch, grads: model.makeGradients()) }
+            digests.append(model.parameterDigest())
+        }
+        #expect(digests[0] == digests[1])
+        // γ = 0 is the immediate reward alone.
+        config.gamma = 0
+        var firsts = TransitionBatch(historyLength: windowed.historyLength)
+        for b in 0..<windowed.count {
+            firsts.append(user: windowed.users[b], state: windowed.state(b), action: windowed.actions[b], reward: windowed.reward(b), done: false, time: 0)
+        }
+        digests = []
+        for batch in [windowed, firsts] {
+            let model = ReinforceModel(config: config)
+            model.trainStep(batch, grads: model.makeGradients())
+            digests.append(model.parameterDigest())
+        }
+        #expect(digests[0] == digests[1])
     }
 
     @Test("β's loss trains only β's head: the policy's and the state's gradients do not depend on its weight")

@@ -101,13 +101,13 @@ struct DirectRecommender {
 
 /// The state a user has after `items` (one event each, a minute apart), built by the featurizer's
 /// own rule; and the state of the transition whose action is the user's NEXT item — what training
-/// sees for the action serving is asked to predict. That transition is emitted when the event
-/// after the next one arrives, so two more events are applied to a copy.
+/// sees for the action serving is asked to predict. That transition waits for its reward window,
+/// so the next event is applied to a copy and its session released.
 func featurizedState(items: [Int32], historyLength h: Int = TinyRecommenderFixture.historyLength)
     -> (state: UserState, nextTransitionState: [Int32]) {
     let rule = TransitionRule(historyLength: h, consumedLimit: 100, sessionGapSeconds: 3600)
     var state = UserState()
-    var out = TransitionBatch(historyLength: h)
+    var out = rule.emptyBatch()
     var scratch: [Int32] = []
     var time: Int64 = 1_700_000_000
     for item in items {
@@ -115,13 +115,12 @@ func featurizedState(items: [Int32], historyLength h: Int = TinyRecommenderFixtu
         time += 60
     }
     var future = state
-    var emitted = TransitionBatch(historyLength: h)
+    var emitted = rule.emptyBatch()
     let nextItem: Int32 = 49
     rule.apply(user: 1, item: nextItem, behavior: .pv, time: time, to: &future, into: &emitted, scratch: &scratch)
-    emitted.removeAll()
-    rule.apply(user: 1, item: 2, behavior: .pv, time: time + 60, to: &future, into: &emitted, scratch: &scratch)
-    precondition(emitted.count == 1 && emitted.actions[0] == nextItem)  // test helper: the rule's own contract
-    return (state, Array(emitted.state(0)))
+    rule.release(user: 1, &future, into: &emitted, scratch: &scratch)
+    precondition(emitted.actions.last == nextItem && emitted.done.last == true)  // test helper: the rule's own contract
+    return (state, Array(emitted.state(emitted.count - 1)))
 }
 
 /// HSET sr:rl:user <user> <packed state>, as the featurizer's commit script writes it.

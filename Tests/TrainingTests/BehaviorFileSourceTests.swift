@@ -7,12 +7,12 @@ import StreamRecNumerics
 @Suite("behaviour file source: the feature workers' transitions from user_behavior.csv")
 struct BehaviorFileSourceTests {
     struct T: Hashable, Comparable {
-        var user: String, state: [String], action: String, reward: Float, done: Bool, time: Int64
+        var user: String, state: [String], action: String, rewards: [Float], done: Bool, time: Int64
         static func < (a: T, b: T) -> Bool { (a.user, a.time, a.action) < (b.user, b.time, b.action) }
     }
 
-    @Test("transitions equal a per-user brute-force reference; bad lines are counted, not trained")
-    func transitionsMatchTheReference() throws {
+    @Test("transitions equal a per-user brute-force reference; bad lines are counted, not trained", arguments: [1, 4, 10])
+    func transitionsMatchTheReference(window W: Int) throws {
         var rng = SplitMix64(seed: 17)
         let behaviors = ["pv", "cart", "fav", "buy"]
         var lines: [String] = [], events: [(user: String, item: String, b: Int, time: Int64)] = []
@@ -31,29 +31,36 @@ struct BehaviorFileSourceTests {
         let file = dir.appendingPathComponent("user_behavior.csv")
         try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
 
-        let rule = TransitionRule(historyLength: 3, consumedLimit: 5, sessionGapSeconds: 3600, rewards: [1, 2, 2, 3])
+        let rule = TransitionRule(historyLength: 3, consumedLimit: 5, sessionGapSeconds: 3600, rewards: [1, 2, 2, 3], rewardWindow: W)
         let source = try BehaviorFileSource(path: file.path, rule: rule, batchSize: 64)
         var got: [T] = []
+        var sizes: [Int] = []
         while let b = try source.next() {
             let tb = try #require(b.transitions)
-            #expect(tb.count <= 64 && tb.historyLength == 3)
+            sizes.append(tb.count)
+            #expect(tb.historyLength == 3 && tb.rewardWindow == W)
             for i in 0..<tb.count {
                 got.append(T(user: source.userKey(tb.users[i]) ?? "?", state: tb.state(i).map { $0 == 0 ? "" : source.itemKey($0) ?? "?" },
-                             action: source.itemKey(tb.actions[i]) ?? "?", reward: tb.rewards[i], done: tb.done[i], time: tb.times[i]))
+                             action: source.itemKey(tb.actions[i]) ?? "?", rewards: Array(tb.rewardRow(i)), done: tb.done[i], time: tb.times[i]))
             }
         }
         // Reference: each user's events in file order; event i's transition has the H items
-        // before it, done when the user's next event is more than the gap later or there is none.
+        // before it, done when the user's next event is more than the gap later or there is none,
+        // and the rewards of events i… of its session, at most W, then zeros.
         var want: [T] = []
         for user in Set(events.map(\.user)) {
             let mine = events.filter { $0.user == user }
             for (i, e) in mine.enumerated() {
                 let before = mine[..<i].suffix(3).map(\.item)
+                var end = i   // the session's last event
+                while end + 1 < mine.count && mine[end + 1].time - mine[end].time <= 3600 { end += 1 }
+                let known = mine[i...min(end, i + W - 1)].map { Float([1, 2, 2, 3][$0.b]) }
                 want.append(T(user: user, state: Array(repeating: "", count: 3 - before.count) + before, action: e.item,
-                              reward: [1, 2, 2, 3][e.b], done: i + 1 == mine.count || mine[i + 1].time - e.time > 3600, time: e.time))
+                              rewards: known + Array(repeating: 0, count: W - known.count), done: end == i, time: e.time))
             }
         }
         #expect(got.count == events.count)
+        #expect(sizes.dropLast().allSatisfy { $0 == 64 } && (1...64).contains(sizes.last ?? 0), "batches of exactly batch_size: \(sizes)")
         #expect(got.sorted() == want.sorted() ? true : false, "transitions differ from the reference")
         #expect(source.rejections.byReason[.unknownBehavior] == 4 && source.rejections.byReason[.emptyId] == 3)
         #expect(source.itemKey(2) == events[0].item && source.userKey(1) == events[0].user)   // ids in first-seen order

@@ -399,7 +399,8 @@ public final class BCQModel: @unchecked Sendable {
                 let a = ws.nQ1[i * B + b], bq = ws.nQ2[i * B + b]
                 best = max(best, c.lambda * min(a, bq) + (1 - c.lambda) * max(a, bq))
             }
-            ws.y[b] = batch.rewards[b] + (batch.done[b] ? 0 : c.gamma * best)
+            // One-step TD: the immediate reward (column 0 of the batch's window).
+            ws.y[b] = batch.reward(b) + (batch.done[b] ? 0 : c.gamma * best)
         }
 
         // Both critics on the logged action α = E_a.

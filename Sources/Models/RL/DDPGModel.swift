@@ -280,7 +280,8 @@ public final class DDPGModel: @unchecked Sendable {
         // y = r + γ(1 − done)·Q'(x', μ'(x')): the target networks, a constant.
         actorForward(t, x: ws.xn.pointer, a1: ws.ta1.pointer, act: ws.tact.pointer, B: B)
         criticForward(t, x: ws.xn.pointer, action: ws.tact.pointer, ch: ws.ch.pointer, q: ws.y.pointer, B: B)
-        for b in 0..<B { ws.y[b] = batch.rewards[b] + (batch.done[b] ? 0 : c.gamma * ws.y[b]) }
+        // One-step TD: the immediate reward (column 0 of the batch's window); the bootstrap covers the rest.
+        for b in 0..<B { ws.y[b] = batch.reward(b) + (batch.done[b] ? 0 : c.gamma * ws.y[b]) }
 
         // Q(x, E_a) for the logged actions (the action taken is the logged item's row).
         let ea = ws.ea.pointer

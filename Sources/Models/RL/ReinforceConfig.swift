@@ -11,8 +11,8 @@ public struct ReinforceConfig: Codable, Sendable, Equatable {
     public var hiddenSize: Int = 64
     /// Adam's learning rate, for the dense parameters and the embedding rows alike.
     public var learningRate: Float = 3e-3
-    /// Discount of the return within a session. Recorded for the discounted return; the model
-    /// trains on the transition's own reward for now (see `ReinforceModel`).
+    /// γ: discount of the return within a session, G = Σ_k γ^k r_k over the batch's reward window
+    /// (see `ReinforceModel`).
     public var gamma: Float = 0.99
     /// K of the top-K correction λ = K·(1 − π(a|s))^(K−1) (1 = plain REINFORCE).
     public var topK: Int = 10

@@ -6,7 +6,8 @@ import Features
 // REINFORCE with the off-policy and top-K corrections (Chen et al. 2019, "Top-K Off-Policy
 // Correction for a REINFORCE Recommender System"), on the transitions of the behaviour pipeline.
 //
-// Per transition b (user u_b, state s_b = the H items before the action, action a_b, reward r_b):
+// Per transition b (user u_b, state s_b = the H items before the action, action a_b, rewards
+// r_b,0 … r_b,W−1 of the action and its next W−1 events in the session, 0 after it ended):
 //
 //   x   = [userRow(u) | itemRow(s_1) | … | itemRow(s_H)]        [B × (H+1)·D]   sparse rows, lazy Adam
 //   a1  = ReLU(x · W1 + b1)                                       [B × hidden]
@@ -14,7 +15,8 @@ import Features
 //   z   = h · Eᵀ + bE                  column j scores item id j  [B × N]         E [N × D]
 //   π   = softmax(z), items 0 (padding) and 1 (OOV) masked
 //   zβ  = stop_gradient(h) · Fᵀ + bF;  β = softmax(zβ), same mask              F [N × D]
-//   c_b = min(π(a_b|s_b) / β(a_b|s_b), weight_cap) · K·(1 − π(a_b|s_b))^(K−1) · R_b   (a constant)
+//   G_b = Σ_k γ^k · r_b,k                                        the discounted return
+//   c_b = min(π(a_b|s_b) / β(a_b|s_b), weight_cap) · K·(1 − π(a_b|s_b))^(K−1) · G_b   (a constant)
 //   loss = Σ_b c_b · (−log π(a_b|s_b)) / B  +  beta_loss_weight · Σ_b (−log β(a_b|s_b)) / B
 //
 // log π(a_b|s_b) and log β(a_b|s_b) are one value per sample, from row b and action a_b
@@ -22,9 +24,10 @@ import Features
 // state vector h (as in the paper, a second softmax head on the shared state) but its gradient
 // stops there, so it trains only its own head (E, bE and the MLP see nothing of it). The importance weight and the top-K factor are constants of the step.
 //
-// The return R_b is the transition's own reward for now. The paper's discounted return within a
-// session, R_t = Σ_k γ^k r_{t+k} up to the session's end (`done`), needs the user's later
-// transitions, which a streaming batch does not hold yet; `gamma` is in the config for it.
+// G_b is the paper's discounted return within the session, truncated at the batch's reward window
+// W: the feature workers hold each event back until its W−1 successors' rewards are known (or
+// its session ended), so a streaming batch carries the return's terms. W = 1 is the immediate
+// reward alone. The model accepts whatever W a batch carries.
 //
 // Large catalogues: with more than `full_softmax_items` item ids, both softmaxes run over the
 // step's candidates instead of every item — the batch's true items and `sampled_items` items drawn
@@ -466,7 +469,7 @@ public final class ReinforceModel: @unchecked Sendable {
             let lp = Double(ws.logpPi[b]), lb = Double(ws.logpBeta[b])
             let weight = min(exp(lp - lb), cap)
             let topK = K * pow(1 - exp(lp), K - 1)
-            let coef = Float(weight * topK * Double(batch.rewards[b]))
+            let coef = Float(weight * topK * Double(batch.discountedReturn(b, gamma: config.gamma)))
             ws.coef[b] = coef
             loss.policyLossSum += Double(coef) * -lp
             loss.betaLossSum += -lb

@@ -18,10 +18,11 @@ enum TransitionBatchCheck {
                 "batch at \(at) has states of \(t.historyLength) items, the model expects \(H) (model.history_length): "
                 + "the behaviour feature workers and the trainer disagree on the history length")
         }
-        let B = t.count
-        guard t.users.count == B, t.rewards.count == B, t.done.count == B, t.times.count == B, t.states.count == B * H else {
+        // Any reward window W ≥ 1 trains (REINFORCE discounts what it gets; the critics use column 0).
+        let B = t.count, W = t.rewardWindow
+        guard W >= 1, t.users.count == B, t.rewards.count == B * W, t.done.count == B, t.times.count == B, t.states.count == B * H else {
             throw TrainerError.incompatibleBatch("batch at \(at) is malformed: \(B) actions, \(t.users.count) users, "
-                                                 + "\(t.rewards.count) rewards, \(t.done.count) done flags, \(t.times.count) times, "
+                                                 + "\(t.rewards.count) rewards (window \(W)), \(t.done.count) done flags, \(t.times.count) times, "
                                                  + "\(t.states.count) state items (history \(H))")
         }
         if let a = t.actions.first(where: { $0 < BehaviorFileSource.firstItemId }) {
