@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # RL benchmark (issue 11): on `streamrec gen behavior` data of the reference shape (3,000 users,
-# 2,000 items, ~150k events), one pass of each RL config from configs/ (1 process and mpirun -np 2)
+# 2,000 items, ~150k events; held out: each user's last HOLDOUT events, default 10 — about the
+# issue's "last 20 %" at 50 events per user — each scored from the events before it), one pass of each RL config from configs/ (1 process and mpirun -np 2)
 # with its transitions/s, then `streamrec eval` on the held-out events: NDCG@10 / HR@10 of the
 # model next to the popularity baseline and the generator's oracle, and the ratios the issue asks
 # for (model / oracle, model / popularity, 2 processes / 1).
@@ -21,7 +22,8 @@ CONFIGS=("$@")
 if [[ ${#CONFIGS[@]} -eq 0 ]]; then
   for c in configs/*.yaml; do grep -Eq '^\s+kind: (reinforce|ddpg|bcq)' "$c" && CONFIGS+=("$c"); done
 fi
-"$BIN" gen behavior --users 3000 --items 2000 --events-per-user 50 --seed 7 --out "$OUT/data" >/dev/null
+HOLDOUT=${HOLDOUT:-10}
+"$BIN" gen behavior --users 3000 --items 2000 --events-per-user 50 --holdout-events "$HOLDOUT" --seed 7 --out "$OUT/data" >/dev/null
 echo "machine: $(nproc) cores, $(uname -m); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for c in "${CONFIGS[@]}"; do
   name=$(basename "$c" .yaml)
