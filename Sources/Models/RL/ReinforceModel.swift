@@ -634,7 +634,7 @@ public final class ReinforceModel: @unchecked Sendable {
     }
 
     private func applyRows(_ grad: SparseGradient, rows: RowStore, slot: (Int32) -> Int32, scale: Float) {
-        let D = config.embeddingSize, opt = config.optimizer
+        let D = config.embeddingSize, opt = config.embeddingOptimizer
         grad.parts[0].withUnsafeBufferPointer { src in
             for (u, id) in grad.ids.enumerated() {
                 let s = slot(id)
