@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# REINFORCE on a large catalogue (issue 11): a step's cost must not grow with the item count.
-#  1. `streamrec bench reinforce` at 2,000, 20,000 and 200,000 item ids: one process, in-memory
+# The RL families on a large catalogue (issue 11): a step's cost must not grow with the item count.
+#  1. `streamrec bench rl` (REINFORCE, DDPG, BCQ) at 2,000, 20,000 and 200,000 item ids: one process, in-memory
 #     transitions, ms per step with the full and with the sampled softmax (the config's choice
 #     marked) — the step cost against the catalogue, nothing else timed.
 #  2. End to end at 200,000 items: `gen behavior --items 200000`, one pass of
@@ -18,7 +18,9 @@ USERS=${USERS:-3000} EVENTS=${EVENTS:-50}
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 echo "machine: $(nproc) cores, $(uname -m); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$BIN" bench reinforce --config configs/reinforce.yaml --items 2000 --items 20000 --items 200000
+for family in reinforce ddpg bcq; do
+  "$BIN" bench rl --config "configs/$family.yaml" --items 2000 --items 20000 --items 200000
+done
 "$BIN" gen behavior --users "$USERS" --items 200000 --events-per-user "$EVENTS" --seed 7 --out "$OUT/d" >/dev/null
 "$BIN" train --config configs/reinforce.yaml --data "$OUT/d/user_behavior.csv" --checkpoint-dir "$OUT/ck" --fresh \
   > "$OUT/train.log" 2>&1 || { cat "$OUT/train.log" >&2; exit 1; }
