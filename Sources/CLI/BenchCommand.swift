@@ -8,7 +8,7 @@ import Models
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure StreamRec's speed (see docs/BENCHMARKS.md).",
-        subcommands: [BenchTrain.self, FeaturizeBench.self, BenchReinforce.self])
+        subcommands: [BenchTrain.self, FeaturizeBench.self, BenchRL.self])
 }
 
 struct BenchTrain: ParsableCommand {
@@ -90,16 +90,19 @@ extension BenchTrain {
     }
 }
 
-struct BenchReinforce: ParsableCommand {
+struct BenchRL: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "reinforce",
-        abstract: "REINFORCE's step cost against the catalogue size, full and sampled softmax.",
+        commandName: "rl",
+        abstract: "An RL family's step cost (REINFORCE, DDPG, BCQ) against the catalogue size, full and sampled softmax.",
         discussion: """
-        For each --items N: a model whose item tables span N ids, in-memory transitions with items \
-        drawn Zipf-like over all N, single-process steps with the full softmax and with the sampled \
-        softmax (whatever full_softmax_items says; the row the config would pick is marked). \
-        Example: streamrec bench reinforce --config configs/reinforce.yaml --items 2000 --items 200000
-        """)
+        For each --items N: a model of the config's family (model.kind: reinforce, ddpg or bcq) \
+        whose item tables span N ids, in-memory transitions with items drawn Zipf-like over all N, \
+        single-process steps with the full softmax and with the sampled softmax (whatever \
+        full_softmax_items says; the row the config would pick is marked). \
+        Example: streamrec bench rl --config configs/ddpg.yaml --items 2000 --items 200000 \
+        ("bench reinforce" is the same command).
+        """,
+        aliases: ["reinforce"])
 
     @OptionGroup var model: ModelOptions
 
@@ -114,16 +117,20 @@ struct BenchReinforce: ParsableCommand {
 
     func run() throws {
         let cfg = try model.load()
-        guard let rl = cfg.config(ReinforceConfig.self) else {
-            throw ValidationError("--config \(model.config) has model.kind '\(cfg.kind)'; bench reinforce needs a reinforce config (configs/reinforce.yaml)")
+        let rl: RLStepModel
+        if let c = cfg.config(ReinforceConfig.self) { rl = .reinforce(c) }
+        else if let c = cfg.config(DDPGConfig.self) { rl = .ddpg(c) }
+        else if let c = cfg.config(BCQConfig.self) { rl = .bcq(c) }
+        else {
+            throw ValidationError("--config \(model.config) has model.kind '\(cfg.kind)'; bench rl needs a reinforce, ddpg or bcq config (configs/reinforce.yaml, ddpg.yaml, bcq.yaml)")
         }
         guard items.allSatisfy({ $0 >= 3 }) else { throw ValidationError("--items must be at least 3 (2 ids are padding and OOV)") }
         guard steps > 0 else { throw ValidationError("--steps must be positive") }
         BLAS.setThreads(1)
-        var rows: [ReinforceStepResult] = []
+        var rows: [RLStepResult] = []
         for n in items {
             for sampled in [false, true] {
-                rows.append(runReinforceStepBenchmark(config: rl, items: n, sampled: sampled, batchSize: cfg.train.batchSize, steps: steps))
+                rows.append(runRLStepBenchmark(model: rl, items: n, sampled: sampled, batchSize: cfg.train.batchSize, steps: steps))
             }
         }
         if json {
@@ -131,7 +138,7 @@ struct BenchReinforce: ParsableCommand {
             print(String(decoding: try enc.encode(rows), as: UTF8.self))
             return
         }
-        print("batch \(cfg.train.batchSize), \(steps) steps, 1 process, full_softmax_items \(rl.fullSoftmaxItems), sampled_items \(rl.sampledItems)")
+        print("\(rl.family), batch \(cfg.train.batchSize), \(steps) steps, 1 process, full_softmax_items \(rl.fullSoftmaxItems), sampled_items \(rl.sampledItems)")
         print("items     softmax  step ms  transitions/s")
         for r in rows {
             print(String(format: "%-9d %-8@ %7.2f  %13.0f%@", r.items, r.softmax, r.stepMilliseconds, r.transitionsPerSecond,

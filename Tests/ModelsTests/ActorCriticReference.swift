@@ -1,3 +1,4 @@
+import Testing
 import Foundation
 @testable import Models
 import StreamRecNumerics
@@ -24,8 +25,18 @@ enum DRef {
         let D = a.count
         return (0..<N).map { j in θ[c + j] + (0..<D).reduce(0.0) { $0 + a[$1] * θ[e + j * D + $1] } }
     }
-    /// log softmax(z)[a] over the columns 2..<N (items 0 and 1 masked).
-    static func logSoftmax(_ z: [Double], _ a: Int) -> Double {
+    /// A sampled softmax's candidates: the step's drawn items and log Q of an item.
+    typealias Candidates = (samples: [Int32], logQ: (Int32) -> Double)
+    /// log softmax(z)[a] over the columns 2..<N (items 0 and 1 masked); with `candidates`, the
+    /// sampled softmax's: over a and the drawn items except accidental hits, each logit
+    /// corrected by −log Q.
+    static func logSoftmax(_ z: [Double], _ a: Int, candidates: Candidates? = nil) -> Double {
+        if let (samples, logQ) = candidates {
+            let za = z[a] - logQ(Int32(a))
+            var s = exp(za)
+            for c in samples where Int(c) != a { s += exp(z[Int(c)] - logQ(c)) }
+            return za - log(s)
+        }
         var s = 0.0
         for j in 2..<z.count { s += exp(z[j]) }
         return z[a] - log(s)
@@ -82,4 +93,47 @@ func tinyActorCriticBatch(_ B: Int, seed: UInt64, items: ClosedRange<Int32> = 2.
     var t = tinyTransitions(B, seed: seed, items: items)
     for b in 0..<B where b % 3 == 1 { t.done[b] = true }
     return t
+}
+
+/// The actor phase's gradient over the actor range as one vector: the dense part, then (sampled
+/// softmax) the item table's sparse rows, merged, added at their places; zero elsewhere.
+func assembledActorGradient(_ g: PhaseGradients, layout l: ParameterLayout, range r: Range<Int>, D: Int) -> [Float] {
+    var out = [Float](repeating: 0, count: r.count)
+    for i in 0..<g.denseCount { out[i] = g.dense[i] }
+    let m = g.itemRows.merged()
+    let w = l.entry("action.items.weight")!.offset - r.lowerBound, b = l.entry("action.items.bias")!.offset - r.lowerBound
+    for (u, id) in m.ids.enumerated() {
+        for d in 0..<D { out[w + Int(id) * D + d] += m.parts[0][u * D + d] }
+        out[b + Int(id)] += m.parts[1][u]
+    }
+    return out
+}
+
+/// The same config beyond `full_softmax_items` for the tiny batches' 8 item ids (sampled: true).
+func sampledVariant(_ c: DDPGConfig, sampled: Bool, items: Int = 5) -> DDPGConfig {
+    var c = c
+    if sampled { c.fullSoftmaxItems = 4; c.sampledItems = items }
+    return c
+}
+func sampledVariant(_ c: BCQConfig, sampled: Bool, items: Int = 5) -> BCQConfig {
+    var c = c
+    if sampled { c.fullSoftmaxItems = 4; c.sampledItems = items }
+    return c
+}
+
+/// Two halves' sparse rows, concatenated and merged, hold the whole batch's rows (every part).
+func expectJoinedRowsEqual(whole w: SparseGradient, _ x: SparseGradient, _ y: SparseGradient) {
+    var joined = x
+    joined.ids += y.ids
+    for k in joined.parts.indices { joined.parts[k] += y.parts[k] }
+    let merged = joined.merged()
+    #expect(Set(merged.ids) == Set(w.ids) && merged.ids.count == w.ids.count)
+    for (k, id) in merged.ids.enumerated() {
+        guard let j = w.ids.firstIndex(of: id) else { continue }
+        for (p, width) in w.widths.enumerated() {
+            for d in 0..<width {
+                #expect(close(Double(merged.parts[p][k * width + d]), Double(w.parts[p][j * width + d]), rel: 1e-4, abs: 1e-5), "row \(id)")
+            }
+        }
+    }
 }

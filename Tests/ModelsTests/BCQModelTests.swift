@@ -109,14 +109,26 @@ private struct BCQRef {
         }
     }
 
-    @Test("the actor phase's gradient (VAE + behaviour cloning of the selected action − λ·Q1 through ξ) matches finite differences")
-    func actorGradientMatchesFiniteDifferences() {
-        let config = tinyBCQConfig()
+    @Test("the actor phase's gradient (VAE + behaviour cloning of the selected action − λ·Q1 through ξ) matches finite differences (full softmax; sampled softmax over the same candidates)",
+          arguments: [false, true])
+    func actorGradientMatchesFiniteDifferences(sampled: Bool) {
+        let config = sampledVariant(tinyBCQConfig(), sampled: sampled)
         let model = trainedModel(config)
         let batch = tinyActorCriticBatch(6, seed: 5)
         let g = model.makeActorGradients()
         let lambda: Float = 0.7
         let loss = model.computeActorGradients(batch, lambda: lambda, into: g)
+        #expect(model.usesSampledSoftmax == sampled)
+        let candidates: DRef.Candidates? = sampled
+            ? (model.lastSampledItems, { log(SampledCandidates.proposalProbability($0, items: model.itemCount)) }) : nil
+        let touched = Set((sampled ? model.lastSampledItems + batch.actions : (2..<Int32(model.itemCount)).map { $0 }).map(Int.init))
+        if sampled {
+            #expect(g.denseCount == model.actorDenseCount && g.denseCount < model.actorRange.count, "the dense gradient stops before E")
+            #expect(model.lastSampledItems.count == 5 && Set(g.itemRows.ids.map(Int.init)) == touched)
+            #expect(loss.ndcgCount == 4 && g[extra: 5] == 4, "B·C/N = 6·6/8 rows of progressive NDCG")
+        } else {
+            #expect(g.itemRows.ids.isEmpty && loss.ndcgCount == 6)
+        }
         let ref = BCQRef(c: config, l: model.layout)
         let l = model.layout, B = batch.count, D = config.embeddingSize, L = config.latentWidth, N = model.itemCount
         let flat = FlatRows(total: l.total, D: D, H: config.historyLength, userIds: g.users.ids, itemIds: g.items.ids)
@@ -142,7 +154,7 @@ private struct BCQRef {
                     kl -= 0.5 * term
                 }
                 vae += recon + Double(config.klWeight) * kl
-                bc -= DRef.logSoftmax(DRef.scores(θ, e: e, c: c, ref.selected(θ, x), N: N), Int(batch.actions[b]))
+                bc -= DRef.logSoftmax(DRef.scores(θ, e: e, c: c, ref.selected(θ, x), N: N), Int(batch.actions[b]), candidates: candidates)
                 // The critic term: x and dec(x, 0) stopped, Q1's parameters constant; ξ live.
                 q += ref.q(θ0, 1, xbar[b], ref.perturbed(θ, xbar[b], a0bar[b]))
             }
@@ -153,15 +165,20 @@ private struct BCQRef {
                 && close(loss.actorQSum, at.q, rel: 1e-4, abs: 1e-4), "\(loss) vs \(at)")
         let r = model.actorRange
         let indices = Array(r) + Array(l.total..<θ0.count)
-        let analytic = Array(g.dense.buffer[0..<r.count]) + g.users.parts[0] + g.items.parts[0]
+        let actor = assembledActorGradient(g, layout: l, range: r, D: D)
+        let analytic = actor + g.users.parts[0] + g.items.parts[0]
         let fd = finiteDifferenceMismatches(analytic, θ0, indices: indices) { θ in
             let t = terms(θ)
             return t.vae + Double(config.bcWeight) * t.bc - Double(lambda) * t.q
         }
         #expect(fd.bad.isEmpty, "\(fd.bad.prefix(20))")
-        // Every live coordinate (not capacity, not a masked item's) should have a gradient here.
-        let live = indices.count - (model.itemCapacity - model.itemCount + 2) * (D + 1)
+        // Every live coordinate (not capacity, not a masked item's, not — sampled — an item
+        // neither drawn nor logged) should have a gradient here; those get exactly nothing.
+        let live = indices.count - (model.itemCapacity - touched.count) * (D + 1)
         #expect(fd.nonZero > live * 3 / 4, "too few non-zero gradients (\(fd.nonZero) of \(live))")
+        for j in (0..<model.itemCapacity) where !touched.contains(j) {
+            for d in 0..<D { #expect(actor[e - r.lowerBound + j * D + d] == 0) }
+        }
     }
 
     @Test("what learns from what: the critic term moves ξ only; behaviour cloning reaches E; the VAE never moves E")
@@ -233,9 +250,10 @@ private struct BCQRef {
         #expect(expected > 0 && close(loss.ndcgSum, expected, rel: 1e-9))
     }
 
-    @Test("both phases' gradients of two halves, summed, equal the whole batch's (the noise does not depend on the split)")
-    func splitBatchGradientsEqualWholeBatch() {
-        let config = tinyBCQConfig()
+    @Test("both phases' gradients of two halves, summed, equal the whole batch's (the noise does not depend on the split) (full softmax; sampled, the same draws on both halves)",
+          arguments: [false, true])
+    func splitBatchGradientsEqualWholeBatch(sampled: Bool) {
+        let config = sampledVariant(tinyBCQConfig(), sampled: sampled, items: 4)
         let batch = tinyActorCriticBatch(10, seed: 11)
         func half(_ r: Range<Int>) -> TransitionBatch {
             var t = TransitionBatch(historyLength: batch.historyLength)
@@ -255,9 +273,14 @@ private struct BCQRef {
         whole.computeActorGradients(batch, lambda: 0.4, into: aw)
         a.computeActorGradients(half(0..<5), lambda: 0.4, into: aa)
         b.computeActorGradients(half(5..<10), lambda: 0.4, into: ab)
-        for i in 0..<(aw.denseCount + aw.extras) {
+        #expect(whole.usesSampledSoftmax == sampled && aw.denseCount == whole.actorDenseCount)
+        #expect(a.lastSampledItems == whole.lastSampledItems && b.lastSampledItems == whole.lastSampledItems)
+        // The progressive NDCG's extras (sampled: B·C/N rows of each local batch) are not additive.
+        for i in 0..<(aw.denseCount + (sampled ? 4 : aw.extras)) {
             #expect(close(Double(aw.dense[i]), Double(aa.dense[i] + ab.dense[i]), rel: 1e-4, abs: 1e-5), "actor dense[\(i)]")
         }
+        #expect(aw.itemRows.ids.isEmpty != sampled)
+        expectJoinedRowsEqual(whole: aw.itemRows, aa.itemRows, ab.itemRows)
     }
 
     @Test("export and load reproduce the model (targets and Adam included), its scores and its next step bit for bit")
@@ -303,6 +326,13 @@ private struct BCQRef {
         #expect(c.historyLength == 10 && c.embeddingSize == 32 && c.tau == 0.005 && c.klWeight == 0.5)
         #expect(BCQConfig().latentWidth == 64)
         #expect(try JSONDecoder().decode(BCQConfig.self, from: JSONEncoder().encode(c)) == c)
+        #expect(c.fullSoftmaxItems == 5_000 && c.sampledItems == 1024, "REINFORCE's defaults")
+        let large = try JSONDecoder().decode(BCQConfig.self, from: Data(#"{"full_softmax_items": 500, "sampled_items": 64}"#.utf8))
+        #expect(large.fullSoftmaxItems == 500 && large.sampledItems == 64)
+        for bad in [#"{"sampled_items": 0}"#, #"{"full_softmax_items": 2}"#] {
+            let d = try JSONDecoder().decode(BCQConfig.self, from: Data(bad.utf8))
+            #expect(throws: ModelError.self, "\(bad)") { try d.validate() }
+        }
         for bad in [#"{"lambda": 1.5}"#, #"{"target_samples": 0}"#, #"{"phi": -1}"#, #"{"latent_size": -2}"#] {
             let d = try JSONDecoder().decode(BCQConfig.self, from: Data(bad.utf8))
             #expect(throws: ModelError.self, "\(bad)") { try d.validate() }

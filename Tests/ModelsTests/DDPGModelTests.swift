@@ -80,15 +80,26 @@ private func ddpgMu(_ θ: [Double], _ l: ParameterLayout, _ x: [Double], hidden:
         #expect(fd.nonZero > r.count / 2, "too few non-zero critic gradients (\(fd.nonZero) of \(r.count))")
     }
 
-    @Test("the actor phase's gradient (BC cross-entropy − λ·Q(x, μ(x)), critic fixed, Q's gradient stopped at x) matches finite differences")
-    func actorGradientMatchesFiniteDifferences() {
-        let config = tinyDDPGConfig()
+    @Test("the actor phase's gradient (BC cross-entropy − λ·Q(x, μ(x)), critic fixed, Q's gradient stopped at x) matches finite differences (full softmax; sampled softmax over the same candidates)",
+          arguments: [false, true])
+    func actorGradientMatchesFiniteDifferences(sampled: Bool) {
+        let config = sampledVariant(tinyDDPGConfig(), sampled: sampled)
         let model = trainedModel(config)
         let batch = tinyActorCriticBatch(6, seed: 5)
         let g = model.makeActorGradients()
         let lambda: Float = 0.7
         let loss = model.computeActorGradients(batch, lambda: lambda, into: g)
-        #expect(g.sampleCount == 6)
+        #expect(g.sampleCount == 6 && model.usesSampledSoftmax == sampled)
+        let candidates: DRef.Candidates? = sampled
+            ? (model.lastSampledItems, { log(SampledCandidates.proposalProbability($0, items: model.itemCount)) }) : nil
+        let touched = Set((sampled ? model.lastSampledItems + batch.actions : (2..<Int32(model.itemCount)).map { $0 }).map(Int.init))
+        if sampled {
+            #expect(g.denseCount == model.actorDenseCount && g.denseCount < model.actorRange.count, "the dense gradient stops before E")
+            #expect(model.lastSampledItems.count == 5 && Set(g.itemRows.ids.map(Int.init)) == touched)
+            #expect(loss.ndcgCount == 4 && g[extra: 4] == 4, "B·C/N = 6·6/8 rows of progressive NDCG")
+        } else {
+            #expect(g.itemRows.ids.isEmpty && loss.ndcgCount == 6)
+        }
         #expect(Set(g.users.ids) == Set(batch.users) && Set(g.items.ids) == Set(batch.states.filter { $0 != 0 }))
         let l = model.layout, B = batch.count, D = config.embeddingSize, Hd = config.hiddenSize, N = model.itemCount
         let flat = FlatRows(total: l.total, D: D, H: config.historyLength, userIds: g.users.ids, itemIds: g.items.ids)
@@ -99,7 +110,7 @@ private func ddpgMu(_ θ: [Double], _ l: ParameterLayout, _ x: [Double], hidden:
             var bc = 0.0, q = 0.0
             for b in 0..<B {
                 let mu = ddpgMu(θ, l, flat.state(θ, batch, b), hidden: Hd, D: D)
-                bc -= DRef.logSoftmax(DRef.scores(θ, e: e, c: c, mu, N: N), Int(batch.actions[b]))
+                bc -= DRef.logSoftmax(DRef.scores(θ, e: e, c: c, mu, N: N), Int(batch.actions[b]), candidates: candidates)
                 // The critic term: x stopped, the critic's parameters constant (θ0).
                 q += ddpgQ(θ0, l, xbar[b], ddpgMu(θ, l, xbar[b], hidden: Hd, D: D), hidden: Hd)
             }
@@ -110,17 +121,19 @@ private func ddpgMu(_ θ: [Double], _ l: ParameterLayout, _ x: [Double], hidden:
                 "\(loss.bcLossSum) vs \(at.bc), \(loss.actorQSum) vs \(at.q)")
         let r = model.actorRange
         let indices = Array(r) + Array(l.total..<θ0.count)
-        let analytic = Array(g.dense.buffer[0..<r.count]) + g.users.parts[0] + g.items.parts[0]
+        let actor = assembledActorGradient(g, layout: l, range: r, D: D)
+        let analytic = actor + g.users.parts[0] + g.items.parts[0]
         let fd = finiteDifferenceMismatches(analytic, θ0, indices: indices) { θ in
             let t = terms(θ)
             return Double(config.bcWeight) * t.bc - Double(lambda) * t.q
         }
         #expect(fd.bad.isEmpty, "\(fd.bad.prefix(20))")
-        let live = indices.count - (model.itemCapacity - model.itemCount + 2) * (D + 1)
+        let live = indices.count - (model.itemCapacity - touched.count) * (D + 1)
         #expect(fd.nonZero > live * 3 / 4, "too few non-zero gradients (\(fd.nonZero) of \(live))")
-        // Capacity rows beyond the item count (and the masked items 0, 1) get exactly nothing.
-        for j in [0, 1] + Array(model.itemCount..<model.itemCapacity) {
-            for d in 0..<D { #expect(g.dense[e - r.lowerBound + j * D + d] == 0) }
+        // Capacity rows beyond the item count, the masked items 0, 1 (and, sampled, items neither
+        // drawn nor logged) get exactly nothing.
+        for j in (0..<model.itemCapacity) where !touched.contains(j) {
+            for d in 0..<D { #expect(actor[e - r.lowerBound + j * D + d] == 0) }
         }
     }
 
@@ -175,9 +188,10 @@ private func ddpgMu(_ θ: [Double], _ l: ParameterLayout, _ x: [Double], hidden:
         #expect(expected > 0 && close(loss.ndcgSum, expected, rel: 1e-9), "\(loss.ndcgSum) vs \(expected)")
     }
 
-    @Test("both phases' gradients of two halves, summed (dense) and concatenated (rows), equal the whole batch's")
-    func splitBatchGradientsEqualWholeBatch() {
-        let config = tinyDDPGConfig()
+    @Test("both phases' gradients of two halves, summed (dense) and concatenated (rows), equal the whole batch's (full softmax; sampled, the same draws on both halves)",
+          arguments: [false, true])
+    func splitBatchGradientsEqualWholeBatch(sampled: Bool) {
+        let config = sampledVariant(tinyDDPGConfig(), sampled: sampled, items: 4)
         let batch = tinyActorCriticBatch(10, seed: 11)
         func half(_ r: Range<Int>) -> TransitionBatch {
             var t = TransitionBatch(historyLength: batch.historyLength)
@@ -197,9 +211,14 @@ private func ddpgMu(_ θ: [Double], _ l: ParameterLayout, _ x: [Double], hidden:
         whole.computeActorGradients(batch, lambda: 0.4, into: aw)
         a.computeActorGradients(half(0..<5), lambda: 0.4, into: aa)
         b.computeActorGradients(half(5..<10), lambda: 0.4, into: ab)
-        for i in 0..<(aw.denseCount + aw.extras) {
+        #expect(whole.usesSampledSoftmax == sampled && aw.denseCount == whole.actorDenseCount)
+        #expect(a.lastSampledItems == whole.lastSampledItems && b.lastSampledItems == whole.lastSampledItems)
+        // The progressive NDCG's extras (sampled: B·C/N rows of each local batch) are not additive.
+        for i in 0..<(aw.denseCount + (sampled ? 3 : aw.extras)) {
             #expect(close(Double(aw.dense[i]), Double(aa.dense[i] + ab.dense[i]), rel: 1e-4, abs: 1e-5), "actor dense[\(i)]")
         }
+        #expect(aw.itemRows.ids.isEmpty != sampled)
+        expectJoinedRowsEqual(whole: aw.itemRows, aa.itemRows, ab.itemRows)
         for (w, x, y) in [(aw.users, aa.users, ab.users), (aw.items, aa.items, ab.items)] {
             var joined = x
             joined.ids += y.ids
@@ -278,6 +297,13 @@ private func ddpgMu(_ θ: [Double], _ l: ParameterLayout, _ x: [Double], hidden:
         #expect(c.historyLength == 5 && c.tau == 0.05 && c.actorQWeight == 0.2 && c.criticLearningRate == 0.002)
         #expect(c.embeddingSize == 32 && c.hiddenSize == 64 && c.gamma == 0.99 && c.bcWeight == 1 && c.seed == 42)
         #expect(try JSONDecoder().decode(DDPGConfig.self, from: JSONEncoder().encode(c)) == c)
+        #expect(c.fullSoftmaxItems == 5_000 && c.sampledItems == 1024, "REINFORCE's defaults")
+        let large = try JSONDecoder().decode(DDPGConfig.self, from: Data(#"{"full_softmax_items": 500, "sampled_items": 64}"#.utf8))
+        #expect(large.fullSoftmaxItems == 500 && large.sampledItems == 64)
+        for bad in [#"{"sampled_items": 0}"#, #"{"full_softmax_items": 2}"#] {
+            let d = try JSONDecoder().decode(DDPGConfig.self, from: Data(bad.utf8))
+            #expect(throws: ModelError.self, "\(bad)") { try d.validate() }
+        }
         for bad in [#"{"tau": 0}"#, #"{"gamma": 1}"#, #"{"bc_weight": 0, "actor_q_weight": 0}"#, #"{"hidden_size": 0}"#] {
             let d = try JSONDecoder().decode(DDPGConfig.self, from: Data(bad.utf8))
             #expect(throws: ModelError.self, "\(bad)") { try d.validate() }

@@ -88,14 +88,20 @@ func runReplicas(_ replicas: [any TrainableModel], plan: [(TransitionBatch, Tran
 @Suite(.serialized) struct ActorCriticTrainingTests {
     static let kinds = ["ddpg", "bcq"]
 
-    func fresh(_ kind: String) throws -> any TrainableModel {
-        let config = kind == "ddpg" ? smallDDPGConfig().json : smallBCQConfig().json
+    func fresh(_ kind: String, crossIntoSampled: Bool = false) throws -> any TrainableModel {
+        var ddpg = smallDDPGConfig(), bcq = smallBCQConfig()
+        if crossIntoSampled {   // 51 item ids, then 91 from step 3
+            ddpg.fullSoftmaxItems = 60; ddpg.sampledItems = 16
+            bcq.fullSoftmaxItems = 60; bcq.sampledItems = 16
+        }
+        let config = kind == "ddpg" ? ddpg.json : bcq.json
         return try ModelFamilies.fresh(kind: kind, config: config, sidecars: [:], batchSize: 64)
     }
 
-    @Test("two replicas training on different halves of each batch through the collectives stay bit-identical", arguments: kinds)
-    func replicasStayBitIdentical(_ kind: String) throws {
-        let replicas = try (0..<2).map { _ in try fresh(kind) }
+    @Test("two replicas training on different halves of each batch through the collectives stay bit-identical (full softmax; crossing into the sampled softmax mid-run)",
+          arguments: kinds, [false, true])
+    func replicasStayBitIdentical(_ kind: String, crossIntoSampled: Bool) throws {
+        let replicas = try (0..<2).map { _ in try fresh(kind, crossIntoSampled: crossIntoSampled) }
         // Each step's batch, split; the second half sometimes holds a larger item id (the item
         // tables grow on both), and one step has nothing for rank 1.
         var plan: [(TransitionBatch, TransitionBatch?)] = []
@@ -107,7 +113,9 @@ func runReplicas(_ replicas: [any TrainableModel], plan: [(TransitionBatch, Tran
         #expect(replicas[0].step == 8 && replicas[1].step == 8)
         #expect(replicas[0].parameterDigest == replicas[1].parameterDigest)
         #expect(replicas[0].metrics == replicas[1].metrics)
-        #expect(replicas[0].parameterDigest != (try fresh(kind)).parameterDigest)
+        #expect(replicas[0].parameterDigest != (try fresh(kind, crossIntoSampled: crossIntoSampled)).parameterDigest)
+        let sampled = (replicas[0] as? DDPGTraining)?.model.usesSampledSoftmax ?? (replicas[0] as? BCQTraining)?.model.usesSampledSoftmax
+        #expect(sampled == crossIntoSampled)
         // The replicas' state equals, tensor by tensor: parameters, targets, Adam, rows.
         #expect(replicas[0].exportState().tensors == replicas[1].exportState().tensors)
     }

@@ -74,6 +74,96 @@ public func nextItemNDCGSum(scores: UnsafePointer<Float>, actions: UnsafePointer
     return sum
 }
 
+// MARK: - Behaviour cloning over the item table
+
+/// The behaviour-cloning term DDPG and BCQ put on their item table, bc_weight · Σ_b −log
+/// softmax(a_b·Eᵀ + bE)[a_b] (a_b the selected action, [B × D]), and the progressive NDCG@10 of
+/// the same scores. Up to `full_softmax_items` ids the softmax runs over every item (items 0 and
+/// 1 masked) and E's gradient is dense; beyond, over the step's candidates with the log-Q
+/// correction (`SampledCandidates`), E's gradient on the candidates' rows as sparse rows, and the
+/// NDCG on `SampledCandidates.ndcgRows` rows. E and bE learn from this term only: the critics
+/// read the logged item's row E_{a_b} as their action with its gradient stopped, and BCQ's VAE
+/// takes it as data, so a step touches no other row of the table.
+final class BehaviorCloningHead {
+    let dim: Int, fullSoftmaxItems: Int, sampledItems: Int
+    /// The model's seed mixed with its sampler tag.
+    let samplerSeed: UInt64
+    private let candidates = SampledCandidates(), head = SampledHead()
+    /// Full softmax: logits [B × N] (overwritten by their gradient in backward) and probabilities.
+    private var logits = FloatBuffer(count: 0), probs = FloatBuffer(count: 0)
+    private var logp: [Float] = [], ndcgScores: [Float] = []
+    private var B = 0, N = 0, sampled = false
+    /// The items the last sampled forward drew (for tests).
+    private(set) var lastSampledItems: [Int32] = []
+
+    init(dim: Int, fullSoftmaxItems: Int, sampledItems: Int, samplerSeed: UInt64) {
+        self.dim = dim; self.fullSoftmaxItems = fullSoftmaxItems; self.sampledItems = sampledItems; self.samplerSeed = samplerSeed
+    }
+
+    /// True beyond `full_softmax_items` item ids: a function of the item count, which
+    /// data-parallel replicas agree on before a step.
+    func usesSampledSoftmax(items n: Int) -> Bool { n > fullSoftmaxItems }
+
+    /// The samples the sampled softmax draws at `step` with n items.
+    func drawSamples(step: Int, items n: Int) -> [Int32] {
+        SampledCandidates.draw(seed: samplerSeed, step: step, items: n, count: sampledItems)
+    }
+
+    /// Forward on a local batch: Σ_b −log p(a_b), and the progressive NDCG sum with the samples it
+    /// covers. `action` [B × D]; E [N × D] and bias [N] the item table's.
+    func forward(_ batch: TransitionBatch, action: UnsafePointer<Float>, E: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                 items n: Int, step: Int, k: Int) -> (loss: Double, ndcgSum: Double, ndcgCount: Int) {
+        let D = dim
+        B = batch.count; N = n; sampled = usesSampledSoftmax(items: n)
+        if logp.count < B { logp = [Float](repeating: 0, count: B) }
+        if sampled {
+            lastSampledItems = drawSamples(step: step, items: n)
+            candidates.prepare(actions: batch.actions, samples: lastSampledItems, items: n)
+            head.gather(candidates, weight: E, bias: bias, B: B, D: D)
+            let loss = logp.withUnsafeMutableBufferPointer { head.forward(candidates, h: action, logp: $0.baseAddress!, B: B, D: D) }
+            let R = SampledCandidates.ndcgRows(batch: B, step: step, items: n, sampledItems: sampledItems)
+            let ndcg = SampledCandidates.ndcgSum(rows: R, scratch: &ndcgScores, A: action, E: E, bias: bias,
+                                                 batch: batch, items: n, D: D, k: k)
+            return (loss, ndcg, R)
+        }
+        if logits.count < B * n { logits = FloatBuffer(count: B * n); probs = FloatBuffer(count: B * n) }
+        dot_scores_forward(scores: logits.pointer, A: action, E: E, bias: bias, B: B, N: n, D: D)
+        var ndcg = 0.0, loss = 0.0
+        batch.actions.withUnsafeBufferPointer { a in
+            batch.states.withUnsafeBufferPointer { h in
+                ndcg = nextItemNDCGSum(scores: logits.pointer, actions: a.baseAddress!, history: h.baseAddress!,
+                                       B: B, N: n, H: batch.historyLength, k: k)
+            }
+            ItemTables.masked.withUnsafeBufferPointer { m in logp.withUnsafeMutableBufferPointer { lp in
+                loss = softmax_cross_entropy_forward(probs: probs.pointer, logp: lp.baseAddress!, logits: logits.pointer,
+                                                     actions: a.baseAddress!, weights: nil, masked: m.baseAddress!,
+                                                     M: m.count, B: B, N: n)
+            } }
+        }
+        return (loss, ndcg, B)
+    }
+
+    /// Backward of weight · the forward's loss: accumulates into dAction [B × D]; the item table's
+    /// gradient into dE [N × D] and dBias [N] (full softmax: pointers into the dense gradient),
+    /// or appended to `rows` (sampled: the candidates' rows, widths [D, 1]).
+    func backward(_ batch: TransitionBatch, weight: Float, dAction: UnsafeMutablePointer<Float>, action: UnsafePointer<Float>,
+                  E: UnsafePointer<Float>, dE: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?,
+                  rows: inout SparseGradient) {
+        let D = dim
+        if sampled {
+            head.backward(candidates, dh: dAction, h: action, weights: nil, dloss: weight, B: B, D: D)
+            head.append(candidates, to: &rows, D: D)
+            return
+        }
+        batch.actions.withUnsafeBufferPointer { a in
+            logits.slice(0, B * N).update(repeating: 0)
+            softmax_cross_entropy_backward(dlogits: logits.pointer, probs: probs.pointer, actions: a.baseAddress!,
+                                           weights: nil, dloss: weight, B: B, N: N)
+        }
+        dot_scores_backward(dA: dAction, dE: dE, dbias: dBias, dscores: logits.pointer, A: action, E: E, B: B, N: N, D: D)
+    }
+}
+
 // MARK: - Sparse state rows
 
 /// The user and item input rows a state is gathered from: `IdIndex` + `RowStore` (with Adam m, v),
@@ -326,6 +416,12 @@ final class DenseParameters {
                     v: adamV.pointer + range.lowerBound, count: range.count, step: step, config: optimizer, gradScale: scale)
     }
 
+    /// Lazy Adam on the listed rows of an item table (`adamItemTableRows`).
+    func adamItemRows(_ g: SparseGradient, weight: Int, bias: Int, dim: Int, step: Int, optimizer: AdamConfig, scale: Float) {
+        adamItemTableRows(g, params: params.pointer, m: adamM.pointer, v: adamV.pointer, weight: weight, bias: bias,
+                          D: dim, step: step, optimizer: optimizer, scale: scale)
+    }
+
     /// Every entry (item tables cut to `itemCount` rows), its Adam moments, and the targets as
     /// `target.<name>`.
     struct Snapshot: @unchecked Sendable {
@@ -397,13 +493,17 @@ final class DenseParameters {
 /// One participant's gradients of one update phase, in sum form: the phase's dense range of the
 /// layout (`denseCount` floats), then `extras` bookkeeping floats summed by the same allreduce
 /// (sample count first, then the phase's loss sums), and the touched user and item rows (the
-/// actor phase only; empty in the critic phase).
+/// actor phase only; empty in the critic phase). Beyond `full_softmax_items` the actor phase's
+/// dense range stops before the item tables, whose candidates' rows are in `itemRows`.
 public final class PhaseGradients: @unchecked Sendable {
     public let extras: Int
     public private(set) var dense: FloatBuffer
     public private(set) var denseCount: Int
     public var users: SparseGradient
     public var items: SparseGradient
+    /// Sampled softmax only: the candidates' rows of the item table E | bE (widths D, 1); empty
+    /// with the full softmax, whose item-table gradient is part of `dense`.
+    public var itemRows: SparseGradient
 
     init(denseCount: Int, extras: Int, embeddingSize: Int) {
         self.extras = extras
@@ -411,13 +511,15 @@ public final class PhaseGradients: @unchecked Sendable {
         dense = FloatBuffer(count: denseCount + extras)
         users = SparseGradient(widths: [embeddingSize])
         items = SparseGradient(widths: [embeddingSize])
+        itemRows = SparseGradient(widths: [embeddingSize, 1])
     }
 
-    /// Zeroes everything, reallocating the dense buffer when the phase's range grew.
+    /// Zeroes everything, reallocating the dense buffer when the phase's range changed.
     func prepare(denseCount n: Int) {
         if n != denseCount { dense = FloatBuffer(count: n + extras); denseCount = n } else { dense.zero() }
         users.removeAll()
         items.removeAll()
+        itemRows.removeAll()
     }
 
     /// Bookkeeping float `k` (0 = the sample count).

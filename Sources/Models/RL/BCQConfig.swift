@@ -36,6 +36,13 @@ public struct BCQConfig: Codable, Sendable, Equatable {
     public var bcWeight: Float = 10
     /// α of the perturbation network's critic term −α·Q1(s, ã) / mean|Q1| (TD3+BC's scale).
     public var actorQWeight: Float = 0.1
+    /// The behaviour-cloning softmax runs over every item while the catalogue has at most this
+    /// many item ids; beyond, over each step's logged items and `sampled_items` items drawn from
+    /// a proposal (sampled softmax with the log-Q correction), so a step's cost stops growing
+    /// with the catalogue. The item table's gradients then travel as sparse rows.
+    public var fullSoftmaxItems: Int = 5_000
+    /// Items drawn per step for the sampled softmax (shared by the batch).
+    public var sampledItems: Int = 1024
     /// User and item input rows start uniform in ±embedding_init_scale (deterministic per id and seed).
     public var embeddingInitScale: Float = 0.05
     /// Item action rows E_j start uniform in ±action_init_scale: large enough that dot products
@@ -58,6 +65,7 @@ public struct BCQConfig: Codable, Sendable, Equatable {
         case latentSize = "latent_size", learningRate = "learning_rate", criticLearningRate = "critic_learning_rate"
         case gamma, tau, lambda, phi, targetSamples = "target_samples", klWeight = "kl_weight"
         case bcWeight = "bc_weight", actorQWeight = "actor_q_weight", embeddingInitScale = "embedding_init_scale"
+        case fullSoftmaxItems = "full_softmax_items", sampledItems = "sampled_items"
         case actionInitScale = "action_init_scale", seed
     }
 
@@ -79,6 +87,8 @@ public struct BCQConfig: Codable, Sendable, Equatable {
         klWeight = try c.decodeIfPresent(Float.self, forKey: .klWeight) ?? d.klWeight
         bcWeight = try c.decodeIfPresent(Float.self, forKey: .bcWeight) ?? d.bcWeight
         actorQWeight = try c.decodeIfPresent(Float.self, forKey: .actorQWeight) ?? d.actorQWeight
+        fullSoftmaxItems = try c.decodeIfPresent(Int.self, forKey: .fullSoftmaxItems) ?? d.fullSoftmaxItems
+        sampledItems = try c.decodeIfPresent(Int.self, forKey: .sampledItems) ?? d.sampledItems
         embeddingInitScale = try c.decodeIfPresent(Float.self, forKey: .embeddingInitScale) ?? d.embeddingInitScale
         actionInitScale = try c.decodeIfPresent(Float.self, forKey: .actionInitScale) ?? d.actionInitScale
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
@@ -101,6 +111,8 @@ public struct BCQConfig: Codable, Sendable, Equatable {
         if !(klWeight >= 0) { throw fail("kl_weight must be non-negative (got \(klWeight))") }
         if !(bcWeight >= 0) { throw fail("bc_weight must be non-negative (got \(bcWeight))") }
         if !(actorQWeight >= 0) { throw fail("actor_q_weight must be non-negative (got \(actorQWeight))") }
+        if fullSoftmaxItems < 3 { throw fail("full_softmax_items must be at least 3 (got \(fullSoftmaxItems)): ids 0 and 1 are never scored") }
+        if sampledItems < 1 { throw fail("sampled_items must be at least 1 (got \(sampledItems)): the sampled softmax needs negatives") }
         if !(embeddingInitScale >= 0) { throw fail("embedding_init_scale must be non-negative (got \(embeddingInitScale))") }
         if !(actionInitScale >= 0) { throw fail("action_init_scale must be non-negative (got \(actionInitScale))") }
     }

@@ -54,6 +54,12 @@ import Features
 // The noise: the target latents are drawn once per step from (seed, step); the VAE's ε per
 // transition from (seed, step, user, time, action) — neither depends on how a batch is split.
 //
+// Large catalogues: beyond `full_softmax_items` item ids the behaviour-cloning softmax runs over
+// the step's candidates with the log-Q correction, as REINFORCE's and DDPG's do
+// (`BehaviorCloningHead`). L_B is the only term with a gradient into E, bE (the critics' and the
+// VAE's α = E_a is stopped), so the table's gradient is the candidates' rows, sent as sparse rows
+// and applied by lazy row-wise Adam; the actor phase's dense gradient stops before the table.
+//
 // Parameters: one flat buffer cut by `layout`: the critics, then ξ (the targets copy that prefix),
 // then the VAE, then the item tables (which grow with the item count). Rows: `StateRows`.
 
@@ -71,6 +77,8 @@ public struct BCQLoss: Sendable, Equatable {
     public var actorQSum = 0.0
     /// Σ_b NDCG@10 of the logged item under the scores before the step's update.
     public var ndcgSum = 0.0
+    /// Samples `ndcgSum` covers (all of them, or `sampledNDCGRows` per batch when sampled).
+    public var ndcgCount = 0
     public var count = 0
     public init() {}
 }
@@ -92,12 +100,12 @@ final class BCQWorkspace {
     var dactQ = FloatBuffer(count: 0), du = FloatBuffer(count: 0), dg = FloatBuffer(count: 0), dgBC = FloatBuffer(count: 0)
     // [B]
     var q = FloatBuffer(count: 0), q2 = FloatBuffer(count: 0), y = FloatBuffer(count: 0), dq = FloatBuffer(count: 0)
-    var logp = FloatBuffer(count: 0), kl = FloatBuffer(count: 0)
+    var kl = FloatBuffer(count: 0)
     // The target's n candidates per next state: [n·B × Hd], [n·B × D], [n·B], the latents [n × L], z·Wd_z [n × Hd].
     var nHd = FloatBuffer(count: 0), nHd2 = FloatBuffer(count: 0), nA = FloatBuffer(count: 0), nU = FloatBuffer(count: 0)
     var nQ1 = FloatBuffer(count: 0), nQ2 = FloatBuffer(count: 0), zt = FloatBuffer(count: 0), zW = FloatBuffer(count: 0)
-    /// Scores [B × N] (overwritten by their gradient in backward) and probabilities.
-    var logits = FloatBuffer(count: 0), probs = FloatBuffer(count: 0)
+    /// Scores [B × N] of `scores(…)` (training's are the behaviour-cloning head's).
+    var logits = FloatBuffer(count: 0)
 
     func ensure(_ c: BCQConfig, batch B: Int, items N: Int) {
         let D = c.embeddingSize, S = c.stateWidth, Hd = c.hiddenSize, L = c.latentWidth, n = c.targetSamples
@@ -111,7 +119,7 @@ final class BCQWorkspace {
             for k in [\BCQWorkspace.ea, \.av, \.a0, \.u, \.act, \.dav, \.da0, \.dactBC, \.dactQ, \.du, \.dg, \.dgBC] {
                 self[keyPath: k] = FloatBuffer(count: B * D)
             }
-            for k in [\BCQWorkspace.q, \.q2, \.y, \.dq, \.logp, \.kl] { self[keyPath: k] = FloatBuffer(count: B) }
+            for k in [\BCQWorkspace.q, \.q2, \.y, \.dq, \.kl] { self[keyPath: k] = FloatBuffer(count: B) }
             nHd = FloatBuffer(count: n * B * Hd); nHd2 = FloatBuffer(count: n * B * Hd)
             nA = FloatBuffer(count: n * B * D); nU = FloatBuffer(count: n * B * D)
             nQ1 = FloatBuffer(count: n * B); nQ2 = FloatBuffer(count: n * B)
@@ -120,7 +128,7 @@ final class BCQWorkspace {
         }
         if N > itemCapacity {
             itemCapacity = N
-            logits = FloatBuffer(count: batchCapacity * N); probs = FloatBuffer(count: batchCapacity * N)
+            logits = FloatBuffer(count: batchCapacity * N)
         }
     }
 }
@@ -154,10 +162,12 @@ public final class BCQModel: @unchecked Sendable {
     }
     private var o: Offsets
     let ws = BCQWorkspace()
+    /// The behaviour-cloning term and the progressive NDCG (full or sampled softmax).
+    let bc: BehaviorCloningHead
 
     static let itemTables: Set<String> = ["action.items.weight", "action.items.bias"]
     private static let userTag: UInt64 = 0xBC0_0001, itemTag: UInt64 = 0xBC0_0002, actionItemTag: UInt64 = 0xBC0_0003
-    private static let targetNoiseTag: UInt64 = 0xBC0_0004, vaeNoiseTag: UInt64 = 0xBC0_0005
+    private static let targetNoiseTag: UInt64 = 0xBC0_0004, vaeNoiseTag: UInt64 = 0xBC0_0005, samplerTag: UInt64 = 0xBC0_0006
     /// BCQ's clip of the prior latents the decoder samples from.
     static let latentClip: Float = 0.5
 
@@ -170,6 +180,8 @@ public final class BCQModel: @unchecked Sendable {
         o = Offsets(l)
         rows = StateRows(dim: config.embeddingSize, seed: config.seed, initScale: config.embeddingInitScale,
                          userTag: Self.userTag, itemTag: Self.itemTag)
+        bc = BehaviorCloningHead(dim: config.embeddingSize, fullSoftmaxItems: config.fullSoftmaxItems,
+                                 sampledItems: config.sampledItems, samplerSeed: config.seed ^ Self.samplerTag)
         var rng = SplitMix64(seed: config.seed)
         dense.initializeWeights(["critic1.dense.0.weight", "critic1.dense.1.weight", "critic2.dense.0.weight", "critic2.dense.1.weight",
                                  "perturb.dense.0.weight", "perturb.dense.1.weight", "vae.encoder.dense.0.weight",
@@ -210,6 +222,22 @@ public final class BCQModel: @unchecked Sendable {
     /// The critic phase's range of the dense buffer (both critics), and the actor phase's (the rest).
     public var criticRange: Range<Int> { 0..<o.p.w1 }
     public var actorRange: Range<Int> { o.p.w1..<layout.total }
+
+    /// True when the behaviour-cloning softmax runs over sampled candidates (more than
+    /// `full_softmax_items` ids). A function of the item count, so replicas agree once
+    /// `reserveItems` ran.
+    public var usesSampledSoftmax: Bool { bc.usesSampledSoftmax(items: itemCount) }
+    /// Floats of the actor phase's dense gradient: the actor range, or its part before the item
+    /// tables when sampled (their candidates' rows travel as `PhaseGradients.itemRows`).
+    public var actorDenseCount: Int { usesSampledSoftmax ? o.e - o.p.w1 : actorRange.count }
+    /// Progressive-NDCG rows of a local batch of B at step s under the sampled softmax.
+    public func sampledNDCGRows(batch B: Int, step s: Int) -> Int {
+        SampledCandidates.ndcgRows(batch: B, step: s, items: itemCount, sampledItems: config.sampledItems)
+    }
+    /// The items a sampled step draws (log-uniform by id, from (seed, step)).
+    func drawSamples(step s: Int) -> [Int32] { bc.drawSamples(step: s, items: itemCount) }
+    /// The items the last sampled actor phase drew.
+    var lastSampledItems: [Int32] { bc.lastSampledItems }
 
     private func initializeItemRows(_ range: Range<Int>) {
         let D = config.embeddingSize, a = config.actionInitScale, p = dense.params
@@ -319,21 +347,22 @@ public final class BCQModel: @unchecked Sendable {
 
     /// Extras of the critic phase: sample count, Σ critic loss, Σ |Q1|.
     public static let criticExtras = 3
-    /// Extras of the actor phase: sample count, Σ VAE loss, Σ BC loss, Σ Q1(x, ã), Σ NDCG@10.
-    public static let actorExtras = 5
+    /// Extras of the actor phase: sample count, Σ VAE loss, Σ BC loss, Σ Q1(x, ã), Σ NDCG@10, the
+    /// samples the NDCG covers.
+    public static let actorExtras = 6
 
     public func makeCriticGradients() -> PhaseGradients {
         PhaseGradients(denseCount: criticRange.count, extras: Self.criticExtras, embeddingSize: config.embeddingSize)
     }
     public func makeActorGradients() -> PhaseGradients {
-        PhaseGradients(denseCount: actorRange.count, extras: Self.actorExtras, embeddingSize: config.embeddingSize)
+        PhaseGradients(denseCount: actorDenseCount, extras: Self.actorExtras, embeddingSize: config.embeddingSize)
     }
 
     private func begin(_ batch: TransitionBatch) {
         precondition(batch.historyLength == config.historyLength,
                      "a batch with history length \(batch.historyLength), the model has \(config.historyLength)")
         if let top = ItemTables.largest(batch) { reserveItems(through: top) }
-        ws.ensure(config, batch: max(batch.count, 1), items: itemCapacity)
+        ws.ensure(config, batch: max(batch.count, 1), items: 0)   // training's scores live in `bc`
         rows.prepare(batch)
     }
 
@@ -444,10 +473,9 @@ public final class BCQModel: @unchecked Sendable {
     public func computeActorGradients(_ batch: TransitionBatch, lambda: Float, into g: PhaseGradients) -> BCQLoss {
         let c = config, B = batch.count, D = c.embeddingSize, Hd = c.hiddenSize, S = c.stateWidth, L = c.latentWidth
         begin(batch)
-        g.prepare(denseCount: actorRange.count)
+        g.prepare(denseCount: actorDenseCount)
         var loss = BCQLoss()
         if B == 0 { return loss }
-        let N = itemCount
         rows.gatherStates(batch, x: ws.x.pointer, next: nil)
         let p = UnsafePointer(dense.params.pointer)
         let ea = ws.ea.pointer
@@ -456,18 +484,8 @@ public final class BCQModel: @unchecked Sendable {
         // The selected action and its scores (nothing of them changed in the critic phase: the
         // scores before the step's update, for progressive validation).
         selectedAction(p, B: B)
-        dot_scores_forward(scores: ws.logits.pointer, A: ws.act.pointer, E: p + o.e, bias: p + o.be, B: B, N: N, D: D)
-        batch.actions.withUnsafeBufferPointer { a in
-            batch.states.withUnsafeBufferPointer { h in
-                loss.ndcgSum = nextItemNDCGSum(scores: ws.logits.pointer, actions: a.baseAddress!, history: h.baseAddress!,
-                                               B: B, N: N, H: c.historyLength, k: Self.ndcgCutoff)
-            }
-            ItemTables.masked.withUnsafeBufferPointer { m in
-                loss.bcLossSum = softmax_cross_entropy_forward(probs: ws.probs.pointer, logp: ws.logp.pointer, logits: ws.logits.pointer,
-                                                               actions: a.baseAddress!, weights: nil, masked: m.baseAddress!,
-                                                               M: m.count, B: B, N: N)
-            }
-        }
+        let head = bc.forward(batch, action: ws.act.pointer, E: p + o.e, bias: p + o.be, items: itemCount, step: step, k: Self.ndcgCutoff)
+        loss.bcLossSum = head.loss; loss.ndcgSum = head.ndcgSum; loss.ndcgCount = head.ndcgCount
 
         // The VAE on (x, α): encoder, reparameterised latent, decoder (sharing base = x·Wd_x + bd).
         linear_forward(out: ws.he.pointer, inp: ws.x.pointer, weight: p + o.enc.w1, bias: p + o.enc.b1, B: B, I: S, O: Hd)
@@ -493,16 +511,12 @@ public final class BCQModel: @unchecked Sendable {
         loss.count = B
 
         // Backward.
-        let dp = g.dense.pointer - actorRange.lowerBound   // gradient of params[i] at dp[i]
-        // Behaviour cloning: dz → dã (BC stream), dE, dbE.
-        batch.actions.withUnsafeBufferPointer { a in
-            ws.logits.slice(0, B * N).update(repeating: 0)
-            softmax_cross_entropy_backward(dlogits: ws.logits.pointer, probs: ws.probs.pointer, actions: a.baseAddress!,
-                                           weights: nil, dloss: c.bcWeight, B: B, N: N)
-        }
+        let dp = g.dense.pointer - actorRange.lowerBound   // gradient of params[i] at dp[i] (dense part)
+        // Behaviour cloning: dz → dã (BC stream), dE, dbE (dense, or the candidates' rows).
+        let full = !usesSampledSoftmax
         ws.dactBC.slice(0, B * D).update(repeating: 0)
-        dot_scores_backward(dA: ws.dactBC.pointer, dE: dp + o.e, dbias: dp + o.be, dscores: ws.logits.pointer,
-                            A: ws.act.pointer, E: p + o.e, B: B, N: N, D: D)
+        bc.backward(batch, weight: c.bcWeight, dAction: ws.dactBC.pointer, action: ws.act.pointer, E: p + o.e,
+                    dE: full ? dp + o.e : nil, dBias: full ? dp + o.be : nil, rows: &g.itemRows)
         // ã = â0 + Φ·u: the BC stream reaches u (ξ) and â0 (the decoder) and x; the critic
         // stream reaches ξ's parameters only.
         for i in 0..<(B * D) { ws.du[i] = c.phi * ws.dactBC[i] }
@@ -587,6 +601,7 @@ public final class BCQModel: @unchecked Sendable {
         g[extra: 2] = Float(loss.bcLossSum)
         g[extra: 3] = Float(loss.actorQSum)
         g[extra: 4] = Float(loss.ndcgSum)
+        g[extra: 5] = Float(loss.ndcgCount)
         return loss
     }
 
@@ -594,11 +609,13 @@ public final class BCQModel: @unchecked Sendable {
     /// soft-updates the targets (critics and ξ).
     public func applyActorGradients(_ g: PhaseGradients, totalSamples: Int) {
         guard totalSamples > 0 else { return }
-        precondition(g.denseCount == actorRange.count,
-                     "actor gradients for \(g.denseCount) parameters, the model has \(actorRange.count): grow every replica to the step's largest item id first (reserveItems)")
+        precondition(g.denseCount == actorDenseCount,
+                     "actor gradients for \(g.denseCount) parameters, the model needs \(actorDenseCount): grow every replica to the step's largest item id first (reserveItems)")
         step += 1
-        let scale = 1 / Float(totalSamples)
-        dense.adam(actorRange, grads: g.dense.pointer, step: step, optimizer: config.optimizer, scale: scale)
+        let scale = 1 / Float(totalSamples), start = actorRange.lowerBound
+        dense.adam(start..<(start + g.denseCount), grads: g.dense.pointer, step: step, optimizer: config.optimizer, scale: scale)
+        dense.adamItemRows(g.itemRows, weight: o.e, bias: o.be, dim: config.embeddingSize, step: step,
+                           optimizer: config.optimizer, scale: scale)
         rows.apply(users: g.users, items: g.items, step: step, optimizer: config.optimizer, scale: scale)
         dense.softUpdateTargets(tau: config.tau)
     }
@@ -611,6 +628,7 @@ public final class BCQModel: @unchecked Sendable {
         let a = computeActorGradients(batch, lambda: actorQScale(meanAbsQ: loss.absQSum / Double(max(batch.count, 1))), into: ga)
         applyActorGradients(ga, totalSamples: batch.count)
         loss.vaeLossSum = a.vaeLossSum; loss.bcLossSum = a.bcLossSum; loss.actorQSum = a.actorQSum; loss.ndcgSum = a.ndcgSum
+        loss.ndcgCount = a.ndcgCount
         return loss
     }
 

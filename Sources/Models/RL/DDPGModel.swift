@@ -37,6 +37,14 @@ import Features
 // The critic term pushes μ(x) toward directions with a higher expected return; the
 // behaviour-cloning term keeps the logged item high among the actor's scores.
 //
+// Large catalogues: beyond `full_softmax_items` item ids the behaviour-cloning softmax runs over
+// the step's candidates (the batch's logged items and `sampled_items` items drawn log-uniformly
+// by id, log-Q corrected), as REINFORCE's does (`BehaviorCloningHead`, `SampledCandidates`).
+// E and bE learn from that term alone, so their gradient lives on the candidates' rows: it
+// travels as sparse rows (`PhaseGradients.itemRows`) and lazy row-wise Adam applies it; the actor
+// phase's dense gradient shrinks to the actor. The progressive NDCG ranks every item for
+// `sampledNDCGRows` samples of each local batch.
+//
 // Parameters: one flat buffer cut by `layout`, critic first, then the actor, then the item
 // tables (which grow with the item count, as REINFORCE's: capacity a function of the count
 // alone). The target networks are a copy of the buffer's prefix (critic and actor). The sparse
@@ -54,6 +62,8 @@ public struct DDPGLoss: Sendable, Equatable {
     public var actorQSum = 0.0
     /// Σ_b NDCG@10 of the logged item under the scores before the step's update.
     public var ndcgSum = 0.0
+    /// Samples `ndcgSum` covers (all of them, or `sampledNDCGRows` per batch when sampled).
+    public var ndcgCount = 0
     public var count = 0
     public init() {}
 }
@@ -69,9 +79,8 @@ final class DDPGWorkspace {
     var dq = FloatBuffer(count: 0), dch = FloatBuffer(count: 0)
     var dactBC = FloatBuffer(count: 0), dactQ = FloatBuffer(count: 0), dh = FloatBuffer(count: 0), dhBC = FloatBuffer(count: 0)
     var da1 = FloatBuffer(count: 0), da1BC = FloatBuffer(count: 0)
-    var logp = FloatBuffer(count: 0)
-    /// Scores [B × N] (overwritten by their gradient in backward) and probabilities.
-    var logits = FloatBuffer(count: 0), probs = FloatBuffer(count: 0)
+    /// Scores [B × N] of `scores(…)` (training's are the behaviour-cloning head's).
+    var logits = FloatBuffer(count: 0)
 
     func ensure(_ c: DDPGConfig, batch B: Int, items N: Int) {
         let D = c.embeddingSize, S = c.stateWidth, Hd = c.hiddenSize
@@ -80,12 +89,12 @@ final class DDPGWorkspace {
             x = FloatBuffer(count: B * S); xn = FloatBuffer(count: B * S); dx = FloatBuffer(count: B * S)
             for k in [\DDPGWorkspace.a1, \.ta1, \.ch, \.dch, \.da1, \.da1BC] { self[keyPath: k] = FloatBuffer(count: B * Hd) }
             for k in [\DDPGWorkspace.act, \.tact, \.ea, \.dactBC, \.dactQ, \.dh, \.dhBC] { self[keyPath: k] = FloatBuffer(count: B * D) }
-            for k in [\DDPGWorkspace.q, \.y, \.dq, \.logp] { self[keyPath: k] = FloatBuffer(count: B) }
+            for k in [\DDPGWorkspace.q, \.y, \.dq] { self[keyPath: k] = FloatBuffer(count: B) }
             itemCapacity = 0   // the [B × N] buffers below depend on B too
         }
         if N > itemCapacity {
             itemCapacity = N
-            logits = FloatBuffer(count: batchCapacity * N); probs = FloatBuffer(count: batchCapacity * N)
+            logits = FloatBuffer(count: batchCapacity * N)
         }
     }
 }
@@ -113,11 +122,14 @@ public final class DDPGModel: @unchecked Sendable {
     }
     private var offsets: Offsets
     let ws = DDPGWorkspace()
+    /// The behaviour-cloning term and the progressive NDCG (full or sampled softmax).
+    let bc: BehaviorCloningHead
 
     /// Names of the dense tensors with a row per item id.
     static let itemTables: Set<String> = ["action.items.weight", "action.items.bias"]
     // Hash tags of the per-id initial values (one stream per table).
     private static let userTag: UInt64 = 0xDD96_0001, itemTag: UInt64 = 0xDD96_0002, actionItemTag: UInt64 = 0xDD96_0003
+    private static let samplerTag: UInt64 = 0xDD96_0004
 
     public init(config: DDPGConfig) {
         self.config = config
@@ -128,6 +140,8 @@ public final class DDPGModel: @unchecked Sendable {
         offsets = Offsets(l)
         rows = StateRows(dim: config.embeddingSize, seed: config.seed, initScale: config.embeddingInitScale,
                          userTag: Self.userTag, itemTag: Self.itemTag)
+        bc = BehaviorCloningHead(dim: config.embeddingSize, fullSoftmaxItems: config.fullSoftmaxItems,
+                                 sampledItems: config.sampledItems, samplerSeed: config.seed ^ Self.samplerTag)
         // Glorot-uniform weights from the seed, zero biases; targets start equal; item rows from (seed, id).
         var rng = SplitMix64(seed: config.seed)
         dense.initializeWeights(["critic.dense.0.weight", "critic.dense.1.weight", "actor.dense.0.weight", "actor.dense.1.weight"], rng: &rng)
@@ -159,6 +173,22 @@ public final class DDPGModel: @unchecked Sendable {
     /// The critic phase's range of the dense buffer, and the actor phase's (the rest).
     public var criticRange: Range<Int> { 0..<offsets.w1 }
     public var actorRange: Range<Int> { offsets.w1..<layout.total }
+
+    /// True when the behaviour-cloning softmax runs over sampled candidates (more than
+    /// `full_softmax_items` ids). A function of the item count, so replicas agree once
+    /// `reserveItems` ran.
+    public var usesSampledSoftmax: Bool { bc.usesSampledSoftmax(items: itemCount) }
+    /// Floats of the actor phase's dense gradient: the actor range, or its part before the item
+    /// tables when sampled (their candidates' rows travel as `PhaseGradients.itemRows`).
+    public var actorDenseCount: Int { usesSampledSoftmax ? offsets.e - offsets.w1 : actorRange.count }
+    /// Progressive-NDCG rows of a local batch of B at step s under the sampled softmax.
+    public func sampledNDCGRows(batch B: Int, step s: Int) -> Int {
+        SampledCandidates.ndcgRows(batch: B, step: s, items: itemCount, sampledItems: config.sampledItems)
+    }
+    /// The items a sampled step draws (log-uniform by id, from (seed, step)).
+    func drawSamples(step s: Int) -> [Int32] { bc.drawSamples(step: s, items: itemCount) }
+    /// The items the last sampled actor phase drew.
+    var lastSampledItems: [Int32] { bc.lastSampledItems }
 
     private func initializeItemRows(_ range: Range<Int>) {
         let D = config.embeddingSize, a = config.actionInitScale, p = dense.params
@@ -245,14 +275,15 @@ public final class DDPGModel: @unchecked Sendable {
 
     /// Extras of the critic phase's gradients: sample count, Σ (Q − y)², Σ |Q|.
     public static let criticExtras = 3
-    /// Extras of the actor phase's: sample count, Σ BC loss, Σ Q(x, μ(x)), Σ NDCG@10.
-    public static let actorExtras = 4
+    /// Extras of the actor phase's: sample count, Σ BC loss, Σ Q(x, μ(x)), Σ NDCG@10, the samples
+    /// the NDCG covers.
+    public static let actorExtras = 5
 
     public func makeCriticGradients() -> PhaseGradients {
         PhaseGradients(denseCount: criticRange.count, extras: Self.criticExtras, embeddingSize: config.embeddingSize)
     }
     public func makeActorGradients() -> PhaseGradients {
-        PhaseGradients(denseCount: actorRange.count, extras: Self.actorExtras, embeddingSize: config.embeddingSize)
+        PhaseGradients(denseCount: actorDenseCount, extras: Self.actorExtras, embeddingSize: config.embeddingSize)
     }
 
     /// Begins a step on a local batch: grows the item tables to its largest id (data-parallel
@@ -261,7 +292,7 @@ public final class DDPGModel: @unchecked Sendable {
         precondition(batch.historyLength == config.historyLength,
                      "a batch with history length \(batch.historyLength), the model has \(config.historyLength)")
         if let top = ItemTables.largest(batch) { reserveItems(through: top) }
-        ws.ensure(config, batch: batch.count, items: itemCapacity)
+        ws.ensure(config, batch: batch.count, items: 0)   // training's scores live in `bc`
         rows.prepare(batch)
     }
 
@@ -331,28 +362,17 @@ public final class DDPGModel: @unchecked Sendable {
     public func computeActorGradients(_ batch: TransitionBatch, lambda: Float, into g: PhaseGradients) -> DDPGLoss {
         let c = config, B = batch.count, D = c.embeddingSize, Hd = c.hiddenSize, S = c.stateWidth
         begin(batch)
-        g.prepare(denseCount: actorRange.count)
+        g.prepare(denseCount: actorDenseCount)
         var loss = DDPGLoss()
         if B == 0 { return loss }
-        let N = itemCount
         rows.gatherStates(batch, x: ws.x.pointer, next: nil)
         let p = UnsafePointer(dense.params.pointer), o = offsets
 
         // μ(x) and the item scores; neither the actor nor the rows nor E changed in the critic
         // phase, so these are the scores before the step's update (progressive validation).
         actorForward(p, x: ws.x.pointer, a1: ws.a1.pointer, act: ws.act.pointer, B: B)
-        dot_scores_forward(scores: ws.logits.pointer, A: ws.act.pointer, E: p + o.e, bias: p + o.be, B: B, N: N, D: D)
-        batch.actions.withUnsafeBufferPointer { a in
-            batch.states.withUnsafeBufferPointer { h in
-                loss.ndcgSum = nextItemNDCGSum(scores: ws.logits.pointer, actions: a.baseAddress!, history: h.baseAddress!,
-                                               B: B, N: N, H: c.historyLength, k: Self.ndcgCutoff)
-            }
-            ItemTables.masked.withUnsafeBufferPointer { m in
-                loss.bcLossSum = softmax_cross_entropy_forward(probs: ws.probs.pointer, logp: ws.logp.pointer, logits: ws.logits.pointer,
-                                                               actions: a.baseAddress!, weights: nil, masked: m.baseAddress!,
-                                                               M: m.count, B: B, N: N)
-            }
-        }
+        let head = bc.forward(batch, action: ws.act.pointer, E: p + o.e, bias: p + o.be, items: itemCount, step: step, k: Self.ndcgCutoff)
+        loss.bcLossSum = head.loss; loss.ndcgSum = head.ndcgSum; loss.ndcgCount = head.ndcgCount
         let useQ = lambda != 0
         if useQ {
             criticForward(p, x: ws.x.pointer, action: ws.act.pointer, ch: ws.ch.pointer, q: ws.q.pointer, B: B)
@@ -362,15 +382,11 @@ public final class DDPGModel: @unchecked Sendable {
 
         // Backward. The behaviour-cloning stream reaches E, bE, the actor and x; the critic
         // stream reaches the actor only.
-        let dp = g.dense.pointer - actorRange.lowerBound   // gradient of params[i] at dp[i]
-        batch.actions.withUnsafeBufferPointer { a in
-            ws.logits.slice(0, B * N).update(repeating: 0)
-            softmax_cross_entropy_backward(dlogits: ws.logits.pointer, probs: ws.probs.pointer, actions: a.baseAddress!,
-                                           weights: nil, dloss: c.bcWeight, B: B, N: N)
-        }
+        let dp = g.dense.pointer - actorRange.lowerBound   // gradient of params[i] at dp[i] (dense part)
+        let full = !usesSampledSoftmax
         ws.dactBC.slice(0, B * D).update(repeating: 0)
-        dot_scores_backward(dA: ws.dactBC.pointer, dE: dp + o.e, dbias: dp + o.be, dscores: ws.logits.pointer,
-                            A: ws.act.pointer, E: p + o.e, B: B, N: N, D: D)
+        bc.backward(batch, weight: c.bcWeight, dAction: ws.dactBC.pointer, action: ws.act.pointer, E: p + o.e,
+                    dE: full ? dp + o.e : nil, dBias: full ? dp + o.be : nil, rows: &g.itemRows)
         ws.dhBC.slice(0, B * D).update(repeating: 0)
         tanh_backward(dinp: ws.dhBC.pointer, dout: ws.dactBC.pointer, out: ws.act.pointer, N: B * D)
         ws.dh.pointer.update(from: ws.dhBC.pointer, count: B * D)
@@ -411,6 +427,7 @@ public final class DDPGModel: @unchecked Sendable {
         g[extra: 1] = Float(loss.bcLossSum)
         g[extra: 2] = Float(loss.actorQSum)
         g[extra: 3] = Float(loss.ndcgSum)
+        g[extra: 4] = Float(loss.ndcgCount)
         return loss
     }
 
@@ -418,12 +435,15 @@ public final class DDPGModel: @unchecked Sendable {
     /// lazy Adam on the listed rows), ends the step and soft-updates the target networks.
     public func applyActorGradients(_ g: PhaseGradients, totalSamples: Int) {
         guard totalSamples > 0 else { return }
-        precondition(g.denseCount == actorRange.count,
-                     "actor gradients for \(g.denseCount) parameters, the model has \(actorRange.count): grow every replica to the step's largest item id first (reserveItems)")
+        precondition(g.denseCount == actorDenseCount,
+                     "actor gradients for \(g.denseCount) parameters, the model needs \(actorDenseCount): grow every replica to the step's largest item id first (reserveItems)")
         step += 1
-        let scale = 1 / Float(totalSamples)
-        // Item-table rows beyond itemCount get zero gradients and zero moments: unchanged.
-        dense.adam(actorRange, grads: g.dense.pointer, step: step, optimizer: config.optimizer, scale: scale)
+        let scale = 1 / Float(totalSamples), start = actorRange.lowerBound
+        // Full softmax: item-table rows beyond itemCount get zero gradients and zero moments, so
+        // stay unchanged. Sampled: the range before the tables here, the candidates' rows below.
+        dense.adam(start..<(start + g.denseCount), grads: g.dense.pointer, step: step, optimizer: config.optimizer, scale: scale)
+        dense.adamItemRows(g.itemRows, weight: offsets.e, bias: offsets.be, dim: config.embeddingSize, step: step,
+                           optimizer: config.optimizer, scale: scale)
         rows.apply(users: g.users, items: g.items, step: step, optimizer: config.optimizer, scale: scale)
         dense.softUpdateTargets(tau: config.tau)
     }
@@ -435,7 +455,7 @@ public final class DDPGModel: @unchecked Sendable {
         applyCriticGradients(gc, totalSamples: batch.count)
         let a = computeActorGradients(batch, lambda: actorQScale(meanAbsQ: loss.absQSum / Double(max(batch.count, 1))), into: ga)
         applyActorGradients(ga, totalSamples: batch.count)
-        loss.bcLossSum = a.bcLossSum; loss.actorQSum = a.actorQSum; loss.ndcgSum = a.ndcgSum
+        loss.bcLossSum = a.bcLossSum; loss.actorQSum = a.actorQSum; loss.ndcgSum = a.ndcgSum; loss.ndcgCount = a.ndcgCount
         return loss
     }
 

@@ -135,14 +135,9 @@ final class ReinforceWorkspace {
     var logpPi = FloatBuffer(count: 0), logpBeta = FloatBuffer(count: 0), coef = FloatBuffer(count: 0)
     /// Row gradients of the batch's unique users [B × D] and items [B·H × D].
     var dUserRows = FloatBuffer(count: 0), dItemRows = FloatBuffer(count: 0)
-    /// Sampled softmax: candidate ids' local indices, proposal probabilities, gathered rows of
-    /// E | bE and F | bF [U × D], [U], their gradients, probabilities [B × C], β's discarded dh,
-    /// and the progressive NDCG's full scores [sampledNDCGRows × N].
-    var trueLocal: [Int32] = [], sampledLocal: [Int32] = [], trueQ: [Float] = [], sampledQ: [Float] = []
-    var candRows: [Float] = [], candBias: [Float] = [], betaRows: [Float] = [], betaBias: [Float] = []
-    var dCandRows: [Float] = [], dCandBias: [Float] = [], dBetaRows: [Float] = [], dBetaBias: [Float] = []
-    var sampledProbs: [Float] = [], sampledBetaProbs: [Float] = [], dhDiscarded: [Float] = []
-    var ndcgScores: [Float] = []
+    /// Sampled softmax: β's discarded dh [B × D] and the progressive NDCG's full scores
+    /// [sampledNDCGRows × N].
+    var dhDiscarded: [Float] = [], ndcgScores: [Float] = []
 
     func ensure(_ c: ReinforceConfig, batch B: Int, items N: Int) {
         let D = c.embeddingSize, H = c.historyLength, Hd = c.hiddenSize
@@ -195,7 +190,9 @@ public final class ReinforceModel: @unchecked Sendable {
     }
     private var offsets: Offsets
     private let ws = ReinforceWorkspace()
-    private let userSet = BatchRowSet(), itemSet = BatchRowSet(), candidateSet = BatchRowSet()
+    private let userSet = BatchRowSet(), itemSet = BatchRowSet()
+    /// The sampled softmax's candidates and the two heads' gathered rows (`SampledCandidates`).
+    private let candidates = SampledCandidates(), policyHead = SampledHead(), betaHead = SampledHead()
     /// The items the last sampled step drew (for tests and the reference).
     internal private(set) var lastSampledItems: [Int32] = []
     /// Samples of a local batch of B whose progressive NDCG is computed at step `s` under the
@@ -203,9 +200,7 @@ public final class ReinforceModel: @unchecked Sendable {
     /// sampled_items) keeps it near the sampled softmax's own cost (B·C) at any catalogue size;
     /// below one row per step, one row every ⌈N/(B·C)⌉ steps.
     public func sampledNDCGRows(batch B: Int, step s: Int) -> Int {
-        let work = B * (1 + config.sampledItems), N = max(itemCount, 1)
-        if work >= N { return min(B, work / N) }
-        return s % ((N + work - 1) / work) == 0 ? min(B, 1) : 0
+        SampledCandidates.ndcgRows(batch: B, step: s, items: itemCount, sampledItems: config.sampledItems)
     }
 
     /// True when the softmaxes run over sampled candidates (more than `full_softmax_items` ids).
@@ -221,8 +216,7 @@ public final class ReinforceModel: @unchecked Sendable {
     /// The proposal of the sampled softmax: log-uniform over the item ids 2..<N (Zipf-like by
     /// id), Q(id) = log((k+2)/(k+1)) / log(M+1) with k = id − 2 and M = N − 2.
     public static func proposalProbability(_ id: Int32, items N: Int) -> Double {
-        let k = Double(id - 2), M = Double(N - 2)
-        return log((k + 2) / (k + 1)) / log(M + 1)
+        SampledCandidates.proposalProbability(id, items: N)
     }
 
     /// Names of the dense tensors with a row per item id.
@@ -510,88 +504,41 @@ public final class ReinforceModel: @unchecked Sendable {
     }
 
     /// The items a sampled step draws: `sampled_items` log-uniform ids in 2..<N, from a stream
-    /// fixed by (seed, step), so a replayed step draws the same ones.
+    /// fixed by (seed, step), so a replayed step draws the same ones (`SampledCandidates.draw`).
     func drawSamples(step s: Int) -> [Int32] {
-        let N = itemCount, M = N - 2, logRange = log(Double(M + 1))
-        var rng = SplitMix64(seed: SplitMix64.mix(config.seed ^ Self.samplerTag, UInt64(s)))
-        return (0..<config.sampledItems).map { _ in
-            let u = Double(rng.next() >> 11) * 0x1p-53
-            return Int32(min(max(Int(exp(u * logRange)) - 1, 0), M - 1) + 2)
-        }
+        SampledCandidates.draw(seed: config.seed ^ Self.samplerTag, step: s, items: itemCount, count: config.sampledItems)
     }
 
     /// Both heads over the step's candidates (the batch's true items and the drawn ones, after
     /// `forwardState`): sampled softmaxes with the log-Q correction, progressive NDCG on the first
     /// rows, the coefficients, then backward into the candidates' sparse rows and dh.
     private func sampledHeads(_ batch: TransitionBatch, into g: ReinforceGradients, loss: inout ReinforceLoss) {
-        let B = batch.count, D = config.embeddingSize, N = itemCount, K = config.sampledItems, H = config.historyLength
+        let B = batch.count, D = config.embeddingSize, N = itemCount
         let samples = drawSamples(step: step)
         lastSampledItems = samples
-        candidateSet.reset()
-        ws.trueLocal.removeAll(keepingCapacity: true); ws.sampledLocal.removeAll(keepingCapacity: true)
-        ws.trueQ.removeAll(keepingCapacity: true); ws.sampledQ.removeAll(keepingCapacity: true)
-        for a in batch.actions {
-            ws.trueLocal.append(candidateSet.local(a)); ws.trueQ.append(Float(Self.proposalProbability(a, items: N)))
-        }
-        for s in samples {
-            ws.sampledLocal.append(candidateSet.local(s)); ws.sampledQ.append(Float(Self.proposalProbability(s, items: N)))
-        }
-        let ids = candidateSet.slots, U = ids.count, C = 1 + K
-        func resize(_ a: inout [Float], _ n: Int) {
-            if a.count < n { a = [Float](repeating: 0, count: n) } else { a.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
-        }
-        // The gathered rows and their gradients: [U × D] and [U].
-        resize(&ws.candRows, U * D); resize(&ws.dCandRows, U * D); resize(&ws.betaRows, U * D); resize(&ws.dBetaRows, U * D)
-        resize(&ws.candBias, U); resize(&ws.dCandBias, U); resize(&ws.betaBias, U); resize(&ws.dBetaBias, U)
-        resize(&ws.sampledProbs, B * C); resize(&ws.sampledBetaProbs, B * C); resize(&ws.dhDiscarded, B * D)
-        let p = params.pointer, o = offsets
-        for (u, id) in ids.enumerated() {
-            let j = Int(id)
-            for d in 0..<D { ws.candRows[u * D + d] = p[o.e + j * D + d]; ws.betaRows[u * D + d] = p[o.f + j * D + d] }
-            ws.candBias[u] = p[o.be + j]; ws.betaBias[u] = p[o.bf + j]
-        }
-
-        let h = UnsafePointer(ws.h.pointer)
-        ws.trueLocal.withUnsafeBufferPointer { tl in ws.sampledLocal.withUnsafeBufferPointer { sl in
-        ws.trueQ.withUnsafeBufferPointer { tq in ws.sampledQ.withUnsafeBufferPointer { sq in
-            let tl = tl.baseAddress!, sl = sl.baseAddress!
-            _ = sampled_softmax_forward(probs: &ws.sampledProbs, logp: ws.logpPi.pointer, h: h, rows: ws.candRows, bias: ws.candBias,
-                                        trueLocal: tl, sampledLocal: sl, trueQ: tq.baseAddress!, sampledQ: sq.baseAddress!,
-                                        weights: nil, B: B, K: K, D: D)
-            _ = sampled_softmax_forward(probs: &ws.sampledBetaProbs, logp: ws.logpBeta.pointer, h: h, rows: ws.betaRows, bias: ws.betaBias,
-                                        trueLocal: tl, sampledLocal: sl, trueQ: tq.baseAddress!, sampledQ: sq.baseAddress!,
-                                        weights: nil, B: B, K: K, D: D)
-        } } } }
+        candidates.prepare(actions: batch.actions, samples: samples, items: N)
+        let p = UnsafePointer(params.pointer), o = offsets, h = UnsafePointer(ws.h.pointer)
+        policyHead.gather(candidates, weight: p + o.e, bias: p + o.be, B: B, D: D)
+        betaHead.gather(candidates, weight: p + o.f, bias: p + o.bf, B: B, D: D)
+        policyHead.forward(candidates, h: h, logp: ws.logpPi.pointer, B: B, D: D)
+        betaHead.forward(candidates, h: h, logp: ws.logpBeta.pointer, B: B, D: D)
 
         // Progressive validation ranks every item, for the first rows only.
         let R = sampledNDCGRows(batch: B, step: step)
-        resize(&ws.ndcgScores, R * N)
-        if R > 0 { ws.ndcgScores.withUnsafeMutableBufferPointer { z in
-            dot_scores_forward(scores: z.baseAddress!, A: h, E: p + o.e, bias: p + o.be, B: R, N: N, D: D)
-            batch.actions.withUnsafeBufferPointer { a in batch.states.withUnsafeBufferPointer { st in
-                loss.ndcgSum = nextItemNDCGSum(scores: z.baseAddress!, actions: a.baseAddress!, history: st.baseAddress!,
-                                               B: R, N: N, H: H, k: Self.ndcgCutoff)
-            } }
-        } }
+        loss.ndcgSum = SampledCandidates.ndcgSum(rows: R, scratch: &ws.ndcgScores, A: h, E: p + o.e, bias: p + o.be,
+                                                 batch: batch, items: N, D: D, k: Self.ndcgCutoff)
         loss.ndcgCount = R
         coefficients(batch, loss: &loss)
 
         // Backward: β's rows (its dh discarded: the gradient stops at h), then the policy's rows and dh.
         ws.dh.slice(0, B * D).update(repeating: 0)
-        ws.trueLocal.withUnsafeBufferPointer { tl in ws.sampledLocal.withUnsafeBufferPointer { sl in
-            sampled_softmax_backward(dh: &ws.dhDiscarded, drows: &ws.dBetaRows, dbias: &ws.dBetaBias, probs: ws.sampledBetaProbs,
-                                     h: h, rows: ws.betaRows, trueLocal: tl.baseAddress!, sampledLocal: sl.baseAddress!,
-                                     weights: nil, dloss: config.betaLossWeight, B: B, K: K, D: D)
-            sampled_softmax_backward(dh: ws.dh.pointer, drows: &ws.dCandRows, dbias: &ws.dCandBias, probs: ws.sampledProbs,
-                                     h: h, rows: ws.candRows, trueLocal: tl.baseAddress!, sampledLocal: sl.baseAddress!,
-                                     weights: ws.coef.pointer, dloss: 1, B: B, K: K, D: D)
-        } }
-        g.policyItems.ids.append(contentsOf: ids)
-        g.policyItems.parts[0].append(contentsOf: ws.dCandRows.prefix(U * D))
-        g.policyItems.parts[1].append(contentsOf: ws.dCandBias.prefix(U))
-        g.betaItems.ids.append(contentsOf: ids)
-        g.betaItems.parts[0].append(contentsOf: ws.dBetaRows.prefix(U * D))
-        g.betaItems.parts[1].append(contentsOf: ws.dBetaBias.prefix(U))
+        SampledHead.zeroed(&ws.dhDiscarded, B * D)
+        ws.dhDiscarded.withUnsafeMutableBufferPointer { discard in
+            betaHead.backward(candidates, dh: discard.baseAddress!, h: h, weights: nil, dloss: config.betaLossWeight, B: B, D: D)
+        }
+        policyHead.backward(candidates, dh: ws.dh.pointer, h: h, weights: ws.coef.pointer, dloss: 1, B: B, D: D)
+        policyHead.append(candidates, to: &g.policyItems, D: D)
+        betaHead.append(candidates, to: &g.betaItems, D: D)
     }
 
     /// The largest item id of a batch (actions and states), nil when empty.
@@ -614,23 +561,14 @@ public final class ReinforceModel: @unchecked Sendable {
                     count: g.denseCount, step: step, config: opt, gradScale: scale)
         applyRows(g.users.merged(), rows: userRows, slot: userSlotCreating, scale: scale)
         applyRows(g.items.merged(), rows: itemRows, slot: itemSlotCreating, scale: scale)
-        if !g.policyItems.ids.isEmpty { applyItemTableRows(g.policyItems.merged(), weight: offsets.e, bias: offsets.be, scale: scale) }
-        if !g.betaItems.ids.isEmpty { applyItemTableRows(g.betaItems.merged(), weight: offsets.f, bias: offsets.bf, scale: scale) }
+        applyItemTableRows(g.policyItems, weight: offsets.e, bias: offsets.be, scale: scale)
+        applyItemTableRows(g.betaItems, weight: offsets.f, bias: offsets.bf, scale: scale)
     }
 
-    /// Lazy Adam on rows of a dense item table (weight rows of width D and their bias), with
-    /// the moments at the same offsets.
+    /// Lazy Adam on rows of a dense item table (`adamItemTableRows`, shared with DDPG and BCQ).
     private func applyItemTableRows(_ grad: SparseGradient, weight w: Int, bias bo: Int, scale: Float) {
-        let D = config.embeddingSize, opt = config.optimizer
-        grad.parts[0].withUnsafeBufferPointer { rows in grad.parts[1].withUnsafeBufferPointer { bias in
-            for (u, id) in grad.ids.enumerated() {
-                let j = Int(id)
-                adam_update(params: params.pointer + w + j * D, grads: rows.baseAddress! + u * D, m: adamM.pointer + w + j * D,
-                            v: adamV.pointer + w + j * D, count: D, step: step, config: opt, gradScale: scale)
-                adam_update(params: params.pointer + bo + j, grads: bias.baseAddress! + u, m: adamM.pointer + bo + j,
-                            v: adamV.pointer + bo + j, count: 1, step: step, config: opt, gradScale: scale)
-            }
-        } }
+        adamItemTableRows(grad, params: params.pointer, m: adamM.pointer, v: adamV.pointer, weight: w, bias: bo,
+                          D: config.embeddingSize, step: step, optimizer: config.optimizer, scale: scale)
     }
 
     private func applyRows(_ grad: SparseGradient, rows: RowStore, slot: (Int32) -> Int32, scale: Float) {

@@ -10,8 +10,9 @@ import Models
 //   2. critic phase: gradients of the critics, one allreduce (critic range + its loss sums),
 //      the identical Adam update;
 //   3. actor phase, with the updated critics and λ from the critic phase's global mean |Q|:
-//      progressive NDCG@10 and gradients, the fused allreduce plus the rows' allgathervs through
-//      the shared `GradientCombiner`, the identical update, then the targets' soft update.
+//      progressive NDCG@10 and gradients, the fused allreduce plus the rows' allgathervs (input
+//      rows, and the item table's candidate rows beyond `full_softmax_items`) through the shared
+//      `GradientCombiner`, the identical update, then the targets' soft update.
 //
 // So replicas stay bit-identical: every participant makes the same collective calls in the same
 // order and applies the same sums.
@@ -47,7 +48,7 @@ final class ActorCriticStep<M: ActorCriticModel> {
     /// (index 0, the sample count, is the step's total), and λ.
     private(set) var criticMeans: [Double] = [], actorMeans: [Double] = [], lambda: Float = 0
     private(set) var validation = ProgressiveNDCG()
-    /// The actor extra holding the NDCG sum.
+    /// The actor extra holding the NDCG sum (the next one holds the samples it covers).
     let ndcgExtra: Int
 
     init(model: M, ndcgExtra: Int) {
@@ -84,14 +85,14 @@ final class ActorCriticStep<M: ActorCriticModel> {
 
         _ = model.computeActorGradients(batch, lambda: lambda, into: actor)
         lap(false)
-        var tables = [actor.users, actor.items]
+        var tables = [actor.users, actor.items, actor.itemRows]
         try combiner.combine(dense: actor.dense.buffer, sparse: &tables, over: collectives)
-        actor.users = tables[0]; actor.items = tables[1]
+        actor.users = tables[0]; actor.items = tables[1]; actor.itemRows = tables[2]
         lap(true)
         model.applyActorGradients(actor, totalSamples: actor.sampleCount)
         lap(false)
         actorMeans = (0..<actor.extras).map { $0 == 0 ? Double(actor.sampleCount) : Double(actor[extra: $0]) / n }
-        validation.add(sum: Double(actor[extra: ndcgExtra]), count: total)
+        validation.add(sum: Double(actor[extra: ndcgExtra]), count: Int(actor[extra: ndcgExtra + 1]))
         return StepTiming(compute: compute, communication: communication)
     }
 }
