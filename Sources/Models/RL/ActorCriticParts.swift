@@ -18,7 +18,153 @@ import Features
 // Each parameter belongs to exactly one phase, so every parameter gets one Adam update per step
 // and the two exchanges never overlap.
 
+// MARK: - The model seam
+
+/// The settings DDPG's and BCQ's shared parts read.
+public protocol ActorCriticConfig: TransitionModelConfig {
+    /// Adam for the actor phase (actor or generative model, item table, rows), and for the critics.
+    var optimizer: AdamConfig { get }
+    var criticOptimizer: AdamConfig { get }
+    var tau: Float { get }
+    var actorQWeight: Float { get }
+    var fullSoftmaxItems: Int { get }
+    var sampledItems: Int { get }
+}
+
+extension DDPGConfig: ActorCriticConfig {}
+extension BCQConfig: ActorCriticConfig {}
+
+/// An actor-critic model whose whole state is its dense parameters (with targets and Adam
+/// moments) and its sparse state rows, updated in a critic and an actor phase: DDPG, BCQ.
+public protocol ActorCriticParameters: AnyObject, Sendable {
+    associatedtype Config: ActorCriticConfig
+    /// `model_kind` of its checkpoints.
+    static var modelKind: String { get }
+    /// Bookkeeping floats of each phase's gradients (`PhaseGradients.extras`).
+    static var criticExtras: Int { get }
+    static var actorExtras: Int { get }
+    init(config: Config)
+    var config: Config { get }
+    /// Optimizer steps applied so far.
+    var step: Int { get set }
+    /// N: items with a score (largest item id seen + 1). Table rows beyond it are capacity.
+    var itemCount: Int { get }
+    var dense: DenseParameters { get }
+    /// The sparse user and item rows of the state.
+    var rows: StateRows { get }
+    /// The critic phase's range of the dense buffer, and the actor phase's (the rest).
+    var criticRange: Range<Int> { get }
+    var actorRange: Range<Int> { get }
+    /// Grows the item tables so that item `maxId` has a score (no-op when it has). Data-parallel
+    /// participants call it with the step's largest id over all of them first, so their layouts agree.
+    func reserveItems(through maxId: Int32)
+}
+
+extension ActorCriticParameters {
+    public var layout: ParameterLayout { dense.layout }
+    public var params: FloatBuffer { dense.params }
+    public var targets: FloatBuffer { dense.targets }
+    /// Rows of the item tables (≥ `itemCount`).
+    public var itemCapacity: Int { layout.entry(ActionItemTable.bias)!.shape[0] }
+
+    /// True when the behaviour-cloning softmax runs over sampled candidates (more than
+    /// `full_softmax_items` ids). A function of the item count, so replicas agree once
+    /// `reserveItems` ran.
+    public var usesSampledSoftmax: Bool { itemCount > config.fullSoftmaxItems }
+    /// Floats of the actor phase's dense gradient: the actor range, or its part before the item
+    /// tables when sampled (their candidates' rows travel as `PhaseGradients.itemRows`).
+    public var actorDenseCount: Int {
+        usesSampledSoftmax ? layout.entry(ActionItemTable.weight)!.offset - actorRange.lowerBound : actorRange.count
+    }
+    /// Progressive-NDCG rows of a local batch of B at step s under the sampled softmax.
+    public func sampledNDCGRows(batch B: Int, step s: Int) -> Int {
+        SampledCandidates.ndcgRows(batch: B, step: s, items: itemCount, sampledItems: config.sampledItems)
+    }
+
+    public func makeCriticGradients() -> PhaseGradients {
+        PhaseGradients(denseCount: criticRange.count, extras: Self.criticExtras, embeddingSize: config.embeddingSize)
+    }
+    public func makeActorGradients() -> PhaseGradients {
+        PhaseGradients(denseCount: actorDenseCount, extras: Self.actorExtras, embeddingSize: config.embeddingSize)
+    }
+
+    /// Applies critic gradients summed over `totalSamples` samples (Adam, the critics' rate).
+    public func applyCriticGradients(_ g: PhaseGradients, totalSamples: Int) {
+        guard totalSamples > 0 else { return }
+        precondition(g.denseCount == criticRange.count, "critic gradients of another layout")
+        dense.adam(criticRange, grads: g.dense.pointer, step: step + 1, optimizer: config.criticOptimizer,
+                   scale: 1 / Float(totalSamples))
+    }
+
+    /// λ of the actor's critic term from the critic phase's mean |Q| over every participant's batch.
+    public func actorQScale(meanAbsQ: Double) -> Float {
+        config.actorQWeight / Float(max(meanAbsQ, 1e-3))
+    }
+
+    /// Applies actor-phase gradients summed over `totalSamples` samples (Adam on the actor range,
+    /// lazy Adam on the listed rows), ends the step and soft-updates the target networks.
+    public func applyActorGradients(_ g: PhaseGradients, totalSamples: Int) {
+        guard totalSamples > 0 else { return }
+        precondition(g.denseCount == actorDenseCount,
+                     "actor gradients for \(g.denseCount) parameters, the model needs \(actorDenseCount): grow every replica to the step's largest item id first (reserveItems)")
+        step += 1
+        let scale = 1 / Float(totalSamples), start = actorRange.lowerBound
+        // Full softmax: item-table rows beyond itemCount get zero gradients and zero moments, so
+        // stay unchanged. Sampled: the range before the tables here, the candidates' rows below.
+        dense.adam(start..<(start + g.denseCount), grads: g.dense.pointer, step: step, optimizer: config.optimizer, scale: scale)
+        dense.adamItemRows(g.itemRows, weight: layout.entry(ActionItemTable.weight)!.offset,
+                           bias: layout.entry(ActionItemTable.bias)!.offset, dim: config.embeddingSize, step: step,
+                           optimizer: config.optimizer, scale: scale)
+        rows.apply(users: g.users, items: g.items, step: step, optimizer: config.optimizer, scale: scale)
+        dense.softUpdateTargets(tau: config.tau)
+    }
+
+    /// Bytes of parameters, targets and optimizer state.
+    public var parameterBytes: Int { (dense.params.count * 3 + dense.targetCount + rows.parameterFloats) * 4 }
+}
+
+/// The parts of the seam that stay inside the module.
+protocol BehaviorCloningModel: ActorCriticParameters {
+    /// The behaviour-cloning term and the progressive NDCG (full or sampled softmax).
+    var bc: BehaviorCloningHead { get }
+}
+
+extension BehaviorCloningModel {
+    /// The items a sampled step draws (log-uniform by id, from (seed, step)).
+    func drawSamples(step s: Int) -> [Int32] { bc.drawSamples(step: s, items: itemCount) }
+    /// The items the last sampled actor phase drew.
+    var lastSampledItems: [Int32] { bc.lastSampledItems }
+}
+
 // MARK: - Item tables
+
+/// The item action table E [N × D], bE [N] of DDPG and BCQ: the last entries of their layouts.
+enum ActionItemTable {
+    static let weight = "action.items.weight", bias = "action.items.bias"
+    /// Names of the dense tensors with a row per item id.
+    static let names: Set<String> = [weight, bias]
+
+    /// Rows `range` of E (at `offset` in `params`, D wide) start uniform in ±scale, each from
+    /// (seed, row): a function of the row alone, so growth gives every replica the same rows.
+    static func initializeRows(_ range: Range<Int>, params p: FloatBuffer, offset: Int, D: Int, scale a: Float, seed: UInt64) {
+        for j in range {
+            var r = SplitMix64(seed: SplitMix64.mix(seed, UInt64(j)))
+            for d in 0..<D { p[offset + j * D + d] = r.uniform(-a, a) }
+        }
+    }
+
+    /// The scores z = A·Eᵀ + bE [B × N] of `scores(…)`, computed in `logits`, items 0 and 1 at −∞.
+    static func scores(logits: UnsafeMutablePointer<Float>, action: UnsafePointer<Float>, params p: UnsafePointer<Float>,
+                       layout: ParameterLayout, B: Int, N: Int, D: Int) -> [Float] {
+        dot_scores_forward(scores: logits, A: action, E: p + layout.entry(weight)!.offset, bias: p + layout.entry(bias)!.offset,
+                           B: B, N: N, D: D)
+        var out = Array(UnsafeBufferPointer(start: logits, count: B * N))
+        for b in 0..<B { for m in ItemTables.masked { out[b * N + Int(m)] = -.infinity } }
+        return out
+    }
+}
+
+// MARK: - Item table capacity
 
 public enum ItemTables {
     /// Rows the item tables hold for `n` items: n rounded up to an eighth of the next power of
@@ -358,8 +504,8 @@ public final class StateRows: @unchecked Sendable {
 /// The dense parameters of an actor-critic model in one buffer cut by a layout (Adam moments
 /// share it), plus the target networks: a copy of the layout's first `targetCount` floats (the
 /// networks with targets come first in every layout, so growth of the item tables, which come
-/// last, never moves them).
-final class DenseParameters {
+/// last, never moves them). Public as a type only: its API stays inside the module.
+public final class DenseParameters {
     private(set) var layout: ParameterLayout
     private(set) var params, adamM, adamV: FloatBuffer
     /// Target copies of params[0..<targetCount].

@@ -133,11 +133,12 @@ final class BCQWorkspace {
     }
 }
 
-public final class BCQModel: @unchecked Sendable {
+public final class BCQModel: BehaviorCloningModel, @unchecked Sendable {
     public static let ndcgCutoff = 10
+    public static let modelKind = "bcq"
 
     public let config: BCQConfig
-    let dense: DenseParameters
+    public let dense: DenseParameters
     public private(set) var itemCount: Int
     public let rows: StateRows
     public var step = 0
@@ -157,7 +158,7 @@ public final class BCQModel: @unchecked Sendable {
             enc = Net(w1: o("vae.encoder.dense.0.weight"), b1: o("vae.encoder.dense.0.bias"), w2: 0, b2: 0)
             wm = o("vae.encoder.mean.weight"); bm = o("vae.encoder.mean.bias")
             ws = o("vae.encoder.log_std.weight"); bs = o("vae.encoder.log_std.bias")
-            e = o("action.items.weight"); be = o("action.items.bias")
+            e = o(ActionItemTable.weight); be = o(ActionItemTable.bias)
         }
     }
     private var o: Offsets
@@ -165,7 +166,6 @@ public final class BCQModel: @unchecked Sendable {
     /// The behaviour-cloning term and the progressive NDCG (full or sampled softmax).
     let bc: BehaviorCloningHead
 
-    static let itemTables: Set<String> = ["action.items.weight", "action.items.bias"]
     private static let userTag: UInt64 = 0xBC0_0001, itemTag: UInt64 = 0xBC0_0002, actionItemTag: UInt64 = 0xBC0_0003
     private static let targetNoiseTag: UInt64 = 0xBC0_0004, vaeNoiseTag: UInt64 = 0xBC0_0005, samplerTag: UInt64 = 0xBC0_0006
     /// BCQ's clip of the prior latents the decoder samples from.
@@ -210,41 +210,18 @@ public final class BCQModel: @unchecked Sendable {
         l.add("vae.decoder.dense.0.bias", shape: [Hd])
         l.add("vae.decoder.dense.1.weight", shape: [Hd, D])
         l.add("vae.decoder.dense.1.bias", shape: [D])
-        l.add("action.items.weight", shape: [n, D])
-        l.add("action.items.bias", shape: [n])
+        l.add(ActionItemTable.weight, shape: [n, D])
+        l.add(ActionItemTable.bias, shape: [n])
         return l
     }
 
-    public var layout: ParameterLayout { dense.layout }
-    public var params: FloatBuffer { dense.params }
-    public var targets: FloatBuffer { dense.targets }
-    public var itemCapacity: Int { layout.entry("action.items.bias")!.shape[0] }
     /// The critic phase's range of the dense buffer (both critics), and the actor phase's (the rest).
     public var criticRange: Range<Int> { 0..<o.p.w1 }
     public var actorRange: Range<Int> { o.p.w1..<layout.total }
 
-    /// True when the behaviour-cloning softmax runs over sampled candidates (more than
-    /// `full_softmax_items` ids). A function of the item count, so replicas agree once
-    /// `reserveItems` ran.
-    public var usesSampledSoftmax: Bool { bc.usesSampledSoftmax(items: itemCount) }
-    /// Floats of the actor phase's dense gradient: the actor range, or its part before the item
-    /// tables when sampled (their candidates' rows travel as `PhaseGradients.itemRows`).
-    public var actorDenseCount: Int { usesSampledSoftmax ? o.e - o.p.w1 : actorRange.count }
-    /// Progressive-NDCG rows of a local batch of B at step s under the sampled softmax.
-    public func sampledNDCGRows(batch B: Int, step s: Int) -> Int {
-        SampledCandidates.ndcgRows(batch: B, step: s, items: itemCount, sampledItems: config.sampledItems)
-    }
-    /// The items a sampled step draws (log-uniform by id, from (seed, step)).
-    func drawSamples(step s: Int) -> [Int32] { bc.drawSamples(step: s, items: itemCount) }
-    /// The items the last sampled actor phase drew.
-    var lastSampledItems: [Int32] { bc.lastSampledItems }
-
     private func initializeItemRows(_ range: Range<Int>) {
-        let D = config.embeddingSize, a = config.actionInitScale, p = dense.params
-        for j in range {
-            var r = SplitMix64(seed: SplitMix64.mix(config.seed ^ Self.actionItemTag, UInt64(j)))
-            for d in 0..<D { p[o.e + j * D + d] = r.uniform(-a, a) }
-        }
+        ActionItemTable.initializeRows(range, params: dense.params, offset: o.e, D: config.embeddingSize,
+                                       scale: config.actionInitScale, seed: config.seed ^ Self.actionItemTag)
     }
 
     public func reserveItems(through maxId: Int32) {
@@ -329,10 +306,8 @@ public final class BCQModel: @unchecked Sendable {
         if B == 0 { return [] }
         let p = UnsafePointer(dense.params.pointer)
         selectedAction(p, B: B)
-        dot_scores_forward(scores: ws.logits.pointer, A: ws.act.pointer, E: p + o.e, bias: p + o.be, B: B, N: N, D: config.embeddingSize)
-        var out = Array(UnsafeBufferPointer(start: ws.logits.pointer, count: B * N))
-        for b in 0..<B { for m in ItemTables.masked { out[b * N + Int(m)] = -.infinity } }
-        return out
+        return ActionItemTable.scores(logits: ws.logits.pointer, action: ws.act.pointer, params: p, layout: layout, B: B, N: N,
+                                      D: config.embeddingSize)
     }
 
     /// The selected actions ã [B × D] (no training, nothing created).
@@ -350,13 +325,6 @@ public final class BCQModel: @unchecked Sendable {
     /// Extras of the actor phase: sample count, Σ VAE loss, Σ BC loss, Σ Q1(x, ã), Σ NDCG@10, the
     /// samples the NDCG covers.
     public static let actorExtras = 6
-
-    public func makeCriticGradients() -> PhaseGradients {
-        PhaseGradients(denseCount: criticRange.count, extras: Self.criticExtras, embeddingSize: config.embeddingSize)
-    }
-    public func makeActorGradients() -> PhaseGradients {
-        PhaseGradients(denseCount: actorDenseCount, extras: Self.actorExtras, embeddingSize: config.embeddingSize)
-    }
 
     private func begin(_ batch: TransitionBatch) {
         precondition(batch.historyLength == config.historyLength,
@@ -451,19 +419,7 @@ public final class BCQModel: @unchecked Sendable {
         return loss
     }
 
-    public func applyCriticGradients(_ g: PhaseGradients, totalSamples: Int) {
-        guard totalSamples > 0 else { return }
-        precondition(g.denseCount == criticRange.count, "critic gradients of another layout")
-        dense.adam(criticRange, grads: g.dense.pointer, step: step + 1, optimizer: config.criticOptimizer,
-                   scale: 1 / Float(totalSamples))
-    }
-
     // MARK: - Actor phase
-
-    /// λ_a of the perturbation's critic term from the critic phase's mean |Q1| over every participant's batch.
-    public func actorQScale(meanAbsQ: Double) -> Float {
-        config.actorQWeight / Float(max(meanAbsQ, 1e-3))
-    }
 
     /// Actor phase on a local batch (after the critics' update): progressive NDCG@10 of the
     /// selected action's scores before any update of the step, the VAE loss, the
@@ -605,21 +561,6 @@ public final class BCQModel: @unchecked Sendable {
         return loss
     }
 
-    /// Applies actor-phase gradients summed over `totalSamples` samples, ends the step and
-    /// soft-updates the targets (critics and ξ).
-    public func applyActorGradients(_ g: PhaseGradients, totalSamples: Int) {
-        guard totalSamples > 0 else { return }
-        precondition(g.denseCount == actorDenseCount,
-                     "actor gradients for \(g.denseCount) parameters, the model needs \(actorDenseCount): grow every replica to the step's largest item id first (reserveItems)")
-        step += 1
-        let scale = 1 / Float(totalSamples), start = actorRange.lowerBound
-        dense.adam(start..<(start + g.denseCount), grads: g.dense.pointer, step: step, optimizer: config.optimizer, scale: scale)
-        dense.adamItemRows(g.itemRows, weight: o.e, bias: o.be, dim: config.embeddingSize, step: step,
-                           optimizer: config.optimizer, scale: scale)
-        rows.apply(users: g.users, items: g.items, step: step, optimizer: config.optimizer, scale: scale)
-        dense.softUpdateTargets(tau: config.tau)
-    }
-
     /// One single-process step: critic phase, actor phase, targets.
     @discardableResult
     public func trainStep(_ batch: TransitionBatch, critic gc: PhaseGradients, actor ga: PhaseGradients) -> BCQLoss {
@@ -631,6 +572,4 @@ public final class BCQModel: @unchecked Sendable {
         loss.ndcgCount = a.ndcgCount
         return loss
     }
-
-    public var parameterBytes: Int { (dense.params.count * 3 + dense.targetCount + rows.parameterFloats) * 4 }
 }

@@ -99,16 +99,14 @@ final class DDPGWorkspace {
     }
 }
 
-public final class DDPGModel: @unchecked Sendable {
+public final class DDPGModel: BehaviorCloningModel, @unchecked Sendable {
     public static let ndcgCutoff = 10
+    public static let modelKind = "ddpg"
 
     public let config: DDPGConfig
-    let dense: DenseParameters
-    /// N: items with a score (largest item id seen + 1). Table rows beyond it are capacity.
+    public let dense: DenseParameters
     public private(set) var itemCount: Int
-    /// The sparse user and item rows of the state.
     public let rows: StateRows
-    /// Optimizer steps applied so far.
     public var step = 0
 
     struct Offsets {
@@ -117,7 +115,7 @@ public final class DDPGModel: @unchecked Sendable {
             func o(_ n: String) -> Int { l.entry(n)!.offset }
             v1 = o("critic.dense.0.weight"); d1 = o("critic.dense.0.bias"); v2 = o("critic.dense.1.weight"); d2 = o("critic.dense.1.bias")
             w1 = o("actor.dense.0.weight"); b1 = o("actor.dense.0.bias"); w2 = o("actor.dense.1.weight"); b2 = o("actor.dense.1.bias")
-            e = o("action.items.weight"); be = o("action.items.bias")
+            e = o(ActionItemTable.weight); be = o(ActionItemTable.bias)
         }
     }
     private var offsets: Offsets
@@ -125,8 +123,6 @@ public final class DDPGModel: @unchecked Sendable {
     /// The behaviour-cloning term and the progressive NDCG (full or sampled softmax).
     let bc: BehaviorCloningHead
 
-    /// Names of the dense tensors with a row per item id.
-    static let itemTables: Set<String> = ["action.items.weight", "action.items.bias"]
     // Hash tags of the per-id initial values (one stream per table).
     private static let userTag: UInt64 = 0xDD96_0001, itemTag: UInt64 = 0xDD96_0002, actionItemTag: UInt64 = 0xDD96_0003
     private static let samplerTag: UInt64 = 0xDD96_0004
@@ -136,7 +132,7 @@ public final class DDPGModel: @unchecked Sendable {
         itemCount = 2
         let cap = ItemTables.capacity(forItems: 2)
         let l = Self.makeLayout(config, itemCapacity: cap)
-        dense = DenseParameters(layout: l, targetCount: l.entry("action.items.weight")!.offset)
+        dense = DenseParameters(layout: l, targetCount: l.entry(ActionItemTable.weight)!.offset)
         offsets = Offsets(l)
         rows = StateRows(dim: config.embeddingSize, seed: config.seed, initScale: config.embeddingInitScale,
                          userTag: Self.userTag, itemTag: Self.itemTag)
@@ -160,46 +156,19 @@ public final class DDPGModel: @unchecked Sendable {
         l.add("actor.dense.0.bias", shape: [Hd])
         l.add("actor.dense.1.weight", shape: [Hd, D])
         l.add("actor.dense.1.bias", shape: [D])
-        l.add("action.items.weight", shape: [n, D])
-        l.add("action.items.bias", shape: [n])
+        l.add(ActionItemTable.weight, shape: [n, D])
+        l.add(ActionItemTable.bias, shape: [n])
         return l
     }
 
-    public var layout: ParameterLayout { dense.layout }
-    public var params: FloatBuffer { dense.params }
-    public var targets: FloatBuffer { dense.targets }
-    /// Rows of the item tables (≥ `itemCount`).
-    public var itemCapacity: Int { layout.entry("action.items.bias")!.shape[0] }
-    /// The critic phase's range of the dense buffer, and the actor phase's (the rest).
     public var criticRange: Range<Int> { 0..<offsets.w1 }
     public var actorRange: Range<Int> { offsets.w1..<layout.total }
 
-    /// True when the behaviour-cloning softmax runs over sampled candidates (more than
-    /// `full_softmax_items` ids). A function of the item count, so replicas agree once
-    /// `reserveItems` ran.
-    public var usesSampledSoftmax: Bool { bc.usesSampledSoftmax(items: itemCount) }
-    /// Floats of the actor phase's dense gradient: the actor range, or its part before the item
-    /// tables when sampled (their candidates' rows travel as `PhaseGradients.itemRows`).
-    public var actorDenseCount: Int { usesSampledSoftmax ? offsets.e - offsets.w1 : actorRange.count }
-    /// Progressive-NDCG rows of a local batch of B at step s under the sampled softmax.
-    public func sampledNDCGRows(batch B: Int, step s: Int) -> Int {
-        SampledCandidates.ndcgRows(batch: B, step: s, items: itemCount, sampledItems: config.sampledItems)
-    }
-    /// The items a sampled step draws (log-uniform by id, from (seed, step)).
-    func drawSamples(step s: Int) -> [Int32] { bc.drawSamples(step: s, items: itemCount) }
-    /// The items the last sampled actor phase drew.
-    var lastSampledItems: [Int32] { bc.lastSampledItems }
-
     private func initializeItemRows(_ range: Range<Int>) {
-        let D = config.embeddingSize, a = config.actionInitScale, p = dense.params
-        for j in range {
-            var r = SplitMix64(seed: SplitMix64.mix(config.seed ^ Self.actionItemTag, UInt64(j)))
-            for d in 0..<D { p[offsets.e + j * D + d] = r.uniform(-a, a) }
-        }
+        ActionItemTable.initializeRows(range, params: dense.params, offset: offsets.e, D: config.embeddingSize,
+                                       scale: config.actionInitScale, seed: config.seed ^ Self.actionItemTag)
     }
 
-    /// Grows the item tables so that item `maxId` has a score (no-op when it has). Data-parallel
-    /// participants call it with the step's largest id over all of them first, so their layouts agree.
     public func reserveItems(through maxId: Int32) {
         let n = Int(maxId) + 1
         guard n > itemCount else { return }
@@ -250,10 +219,8 @@ public final class DDPGModel: @unchecked Sendable {
         }
         let p = UnsafePointer(dense.params.pointer)
         actorForward(p, x: ws.x.pointer, a1: ws.a1.pointer, act: ws.act.pointer, B: B)
-        dot_scores_forward(scores: ws.logits.pointer, A: ws.act.pointer, E: p + offsets.e, bias: p + offsets.be, B: B, N: N, D: config.embeddingSize)
-        var out = Array(UnsafeBufferPointer(start: ws.logits.pointer, count: B * N))
-        for b in 0..<B { for m in ItemTables.masked { out[b * N + Int(m)] = -.infinity } }
-        return out
+        return ActionItemTable.scores(logits: ws.logits.pointer, action: ws.act.pointer, params: p, layout: layout, B: B, N: N,
+                                      D: config.embeddingSize)
     }
 
     /// The actor's action vectors μ(x) [B × D] (no training, nothing created).
@@ -278,13 +245,6 @@ public final class DDPGModel: @unchecked Sendable {
     /// Extras of the actor phase's: sample count, Σ BC loss, Σ Q(x, μ(x)), Σ NDCG@10, the samples
     /// the NDCG covers.
     public static let actorExtras = 5
-
-    public func makeCriticGradients() -> PhaseGradients {
-        PhaseGradients(denseCount: criticRange.count, extras: Self.criticExtras, embeddingSize: config.embeddingSize)
-    }
-    public func makeActorGradients() -> PhaseGradients {
-        PhaseGradients(denseCount: actorDenseCount, extras: Self.actorExtras, embeddingSize: config.embeddingSize)
-    }
 
     /// Begins a step on a local batch: grows the item tables to its largest id (data-parallel
     /// callers first grow to the step's largest over all participants), creates its rows.
@@ -340,20 +300,7 @@ public final class DDPGModel: @unchecked Sendable {
         return loss
     }
 
-    /// Applies critic gradients summed over `totalSamples` samples (Adam, the critic's rate).
-    public func applyCriticGradients(_ g: PhaseGradients, totalSamples: Int) {
-        guard totalSamples > 0 else { return }
-        precondition(g.denseCount == criticRange.count, "critic gradients of another layout")
-        dense.adam(criticRange, grads: g.dense.pointer, step: step + 1, optimizer: config.criticOptimizer,
-                   scale: 1 / Float(totalSamples))
-    }
-
     // MARK: - Actor phase
-
-    /// λ of the actor's critic term from the critic phase's mean |Q| over every participant's batch.
-    public func actorQScale(meanAbsQ: Double) -> Float {
-        config.actorQWeight / Float(max(meanAbsQ, 1e-3))
-    }
 
     /// Actor phase on a local batch (after the critic's update): progressive NDCG@10 of the
     /// scores before any update of the step, the behaviour-cloning cross-entropy and −λ·Q(x, μ(x))
@@ -431,23 +378,6 @@ public final class DDPGModel: @unchecked Sendable {
         return loss
     }
 
-    /// Applies actor-phase gradients summed over `totalSamples` samples (Adam on the actor range,
-    /// lazy Adam on the listed rows), ends the step and soft-updates the target networks.
-    public func applyActorGradients(_ g: PhaseGradients, totalSamples: Int) {
-        guard totalSamples > 0 else { return }
-        precondition(g.denseCount == actorDenseCount,
-                     "actor gradients for \(g.denseCount) parameters, the model needs \(actorDenseCount): grow every replica to the step's largest item id first (reserveItems)")
-        step += 1
-        let scale = 1 / Float(totalSamples), start = actorRange.lowerBound
-        // Full softmax: item-table rows beyond itemCount get zero gradients and zero moments, so
-        // stay unchanged. Sampled: the range before the tables here, the candidates' rows below.
-        dense.adam(start..<(start + g.denseCount), grads: g.dense.pointer, step: step, optimizer: config.optimizer, scale: scale)
-        dense.adamItemRows(g.itemRows, weight: offsets.e, bias: offsets.be, dim: config.embeddingSize, step: step,
-                           optimizer: config.optimizer, scale: scale)
-        rows.apply(users: g.users, items: g.items, step: step, optimizer: config.optimizer, scale: scale)
-        dense.softUpdateTargets(tau: config.tau)
-    }
-
     /// One single-process step: critic phase, actor phase, targets.
     @discardableResult
     public func trainStep(_ batch: TransitionBatch, critic gc: PhaseGradients, actor ga: PhaseGradients) -> DDPGLoss {
@@ -458,7 +388,4 @@ public final class DDPGModel: @unchecked Sendable {
         loss.bcLossSum = a.bcLossSum; loss.actorQSum = a.actorQSum; loss.ndcgSum = a.ndcgSum; loss.ndcgCount = a.ndcgCount
         return loss
     }
-
-    /// Bytes of parameters, targets and optimizer state.
-    public var parameterBytes: Int { (dense.params.count * 3 + dense.targetCount + rows.parameterFloats) * 4 }
 }
