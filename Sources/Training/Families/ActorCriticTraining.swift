@@ -17,25 +17,26 @@ import Models
 // So replicas stay bit-identical: every participant makes the same collective calls in the same
 // order and applies the same sums.
 
-/// What the shared adapter needs from an actor-critic model (DDPGModel, BCQModel).
-public protocol ActorCriticModel: AnyObject {
-    associatedtype Config: TransitionModelConfig
+/// What the shared adapter needs from an actor-critic model (DDPGModel, BCQModel) beyond the
+/// shared parameters: its two phases, its name, where its NDCG sum is, and its losses.
+public protocol ActorCriticModel: ActorCriticParameters {
     /// The model's loss sums of a phase (the adapter reads the gradients' extras instead).
     associatedtype Loss
-    var config: Config { get }
-    var step: Int { get }
-    func reserveItems(through maxId: Int32)
-    func makeCriticGradients() -> PhaseGradients
-    func makeActorGradients() -> PhaseGradients
     func computeCriticGradients(_ batch: TransitionBatch, into g: PhaseGradients) -> Loss
-    func applyCriticGradients(_ g: PhaseGradients, totalSamples: Int)
-    func actorQScale(meanAbsQ: Double) -> Float
     func computeActorGradients(_ batch: TransitionBatch, lambda: Float, into g: PhaseGradients) -> Loss
-    func applyActorGradients(_ g: PhaseGradients, totalSamples: Int)
+    /// The family in messages ("DDPG").
+    static var familyName: String { get }
+    /// The actor extra holding the NDCG sum (the next one holds the samples it covers).
+    static var ndcgExtra: Int { get }
+    /// The step's losses in log order, from the per-sample means of the critic's and the actor's
+    /// extras (index 0 the sample count) and λ; `logged` ones go into the log line.
+    func losses(criticMeans: [Double], actorMeans: [Double], lambda: Float) -> [(name: String, value: Double, logged: Bool)]
 }
 
-extension DDPGModel: ActorCriticModel {}
-extension BCQModel: ActorCriticModel {}
+extension ActorCriticModel {
+    /// Mean `k` of a phase's extras, 0 before the first step.
+    static func mean(_ means: [Double], _ k: Int) -> Double { means.count > k ? means[k] : 0 }
+}
 
 /// The step both actor-critic families share; each family's adapter adds its names, log line
 /// and checkpoint.
@@ -48,12 +49,9 @@ final class ActorCriticStep<M: ActorCriticModel> {
     /// (index 0, the sample count, is the step's total), and λ.
     private(set) var criticMeans: [Double] = [], actorMeans: [Double] = [], lambda: Float = 0
     private(set) var validation = ProgressiveNDCG()
-    /// The actor extra holding the NDCG sum (the next one holds the samples it covers).
-    let ndcgExtra: Int
 
-    init(model: M, ndcgExtra: Int) {
+    init(model: M) {
         self.model = model
-        self.ndcgExtra = ndcgExtra
         critic = model.makeCriticGradients()
         actor = model.makeActorGradients()
         empty = TransitionBatch(historyLength: model.config.historyLength)
@@ -92,7 +90,7 @@ final class ActorCriticStep<M: ActorCriticModel> {
         model.applyActorGradients(actor, totalSamples: actor.sampleCount)
         lap(false)
         actorMeans = (0..<actor.extras).map { $0 == 0 ? Double(actor.sampleCount) : Double(actor[extra: $0]) / n }
-        validation.add(sum: Double(actor[extra: ndcgExtra]), count: Int(actor[extra: ndcgExtra + 1]))
+        validation.add(sum: Double(actor[extra: M.ndcgExtra]), count: Int(actor[extra: M.ndcgExtra + 1]))
         return StepTiming(compute: compute, communication: communication)
     }
 }
@@ -102,48 +100,47 @@ func behaviorKeys(_ state: ModelState) throws -> BehaviorKeys {
     try BehaviorKeys.decode(files: state.sidecars.mapValues { [UInt8]($0) }, what: "the job's state")
 }
 
-// MARK: - DDPG
-
-public final class DDPGTraining: BehaviorTrainable {
-    public let model: DDPGModel
-    private let steps: ActorCriticStep<DDPGModel>
+/// DDPG's and BCQ's `TrainableModel`.
+public final class ActorCriticTraining<M: ActorCriticModel>: BehaviorTrainable {
+    public let model: M
+    private let steps: ActorCriticStep<M>
     /// The keys of the user and item ids, written with each checkpoint.
     public var keys: BehaviorKeys
     /// Where newer keys come from before a checkpoint (the file reader; the feature store online).
     public var refreshKeys: (() throws -> BehaviorKeys)?
 
-    public init(model: DDPGModel, keys: BehaviorKeys = BehaviorKeys()) {
+    public init(model: M, keys: BehaviorKeys = BehaviorKeys()) {
         self.model = model
         self.keys = keys
-        steps = ActorCriticStep(model: model, ndcgExtra: 3)
+        steps = ActorCriticStep(model: model)
     }
 
-    public var kind: String { DDPGCheckpoint.modelKind }
+    public var kind: String { M.modelKind }
     public var step: Int { model.step }
     public var batchKind: FeatureBatchKind { .transitions }
 
     public func check(_ batch: SourcedBatch) throws {
-        _ = try TransitionBatchCheck.transitions(batch, historyLength: model.config.historyLength, family: "DDPG")
+        _ = try TransitionBatchCheck.transitions(batch, historyLength: model.config.historyLength, family: M.familyName)
     }
 
     public func trainStep(_ local: SourcedBatch?, totalSamples: Int, contributors: Int, collectives: Collectives) throws -> StepTiming {
         try steps.run(local, collectives: collectives)
     }
 
-    // Actor extras: count, Σ BC loss, Σ Q(x, μ(x)), Σ NDCG. Critic extras: count, Σ (Q − y)², Σ |Q|.
-    private var criticLoss: Double { steps.criticMeans.count > 1 ? steps.criticMeans[1] : 0 }
-    private var bcLoss: Double { steps.actorMeans.count > 1 ? steps.actorMeans[1] : 0 }
-    private var actorQ: Double { steps.actorMeans.count > 2 ? steps.actorMeans[2] : 0 }
-    /// The actor's objective: bc_weight·BC − λ·Q(x, μ(x)), per transition.
-    private var actorLoss: Double { Double(model.config.bcWeight) * bcLoss - Double(steps.lambda) * actorQ }
+    private var losses: [(name: String, value: Double, logged: Bool)] {
+        model.losses(criticMeans: steps.criticMeans, actorMeans: steps.actorMeans, lambda: steps.lambda)
+    }
 
     public func logLine(epoch: Int, samplesPerSecond: Double) -> String {
-        String(format: "epoch: %d, step: %d, critic_loss: %.6f, actor_loss: %.6f, transitions/s: %.0f, pv_ndcg@10: %.4f",
-               epoch, model.step, criticLoss, actorLoss, samplesPerSecond, steps.validation.mean)
+        String(format: "epoch: %d, step: %d, ", epoch, model.step)
+            + losses.filter(\.logged).map { "\($0.name): " + String(format: "%.6f, ", $0.value) }.joined()
+            + String(format: "transitions/s: %.0f, pv_ndcg@10: %.4f", samplesPerSecond, steps.validation.mean)
     }
 
     public var metrics: [String: Double] {
-        ["critic_loss": criticLoss, "actor_loss": actorLoss, "bc_loss": bcLoss, "actor_q": actorQ, "pv_ndcg@10": steps.validation.mean]
+        var m = Dictionary(uniqueKeysWithValues: losses.map { ($0.name, $0.value) })
+        m["pv_ndcg@10"] = steps.validation.mean
+        return m
     }
 
     public func refreshBeforeCheckpoint() throws {
@@ -151,7 +148,7 @@ public final class DDPGTraining: BehaviorTrainable {
     }
 
     public func snapshot(record: CheckpointRecord) -> any CheckpointSnapshot {
-        DDPGCheckpoint.snapshot(model: model, keys: keys, record: record)
+        ActorCriticCheckpoint<M>.snapshot(model: model, keys: keys, record: record)
     }
 
     public var parameterDigest: UInt64 { model.parameterDigest() }
@@ -162,81 +159,41 @@ public final class DDPGTraining: BehaviorTrainable {
     }
 
     /// The inverse of `exportState()`.
-    static func restore(_ state: ModelState) throws -> DDPGTraining {
-        let model = try DDPGModel.load(config: DDPGConfig.decode(state.config),
-                                       tensors: Dictionary(uniqueKeysWithValues: state.tensors.map { ($0.name, $0) }), step: state.step)
-        return DDPGTraining(model: model, keys: try behaviorKeys(state))
+    static func restore(_ state: ModelState) throws -> ActorCriticTraining {
+        let model = try M.load(config: M.Config.decode(state.config),
+                               tensors: Dictionary(uniqueKeysWithValues: state.tensors.map { ($0.name, $0) }), step: state.step)
+        return ActorCriticTraining(model: model, keys: try behaviorKeys(state))
     }
 
-    static func fresh(config json: JSONValue) throws -> DDPGTraining { DDPGTraining(model: DDPGModel(config: try DDPGConfig.decode(json))) }
+    static func fresh(config json: JSONValue) throws -> ActorCriticTraining { ActorCriticTraining(model: M(config: try M.Config.decode(json))) }
 }
 
-// MARK: - BCQ
+public typealias DDPGTraining = ActorCriticTraining<DDPGModel>
+public typealias BCQTraining = ActorCriticTraining<BCQModel>
 
-public final class BCQTraining: BehaviorTrainable {
-    public let model: BCQModel
-    private let steps: ActorCriticStep<BCQModel>
-    /// The keys of the user and item ids, written with each checkpoint.
-    public var keys: BehaviorKeys
-    /// Where newer keys come from before a checkpoint (the file reader; the feature store online).
-    public var refreshKeys: (() throws -> BehaviorKeys)?
+extension DDPGModel: ActorCriticModel {
+    public static var familyName: String { "DDPG" }
+    public static var ndcgExtra: Int { 3 }
 
-    public init(model: BCQModel, keys: BehaviorKeys = BehaviorKeys()) {
-        self.model = model
-        self.keys = keys
-        steps = ActorCriticStep(model: model, ndcgExtra: 4)
+    /// Actor extras: count, Σ BC loss, Σ Q(x, μ(x)), Σ NDCG. Critic extras: count, Σ (Q − y)², Σ |Q|.
+    /// actor_loss is the actor's objective bc_weight·BC − λ·Q(x, μ(x)), per transition.
+    public func losses(criticMeans: [Double], actorMeans: [Double], lambda: Float) -> [(name: String, value: Double, logged: Bool)] {
+        let bc = Self.mean(actorMeans, 1), q = Self.mean(actorMeans, 2)
+        return [("critic_loss", Self.mean(criticMeans, 1), true), ("actor_loss", Double(config.bcWeight) * bc - Double(lambda) * q, true),
+                ("bc_loss", bc, false), ("actor_q", q, false)]
     }
+}
 
-    public var kind: String { BCQCheckpoint.modelKind }
-    public var step: Int { model.step }
-    public var batchKind: FeatureBatchKind { .transitions }
+extension BCQModel: ActorCriticModel {
+    public static var familyName: String { "BCQ" }
+    public static var ndcgExtra: Int { 4 }
 
-    public func check(_ batch: SourcedBatch) throws {
-        _ = try TransitionBatchCheck.transitions(batch, historyLength: model.config.historyLength, family: "BCQ")
+    /// Actor extras: count, Σ VAE loss, Σ BC loss, Σ Q1(x, ã), Σ NDCG. Critic extras: count,
+    /// Σ critic loss, Σ |Q1|. actor_loss is the perturbation network's objective
+    /// bc_weight·BC − λ·Q1(x, ã), per transition.
+    public func losses(criticMeans: [Double], actorMeans: [Double], lambda: Float) -> [(name: String, value: Double, logged: Bool)] {
+        let bc = Self.mean(actorMeans, 2), q = Self.mean(actorMeans, 3)
+        return [("vae_loss", Self.mean(actorMeans, 1), true), ("critic_loss", Self.mean(criticMeans, 1), true),
+                ("actor_loss", Double(config.bcWeight) * bc - Double(lambda) * q, true), ("bc_loss", bc, false), ("actor_q", q, false)]
     }
-
-    public func trainStep(_ local: SourcedBatch?, totalSamples: Int, contributors: Int, collectives: Collectives) throws -> StepTiming {
-        try steps.run(local, collectives: collectives)
-    }
-
-    // Actor extras: count, Σ VAE loss, Σ BC loss, Σ Q1(x, ã), Σ NDCG. Critic extras: count, Σ critic loss, Σ |Q1|.
-    private var criticLoss: Double { steps.criticMeans.count > 1 ? steps.criticMeans[1] : 0 }
-    private var vaeLoss: Double { steps.actorMeans.count > 1 ? steps.actorMeans[1] : 0 }
-    private var bcLoss: Double { steps.actorMeans.count > 2 ? steps.actorMeans[2] : 0 }
-    private var actorQ: Double { steps.actorMeans.count > 3 ? steps.actorMeans[3] : 0 }
-    /// The perturbation network's objective: bc_weight·BC − λ·Q1(x, ã), per transition.
-    private var actorLoss: Double { Double(model.config.bcWeight) * bcLoss - Double(steps.lambda) * actorQ }
-
-    public func logLine(epoch: Int, samplesPerSecond: Double) -> String {
-        String(format: "epoch: %d, step: %d, vae_loss: %.6f, critic_loss: %.6f, actor_loss: %.6f, transitions/s: %.0f, pv_ndcg@10: %.4f",
-               epoch, model.step, vaeLoss, criticLoss, actorLoss, samplesPerSecond, steps.validation.mean)
-    }
-
-    public var metrics: [String: Double] {
-        ["vae_loss": vaeLoss, "critic_loss": criticLoss, "actor_loss": actorLoss, "bc_loss": bcLoss, "actor_q": actorQ,
-         "pv_ndcg@10": steps.validation.mean]
-    }
-
-    public func refreshBeforeCheckpoint() throws {
-        if let refreshKeys { keys = try refreshKeys() }
-    }
-
-    public func snapshot(record: CheckpointRecord) -> any CheckpointSnapshot {
-        BCQCheckpoint.snapshot(model: model, keys: keys, record: record)
-    }
-
-    public var parameterDigest: UInt64 { model.parameterDigest() }
-
-    public func exportState() -> ModelState {
-        ModelState(kind: kind, config: model.config.json, sidecars: keys.files.mapValues { Data($0) },
-                   tensors: model.exportTensors(includeOptimizer: true), step: model.step)
-    }
-
-    static func restore(_ state: ModelState) throws -> BCQTraining {
-        let model = try BCQModel.load(config: BCQConfig.decode(state.config),
-                                      tensors: Dictionary(uniqueKeysWithValues: state.tensors.map { ($0.name, $0) }), step: state.step)
-        return BCQTraining(model: model, keys: try behaviorKeys(state))
-    }
-
-    static func fresh(config json: JSONValue) throws -> BCQTraining { BCQTraining(model: BCQModel(config: try BCQConfig.decode(json))) }
 }
