@@ -676,3 +676,82 @@ public final class PhaseGradients: @unchecked Sendable {
 
     public var sampleCount: Int { Int(self[extra: 0]) }
 }
+
+// MARK: - One-hidden-layer networks
+
+/// Offsets in the dense buffer of a network ReLU(in·W1 + b1)·W2 + b2 (`<prefix>.dense.{0,1}.*`).
+/// A critic's or ξ's input is [x | α]: W1's rows 0..<S read x, rows S..<S+D the action.
+struct NetOffsets {
+    var w1 = 0, b1 = 0, w2 = 0, b2 = 0
+
+    init(w1: Int, b1: Int, w2: Int, b2: Int) { self.w1 = w1; self.b1 = b1; self.w2 = w2; self.b2 = b2 }
+
+    init(_ l: ParameterLayout, prefix: String) {
+        func o(_ n: String) -> Int { l.entry(n)!.offset }
+        self.init(w1: o("\(prefix).dense.0.weight"), b1: o("\(prefix).dense.0.bias"),
+                  w2: o("\(prefix).dense.1.weight"), b2: o("\(prefix).dense.1.bias"))
+    }
+}
+
+/// A critic Q(x, α) = ReLU(x·W1x + α·W1a + b1)·W2 + b2: q [B], hidden h [B × Hd]; x [B × S],
+/// action [B × D]; the parameters at p + net's offsets (online or target).
+func critic_forward(q: UnsafeMutablePointer<Float>, h: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
+                    action: UnsafePointer<Float>, p: UnsafePointer<Float>, net n: NetOffsets, B: Int, S: Int, D: Int, Hd: Int) {
+    linear_forward(out: h, inp: x, weight: p + n.w1, bias: p + n.b1, B: B, I: S, O: Hd)
+    linear_accumulate_forward(out: h, inp: action, weight: p + n.w1 + S * Hd, B: B, I: D, O: Hd)
+    relu_forward(out: h, inp: h, N: B * Hd)
+    linear_forward(out: q, inp: h, weight: p + n.w2, bias: p + n.b2, B: B, I: Hd, O: 1)
+}
+
+/// Backward of `critic_forward` from dq [B] into the critic's parameters only (dp + net's
+/// offsets; x and the action are inputs with stopped gradients). dh [B × Hd] is scratch.
+func critic_backward(dp: UnsafeMutablePointer<Float>, dh: UnsafeMutablePointer<Float>, dq: UnsafePointer<Float>,
+                     h: UnsafePointer<Float>, x: UnsafePointer<Float>, action: UnsafePointer<Float>, p: UnsafePointer<Float>,
+                     net n: NetOffsets, B: Int, S: Int, D: Int, Hd: Int) {
+    dh.update(repeating: 0, count: B * Hd)
+    linear_backward(dinp: dh, dweight: dp + n.w2, dbias: dp + n.b2, dout: dq, inp: h, weight: p + n.w2, B: B, I: Hd, O: 1)
+    relu_backward(dinp: dh, dout: dh, out: h, N: B * Hd)
+    linear_backward(dinp: nil, dweight: dp + n.w1, dbias: dp + n.b1, dout: dh, inp: x, weight: p + n.w1, B: B, I: S, O: Hd)
+    linear_backward(dinp: nil, dweight: dp + n.w1 + S * Hd, dbias: nil, dout: dh, inp: action, weight: p + n.w1 + S * Hd,
+                    B: B, I: D, O: Hd)
+}
+
+/// dAction [B × D] (overwritten) = d(−λ·Σ_b Q(x_b, α_b))/dα through a critic whose forward left
+/// its hidden activations in h; the critic's parameters get nothing. dq [B], dh [B × Hd] scratch.
+func critic_action_backward(dAction: UnsafeMutablePointer<Float>, dq: UnsafeMutablePointer<Float>, dh: UnsafeMutablePointer<Float>,
+                            h: UnsafePointer<Float>, action: UnsafePointer<Float>, p: UnsafePointer<Float>, net n: NetOffsets,
+                            lambda: Float, B: Int, S: Int, D: Int, Hd: Int) {
+    dq.update(repeating: -lambda, count: B)
+    dh.update(repeating: 0, count: B * Hd)
+    linear_backward(dinp: dh, dweight: nil, dbias: nil, dout: dq, inp: h, weight: p + n.w2, B: B, I: Hd, O: 1)
+    relu_backward(dinp: dh, dout: dh, out: h, N: B * Hd)
+    dAction.update(repeating: 0, count: B * D)
+    linear_backward(dinp: dAction, dweight: nil, dbias: nil, dout: dh, inp: action, weight: p + n.w1 + S * Hd, B: B, I: D, O: Hd)
+}
+
+/// Backward of a network's output fed by two streams (the actor's or ξ's): dOut [B × O], every
+/// stream, trains W1 (its x rows), b1, W2, b2; dOutInput, the streams allowed to reach the
+/// inputs (nil: all of them), gives dx [B × S] (overwritten). Returns the hidden gradient of
+/// that stream, for inputs beyond x. h [B × Hd] the forward's hidden activations; dh and
+/// dhInput [B × Hd] scratch.
+@discardableResult
+func two_stream_backward(dx: UnsafeMutablePointer<Float>, dp: UnsafeMutablePointer<Float>, dh: UnsafeMutablePointer<Float>,
+                         dhInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, dOutInput: UnsafePointer<Float>?,
+                         h: UnsafePointer<Float>, x: UnsafePointer<Float>, p: UnsafePointer<Float>, net n: NetOffsets,
+                         B: Int, S: Int, Hd: Int, O: Int) -> UnsafeMutablePointer<Float> {
+    linear_backward(dinp: nil, dweight: dp + n.w2, dbias: dp + n.b2, dout: dOut, inp: h, weight: p + n.w2, B: B, I: Hd, O: O)
+    dh.update(repeating: 0, count: B * Hd)
+    linear_backward(dinp: dh, dweight: nil, dbias: nil, dout: dOut, inp: h, weight: p + n.w2, B: B, I: Hd, O: O)
+    relu_backward(dinp: dh, dout: dh, out: h, N: B * Hd)
+    linear_backward(dinp: nil, dweight: dp + n.w1, dbias: dp + n.b1, dout: dh, inp: x, weight: p + n.w1, B: B, I: S, O: Hd)
+    var dhState = dh
+    if let dOutInput {
+        dhInput.update(repeating: 0, count: B * Hd)
+        linear_backward(dinp: dhInput, dweight: nil, dbias: nil, dout: dOutInput, inp: h, weight: p + n.w2, B: B, I: Hd, O: O)
+        relu_backward(dinp: dhInput, dout: dhInput, out: h, N: B * Hd)
+        dhState = dhInput
+    }
+    dx.update(repeating: 0, count: B * S)
+    linear_backward(dinp: dx, dweight: nil, dbias: nil, dout: dhState, inp: x, weight: p + n.w1, B: B, I: S, O: Hd)
+    return dhState
+}

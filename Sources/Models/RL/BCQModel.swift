@@ -143,19 +143,15 @@ public final class BCQModel: BehaviorCloningModel, @unchecked Sendable {
     public let rows: StateRows
     public var step = 0
 
-    /// Offsets of a one-hidden-layer network whose input is [x | second] (weight rows 0..<S read x).
-    struct Net { var w1 = 0, b1 = 0, w2 = 0, b2 = 0 }
+    /// Each network's input is [x | second] (weight rows 0..<S read x): the action, or z for the decoder.
     struct Offsets {
-        var q1 = Net(), q2 = Net(), p = Net(), enc = Net(), dec = Net()
+        var q1, q2, p, enc, dec: NetOffsets
         var wm = 0, bm = 0, ws = 0, bs = 0, e = 0, be = 0
         init(_ l: ParameterLayout) {
             func o(_ n: String) -> Int { l.entry(n)!.offset }
-            func net(_ prefix: String) -> Net {
-                Net(w1: o("\(prefix).dense.0.weight"), b1: o("\(prefix).dense.0.bias"),
-                    w2: o("\(prefix).dense.1.weight"), b2: o("\(prefix).dense.1.bias"))
-            }
-            q1 = net("critic1"); q2 = net("critic2"); p = net("perturb"); dec = net("vae.decoder")
-            enc = Net(w1: o("vae.encoder.dense.0.weight"), b1: o("vae.encoder.dense.0.bias"), w2: 0, b2: 0)
+            q1 = NetOffsets(l, prefix: "critic1"); q2 = NetOffsets(l, prefix: "critic2"); p = NetOffsets(l, prefix: "perturb")
+            dec = NetOffsets(l, prefix: "vae.decoder")
+            enc = NetOffsets(w1: o("vae.encoder.dense.0.weight"), b1: o("vae.encoder.dense.0.bias"), w2: 0, b2: 0)
             wm = o("vae.encoder.mean.weight"); bm = o("vae.encoder.mean.bias")
             ws = o("vae.encoder.log_std.weight"); bs = o("vae.encoder.log_std.bias")
             e = o(ActionItemTable.weight); be = o(ActionItemTable.bias)
@@ -261,16 +257,6 @@ public final class BCQModel: BehaviorCloningModel, @unchecked Sendable {
 
     // MARK: - Forward pieces
 
-    /// A critic: Q(x, α) into q[B], hidden into h, parameters at p + net offsets.
-    private func criticForward(_ p: UnsafePointer<Float>, _ n: Net, x: UnsafePointer<Float>, action: UnsafePointer<Float>,
-                               h: UnsafeMutablePointer<Float>, q: UnsafeMutablePointer<Float>, B: Int) {
-        let c = config, Hd = c.hiddenSize, S = c.stateWidth, D = c.embeddingSize
-        linear_forward(out: h, inp: x, weight: p + n.w1, bias: p + n.b1, B: B, I: S, O: Hd)
-        linear_accumulate_forward(out: h, inp: action, weight: p + n.w1 + S * Hd, B: B, I: D, O: Hd)
-        relu_forward(out: h, inp: h, N: B * Hd)
-        linear_forward(out: q, inp: h, weight: p + n.w2, bias: p + n.b2, B: B, I: Hd, O: 1)
-    }
-
     /// The served action for x: base = x·Wd_x + bd (pre-activation), hd0 = ReLU(base), â0 = hd0·Wd2 + bd2,
     /// hp = ReLU(x·Wp_x + â0·Wp_a + bp), u = tanh(hp·Wp2 + bp2), ã = â0 + Φ·u.
     private func selectedAction(_ p: UnsafePointer<Float>, B: Int) {
@@ -334,19 +320,6 @@ public final class BCQModel: BehaviorCloningModel, @unchecked Sendable {
         rows.prepare(batch)
     }
 
-    /// Backward of a critic into its parameters (dp at the critic's offsets) from dq[B].
-    private func criticBackward(_ p: UnsafePointer<Float>, _ dp: UnsafeMutablePointer<Float>, _ n: Net,
-                                x: UnsafePointer<Float>, action: UnsafePointer<Float>, h: UnsafePointer<Float>, B: Int) {
-        let c = config, Hd = c.hiddenSize, S = c.stateWidth, D = c.embeddingSize
-        ws.dch.slice(0, B * Hd).update(repeating: 0)
-        linear_backward(dinp: ws.dch.pointer, dweight: dp + n.w2, dbias: dp + n.b2, dout: ws.dq.pointer,
-                        inp: h, weight: p + n.w2, B: B, I: Hd, O: 1)
-        relu_backward(dinp: ws.dch.pointer, dout: ws.dch.pointer, out: h, N: B * Hd)
-        linear_backward(dinp: nil, dweight: dp + n.w1, dbias: dp + n.b1, dout: ws.dch.pointer, inp: x, weight: p + n.w1, B: B, I: S, O: Hd)
-        linear_backward(dinp: nil, dweight: dp + n.w1 + S * Hd, dbias: nil, dout: ws.dch.pointer,
-                        inp: action, weight: p + n.w1 + S * Hd, B: B, I: D, O: Hd)
-    }
-
     /// Critic phase on a local batch: the clipped double-Q target over n decoded and perturbed
     /// actions per next state (target networks, online VAE), both critics' squared errors on the
     /// logged action, their sum-form gradient (critic range) in `g`. Parameters do not change.
@@ -405,11 +378,12 @@ public final class BCQModel: BehaviorCloningModel, @unchecked Sendable {
         for b in 0..<B { (ea + b * D).update(from: p + o.e + Int(batch.actions[b]) * D, count: D) }
         let dp = g.dense.pointer   // the critic range starts at 0
         for (net, q, h) in [(o.q1, ws.q, ws.ch), (o.q2, ws.q2, ws.ch2)] {
-            criticForward(p, net, x: ws.x.pointer, action: ea, h: h.pointer, q: q.pointer, B: B)
+            critic_forward(q: q.pointer, h: h.pointer, x: ws.x.pointer, action: ea, p: p, net: net, B: B, S: S, D: D, Hd: Hd)
             loss.criticLossSum += weighted_mse_forward(q: q.pointer, y: ws.y.pointer, weights: nil, B: B)
             ws.dq.slice(0, B).update(repeating: 0)
             weighted_mse_backward(dq: ws.dq.pointer, q: q.pointer, y: ws.y.pointer, weights: nil, dloss: 1, B: B)
-            criticBackward(p, dp, net, x: ws.x.pointer, action: ea, h: h.pointer, B: B)
+            critic_backward(dp: dp, dh: ws.dch.pointer, dq: ws.dq.pointer, h: h.pointer, x: ws.x.pointer, action: ea, p: p,
+                            net: net, B: B, S: S, D: D, Hd: Hd)
         }
         for b in 0..<B { loss.absQSum += Double(abs(ws.q[b])) }
         loss.count = B
@@ -461,7 +435,8 @@ public final class BCQModel: BehaviorCloningModel, @unchecked Sendable {
 
         let useQ = lambda != 0
         if useQ {
-            criticForward(p, o.q1, x: ws.x.pointer, action: ws.act.pointer, h: ws.ch.pointer, q: ws.q.pointer, B: B)
+            critic_forward(q: ws.q.pointer, h: ws.ch.pointer, x: ws.x.pointer, action: ws.act.pointer, p: p, net: o.q1,
+                           B: B, S: S, D: D, Hd: Hd)
             for b in 0..<B { loss.actorQSum += Double(ws.q[b]) }
         }
         loss.count = B
@@ -480,39 +455,17 @@ public final class BCQModel: BehaviorCloningModel, @unchecked Sendable {
         tanh_backward(dinp: ws.dgBC.pointer, dout: ws.du.pointer, out: ws.u.pointer, N: B * D)
         ws.dg.pointer.update(from: ws.dgBC.pointer, count: B * D)
         if useQ {
-            ws.dq.slice(0, B).update(repeating: -lambda)
-            ws.dch.slice(0, B * Hd).update(repeating: 0)
-            linear_backward(dinp: ws.dch.pointer, dweight: nil, dbias: nil, dout: ws.dq.pointer,
-                            inp: ws.ch.pointer, weight: p + o.q1.w2, B: B, I: Hd, O: 1)
-            relu_backward(dinp: ws.dch.pointer, dout: ws.dch.pointer, out: ws.ch.pointer, N: B * Hd)
-            ws.dactQ.slice(0, B * D).update(repeating: 0)
-            linear_backward(dinp: ws.dactQ.pointer, dweight: nil, dbias: nil, dout: ws.dch.pointer,
-                            inp: ws.act.pointer, weight: p + o.q1.w1 + S * Hd, B: B, I: D, O: Hd)
+            critic_action_backward(dAction: ws.dactQ.pointer, dq: ws.dq.pointer, dh: ws.dch.pointer, h: ws.ch.pointer,
+                                   action: ws.act.pointer, p: p, net: o.q1, lambda: lambda, B: B, S: S, D: D, Hd: Hd)
             for i in 0..<(B * D) { ws.du[i] = c.phi * ws.dactQ[i] }
             tanh_backward(dinp: ws.dg.pointer, dout: ws.du.pointer, out: ws.u.pointer, N: B * D)
         }
         // ξ's parameters from both streams (dg); its inputs from the BC stream (dgBC).
-        linear_backward(dinp: nil, dweight: dp + o.p.w2, dbias: dp + o.p.b2, dout: ws.dg.pointer,
-                        inp: ws.hp.pointer, weight: p + o.p.w2, B: B, I: Hd, O: D)
-        ws.dhp.slice(0, B * Hd).update(repeating: 0)
-        linear_backward(dinp: ws.dhp.pointer, dweight: nil, dbias: nil, dout: ws.dg.pointer,
-                        inp: ws.hp.pointer, weight: p + o.p.w2, B: B, I: Hd, O: D)
-        relu_backward(dinp: ws.dhp.pointer, dout: ws.dhp.pointer, out: ws.hp.pointer, N: B * Hd)
-        linear_backward(dinp: nil, dweight: dp + o.p.w1, dbias: dp + o.p.b1, dout: ws.dhp.pointer,
-                        inp: ws.x.pointer, weight: p + o.p.w1, B: B, I: S, O: Hd)
+        let dhpState = two_stream_backward(dx: ws.dx.pointer, dp: dp, dh: ws.dhp.pointer, dhInput: ws.dhpBC.pointer,
+                                           dOut: ws.dg.pointer, dOutInput: useQ ? ws.dgBC.pointer : nil, h: ws.hp.pointer,
+                                           x: ws.x.pointer, p: p, net: o.p, B: B, S: S, Hd: Hd, O: D)
         linear_backward(dinp: nil, dweight: dp + o.p.w1 + S * Hd, dbias: nil, dout: ws.dhp.pointer,
                         inp: ws.a0.pointer, weight: p + o.p.w1 + S * Hd, B: B, I: D, O: Hd)
-        var dhpState = ws.dhp.pointer
-        if useQ {
-            ws.dhpBC.slice(0, B * Hd).update(repeating: 0)
-            linear_backward(dinp: ws.dhpBC.pointer, dweight: nil, dbias: nil, dout: ws.dgBC.pointer,
-                            inp: ws.hp.pointer, weight: p + o.p.w2, B: B, I: Hd, O: D)
-            relu_backward(dinp: ws.dhpBC.pointer, dout: ws.dhpBC.pointer, out: ws.hp.pointer, N: B * Hd)
-            dhpState = ws.dhpBC.pointer
-        }
-        ws.dx.slice(0, B * S).update(repeating: 0)
-        linear_backward(dinp: ws.dx.pointer, dweight: nil, dbias: nil, dout: dhpState,
-                        inp: ws.x.pointer, weight: p + o.p.w1, B: B, I: S, O: Hd)
         // dâ0 = the direct path of ã plus the path through ξ's input.
         ws.da0.pointer.update(from: ws.dactBC.pointer, count: B * D)
         linear_backward(dinp: ws.da0.pointer, dweight: nil, dbias: nil, dout: dhpState,

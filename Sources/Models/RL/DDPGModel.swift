@@ -110,12 +110,11 @@ public final class DDPGModel: BehaviorCloningModel, @unchecked Sendable {
     public var step = 0
 
     struct Offsets {
-        var v1 = 0, d1 = 0, v2 = 0, d2 = 0, w1 = 0, b1 = 0, w2 = 0, b2 = 0, e = 0, be = 0
+        var critic, actor: NetOffsets
+        var e = 0, be = 0
         init(_ l: ParameterLayout) {
-            func o(_ n: String) -> Int { l.entry(n)!.offset }
-            v1 = o("critic.dense.0.weight"); d1 = o("critic.dense.0.bias"); v2 = o("critic.dense.1.weight"); d2 = o("critic.dense.1.bias")
-            w1 = o("actor.dense.0.weight"); b1 = o("actor.dense.0.bias"); w2 = o("actor.dense.1.weight"); b2 = o("actor.dense.1.bias")
-            e = o(ActionItemTable.weight); be = o(ActionItemTable.bias)
+            critic = NetOffsets(l, prefix: "critic"); actor = NetOffsets(l, prefix: "actor")
+            e = l.entry(ActionItemTable.weight)!.offset; be = l.entry(ActionItemTable.bias)!.offset
         }
     }
     private var offsets: Offsets
@@ -161,8 +160,8 @@ public final class DDPGModel: BehaviorCloningModel, @unchecked Sendable {
         return l
     }
 
-    public var criticRange: Range<Int> { 0..<offsets.w1 }
-    public var actorRange: Range<Int> { offsets.w1..<layout.total }
+    public var criticRange: Range<Int> { 0..<offsets.actor.w1 }
+    public var actorRange: Range<Int> { offsets.actor.w1..<layout.total }
 
     private func initializeItemRows(_ range: Range<Int>) {
         ActionItemTable.initializeRows(range, params: dense.params, offset: offsets.e, D: config.embeddingSize,
@@ -186,7 +185,7 @@ public final class DDPGModel: BehaviorCloningModel, @unchecked Sendable {
     /// μ(x): a1 = ReLU(x·W1 + b1), act = tanh(a1·W2 + b2), with the parameters at `p` (online or target).
     private func actorForward(_ p: UnsafePointer<Float>, x: UnsafePointer<Float>, a1: UnsafeMutablePointer<Float>,
                               act: UnsafeMutablePointer<Float>, B: Int) {
-        let c = config, o = offsets, Hd = c.hiddenSize, D = c.embeddingSize
+        let c = config, o = offsets.actor, Hd = c.hiddenSize, D = c.embeddingSize
         linear_forward(out: a1, inp: x, weight: p + o.w1, bias: p + o.b1, B: B, I: c.stateWidth, O: Hd)
         relu_forward(out: a1, inp: a1, N: B * Hd)
         linear_forward(out: act, inp: a1, weight: p + o.w2, bias: p + o.b2, B: B, I: Hd, O: D)
@@ -196,11 +195,8 @@ public final class DDPGModel: BehaviorCloningModel, @unchecked Sendable {
     /// Q(x, α) into q[B], hidden into ch, with the critic's parameters at `p` (online or target).
     private func criticForward(_ p: UnsafePointer<Float>, x: UnsafePointer<Float>, action: UnsafePointer<Float>,
                                ch: UnsafeMutablePointer<Float>, q: UnsafeMutablePointer<Float>, B: Int) {
-        let c = config, o = offsets, Hd = c.hiddenSize, S = c.stateWidth, D = c.embeddingSize
-        linear_forward(out: ch, inp: x, weight: p + o.v1, bias: p + o.d1, B: B, I: S, O: Hd)
-        linear_accumulate_forward(out: ch, inp: action, weight: p + o.v1 + S * Hd, B: B, I: D, O: Hd)
-        relu_forward(out: ch, inp: ch, N: B * Hd)
-        linear_forward(out: q, inp: ch, weight: p + o.v2, bias: p + o.d2, B: B, I: Hd, O: 1)
+        critic_forward(q: q, h: ch, x: x, action: action, p: p, net: offsets.critic, B: B, S: config.stateWidth,
+                       D: config.embeddingSize, Hd: config.hiddenSize)
     }
 
     /// The actor's scores of every item for each (user, history): z = μ(x)·Eᵀ + bE — what training
@@ -283,17 +279,10 @@ public final class DDPGModel: BehaviorCloningModel, @unchecked Sendable {
         loss.count = B
 
         // Backward into the critic only (x and E_a are inputs with stopped gradients).
-        let dp = g.dense.pointer   // the critic range starts at 0
         ws.dq.slice(0, B).update(repeating: 0)
         weighted_mse_backward(dq: ws.dq.pointer, q: ws.q.pointer, y: ws.y.pointer, weights: nil, dloss: 1, B: B)
-        ws.dch.slice(0, B * Hd).update(repeating: 0)
-        linear_backward(dinp: ws.dch.pointer, dweight: dp + o.v2, dbias: dp + o.d2, dout: ws.dq.pointer,
-                        inp: ws.ch.pointer, weight: p + o.v2, B: B, I: Hd, O: 1)
-        relu_backward(dinp: ws.dch.pointer, dout: ws.dch.pointer, out: ws.ch.pointer, N: B * Hd)
-        linear_backward(dinp: nil, dweight: dp + o.v1, dbias: dp + o.d1, dout: ws.dch.pointer,
-                        inp: ws.x.pointer, weight: p + o.v1, B: B, I: S, O: Hd)
-        linear_backward(dinp: nil, dweight: dp + o.v1 + S * Hd, dbias: nil, dout: ws.dch.pointer,
-                        inp: ea, weight: p + o.v1 + S * Hd, B: B, I: D, O: Hd)
+        critic_backward(dp: g.dense.pointer, dh: ws.dch.pointer, dq: ws.dq.pointer, h: ws.ch.pointer, x: ws.x.pointer, action: ea,
+                        p: p, net: o.critic, B: B, S: S, D: D, Hd: Hd)   // the critic range starts at 0
         g[extra: 0] = Float(B)
         g[extra: 1] = Float(loss.criticLossSum)
         g[extra: 2] = Float(loss.absQSum)
@@ -339,36 +328,14 @@ public final class DDPGModel: BehaviorCloningModel, @unchecked Sendable {
         ws.dh.pointer.update(from: ws.dhBC.pointer, count: B * D)
         if useQ {
             // d(−λ·Q)/dμ through the critic (its parameters get nothing here).
-            ws.dq.slice(0, B).update(repeating: -lambda)
-            ws.dch.slice(0, B * Hd).update(repeating: 0)
-            linear_backward(dinp: ws.dch.pointer, dweight: nil, dbias: nil, dout: ws.dq.pointer,
-                            inp: ws.ch.pointer, weight: p + o.v2, B: B, I: Hd, O: 1)
-            relu_backward(dinp: ws.dch.pointer, dout: ws.dch.pointer, out: ws.ch.pointer, N: B * Hd)
-            ws.dactQ.slice(0, B * D).update(repeating: 0)
-            linear_backward(dinp: ws.dactQ.pointer, dweight: nil, dbias: nil, dout: ws.dch.pointer,
-                            inp: ws.act.pointer, weight: p + o.v1 + S * Hd, B: B, I: D, O: Hd)
+            critic_action_backward(dAction: ws.dactQ.pointer, dq: ws.dq.pointer, dh: ws.dch.pointer, h: ws.ch.pointer,
+                                   action: ws.act.pointer, p: p, net: o.critic, lambda: lambda, B: B, S: S, D: D, Hd: Hd)
             tanh_backward(dinp: ws.dh.pointer, dout: ws.dactQ.pointer, out: ws.act.pointer, N: B * D)
         }
         // The actor's parameters from both streams (dh), x from the behaviour-cloning one (dhBC).
-        linear_backward(dinp: nil, dweight: dp + o.w2, dbias: dp + o.b2, dout: ws.dh.pointer,
-                        inp: ws.a1.pointer, weight: p + o.w2, B: B, I: Hd, O: D)
-        ws.da1.slice(0, B * Hd).update(repeating: 0)
-        linear_backward(dinp: ws.da1.pointer, dweight: nil, dbias: nil, dout: ws.dh.pointer,
-                        inp: ws.a1.pointer, weight: p + o.w2, B: B, I: Hd, O: D)
-        relu_backward(dinp: ws.da1.pointer, dout: ws.da1.pointer, out: ws.a1.pointer, N: B * Hd)
-        linear_backward(dinp: nil, dweight: dp + o.w1, dbias: dp + o.b1, dout: ws.da1.pointer,
-                        inp: ws.x.pointer, weight: p + o.w1, B: B, I: S, O: Hd)
-        var daState = ws.da1.pointer
-        if useQ {
-            ws.da1BC.slice(0, B * Hd).update(repeating: 0)
-            linear_backward(dinp: ws.da1BC.pointer, dweight: nil, dbias: nil, dout: ws.dhBC.pointer,
-                            inp: ws.a1.pointer, weight: p + o.w2, B: B, I: Hd, O: D)
-            relu_backward(dinp: ws.da1BC.pointer, dout: ws.da1BC.pointer, out: ws.a1.pointer, N: B * Hd)
-            daState = ws.da1BC.pointer
-        }
-        ws.dx.slice(0, B * S).update(repeating: 0)
-        linear_backward(dinp: ws.dx.pointer, dweight: nil, dbias: nil, dout: daState,
-                        inp: ws.x.pointer, weight: p + o.w1, B: B, I: S, O: Hd)
+        two_stream_backward(dx: ws.dx.pointer, dp: dp, dh: ws.da1.pointer, dhInput: ws.da1BC.pointer, dOut: ws.dh.pointer,
+                            dOutInput: useQ ? ws.dhBC.pointer : nil, h: ws.a1.pointer, x: ws.x.pointer, p: p, net: o.actor,
+                            B: B, S: S, Hd: Hd, O: D)
         rows.collectGradients(dx: ws.dx.pointer, batch: batch, users: &g.users, items: &g.items)
         g[extra: 0] = Float(B)
         g[extra: 1] = Float(loss.bcLossSum)
