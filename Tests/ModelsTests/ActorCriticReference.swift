@@ -137,3 +137,48 @@ func expectJoinedRowsEqual(whole w: SparseGradient, _ x: SparseGradient, _ y: Sp
         }
     }
 }
+
+/// Both phases' gradients of two halves of a batch, summed (dense) and concatenated (rows), equal
+/// the whole batch's (sampled: the same draws on both halves). The actor's extras from
+/// `ndcgExtra` on (the progressive NDCG: sampled, B·C/N rows of each local batch) are not
+/// additive when sampled. `make` returns a model after a step.
+func expectSplitBatchGradientsAdd<M: BehaviorCloningModel>(_ make: () -> M, sampled: Bool, ndcgExtra: Int, stateRows: Bool) {
+    let batch = tinyActorCriticBatch(10, seed: 11)
+    func half(_ r: Range<Int>) -> TransitionBatch {
+        var t = TransitionBatch(historyLength: batch.historyLength)
+        for b in r { t.append(user: batch.users[b], state: batch.state(b), action: batch.actions[b], reward: batch.rewards[b], done: batch.done[b], time: batch.times[b]) }
+        return t
+    }
+    let whole = make(), a = make(), b = make()
+    for m in [whole, a, b] { m.reserveItems(through: ItemTables.largest(batch)!) }
+    let cw = whole.makeCriticGradients(), ca = a.makeCriticGradients(), cb = b.makeCriticGradients()
+    _ = whole.computeCriticGradients(batch, into: cw)
+    _ = a.computeCriticGradients(half(0..<5), into: ca)
+    _ = b.computeCriticGradients(half(5..<10), into: cb)
+    for i in 0..<(cw.denseCount + cw.extras) {
+        #expect(close(Double(cw.dense[i]), Double(ca.dense[i] + cb.dense[i]), rel: 1e-4, abs: 1e-5), "critic dense[\(i)]")
+    }
+    let aw = whole.makeActorGradients(), aa = a.makeActorGradients(), ab = b.makeActorGradients()
+    _ = whole.computeActorGradients(batch, lambda: 0.4, into: aw)
+    _ = a.computeActorGradients(half(0..<5), lambda: 0.4, into: aa)
+    _ = b.computeActorGradients(half(5..<10), lambda: 0.4, into: ab)
+    #expect(whole.usesSampledSoftmax == sampled && aw.denseCount == whole.actorDenseCount)
+    #expect(a.lastSampledItems == whole.lastSampledItems && b.lastSampledItems == whole.lastSampledItems)
+    for i in 0..<(aw.denseCount + (sampled ? ndcgExtra : aw.extras)) {
+        #expect(close(Double(aw.dense[i]), Double(aa.dense[i] + ab.dense[i]), rel: 1e-4, abs: 1e-5), "actor dense[\(i)]")
+    }
+    #expect(aw.itemRows.ids.isEmpty != sampled)
+    expectJoinedRowsEqual(whole: aw.itemRows, aa.itemRows, ab.itemRows)
+    guard stateRows else { return }
+    for (w, x, y) in [(aw.users, aa.users, ab.users), (aw.items, aa.items, ab.items)] {
+        var joined = x
+        joined.ids += y.ids
+        joined.parts[0] += y.parts[0]
+        let merged = joined.merged(), D = whole.config.embeddingSize
+        #expect(Set(merged.ids) == Set(w.ids) && merged.ids.count == w.ids.count)
+        for (k, id) in merged.ids.enumerated() {
+            let j = w.ids.firstIndex(of: id)!
+            for d in 0..<D { #expect(close(Double(merged.parts[0][k * D + d]), Double(w.parts[0][j * D + d]), rel: 1e-4, abs: 1e-5)) }
+        }
+    }
+}

@@ -192,44 +192,7 @@ private func ddpgMu(_ θ: [Double], _ l: ParameterLayout, _ x: [Double], hidden:
           arguments: [false, true])
     func splitBatchGradientsEqualWholeBatch(sampled: Bool) {
         let config = sampledVariant(tinyDDPGConfig(), sampled: sampled, items: 4)
-        let batch = tinyActorCriticBatch(10, seed: 11)
-        func half(_ r: Range<Int>) -> TransitionBatch {
-            var t = TransitionBatch(historyLength: batch.historyLength)
-            for b in r { t.append(user: batch.users[b], state: batch.state(b), action: batch.actions[b], reward: batch.rewards[b], done: batch.done[b], time: 0) }
-            return t
-        }
-        let whole = trainedModel(config), a = trainedModel(config), b = trainedModel(config)
-        for m in [whole, a, b] { m.reserveItems(through: ItemTables.largest(batch)!) }
-        let cw = whole.makeCriticGradients(), ca = a.makeCriticGradients(), cb = b.makeCriticGradients()
-        whole.computeCriticGradients(batch, into: cw)
-        a.computeCriticGradients(half(0..<5), into: ca)
-        b.computeCriticGradients(half(5..<10), into: cb)
-        for i in 0..<(cw.denseCount + cw.extras) {
-            #expect(close(Double(cw.dense[i]), Double(ca.dense[i] + cb.dense[i]), rel: 1e-4, abs: 1e-5), "critic dense[\(i)]")
-        }
-        let aw = whole.makeActorGradients(), aa = a.makeActorGradients(), ab = b.makeActorGradients()
-        whole.computeActorGradients(batch, lambda: 0.4, into: aw)
-        a.computeActorGradients(half(0..<5), lambda: 0.4, into: aa)
-        b.computeActorGradients(half(5..<10), lambda: 0.4, into: ab)
-        #expect(whole.usesSampledSoftmax == sampled && aw.denseCount == whole.actorDenseCount)
-        #expect(a.lastSampledItems == whole.lastSampledItems && b.lastSampledItems == whole.lastSampledItems)
-        // The progressive NDCG's extras (sampled: B·C/N rows of each local batch) are not additive.
-        for i in 0..<(aw.denseCount + (sampled ? 3 : aw.extras)) {
-            #expect(close(Double(aw.dense[i]), Double(aa.dense[i] + ab.dense[i]), rel: 1e-4, abs: 1e-5), "actor dense[\(i)]")
-        }
-        #expect(aw.itemRows.ids.isEmpty != sampled)
-        expectJoinedRowsEqual(whole: aw.itemRows, aa.itemRows, ab.itemRows)
-        for (w, x, y) in [(aw.users, aa.users, ab.users), (aw.items, aa.items, ab.items)] {
-            var joined = x
-            joined.ids += y.ids
-            joined.parts[0] += y.parts[0]
-            let merged = joined.merged(), D = config.embeddingSize
-            #expect(Set(merged.ids) == Set(w.ids) && merged.ids.count == w.ids.count)
-            for (k, id) in merged.ids.enumerated() {
-                let j = w.ids.firstIndex(of: id)!
-                for d in 0..<D { #expect(close(Double(merged.parts[0][k * D + d]), Double(w.parts[0][j * D + d]), rel: 1e-4, abs: 1e-5)) }
-            }
-        }
+        expectSplitBatchGradientsAdd({ trainedModel(config) }, sampled: sampled, ndcgExtra: 3, stateRows: true)
     }
 
     @Test("a step updates the critic, then the actor, then moves the targets by τ; growth keeps targets and values")

@@ -58,6 +58,12 @@ public protocol ActorCriticParameters: AnyObject, Sendable {
     /// Grows the item tables so that item `maxId` has a score (no-op when it has). Data-parallel
     /// participants call it with the step's largest id over all of them first, so their layouts agree.
     func reserveItems(through maxId: Int32)
+    /// The model's loss sums of a phase.
+    associatedtype Loss
+    /// Critic phase on a local batch: sum-form gradients of the critics in `g`; parameters do not change.
+    func computeCriticGradients(_ batch: TransitionBatch, into g: PhaseGradients) -> Loss
+    /// Actor phase on a local batch (after the critics' update), λ the critic term's scale.
+    func computeActorGradients(_ batch: TransitionBatch, lambda: Float, into g: PhaseGradients) -> Loss
 }
 
 extension ActorCriticParameters {

@@ -17,13 +17,10 @@ import Models
 // So replicas stay bit-identical: every participant makes the same collective calls in the same
 // order and applies the same sums.
 
-/// What the shared adapter needs from an actor-critic model (DDPGModel, BCQModel) beyond the
-/// shared parameters: its two phases, its name, where its NDCG sum is, and its losses.
+/// What the shared adapter needs from an actor-critic model (DDPGModel, BCQModel) beyond its
+/// parameters and phases: its name, where its NDCG sum is, and its losses (read from the
+/// gradients' extras, not the phases' `Loss`).
 public protocol ActorCriticModel: ActorCriticParameters {
-    /// The model's loss sums of a phase (the adapter reads the gradients' extras instead).
-    associatedtype Loss
-    func computeCriticGradients(_ batch: TransitionBatch, into g: PhaseGradients) -> Loss
-    func computeActorGradients(_ batch: TransitionBatch, lambda: Float, into g: PhaseGradients) -> Loss
     /// The family in messages ("DDPG").
     static var familyName: String { get }
     /// The actor extra holding the NDCG sum (the next one holds the samples it covers).
