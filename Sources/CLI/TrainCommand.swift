@@ -200,7 +200,7 @@ extension Train {
         guard let c = cfg.transitionModel else { throw CLIError("model.kind \(cfg.kind) does not train on a behaviour file") }
         let model = try ModelFamilies.fresh(kind: cfg.kind, config: cfg.modelConfigJSON, sidecars: [:], batchSize: cfg.train.batchSize)
         let rule = try fileRule(historyLength: c.historyLength)
-        let file = try BehaviorFileSource(path: data!, rule: rule, batchSize: cfg.train.batchSize) { r in
+        let file = try BehaviorFileSource(path: data!, rule: rule, batchSize: cfg.train.batchSize, epochs: cfg.train.epochs) { r in
             FileHandle.standardError.write(Data("rejected \(r)\n".utf8))
         }
         let source: BatchSource = size > 1 ? StridedBatchSource(file, rank: rank, size: size) : file
@@ -208,7 +208,7 @@ extension Train {
         let store = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints)
         let collectives: Collectives = world.map { MPICollectives(communicator: $0) } ?? LocalCollectives()
         if rank == 0 {
-            log("training \(cfg.kind) on \(size) process(es): history \(c.historyLength), reward window \(rule.rewardWindow), embedding \(c.embeddingSize), hidden \(c.hiddenSize), batch \(cfg.train.batchSize) per process, one pass over \(data!)")
+            log("training \(cfg.kind) on \(size) process(es): history \(c.historyLength), reward window \(rule.rewardWindow), embedding \(c.embeddingSize), hidden \(c.hiddenSize), batch \(cfg.train.batchSize) per process, \(cfg.train.epochs == 1 ? "one pass" : "\(cfg.train.epochs) passes") over \(data!)")
         }
         let trainer = Trainer(model: model, settings: cfg.train, source: source, collectives: collectives,
                               store: rank == 0 ? store : nil) { log($0) }

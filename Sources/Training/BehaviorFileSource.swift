@@ -7,7 +7,8 @@ import Features
 /// emits for the same events in the same order. Ids are assigned at first sight in the streaming
 /// id spaces (items from 2 — 0 pads a state, 1 is the item OOV id — users from 1). At the end of
 /// the file every user's pending events are released (the last one done), users in the order of
-/// their newest event. Batches hold exactly `batchSize` transitions (the last one fewer). Refused lines are
+/// their newest event. Batches hold exactly `batchSize` transitions (the last of each pass fewer). With `epochs` > 1 the
+/// file is read again from fresh user states (`train.epochs`; batches carry their pass number). Refused lines are
 /// counted by reason. Parsing runs on a background thread into a small bounded queue.
 public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
     public let path: String
@@ -20,7 +21,7 @@ public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
     public static let firstItemId: Int32 = 2
     public static let firstUserId: Int32 = 1
 
-    public init(path: String, rule: TransitionRule, batchSize: Int, parser: BehaviorParser = BehaviorParser(),
+    public init(path: String, rule: TransitionRule, batchSize: Int, epochs: Int = 1, parser: BehaviorParser = BehaviorParser(),
                 onReject: (@Sendable (LineRejection) -> Void)? = nil) throws {
         self.path = path
         _ = try LineReader(path: path, maxLineLength: parser.maxLineLength)  // fail fast on a missing file
@@ -28,7 +29,9 @@ public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
         let thread = Thread { [weak self] in
             guard let self else { output.finish(); return }
             do {
-                try self.read(rule: rule, batchSize: max(batchSize, 1), parser: parser, onReject: onReject)
+                for epoch in 1...max(epochs, 1) {
+                    try self.read(rule: rule, batchSize: max(batchSize, 1), epoch: epoch, parser: parser, onReject: onReject)
+                }
                 output.finish()
             } catch {
                 output.fail(error)
@@ -38,7 +41,9 @@ public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
         thread.start()
     }
 
-    private func read(rule: TransitionRule, batchSize: Int, parser: BehaviorParser,
+    /// One pass over the file. Every pass starts every user's state afresh (the file's histories
+    /// replay from their start); ids keep their first pass's values; rejections count once.
+    private func read(rule: TransitionRule, batchSize: Int, epoch: Int, parser: BehaviorParser,
                       onReject: (@Sendable (LineRejection) -> Void)?) throws {
         let reader = try LineReader(path: path, maxLineLength: parser.maxLineLength)
         var states: [Int32: UserState] = [:]
@@ -51,7 +56,7 @@ public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
             while out.count >= (full ? batchSize : 1) {
                 let batch: TransitionBatch
                 if out.count > batchSize { batch = out.removeFirst(batchSize) } else { batch = out; out.removeAll() }
-                output.put(SourcedBatch(.transitions(batch), epoch: 1, positions: ["file:\(path)": "line \(lastLine)"]))
+                output.put(SourcedBatch(.transitions(batch), epoch: epoch, positions: ["file:\(path)": "line \(lastLine)"]))
             }
         }
         func id(_ bytes: UnsafeRawBufferPointer, _ isItem: Bool) -> Int32 {
@@ -71,6 +76,7 @@ public final class BehaviorFileSource: BatchSource, @unchecked Sendable {
             lastLine = number
             let e: BehaviorEvent
             do throws(RowRejection) { e = try parser.parse(line) } catch {
+                guard epoch == 1 else { return }
                 let r = LineRejection(line: number, rejection: error)
                 lock.withLock { _rejections.add(r) }
                 onReject?(r)

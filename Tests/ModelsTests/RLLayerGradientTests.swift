@@ -377,6 +377,42 @@ private func refSampled(
         #expect(dyOnly == once.1)
     }
 
+    @Test func recentItemsAddTheLastItemsRowsAndSendBackTheirGradient() {
+        var rng = SplitMix64(seed: 139)
+        // Ids 0 (padding), 1 (OOV) and 7 (≥ N: no row yet) are skipped; 4 repeats within a state.
+        let B = 3, H = 5, R = 3, D = 4, N = 7, w: Float = 1.5
+        let history: [Int32] = [2, 3, 0, 4, 5,
+                                0, 0, 1, 6, 7,
+                                4, 6, 4, 2, 3]
+        let E = randoms(8 * D, &rng), h0 = randoms(B * D, &rng), r = randoms(B * D, &rng)
+        func reference(_ e: [Double]) -> [Double] {
+            var out = h0.map(Double.init)
+            for b in 0..<B {
+                for i in (H - R)..<H {
+                    let id = Int(history[b * H + i])
+                    if id < 2 || id >= N { continue }
+                    for d in 0..<D { out[b * D + d] += Double(w) * e[id * D + d] }
+                }
+            }
+            return out
+        }
+        var h = h0
+        recent_items_forward(h: &h, E: E, history: history, B: B, H: H, R: R, D: D, N: N, weight: w)
+        let ref = reference(E.map(Double.init))
+        for i in h.indices { #expect(abs(Double(h[i]) - ref[i]) < 1e-5, "h[\(i)]") }
+        var dE = zeros(8 * D)
+        recent_items_backward(dE: &dE, dh: r, history: history, B: B, H: H, R: R, D: D, N: N, weight: w)
+        expectGradient(dE, E, "dE") { zip(reference($0), r).reduce(0) { $0 + $1.0 * Double($1.1) } }
+        for skipped in [0, 1, 7] { #expect(dE[(skipped * D)..<((skipped + 1) * D)].allSatisfy { $0 == 0 }, "row \(skipped) got a gradient") }
+        let once = dE
+        recent_items_backward(dE: &dE, dh: r, history: history, B: B, H: H, R: R, D: D, N: N, weight: w)
+        expectDoubled(once, dE, "dE")
+        // R = 0: nothing moves.
+        var unchanged = h0
+        recent_items_forward(h: &unchanged, E: E, history: history, B: B, H: H, R: 0, D: D, N: N, weight: w)
+        #expect(unchanged == h0)
+    }
+
     // MARK: Dot scores
 
     @Test(arguments: [false, true])

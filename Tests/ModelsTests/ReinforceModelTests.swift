@@ -14,6 +14,8 @@ func tinyReinforceConfig(betaLossWeight: Float = 1) -> ReinforceConfig {
     c.embeddingSize = 3
     c.hiddenSize = 4
     c.embeddingInitScale = 0.5
+    c.recentItems = 1          // the last of the two state items only
+    c.recentWeight = 1.5
     c.betaLossWeight = betaLossWeight
     c.seed = 7
     return c
@@ -80,7 +82,13 @@ struct ReinforceReference {
             }
             var a1 = (0..<Hd).map { o in theta[b1 + o] + (0..<I).reduce(0.0) { $0 + x[$1] * theta[w1 + $1 * Hd + o] } }
             a1 = a1.map { max($0, 0) }
-            let h = (0..<D).map { o in theta[b2 + o] + (0..<Hd).reduce(0.0) { $0 + a1[$1] * theta[w2 + $1 * D + o] } }
+            var h = (0..<D).map { o in theta[b2 + o] + (0..<Hd).reduce(0.0) { $0 + a1[$1] * theta[w2 + $1 * D + o] } }
+            // The recent-items path: E's rows of the last R state items (ids with a row, not padding or OOV).
+            for i in (H - config.recentItems)..<H {
+                let id = Int(batch.states[b * H + i])
+                if id < 2 || id >= N { continue }
+                for o in 0..<D { h[o] += Double(config.recentWeight) * theta[e + id * D + o] }
+            }
             let z = (0..<N).map { j in theta[be + j] + (0..<D).reduce(0.0) { $0 + h[$1] * theta[e + j * D + $1] } }
             let hB = a1Beta?[b] ?? h   // β reads the policy's state vector h, its gradient stopped
             let zb = (0..<N).map { j in theta[bf + j] + (0..<D).reduce(0.0) { $0 + hB[$1] * theta[f + j * D + $1] } }
@@ -350,8 +358,14 @@ func flatParameters(_ model: ReinforceModel, userIds: [Int32], itemIds: [Int32])
         #expect(c.embeddingSize == 32 && c.hiddenSize == 64 && c.gamma == 0.99 && c.seed == 42)
         let back = try JSONDecoder().decode(ReinforceConfig.self, from: JSONEncoder().encode(c))
         #expect(back == c)
+        #expect(c.recentItems == 3 && c.recentWeight == 2)
         var bad = c
         bad.topK = 0
         #expect(throws: ModelError.self) { try bad.validate() }
+        bad = c
+        bad.recentItems = 6   // more than history_length 5
+        #expect(throws: ModelError.self) { try bad.validate() }
+        bad.recentItems = 0   // off
+        try bad.validate()
     }
 }

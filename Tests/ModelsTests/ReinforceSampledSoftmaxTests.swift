@@ -44,7 +44,10 @@ func assembledGradient(_ model: ReinforceModel, _ g: ReinforceGradients) -> [Flo
         #expect(g.denseCount == model.mlpCount, "the dense gradient is the MLP's only")
         let samples = model.lastSampledItems
         #expect(samples.count == 5 && samples.allSatisfy { (2..<8).contains($0) })
-        #expect(Set(g.policyItems.ids) == Set(samples + batch.actions) && g.betaItems.ids == g.policyItems.ids)
+        // The policy's table also gets the rows the recent-items path read (each state's last item), after the candidates'.
+        let recent = (0..<6).map { batch.states[$0 * 2 + 1] }.filter { $0 >= 2 }
+        #expect(!recent.isEmpty && Set(g.betaItems.ids) == Set(samples + batch.actions))
+        #expect(g.policyItems.ids == g.betaItems.ids + recent)
         #expect(loss.ndcgCount == 4 && g.ndcgCount == 4, "B·C/N = 6·6/8 rows of progressive NDCG")
 
         var ref = ReinforceReference(config: config, layout: model.layout, itemCount: model.itemCount,

@@ -65,4 +65,31 @@ struct BehaviorFileSourceTests {
         #expect(source.rejections.byReason[.unknownBehavior] == 4 && source.rejections.byReason[.emptyId] == 3)
         #expect(source.itemKey(2) == events[0].item && source.userKey(1) == events[0].user)   // ids in first-seen order
     }
+
+    @Test("epochs: each pass replays the file's transitions from fresh user states, tagged with its epoch; ids and rejections once")
+    func epochsReplayTheFile() throws {
+        let lines = ["u1,i1,pv,100", "u2,i2,pv,110", "u1,i3,buy,120", "u1,i2,click,125", "u2,i1,cart,130", "u1,i2,pv,140"]
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bfs-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("user_behavior.csv")
+        try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        func read(epochs: Int) throws -> (passes: [[String]], epochs: [Int], source: BehaviorFileSource) {
+            let source = try BehaviorFileSource(path: file.path, rule: TransitionRule(historyLength: 2), batchSize: 2, epochs: epochs)
+            var passes: [[String]] = [], tags: [Int] = []
+            while let b = try source.next() {
+                let tb = try #require(b.transitions)
+                if tags.last != b.epoch { passes.append([]); tags.append(b.epoch) }
+                for i in 0..<tb.count {
+                    passes[passes.count - 1].append("\(tb.users[i]):\(tb.state(i).map(String.init).joined(separator: " "))>\(tb.actions[i])")
+                }
+            }
+            return (passes, tags, source)
+        }
+        let once = try read(epochs: 1), thrice = try read(epochs: 3)
+        #expect(once.epochs == [1] && once.passes[0].count == 5)
+        #expect(thrice.epochs == [1, 2, 3])
+        #expect(thrice.passes.allSatisfy { $0 == once.passes[0] }, "every pass starts from empty states: \(thrice.passes)")
+        #expect(thrice.source.rejections.byReason[.unknownBehavior] == 1)
+    }
 }

@@ -66,3 +66,45 @@ public func concat2_backward(
         if let dy { let t = dy + b * D2; for d in 0..<D2 { t[d] += g[D1 + d] } }
     }
 }
+
+// The recent-items path: the policy's state vector h gets the output rows of the state's last
+// R items, h[b] += w · Σ_{i=H−R}^{H−1} E[history[b,i]]. An item's score h·E_j then holds
+// w·Σ E_i·E_j, an item–item similarity in the table the scores are made with — the shape of a
+// next-item process driven by the recently consumed items, learned from every step's gradient on
+// E instead of only the few steps that touch an input row.
+
+/// h[b,:] += weight · Σ E[history[b,i],:] over the last R positions i = H−R ..< H, for ids in
+/// 2 ..< N (0 pads, 1 is the OOV id, ids ≥ N have no row yet: all skipped). h[B×D], E[N'×D].
+public func recent_items_forward(
+    h: UnsafeMutablePointer<Float>, E: UnsafePointer<Float>, history: UnsafePointer<Int32>,
+    B: Int, H: Int, R: Int, D: Int, N: Int, weight: Float
+) {
+    let first = max(H - R, 0)
+    for b in 0..<B {
+        let hb = h + b * D
+        for i in first..<H {
+            let id = Int(history[b * H + i])
+            guard id >= 2, id < N else { continue }
+            let e = E + id * D
+            for d in 0..<D { hb[d] += weight * e[d] }
+        }
+    }
+}
+
+/// Accumulates dE[history[b,i],:] += weight · dh[b,:] over the positions and ids
+/// `recent_items_forward` read (a repeated item collects the sum).
+public func recent_items_backward(
+    dE: UnsafeMutablePointer<Float>, dh: UnsafePointer<Float>, history: UnsafePointer<Int32>,
+    B: Int, H: Int, R: Int, D: Int, N: Int, weight: Float
+) {
+    let first = max(H - R, 0)
+    for b in 0..<B {
+        let g = dh + b * D
+        for i in first..<H {
+            let id = Int(history[b * H + i])
+            guard id >= 2, id < N else { continue }
+            let de = dE + id * D
+            for d in 0..<D { de[d] += weight * g[d] }
+        }
+    }
+}
