@@ -14,8 +14,8 @@
 #   2. fixed-rate 1-row load at $RATE req/s (open loop, latency from each request's scheduled send
 #      time, so stalls are not hidden — wrk2 style) for $DURATION s: p50/p99/max, failures. The load
 #      comes from scripts/loadgen.c (one thread on epoll, built here with $CC): the Python asyncio
-#      generator used before cost more CPU per request than the server on 2 cores, and its own
-#      delays reached the p99 being measured;
+#      generator used before took 0.3 ms of CPU per request on the same 2 cores and its own delays
+#      were a large part of the p50/p99 it reported (see loadgen.c);
 #   3. the same fixed-rate load while 20 new checkpoint versions are written (copied, renamed,
 #      LATEST replaced atomically; by a separate process at nice 10, like the trainer's writer) one
 #      every $RELOAD_GAP s: p99 during reloads vs steady, failures,

@@ -2,11 +2,11 @@
 // wrk2: request i is due at start + i/rate, goes out on the next free keep-alive connection, and
 // its latency counts from its due time, so a stalled server shows as latency, not as a lower rate.
 //
-// Why C and not Python: the bench's asyncio generator cost about 0.1 ms of CPU per request on a
-// 2-core machine and its own scheduling delays reached the measured p99 (against a route that
-// answers 404 at once it measured p50 1.2 ms, p99 5 ms: more than the server's whole budget).
-// This one is one thread on epoll with nanosecond timeouts; against the same route it measures
-// p50 0.3 ms.
+// Why C and not Python: the bench's asyncio generator took about 0.3 ms of CPU per request (the
+// server about 0.45 ms) on the same 2 cores, and its own delays were part of what it measured:
+// against a route that answers 404 at once, at 1,000 req/s, it measured p50 1.0 ms, p99 4.1 ms,
+// max 147 ms. This one (one thread on epoll, nanosecond timeouts, 0.06 ms of CPU per request)
+// measured p50 0.28 ms, p99 1.7 ms there (docs/BENCHMARKS.md, POST /v1/recommend).
 //
 //   cc -O2 -o loadgen scripts/loadgen.c
 //   loadgen --port 8080 --path /v1/recommend --body body.json --rate 1000 --duration 20
