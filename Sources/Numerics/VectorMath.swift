@@ -2,6 +2,21 @@
 // a REINFORCE step (one libm expf per item per sample). SIMD8 lanes; each function is checked
 // against its scalar definition in Tests/NumericsTests/VectorMathTests.swift.
 
+import COpenBLAS
+
+/// √x per lane, correctly rounded (the same bits as Float.squareRoot()), in sqrtps instructions:
+/// the standard library's square roots go through libm's errno path one lane at a time.
+@inline(__always)
+public func sqrt8(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    var r = SIMD8<Float>()
+    for k in 0..<8 { r[k] = streamrec_sqrtf(x[k]) }
+    return r
+}
+
+/// √x without the errno branch (see `sqrt8`).
+@inline(__always)
+public func sqrt1(_ x: Float) -> Float { streamrec_sqrtf(x) }
+
 /// e^x per lane, Cephes' expf (Cody–Waite reduction by ln 2, degree-6 polynomial): relative error
 /// below 2 ulp on [−87.3, 88.7]; lanes below −87.3 (−∞ included) give exactly 0.
 /// Only lane-wise +, −, ×, compares, selects and bit casts: the generic SIMD conversions and

@@ -1,7 +1,8 @@
 import Testing
 import Foundation
 @testable import Models
-import Kernels
+@testable import Kernels
+import StreamRecNumerics
 
 @Suite struct OptimizerTests {
     @Test func adamFirstTwoStepsByHand() {
@@ -18,6 +19,38 @@ import Kernels
         let mhat = m2 / (1 - 0.81), vhat = v2 / (1 - 0.999 * 0.999)
         let expected = 0.9 - 0.1 * mhat / (vhat.squareRoot() + 1e-8)
         #expect(abs(Double(p[0]) - expected) < 1e-6)
+    }
+
+    @Test("the eight-lane Adam equals a scalar reference bit for bit, at every count and offset (tails, rows one by one)")
+    func adamVectorEqualsScalarReference() {
+        var rng = SplitMix64(seed: 71)
+        let c = AdamConfig(learningRate: 3e-3)
+        for count in [1, 7, 8, 9, 16, 37] {
+            let n = count + 3
+            var p = (0..<n).map { _ in rng.uniform(-1, 1) }, m = (0..<n).map { _ in rng.uniform(-0.1, 0.1) }
+            var v = (0..<n).map { _ in rng.uniform(0, 0.01) }
+            let grads = (0..<n).map { _ in rng.uniform(-2, 2) }
+            var (rp, rm, rv) = (p, m, v)
+            for t in 1...3 {
+                // The scalar formula, written out (the kernel's documented arithmetic, same order).
+                let rate = c.correctedRate(step: t)
+                let eps = Float(Double(c.epsilon) * (1 - pow(Double(c.beta2), Double(t))).squareRoot())
+                for i in 3..<n {
+                    let g = grads[i] * 0.5
+                    rm[i] = c.beta1 * rm[i] + (1 - c.beta1) * g
+                    rv[i] = c.beta2 * rv[i] + (1 - c.beta2) * g * g
+                    rp[i] -= rate * rm[i] / (rv[i].squareRoot() + eps)
+                }
+                // Starting 3 floats in: unaligned SIMD loads.
+                p.withUnsafeMutableBufferPointer { pb in m.withUnsafeMutableBufferPointer { mb in v.withUnsafeMutableBufferPointer { vb in
+                    grads.withUnsafeBufferPointer { gb in
+                        adam_update(params: pb.baseAddress! + 3, grads: gb.baseAddress! + 3, m: mb.baseAddress! + 3, v: vb.baseAddress! + 3,
+                                    count: count, step: t, config: c, gradScale: 0.5)
+                    }
+                } } }
+                #expect(p == rp && m == rm && v == rv, "count \(count), step \(t)")
+            }
+        }
     }
 
     @Test func adamGradScaleEqualsScaledGradient() {

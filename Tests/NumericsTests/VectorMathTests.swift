@@ -5,6 +5,22 @@ import Testing
 /// The SIMD8 row operations against their scalar definitions (they run with -Ounchecked in the
 /// softmax over the catalogue and the ranking metrics).
 @Suite struct VectorMathTests {
+    @Test func sqrt8AndSqrt1EqualSquareRootBitForBit() {
+        var rng = SplitMix64(seed: 13)
+        var values: [Float] = [0, -0.0, 1, 4, .infinity, .leastNonzeroMagnitude, .leastNormalMagnitude, .greatestFiniteMagnitude]
+        for _ in 0..<4_000 { values.append(rng.uniform(0, 1) * pow(10, Float(Int(rng.next() % 60)) - 30)) }
+        for start in stride(from: 0, to: values.count - 7, by: 8) {
+            var x = SIMD8<Float>()
+            for k in 0..<8 { x[k] = values[start + k] }
+            let y = sqrt8(x)
+            for k in 0..<8 {
+                #expect(y[k].bitPattern == x[k].squareRoot().bitPattern, "√\(x[k])")
+                #expect(sqrt1(x[k]).bitPattern == x[k].squareRoot().bitPattern)
+            }
+        }
+        #expect(sqrt1(-1).isNaN && sqrt8(SIMD8(repeating: -4))[3].isNaN)
+    }
+
     @Test func exp8MatchesLibmWithinTwoUlp() {
         var rng = SplitMix64(seed: 11)
         var worst: Double = 0
