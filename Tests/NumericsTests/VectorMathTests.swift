@@ -21,6 +21,26 @@ import Testing
         #expect(sqrt1(-1).isNaN && sqrt8(SIMD8(repeating: -4))[3].isNaN)
     }
 
+    @Test func tanh8MatchesDoubleTanh() {
+        var rng = SplitMix64(seed: 17)
+        var worst: Double = 0
+        for n in [1, 7, 8, 9, 4_000] {
+            // Both branches (|x| ≤ 0.625 and beyond), tiny values, saturation.
+            var x = (0..<n).map { _ in rng.uniform(-1, 1) * pow(10, Float(Int(rng.next() % 8)) - 6) * 3 }
+            if n > 8 { x[0] = 0; x[1] = -0.625; x[2] = 0.6251; x[3] = 50; x[4] = -.infinity; x[5] = .infinity; x[6] = -1e-30 }
+            var out = [Float](repeating: .nan, count: n)
+            vtanh(out: &out, x, n)
+            for j in 0..<n {
+                let ref = Foundation.tanh(Double(x[j]))
+                let err = abs(Double(out[j]) - ref) / max(abs(ref), 1e-38)
+                worst = max(worst, err)
+                #expect(err < 4e-7, "tanh(\(x[j])) = \(out[j]), want \(ref)")
+            }
+        }
+        #expect(worst > 0, "compared something")
+        #expect(tanh8(SIMD8(repeating: .nan))[0].isNaN)
+    }
+
     @Test func exp8MatchesLibmWithinTwoUlp() {
         var rng = SplitMix64(seed: 11)
         var worst: Double = 0
