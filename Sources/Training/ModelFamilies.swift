@@ -63,25 +63,22 @@ public enum ModelFamilies {
                 let loaded = try ReinforceCheckpoint.load(dir, verify: verify)
                 return ReinforceTraining(model: loaded.model, keys: loaded.keys)
             }),
-        ModelFamily(
-            kind: DDPGCheckpoint.modelKind,
-            decodeConfig: { try DDPGConfig.decode($0) },
-            fresh: { config, _, _ in try DDPGTraining.fresh(config: config) },
-            restore: { state, _ in try DDPGTraining.restore(state) },
-            loadTrainable: { dir, _, verify in
-                let loaded = try DDPGCheckpoint.load(dir, verify: verify)
-                return DDPGTraining(model: loaded.model, keys: loaded.keys)
-            }),
-        ModelFamily(
-            kind: BCQCheckpoint.modelKind,
-            decodeConfig: { try BCQConfig.decode($0) },
-            fresh: { config, _, _ in try BCQTraining.fresh(config: config) },
-            restore: { state, _ in try BCQTraining.restore(state) },
-            loadTrainable: { dir, _, verify in
-                let loaded = try BCQCheckpoint.load(dir, verify: verify)
-                return BCQTraining(model: loaded.model, keys: loaded.keys)
-            }),
+        actorCritic(DDPGModel.self),
+        actorCritic(BCQModel.self),
     ]
+
+    /// The entry of an actor-critic family (DDPG, BCQ): they differ in the model alone.
+    static func actorCritic<M: ActorCriticModel>(_: M.Type) -> ModelFamily {
+        ModelFamily(
+            kind: M.modelKind,
+            decodeConfig: { try M.Config.decode($0) },
+            fresh: { config, _, _ in try ActorCriticTraining<M>.fresh(config: config) },
+            restore: { state, _ in try ActorCriticTraining<M>.restore(state) },
+            loadTrainable: { dir, _, verify in
+                let loaded = try ActorCriticCheckpoint<M>.load(dir, verify: verify)
+                return ActorCriticTraining(model: loaded.model, keys: loaded.keys)
+            })
+    }
 
     public static var kinds: [String] { all.map(\.kind) }
 

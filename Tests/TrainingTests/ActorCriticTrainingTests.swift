@@ -56,35 +56,6 @@ func heldOutNDCG(data: SyntheticBehavior.Dataset, source: BehaviorFileSource, hi
     return ndcg / Double(data.heldOut.count)
 }
 
-/// Runs `plan` on two in-process replicas through `ThreadCollectives`; nil when both finished.
-func runReplicas(_ replicas: [any TrainableModel], plan: [(TransitionBatch, TransitionBatch?)]) -> [String]? {
-    let rendezvous = Rendezvous(participants: 2)
-    let errors = Box([String]())
-    let done = DispatchSemaphore(value: 0)
-    for rank in 0..<2 {
-        let job = Box((training: replicas[rank], collectives: ThreadCollectives(rank: rank, rendezvous: rendezvous), plan: plan))
-        let thread = Thread {
-            do {
-                for (a, b) in job.value.plan {
-                    let mine = rank == 0 ? a : b
-                    let total = a.count + (b?.count ?? 0)
-                    _ = try job.value.training.trainStep(mine.map { SourcedBatch(.transitions($0), epoch: 1, positions: [:]) },
-                                                         totalSamples: total, contributors: b == nil ? 1 : 2,
-                                                         collectives: job.value.collectives)
-                }
-            } catch {
-                errors.locked { $0.append("rank \(rank): \(error)") }
-            }
-            done.signal()
-        }
-        thread.start()
-    }
-    for _ in 0..<2 where done.wait(timeout: .now() + 300) == .timedOut {
-        return ["a replica did not finish (the other failed or the collectives disagree): \(errors.value)"]
-    }
-    return errors.value.isEmpty ? nil : errors.value
-}
-
 @Suite(.serialized) struct ActorCriticTrainingTests {
     static let kinds = ["ddpg", "bcq"]
 

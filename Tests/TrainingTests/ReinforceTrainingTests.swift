@@ -80,6 +80,35 @@ final class ThreadCollectives: Collectives {
     }
 }
 
+/// Runs `plan` on two in-process replicas through `ThreadCollectives`; nil when both finished.
+func runReplicas(_ replicas: [any TrainableModel], plan: [(TransitionBatch, TransitionBatch?)]) -> [String]? {
+    let rendezvous = Rendezvous(participants: 2)
+    let errors = Box([String]())
+    let done = DispatchSemaphore(value: 0)
+    for rank in 0..<2 {
+        let job = Box((training: replicas[rank], collectives: ThreadCollectives(rank: rank, rendezvous: rendezvous), plan: plan))
+        let thread = Thread {
+            do {
+                for (a, b) in job.value.plan {
+                    let mine = rank == 0 ? a : b
+                    let total = a.count + (b?.count ?? 0)
+                    _ = try job.value.training.trainStep(mine.map { SourcedBatch(.transitions($0), epoch: 1, positions: [:]) },
+                                                         totalSamples: total, contributors: b == nil ? 1 : 2,
+                                                         collectives: job.value.collectives)
+                }
+            } catch {
+                errors.locked { $0.append("rank \(rank): \(error)") }
+            }
+            done.signal()
+        }
+        thread.start()
+    }
+    for _ in 0..<2 where done.wait(timeout: .now() + 300) == .timedOut {
+        return ["a replica did not finish (the other failed or the collectives disagree): \(errors.value)"]
+    }
+    return errors.value.isEmpty ? nil : errors.value
+}
+
 /// A value shared with a thread (the test joins the thread before reading it).
 final class Box<T>: @unchecked Sendable {
     var value: T
@@ -120,7 +149,6 @@ func slice(_ t: TransitionBatch, _ r: Range<Int>) -> TransitionBatch {
     @Test("two replicas training on different halves of each batch through the collectives stay bit-identical (full softmax; crossing into the sampled softmax mid-run)",
           arguments: [false, true])
     func replicasStayBitIdentical(crossIntoSampled: Bool) throws {
-        let rendezvous = Rendezvous(participants: 2)
         var config = smallReinforceConfig()
         if crossIntoSampled { config.fullSoftmaxItems = 60; config.sampledItems = 16 }   // 51 item ids, then 91 from step 3
         let replicas = (0..<2).map { _ in ReinforceTraining(model: ReinforceModel(config: config)) }
@@ -131,31 +159,7 @@ func slice(_ t: TransitionBatch, _ r: Range<Int>) -> TransitionBatch {
             let batch = randomTransitions(24, seed: 100 + UInt64(s), maxItem: s == 3 ? 90 : 50)
             plan.append(s == 5 ? (batch, nil) : (slice(batch, 0..<12), slice(batch, 12..<24)))
         }
-        let errors = Box([String]())
-        let done = DispatchSemaphore(value: 0)
-        for rank in 0..<2 {
-            let job = Box((training: replicas[rank], collectives: ThreadCollectives(rank: rank, rendezvous: rendezvous), plan: plan))
-            let thread = Thread {
-                do {
-                    for (a, b) in job.value.plan {
-                        let mine = rank == 0 ? a : b
-                        let total = a.count + (b?.count ?? 0)
-                        _ = try job.value.training.trainStep(mine.map { SourcedBatch(.transitions($0), epoch: 1, positions: [:]) },
-                                                             totalSamples: total, contributors: b == nil ? 1 : 2,
-                                                             collectives: job.value.collectives)
-                    }
-                } catch {
-                    errors.locked { $0.append("rank \(rank): \(error)") }   // the other rank then waits: timed out below
-                }
-                done.signal()
-            }
-            thread.start()
-        }
-        for _ in 0..<2 where done.wait(timeout: .now() + 300) == .timedOut {
-            Issue.record("a replica did not finish (the other failed or the collectives disagree): \(errors.value)")
-            return
-        }
-        #expect(errors.value.isEmpty, "\(errors.value)")
+        if let errors = runReplicas(replicas, plan: plan) { Issue.record("\(errors)"); return }
         #expect(replicas[0].step == 8 && replicas[1].step == 8)
         #expect(replicas[0].model.itemCount > 64 && replicas[0].model.itemCapacity > 64)
         #expect(replicas[0].model.itemCount == replicas[1].model.itemCount)
