@@ -95,7 +95,7 @@ let package = Package(
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "StreamRecNumerics"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Features", "Checkpoint", "StreamRecNumerics", "TestSupport"]),
         .testTarget(name: "NativeTests", dependencies: ["Cluster", "Streaming", "TestSupport"]),
-        .testTarget(name: "ClusterTests", dependencies: ["TestSupport", "streamrec", "Features", "FeatureStore", "Streaming", "StreamRecNumerics"]),
+        .testTarget(name: "ClusterTests", dependencies: ["TestSupport", "streamrec", "Features", "FeatureStore", "Streaming", "StreamRecNumerics", "TrainerService"]),
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "Features", "Streaming", "TestSupport"]),
         .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "StreamRecNumerics", "TestSupport", "streamrec"]),
         .testTarget(name: "ServingTests", dependencies: [

@@ -70,10 +70,10 @@ EVENTS=$(wc -l < "$DEMO/behavior/user_behavior.csv")
 step "services: serve, 2 featurize --kind behavior workers, mpirun -np 2 train ($MODEL)"
 bg serve "$BIN" serve --checkpoints "$DEMO/checkpoints" --port "$HTTP_PORT" --redis "$REDIS"
 for k in 0 1; do
-  bg "featurize-$k" "$BIN" featurize --kind behavior --shard $k --shards 2 --topic behavior --bootstrap "$BOOTSTRAP" \
+  bg "featurize-$k" "$BIN" featurize --kind behavior --topic behavior --bootstrap "$BOOTSTRAP" \
      --redis "$REDIS" --batch-size 64 --linger-ms 200 --feature-shards 8
 done
-bg train mpirun -np 2 --ompi-server "file:$URI" "$BIN" train --source redis --redis "$REDIS" --config "$CONFIG" \
+bg train "$BIN" supervise -- mpirun -np 2 --ompi-server "file:$URI" "$BIN" train --source redis --redis "$REDIS" --config "$CONFIG" \
    --feature-shards 8 --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every 100 --keep 5 --log-every 100
 
 step "producer: $EVENTS events at $RATE events/s into topic behavior (keyed by user)"
@@ -132,8 +132,8 @@ MSG
   exit 0
 fi
 
-step "stopping the trainer (SIGTERM to rank 0: finish the step, checkpoint, stop)"
-kill -TERM "$(pgrep -P "$(cat "$PIDS/train.pid")" | sort -n | head -1)" 2>/dev/null || true
+step "stopping the trainer (SIGTERM to its supervisor, which stops rank 0: finish the step, checkpoint, stop)"
+kill -TERM "$(cat "$PIDS/train.pid")" 2>/dev/null || true
 for _ in $(seq 1 300); do kill -0 "$(cat "$PIDS/train.pid")" 2>/dev/null || break; sleep 0.1; done
 grep -E '^done|^rank' "$DEMO/train.log" | sed 's/^/  /' || true
 for _ in $(seq 1 50); do [[ "$(served)" == "$(cat "$DEMO/checkpoints/LATEST" 2>/dev/null)" ]] && break; sleep 0.1; done

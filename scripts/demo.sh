@@ -74,11 +74,11 @@ head -n $((ROWS / 5)) "$DEMO/rows.tsv" > "$DEMO/offline.tsv"
 
 step "services: serve, 2 featurize workers, mpirun -np 2 train"
 bg serve "$BIN" serve --checkpoints "$DEMO/checkpoints" --port "$HTTP_PORT"
-for k in 0 1; do
-  bg "featurize-$k" "$BIN" featurize --shard $k --shards 2 --topic criteo --bootstrap "$BOOTSTRAP" \
+for k in 0 1; do   # two workers share the partitions by lease (either takes over if the other dies)
+  bg "featurize-$k" "$BIN" featurize --topic criteo --bootstrap "$BOOTSTRAP" \
      --redis "$REDIS" --stats "$DEMO/features.stats" --batch-size 1000 --linger-ms 300 --feature-shards 8
 done
-bg train mpirun -np 2 --ompi-server "file:$URI" "$BIN" train --source redis --redis "$REDIS" \
+bg train "$BIN" supervise -- mpirun -np 2 --ompi-server "file:$URI" "$BIN" train --source redis --redis "$REDIS" \
    --config configs/widedeep.yaml --preset "$PRESET" --stats "$DEMO/features.stats" --feature-shards 8 \
    --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every "$CKPT_EVERY" --keep 5 --log-every 10 \
    --freshness-log "$DEMO/freshness.jsonl"
@@ -139,8 +139,8 @@ MSG
   exit 0
 fi
 
-step "stopping the trainer (SIGTERM to rank 0: finish the step, checkpoint, stop)"
-kill -TERM "$(pgrep -P "$(cat "$PIDS/train.pid")" | sort -n | head -1)" 2>/dev/null || true
+step "stopping the trainer (SIGTERM to its supervisor, which stops rank 0: finish the step, checkpoint, stop)"
+kill -TERM "$(cat "$PIDS/train.pid")" 2>/dev/null || true
 for _ in $(seq 1 300); do kill -0 "$(cat "$PIDS/train.pid")" 2>/dev/null || break; sleep 0.1; done
 sleep 1.5   # let serve pick up the final version
 grep -E '^done|^rank' "$DEMO/train.log" | sed 's/^/  /' || true

@@ -16,6 +16,8 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_oob_tcp_if_include=lo
 export OMPI_MCA_btl_tcp_if_include=lo
 export OMPI_MCA_btl=self,vader,tcp
+# The multi-host test (network namespaces) must run on this machine kind, never skip silently.
+export STREAMREC_REQUIRE_NETNS="${STREAMREC_REQUIRE_NETNS:-1}"
 # The integration tests run this binary (under mpirun, as services).
 export STREAMREC_BIN="${STREAMREC_BIN:-$(swift build -c release --show-bin-path)/streamrec}"
 

@@ -9,8 +9,14 @@ struct Featurize: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Feature worker: Kafka partitions → parsed, normalised, id-encoded batches → Redis feature streams.",
         discussion: """
-        Owns the partitions p ≡ SHARD (mod SHARDS) of --topic by explicit assignment and resumes \
-        each from its progress in Redis (sr:progress:TOPIC:P), not from Kafka committed offsets. \
+        Joins the workers of --topic and takes a fair share of its partitions by lease in Redis \
+        (sr:lease:TOPIC:P, renewed every second): when a worker stops renewing (killed, paused, cut \
+        off), the others take its partitions over after --lease-seconds; when one joins or leaves, \
+        the partitions are rebalanced. Every commit carries the lease's fencing token, so a worker \
+        that lost a lease never commits that partition again. With --shard K --shards N the worker \
+        owns the fixed set p ≡ K (mod N) instead (still by lease: a second worker with the same \
+        --shard stands by). Each partition resumes from its progress in Redis \
+        (sr:progress:TOPIC:P), not from Kafka committed offsets. \
         Rows are parsed and validated (bad rows → the sr:deadletter stream with a reason), dense \
         fields min/max-normalised and categories mapped to ids with the shared dictionary \
         (snapshot from --stats, online growth in Redis), and packed into batches of --batch-size \
@@ -33,11 +39,14 @@ struct Featurize: ParsableCommand {
     @OptionGroup(title: "Behaviour events (--kind behavior)")
     var behavior: BehaviorOptions
 
-    @Option(help: "This worker's shard k (0 ≤ k < --shards): it owns partitions p ≡ k (mod K).")
-    var shard: Int = 0
+    @Option(help: "Fixed assignment: this worker's shard k (0 ≤ k < --shards) owns partitions p ≡ k (mod K). Without --shard/--shards the worker takes a fair share by lease (the default).")
+    var shard: Int?
 
-    @Option(help: "Number of featurize workers K sharing the topic.")
-    var shards: Int = 1
+    @Option(help: "Fixed assignment: the number of shards K (with --shard).")
+    var shards: Int?
+
+    @Option(help: "Lease time in seconds: a worker that has not renewed its leases for this long loses its partitions to the others (renewed every second). Default 5.")
+    var leaseSeconds: Double = 5
 
     @Option(help: "Kafka topic (one row or event per message). Default: the kind's name (criteo, behavior).")
     var topic: String?
@@ -90,7 +99,13 @@ struct Featurize: ParsableCommand {
     var onOffsetReset: String = OffsetResetPolicy.stop.rawValue
 
     func validate() throws {
-        guard shards > 0, shard >= 0, shard < shards else { throw ValidationError("need 0 ≤ --shard < --shards") }
+        if shard != nil || shards != nil {
+            guard let shard, let shards else { throw ValidationError("--shard and --shards go together (fixed assignment); give both, or neither to share the partitions by lease") }
+            guard shards > 0, shard >= 0, shard < shards else { throw ValidationError("need 0 ≤ --shard < --shards") }
+        }
+        guard leaseSeconds >= 2, leaseSeconds <= 600 else {
+            throw ValidationError("--lease-seconds must be in 2…600 (leases are renewed every second), got \(leaseSeconds)")
+        }
         guard OffsetResetPolicy(rawValue: onOffsetReset) != nil else {
             throw ValidationError("--on-offset-reset must be one of \(OffsetResetPolicy.allCases.map(\.rawValue).joined(separator: ", ")), got '\(onOffsetReset)'")
         }
@@ -132,11 +147,19 @@ struct Featurize: ParsableCommand {
         let kafkaSettings = try kafka.resolve(settingsFile, role: .consumer)
         // Which broker and store a worker uses, and why: a default it fell back to is otherwise
         // only visible as an outage.
-        FileHandle.standardError.write(Data("featurize[\(shard)/\(shards)] Kafka \(kafkaSettings.bootstrap); Redis \(redis.address), prefix \(redis.prefix.value)\n".utf8))
+        let who = shard.map { "\($0)/\(shards ?? 1)" } ?? "\(ProcessInfo.processInfo.processIdentifier)"
+        FileHandle.standardError.write(Data("featurize[\(who)] Kafka \(kafkaSettings.bootstrap); Redis \(redis.address), prefix \(redis.prefix.value)\n".utf8))
         var config = kafkaSettings.config
-        if config["client.id"] == nil { config["client.id"] = "streamrec-featurize-\(shard)" }
-        var options = FeaturizeOptions(shard: shard, shards: shards, topic: topic ?? file.topic ?? kind.defaultTopic, kafka: config,
-                                       redisAddress: redis.address.value, workerId: workerId)
+        if config["client.id"] == nil { config["client.id"] = "streamrec-featurize-\(shard.map(String.init) ?? "\(ProcessInfo.processInfo.processIdentifier)")" }
+        let topicName = topic ?? file.topic ?? kind.defaultTopic
+        var options: FeaturizeOptions
+        if let shard, let shards {
+            options = FeaturizeOptions(shard: shard, shards: shards, topic: topicName, kafka: config, redisAddress: redis.address.value, workerId: workerId)
+            options.assignment = .fixed
+        } else {
+            options = .leased(topic: topicName, kafka: config, redisAddress: redis.address.value, workerId: workerId)
+        }
+        options.leaseTime = .milliseconds(Int64(leaseSeconds * 1000))
         options.prefix = redis.prefix.value
         options.batchSize = batchSize
         options.linger = .milliseconds(lingerMs ?? file.lingerMs ?? 200)

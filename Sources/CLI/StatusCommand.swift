@@ -58,6 +58,7 @@ struct Status: ParsableCommand {
                     byPartition[p] = entry
                 }
                 status.partitions = status.partitions.filter { $0.topic != topic } + byPartition.values.sorted { $0.partition < $1.partition }
+                try store.fillOwners(&status)
             } catch {
                 kafkaNote = "Kafka at \(bootstrap) not reachable: \(error)"
             }
@@ -78,7 +79,13 @@ struct Status: ParsableCommand {
             if let l = p.lowWatermark, l > p.progress { line += "  ! RETENTION GAP: earliest retained \(l)" }
             if let h = p.highWatermark, h < p.progress { line += "  ! OFFSET RESET: progress beyond the broker's high watermark" }
             if p.lostUpstream > 0 { line += "  LOST UPSTREAM \(p.lostUpstream)" }
+            line += p.owner.map { "  owner \($0) (lease token \(p.leaseToken ?? 0))" } ?? "  ! NO OWNER"
             print(line)
+        }
+        let unowned = status.partitions.filter { $0.owner == nil }
+        if !unowned.isEmpty {
+            print("  ! \(unowned.count) partition(s) without an owner: no live featurize worker holds their lease — start one "
+                  + "(`streamrec featurize`); a running worker takes them within a second of their lease expiring")
         }
         print("feature shards (\(status.shards.count)):")
         for s in status.shards {
@@ -98,10 +105,16 @@ struct Status: ParsableCommand {
                   + "batches trained \(b.batchesTrained)")
             print(Popular.describe(b.popular, indent: "  "))
         }
-        print("workers (\(status.workers.count)):")
+        let dead = status.workers.filter(\.dead)
+        print("workers (\(status.workers.count)\(dead.isEmpty ? "" : ", \(dead.count) DEAD")):")
         for w in status.workers {
-            let keys = ["shard", "shards", "partitions", "rows", "batches", "dead_letters", "paused"]
-            print(String(format: "  %@  heartbeat %.1f s ago  ", w.id, w.heartbeatAgeSeconds) + keys.compactMap { k in w.info[k].map { "\(k) \($0)" } }.joined(separator: "  "))
+            let keys = ["assignment", "shard", "shards", "partitions", "rows", "batches", "dead_letters", "paused"]
+            var line = String(format: "  %@  heartbeat %.1f s ago  ", w.id, w.heartbeatAgeSeconds) + keys.compactMap { k in w.info[k].map { "\(k) \($0)" } }.joined(separator: "  ")
+            if w.dead {
+                line += String(format: "  ! DEAD: no heartbeat within its lease (%.0f s); killed, paused or cut off — its partitions go to the live workers",
+                               (Double(w.info["lease_ms"] ?? "") ?? 5000) / 1000)
+            }
+            print(line)
         }
     }
 }

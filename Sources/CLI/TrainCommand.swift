@@ -49,6 +49,8 @@ struct Train: ParsableCommand {
     @Option(help: "Override train.min_frequency for the statistics pass.") var minFrequency: Int?
     @Option(help: "Stop once no data has arrived for this many seconds.") var untilIdle: Double?
     @Flag(help: "Run as MPI ranks even if mpirun's environment is not detected.") var mpi = false
+    @Option(help: "--source redis: a rank waiting this many seconds in a collective (a peer's host lost or cut off) ends itself, so mpirun ends the job and `streamrec supervise` restarts it. 0 = wait forever.")
+    var peerTimeout: Double = 60
     @OptionGroup(title: "Redis (--source redis)") var store: RedisOptions
     @Option(help: "Feature shards (streams) in the store; must match the featurize workers.") var featureShards: Int = 8
     @Flag(help: "Join a running job (launch with its own `mpirun -np 1 --ompi-server file:URI`).") var join = false
@@ -61,6 +63,8 @@ struct Train: ParsableCommand {
         if source == .file && data == nil && !join { throw ValidationError("--source file needs --data FILE") }
         if join && source != .redis { throw ValidationError("--join works with --source redis") }
         if featureShards < 1 { throw ValidationError("--feature-shards must be at least 1") }
+        if !(peerTimeout >= 0) { throw ValidationError("--peer-timeout must be ≥ 0 seconds (0 = wait forever)") }
+        if peerTimeout > 0 && peerTimeout < 5 { throw ValidationError("--peer-timeout below 5 s would end healthy jobs during a slow step; use ≥ 5 (or 0 = off)") }
     }
 
     var runsUnderMPI: Bool { mpi || source == .redis || ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil }
@@ -244,6 +248,7 @@ extension Train {
         options.prefix = redis.prefix.value
         options.shardCount = featureShards
         options.untilIdle = untilIdle
+        options.peerTimeout = peerTimeout > 0 ? .milliseconds(Int64(peerTimeout * 1000)) : nil
         options.resume = !fresh
         options.freshnessLog = freshnessLog.map { URL(fileURLWithPath: $0) }
         let trainer: OnlineTrainer

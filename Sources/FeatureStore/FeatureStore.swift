@@ -22,6 +22,9 @@ public enum FeatureStoreError: Error, Sendable, Equatable, CustomStringConvertib
     case dictionaryInconsistent(String)
     /// A reply had an unexpected shape.
     case unexpectedReply(String)
+    /// The unit's lease token is no longer the partition's (the lease expired or another worker
+    /// took the partition): nothing was written. `owner` is the current holder, if any.
+    case fenced(topic: String, partition: Int32, token: Int64, owner: String?)
 
     public var description: String {
         switch self {
@@ -31,6 +34,9 @@ public enum FeatureStoreError: Error, Sendable, Equatable, CustomStringConvertib
         case let .snapshotMismatch(m): m
         case let .dictionaryInconsistent(m): "feature dictionary inconsistent: \(m)"
         case let .unexpectedReply(m): "unexpected Redis reply: \(m)"
+        case let .fenced(t, p, token, owner):
+            "commit of \(t)/\(p) fenced: lease token \(token) is no longer valid (partition now "
+                + (owner.map { "held by \($0)" } ?? "without an owner") + "); nothing was written"
         }
     }
 }
@@ -59,6 +65,10 @@ public struct CommitUnit: Sendable {
     public var deadLetters: [DeadLetter]
     public var lostRows: Int64
     public var worker: String
+    /// The fencing token of the worker's lease on the partition (`PartitionLeases`): the commit
+    /// script writes nothing unless the lease still holds this token. nil = unfenced (tools and
+    /// tests that own the store alone; feature workers always set it).
+    public var leaseToken: Int64? = nil
     /// The featurizer's state changes (behaviour user states, popular counts, watermarks),
     /// written in the same script as the batch and the progress.
     public var stateWrites: [StateWrite]
@@ -150,15 +160,21 @@ public final class FeatureStore: @unchecked Sendable {
 
     // MARK: Commit
 
-    // ARGV: 1 firstOffset, 2 new progress, 3 batch bytes ('' = none), 4 rows, 5 lost rows, 6 lost
-    // field, 7 topic, 8 partition, 9 worker, 10 dead-letter MAXLEN, 11 dead letters D, then D × (raw,
-    // offset, reason, detail), then state writes: op, key, m, m args (see `StateWrite`).
+    // KEYS: 1 progress, 2 feature stream, 3 appended, 4 rows, 5 dead letters, 6 dead-letter counts,
+    // 7 lost, 8 the partition's lease. ARGV: 1 firstOffset, 2 new progress, 3 batch bytes ('' =
+    // none), 4 rows, 5 lost rows, 6 lost field, 7 topic, 8 partition, 9 worker, 10 dead-letter
+    // MAXLEN, 11 dead letters D, 12 lease token ('' = unfenced), then D × (raw, offset, reason,
+    // detail), then state writes: op, key, m, m args (see `StateWrite`). The fence is checked
+    // before anything else: a worker that lost its lease writes nothing, whatever it holds.
     static let commitScript = LuaScript("""
+    if ARGV[12] ~= '' and redis.call('HGET', KEYS[8], 'token') ~= ARGV[12] then
+      return redis.error_reply('FENCED ' .. (redis.call('HGET', KEYS[8], 'owner') or ''))
+    end
     local progress = tonumber(redis.call('GET', KEYS[1]) or '0')
     local first = tonumber(ARGV[1])
     if progress > first then return {0, progress} end
     if progress < first then return redis.error_reply('GAP ' .. progress) end
-    local last = 12 + 4 * tonumber(ARGV[11])
+    local last = 13 + 4 * tonumber(ARGV[11])
     -- Check every state write before writing anything: Redis does not roll a script back.
     local i = last
     while i <= #ARGV do
@@ -170,7 +186,7 @@ public final class FeatureStore: @unchecked Sendable {
       end
       i = i + 3 + m
     end
-    i = 12
+    i = 13
     while i < last do
       redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*', 'raw', ARGV[i], 'topic', ARGV[7], 'partition', ARGV[8],
                  'offset', ARGV[i+1], 'reason', ARGV[i+2], 'detail', ARGV[i+3], 'worker', ARGV[9])
@@ -212,11 +228,12 @@ public final class FeatureStore: @unchecked Sendable {
     public func commit(_ unit: CommitUnit) throws -> CommitOutcome {
         let keys = [layout.progress(topic: unit.topic, partition: unit.partition), layout.featureStream(unit.shard),
                     layout.appended(unit.shard), layout.rows(unit.shard), layout.deadLetters,
-                    layout.deadLetterCount, layout.lost].map { Array($0.utf8) }
+                    layout.deadLetterCount, layout.lost, layout.lease(topic: unit.topic, partition: unit.partition)].map { Array($0.utf8) }
         var args: [[UInt8]] = [
             s("\(unit.firstOffset)"), s("\(unit.lastOffset + 1)"), unit.encodedBatch ?? [], s("\(unit.rows)"),
             s("\(unit.lostRows)"), s(FeatureStoreLayout.lostField(topic: unit.topic, partition: unit.partition)),
             s(unit.topic), s("\(unit.partition)"), s(unit.worker), s("\(deadLetterMaxLength)"), s("\(unit.deadLetters.count)"),
+            s(unit.leaseToken.map { "\($0)" } ?? ""),
         ]
         args.reserveCapacity(args.count + 4 * unit.deadLetters.count + unit.stateWrites.reduce(0) { $0 + 3 + $1.args.count })
         for d in unit.deadLetters {
@@ -239,6 +256,12 @@ public final class FeatureStore: @unchecked Sendable {
             let progress = Int64(message.split(separator: " ").last.map(String.init) ?? "") ?? -1
             throw FeatureStoreError.gap(topic: unit.topic, partition: unit.partition, progress: progress,
                                         firstOffset: unit.firstOffset)
+        }
+        if case .failure(let error) = result, case .server(let message) = error, let at = message.range(of: "FENCED") {
+            // Redis may put script context around the error text: take what follows the marker.
+            let owner = message[at.upperBound...].split(separator: " ").first.map(String.init) ?? ""
+            throw FeatureStoreError.fenced(topic: unit.topic, partition: unit.partition, token: unit.leaseToken ?? -1,
+                                           owner: owner.isEmpty ? nil : owner)
         }
         let reply = try result.get()
         guard let e = reply.elements, e.count == 2, let flag = e[0].integer else {

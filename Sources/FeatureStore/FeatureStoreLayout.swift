@@ -26,7 +26,10 @@ import Features
 // | sr:dict:{field}                  | hash   | snapshot load, grow script | category bytes → id, field 0..<26 |
 // | sr:dict:pending:{field}          | hash   | grow script                | every category counted online → its count while below min_frequency, then -id (so one HMGET tells new / pending / assigned) |
 // | sr:dict:log                      | stream | grow script                | one entry per ONLINE id assignment: f (field), c (category bytes), i (id); in id order |
-// | sr:workers                       | hash   | featurize (every second)   | worker id → JSON heartbeat {worker, shard, shards, topic, partitions, rows, batches, dead_letters, lost, paused, last_seen_ms} |
+// | sr:workers                       | hash   | featurize (every second)   | worker id → JSON heartbeat {worker, assignment, shard, shards, topic, partitions, rows, batches, dead_letters, lost, paused, lease_ms, pid, last_seen_ms} |
+// | sr:lease:{topic}:{p}             | hash   | featurize (lease scripts)  | the partition's lease: owner (worker id), token (fencing token); PEXPIREs after the lease time unless renewed. The commit script writes nothing unless `token` is the unit's token |
+// | sr:lease:seq                     | string | featurize (acquire script) | the last fencing token handed out (INCR: every acquisition gets a larger one) |
+// | sr:members:{topic}               | zset   | featurize (heartbeat script) | live workers of the topic → when their membership expires (Redis TIME, ms); the partitions are shared out among them |
 //
 // Behaviour keys (`featurize --kind behavior`, issue 10). The feature streams and their counters
 // above exist a second time under `sr:rl:` (sr:rl:fs:{s}, sr:rl:appended:{s}, sr:rl:rows:{s},
@@ -100,6 +103,10 @@ public struct FeatureStoreLayout: Sendable, Equatable {
     public func dictPending(field: Int) -> String { "\(prefix):dict:pending:\(field)" }
     public var dictLog: String { "\(prefix):dict:log" }
     public var workers: String { "\(prefix):workers" }
+    public func lease(topic: String, partition: Int32) -> String { "\(prefix):lease:\(topic):\(partition)" }
+    public var leasePattern: String { "\(prefix):lease:*" }
+    public var leaseSequence: String { "\(prefix):lease:seq" }
+    public func members(topic: String) -> String { "\(prefix):members:\(topic)" }
 
     // Behaviour events (featurize --kind behavior); see "Behaviour keys" above.
     /// The namespace of an online id dictionary for users or items (`{ns}:dict:0`, `{ns}:dict:next_id`, …).

@@ -13,6 +13,10 @@ public struct FeatureStoreStatus: Sendable, Codable, Equatable {
         public var lowWatermark: Int64?
         public var lag: Int64?
         public var lostUpstream: Int64
+        /// The worker holding the partition's lease and its fencing token; nil = NO OWNER (no
+        /// worker has it: every worker is gone, or none has taken it over yet).
+        public var owner: String? = nil
+        public var leaseToken: Int64? = nil
         public init(topic: String, partition: Int32, progress: Int64, highWatermark: Int64? = nil,
                     lowWatermark: Int64? = nil, lag: Int64? = nil, lostUpstream: Int64 = 0) {
             self.topic = topic; self.partition = partition; self.progress = progress
@@ -33,6 +37,9 @@ public struct FeatureStoreStatus: Sendable, Codable, Equatable {
         public var id: String
         public var heartbeatAgeSeconds: Double
         public var info: [String: String]
+        /// No heartbeat within its lease time (`lease_ms` in its heartbeat, else 5 s): killed,
+        /// paused or cut off. Its partitions are taken over by the others once its leases expire.
+        public var dead: Bool = false
     }
     public var prefix: String
     public var partitions: [Partition]
@@ -110,7 +117,8 @@ extension FeatureStore {
                 for (k, v) in obj { info[k] = "\(v)" }
                 if let seen = obj["last_seen_ms"] as? NSNumber { age = (nowMs - seen.doubleValue) / 1000 }
             }
-            workers.append(.init(id: id, heartbeatAgeSeconds: age, info: info))
+            let leaseSeconds = (Double(info["lease_ms"] ?? "") ?? 5000) / 1000
+            workers.append(.init(id: id, heartbeatAgeSeconds: age, info: info, dead: age < 0 || age > leaseSeconds))
         }
         workers.sort { $0.id < $1.id }
         let resetsDetected = try hash(layout.offsetResetsDetected).mapValues { Int64($0) ?? 0 }
@@ -126,7 +134,19 @@ extension FeatureStore {
                                   pendingCategories: pendingCats,
                                   forgottenCounts: Int64(meta["forgotten_counts"] ?? "") ?? 0, workers: workers)
         if behavior.events > 0 || behavior.usersWithState > 0 || behavior.batchesAppended > 0 { status.behavior = behavior }
+        try fillOwners(&status)
         return status
+    }
+
+    /// Sets each partition's lease holder (`owner`, `leaseToken`); nil where no lease exists.
+    public func fillOwners(_ status: inout FeatureStoreStatus) throws {
+        for topic in Set(status.partitions.map(\.topic)) {
+            let holders = try leaseHolders(topic: topic, partitions: status.partitions.filter { $0.topic == topic }.map(\.partition))
+            for i in status.partitions.indices where status.partitions[i].topic == topic {
+                status.partitions[i].owner = holders[status.partitions[i].partition]?.owner
+                status.partitions[i].leaseToken = holders[status.partitions[i].partition]?.token
+            }
+        }
     }
 
     /// Keys matching `pattern` (SCAN).

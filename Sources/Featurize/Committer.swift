@@ -126,6 +126,9 @@ class BackgroundLoop: @unchecked Sendable {
 struct CommitterReport {
     var rows: Int64, batches: Int64, deadLetters: Int64, duplicates: Int64
     var gaps: [(partition: Int32, progress: Int64)]
+    /// Units refused by the fence since the last report: their partition's lease was lost.
+    var fenced: [(partition: Int32, token: Int64)]
+    var fencedUnits: Int64
     var newIds: Bool
     /// Unknown-category occurrences counted, and the (deduplicated) entries sent to Redis for them.
     var growthOccurrences: Int64
@@ -155,6 +158,8 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
     private(set) var commitSeconds: Double = 0
     private(set) var enqueueWaitSeconds: Double = 0
     private var gaps: [(partition: Int32, progress: Int64)] = []
+    private var fenced: [(partition: Int32, token: Int64)] = []
+    private var fencedUnits: Int64 = 0
     private var newIds = false
     private var lastCommitAt: ContinuousClock.Instant? = nil
     private var abandoned = false
@@ -210,10 +215,11 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
         if try grower.takeNewIds() { newIds = true }
         let growth = grower.totals
         let r = CommitterReport(rows: rows, batches: batches, deadLetters: deadLetters, duplicates: duplicates,
-                                gaps: gaps, newIds: newIds, growthOccurrences: growth.occurrences, growthEntries: growth.entriesSent,
+                                gaps: gaps, fenced: fenced, fencedUnits: fencedUnits, newIds: newIds, growthOccurrences: growth.occurrences, growthEntries: growth.entriesSent,
                                 inFlight: queue.count,
                                 commitSeconds: commitSeconds, enqueueWaitSeconds: enqueueWaitSeconds)
         gaps.removeAll()
+        fenced.removeAll()
         newIds = false
         return r
     }
@@ -248,6 +254,18 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
             say("commit gap on \(u.topic)/\(p): Redis progress is \(progress) but the unit starts at \(u.firstOffset) "
                 + "(Redis lost recent writes?); rewinding the partition to \(progress) and re-reading")
             condition.lock(); gaps.append((p, progress)); condition.unlock()
+            return
+        } catch FeatureStoreError.fenced(_, let p, let token, let owner) {
+            // The lease was lost (this worker paused or cut off past the lease time): the unit is
+            // NOT written; the partition's new owner reads these offsets again. Said once per lease.
+            condition.lock()
+            let first = !fenced.contains { $0.partition == p && $0.token == token }
+            fenced.append((p, token)); fencedUnits += 1
+            condition.unlock()
+            if first {
+                say("FENCED: unit \(u.topic)/\(p) [\(u.firstOffset), \(u.lastOffset)] not committed — lease token \(token) is no longer "
+                    + "valid (partition now \(owner.map { "held by \($0)" } ?? "without an owner")); the new owner re-reads these offsets")
+            }
             return
         }
         guard let outcome else {

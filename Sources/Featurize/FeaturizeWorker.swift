@@ -3,8 +3,12 @@
 // `BehaviorFeaturizer` for behaviour events); `FeaturizeWorker` is the Criteo engine.
 //
 // Purpose and limits
-//   * Owns the partitions p ≡ shard (mod shards) of one topic by explicit assignment and resumes
-//     each from its progress in Redis (never from Kafka committed offsets).
+//   * Owns partitions of one topic by lease (`PartitionLeases`): by default a fair share of them,
+//     rebalanced as workers come and go (a dead worker's partitions are taken over once its
+//     leases expire); with `--shard k --shards K` the fixed set p ≡ k (mod K), waiting as a
+//     standby while another worker holds them. Each partition resumes from its progress in Redis
+//     (never from Kafka committed offsets); every commit carries the lease's fencing token, so a
+//     worker that lost a lease commits nothing more of that partition.
 //   * Per partition it builds one commit unit at a time: up to B valid rows (encoded with the
 //     local dictionary cache), the dead letters of the rows refused in between, and rows lost
 //     upstream. A unit is committed when it holds B rows, or `linger` after it started (freshness),
@@ -26,6 +30,18 @@ import Streaming
 import Synchronization
 
 public struct FeaturizeOptions: Sendable {
+    /// How the worker finds its partitions.
+    public enum Assignment: String, Sendable {
+        /// A fair share of the topic's partitions among the live workers, by lease (the default).
+        case lease
+        /// The fixed set p ≡ shard (mod shards), still by lease (a second worker with the same
+        /// shard waits as a standby instead of committing over the first).
+        case fixed
+    }
+    public var assignment: Assignment = .fixed
+    /// How long a lease lasts without renewal (renewed every second): a worker that stops
+    /// renewing loses its partitions this long after its last heartbeat.
+    public var leaseTime: Duration = .seconds(5)
     public var shard: Int
     public var shards: Int
     public var topic: String
@@ -58,6 +74,14 @@ public struct FeaturizeOptions: Sendable {
         self.shard = shard; self.shards = shards; self.topic = topic; self.kafka = kafka; self.redisAddress = redisAddress
         let host = ProcessInfo.processInfo.hostName
         self.workerId = workerId ?? "featurize-\(shard)of\(shards)@\(host):\(ProcessInfo.processInfo.processIdentifier)"
+    }
+
+    /// A worker that takes a fair share of the partitions by lease (`Assignment.lease`).
+    public static func leased(topic: String, kafka: KafkaConfig, redisAddress: String, workerId: String? = nil) -> FeaturizeOptions {
+        let id = workerId ?? "featurize@\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
+        var o = FeaturizeOptions(shard: 0, shards: 1, topic: topic, kafka: kafka, redisAddress: redisAddress, workerId: id)
+        o.assignment = .lease
+        return o
     }
 }
 
@@ -120,6 +144,12 @@ public struct FeaturizeSummary: Sendable, Codable, Equatable {
     /// Partitions whose progress was moved back to the broker's earliest offset (offset reset).
     public var offsetResets: Int64 = 0
     public var duplicateUnits: Int64 = 0
+    /// Leases taken (at start and by takeover), lost (expired or taken while this worker did not
+    /// renew) and given back to rebalance; units refused by the fence (their lease was lost).
+    public var leasesAcquired: Int64 = 0
+    public var leasesLost: Int64 = 0
+    public var leasesReleased: Int64 = 0
+    public var fencedUnits: Int64 = 0
     public var onlineIdsLearnt: Int64 = 0
     /// Occurrences of categories missing from the cache, and the entries sent to Redis to count
     /// them (occurrences merged per category over each growth interval).
@@ -163,6 +193,8 @@ public struct FeaturizeSummary: Sendable, Codable, Equatable {
 final class PartitionState<Unit: AnyObject> {
     let partition: Int32
     let shard: Int
+    /// The fencing token of this worker's lease on the partition (nil in raw mode: no Redis).
+    let leaseToken: Int64?
     var tracker: OffsetTracker
     let batchSize: Int
     let unit: Unit
@@ -178,9 +210,10 @@ final class PartitionState<Unit: AnyObject> {
     /// thread; the partition's messages are ignored until it is resolved.
     var resetSeenAt: Int64? = nil
 
-    init(partition: Int32, shard: Int, next: Int64, batchSize: Int, unit: Unit) {
+    init(partition: Int32, shard: Int, next: Int64, batchSize: Int, unit: Unit, leaseToken: Int64?) {
         self.partition = partition
         self.shard = shard
+        self.leaseToken = leaseToken
         self.tracker = OffsetTracker(next: next)
         self.batchSize = batchSize
         self.unit = unit
@@ -239,6 +272,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         stateByPartition = index
         unitByPartition = index.map { $0?.unit }
         threadOfPartition = thread
+        summary.partitions = states.keys.sorted()
     }
     var summary: FeaturizeSummary
     /// One per handling thread; thread t handles the partitions with threadOfPartition[p] == t.
@@ -263,6 +297,10 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     var failure: Error? = nil
     /// "Stopping while Redis is unavailable" is said once, by whichever thread gives up first.
     let stopNotice = OneTimeNotice()
+    /// Partitions of the topic (known once the broker answered).
+    var partitionCount = 0
+    /// Fixed-mode partitions another worker holds, already reported (said once each).
+    var standbyReported: Set<Int32> = []
 
     public init(options: FeaturizeOptions, featurizer: F,
                 shouldStop: (@Sendable () -> Bool)? = nil,
@@ -284,7 +322,10 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
 
     var stopping: Bool { stopFlag.load(ordering: .relaxed) || (shouldStop?() ?? false) }
 
-    func say(_ message: String) { log("featurize[\(options.shard)/\(options.shards)] \(message)") }
+    func say(_ message: String) {
+        let who = options.assignment == .fixed || options.raw ? "\(options.shard)/\(options.shards)" : "\(ProcessInfo.processInfo.processIdentifier)"
+        log("featurize[\(who)] \(message)")
+    }
 
     /// Where this kind's batches and counters live.
     var layout: FeatureStoreLayout { FeatureStoreLayout(prefix: options.prefix, streams: F.batchKind) }
@@ -337,62 +378,32 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                 sleepUnlessStopping(delay); delay = min(delay * 2, 5)
             }
         }
-        let owned = (0..<Int32(partitionCount)).filter { Int($0) % options.shards == options.shard }
-        summary.partitions = owned
-        if owned.isEmpty {
-            say("topic \(options.topic) has \(partitionCount) partitions; none is ≡ \(options.shard) mod \(options.shards): nothing to do")
-        }
-
-        if !options.raw {
+        self.partitionCount = partitionCount
+        if options.raw {
+            // No Redis in raw mode: the fixed share, no leases.
+            let owned = fixedPartitions
+            if owned.isEmpty { say("topic \(options.topic) has \(partitionCount) partitions; none is ≡ \(options.shard) mod \(options.shards): nothing to do") }
+            guard try adopt(owned.map { PartitionLease(partition: $0, token: -1) }) else { return finish(start) }
+        } else {
             guard let line = try withRedis("start of the \(F.inputName) featurizer", { try featurizer.start(store) }) else { return finish(start) }
             say(line)
-        }
-        for p in owned {
-            var next: Int64 = 0
-            if !options.raw {
-                guard let n = try withRedis("reading progress", { try store.readProgress(topic: options.topic, partition: p) }) else { return finish(start) }
-                next = n
+            committer = Committer(address: options.redisAddress, layout: layout, capacity: 4, growthInterval: options.growthInterval,
+                                  maxPendingPerField: options.maxPendingCategories,
+                                  say: { [unowned self] in say($0) }, stopping: { [unowned self] in stopping }, stopNotice: stopNotice)
+            switch options.assignment {
+            case .lease:
+                say("joins the workers of \(options.topic) (\(partitionCount) partitions) by lease (\(Int(seconds(options.leaseTime))) s); "
+                    + "takes a fair share and rebalances as workers come and go")
+            case .fixed:
+                if fixedPartitions.isEmpty { say("topic \(options.topic) has \(partitionCount) partitions; none is ≡ \(options.shard) mod \(options.shards): nothing to do") }
             }
-            let st = PartitionState(partition: p, shard: FeatureStoreLayout.shard(partition: p, shards: options.featureShards),
-                                    next: next, batchSize: options.batchSize,
-                                    unit: featurizer.makePartition(p, batchSize: options.batchSize))
-            if !options.raw {
-                guard try withRedis("loading partition state", { try featurizer.load(st.unit, topic: options.topic, partition: p, from: store) }) != nil else { return finish(start) }
-            }
-            states[p] = st
-        }
-        // Offset resets first (progress beyond the high watermark), then retention gaps (below the
-        // low watermark). Only a watermark the broker reports decides; an unanswered query leaves
-        // the partition to the check on its first delivered message (`resetSeenAt`).
-        var resets: [OffsetResetFinding] = []
-        for p in owned {
-            let st = states[p]!
-            guard let w = queryWatermarks(p, timeout: .seconds(5)) else {
-                if stopping { return finish(start) }
-                continue
-            }
-            if !options.raw && st.tracker.next > w.high {
-                resets.append(OffsetResetFinding(topic: options.topic, partition: p, progress: st.tracker.next, watermarks: w))
-            } else {
-                noteRetention(st, low: w.low)
-            }
-        }
-        if !resets.isEmpty {
-            guard try handleOffsetResets(resets) else {
+            guard try rebalance() else {
                 let summary = finish(start)
                 if let failure { throw failure }
                 return summary
             }
         }
-        try assignAll()
-        if !options.raw {
-            committer = Committer(address: options.redisAddress, layout: layout, capacity: 4, growthInterval: options.growthInterval,
-                                  maxPendingPerField: options.maxPendingCategories,
-                                  say: { [unowned self] in say($0) }, stopping: { [unowned self] in stopping }, stopNotice: stopNotice)
-        }
-        say("owns partitions \(owned.map(String.init).joined(separator: ",")) of \(options.topic) "
-            + "(resuming at \(owned.map { "\($0)@\(states[$0]!.tracker.next)" }.joined(separator: " ")))"
-            + (options.raw ? " — RAW mode: consume and count only" : " → feature shards \(Set(states.values.map(\.shard)).sorted())"))
+        if !consumerAssigned { try assignAll() }
 
         let loopStart = ContinuousClock.now
         var lastHeartbeat = ContinuousClock.now - .seconds(10)
@@ -404,9 +415,8 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         var paused = false
         var lastPollEmpty = true
         var pauseStarted = ContinuousClock.now
-        let targetShards = Set(states.values.map(\.shard)).sorted()
-
         while !stopping && failure == nil {
+            let targetShards = Set(states.values.map(\.shard)).sorted()
             let now = ContinuousClock.now
             noteWakeOutcome()
             if !options.raw {
@@ -414,6 +424,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                 if now - lastHeartbeat >= .seconds(1) {
                     lastHeartbeat = now
                     if try withRedis("heartbeat", { try heartbeat(paused: paused) }) == nil { break }
+                    guard try rebalance() else { break }
                 }
                 if now - lastPressureCheck >= .milliseconds(100) {
                     lastPressureCheck = now
@@ -516,7 +527,16 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
             try flushAll(force: true)
             try committer?.close()
             if let committer { applyTotals(try committer.report()) }
-            if !link.gaveUp { _ = try? withRedisOnce { try store.removeWorker(options.workerId) } }
+            if !link.gaveUp {
+                // Give the partitions back at once: the others take them at their next heartbeat
+                // instead of waiting for the leases to expire.
+                let held = heldLeases
+                _ = try? withRedisOnce {
+                    try store.releaseLeases(topic: options.topic, worker: options.workerId, held: held, leaveGroup: true)
+                    try store.removeWorker(options.workerId)
+                }
+                if !held.isEmpty { say("released partitions \(held.map { String($0.partition) }.joined(separator: ",")) (stopping)") }
+            }
         }
         let summary = finish(start)
         if let failure { throw failure }
@@ -703,7 +723,8 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
 
     func heartbeat(paused: Bool) throws {
         try store.heartbeat(worker: options.workerId, info: [
-            "kind": F.inputName, "shard": options.shard, "shards": options.shards, "topic": options.topic,
+            "kind": F.inputName, "assignment": options.assignment.rawValue, "lease_ms": Int64(seconds(options.leaseTime) * 1000),
+            "shard": options.shard, "shards": options.shards, "topic": options.topic,
             "partitions": summary.partitions.map { Int($0) }, "rows": summary.rows, "batches": summary.batches,
             "dead_letters": summary.deadLetters, "lost": summary.lostUpstream, "paused": paused,
             "pid": Int(ProcessInfo.processInfo.processIdentifier),
@@ -817,9 +838,10 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         let source = FeatureBatchSource(topic: options.topic, partition: st.partition, firstOffset: st.unitFirst,
                                         lastOffset: last, rejectedRows: st.deadLetters.count, producedAtMs: st.producedAtMs)
         let sealed = featurizer.seal(st.unit, source: source, topic: options.topic, partition: st.partition)
-        let unit = CommitUnit(topic: options.topic, partition: st.partition, firstOffset: st.unitFirst, lastOffset: last,
+        var unit = CommitUnit(topic: options.topic, partition: st.partition, firstOffset: st.unitFirst, lastOffset: last,
                               shard: st.shard, encodedBatch: sealed.encodedBatch, rows: sealed.rows, deadLetters: st.deadLetters,
                               lostRows: st.lost, worker: options.workerId, stateWrites: sealed.stateWrites)
+        unit.leaseToken = st.leaseToken
         try committer.enqueue(PendingCommit(unit: unit, counts: sealed.growth))
         st.resetUnit()
     }
@@ -828,6 +850,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     func applyTotals(_ r: CommitterReport) {
         summary.rows = r.rows; summary.batches = r.batches; summary.deadLetters = r.deadLetters
         summary.duplicateUnits = r.duplicates
+        summary.fencedUnits = r.fencedUnits
         summary.growthOccurrences = r.growthOccurrences; summary.growthEntries = r.growthEntries
         summary.commitSeconds = r.commitSeconds; summary.commitWaitSeconds = r.enqueueWaitSeconds
     }
@@ -836,6 +859,11 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     func collectCommits() throws {
         let r = try committer.report()
         applyTotals(r)
+        // Units refused by the fence: the lease was lost (expired while this worker was paused or
+        // cut off, then taken). Drop the partition if we still think we hold that lease; the
+        // heartbeat would find out too, a second later.
+        let fenced = r.fenced.filter { f in states[f.partition]?.leaseToken == f.token }.map(\.partition)
+        if !fenced.isEmpty { try lose(Array(Set(fenced)).sorted(), how: "a commit was refused by its fencing token") }
         if !r.gaps.isEmpty {
             // Every unit still queued behind a gap gaps too (each reporting the same old
             // progress): let them all fail first, then rewind each partition ONCE, to the progress

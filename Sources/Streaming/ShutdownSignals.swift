@@ -44,6 +44,7 @@ public final class ShutdownSignals: @unchecked Sendable {
     private var first: Int32? = nil
     private var count = 0
     private var observers: [@Sendable (Int32) -> Void] = []
+    private var lastWords: [@Sendable (Int32) -> Void] = []
     private var backstop: (grace: Duration, what: String)? = nil
     private var firstAt: ContinuousClock.Instant? = nil
 
@@ -89,13 +90,17 @@ public final class ShutdownSignals: @unchecked Sendable {
             let isFirst = first == nil
             if isFirst { first = Int32(byte); firstAt = .now }
             let notify = observers
+            let final = lastWords
             let armed = backstop
             // A repeat within half a second is the same request delivered twice (Ctrl-C reaches both
             // mpirun and the ranks, and mpirun forwards it again), not an operator asking twice.
             let again = !isFirst && firstAt.map { ContinuousClock.now - $0 >= .milliseconds(500) } ?? false
             condition.broadcast()
             condition.unlock()
-            if again { Self.exitNow(Int32(byte), "second \(Self.name(of: Int32(byte))) received: exiting at once") }
+            if again {
+                for body in final { body(Int32(byte)) }
+                Self.exitNow(Int32(byte), "second \(Self.name(of: Int32(byte))) received: exiting at once")
+            }
             for observer in notify { observer(Int32(byte)) }
             if isFirst, let armed { startBackstop(armed.grace, armed.what, signal: Int32(byte)) }
         }
@@ -105,6 +110,13 @@ public final class ShutdownSignals: @unchecked Sendable {
     public func onSignal(_ body: @escaping @Sendable (Int32) -> Void) {
         condition.lock(); defer { condition.unlock() }
         observers.append(body)
+    }
+
+    /// Calls `body` (on the watcher thread) just before a second signal ends the process, e.g. to
+    /// pass the signal on to a child that must not outlive it. Keep it short and non-blocking.
+    public func beforeForcedExit(_ body: @escaping @Sendable (Int32) -> Void) {
+        condition.lock(); defer { condition.unlock() }
+        lastWords.append(body)
     }
 
     /// After the first signal, exits the process (128+signal) if it is still running `grace`

@@ -46,6 +46,9 @@ public struct OnlineTrainerOptions: Sendable {
     public var shardCount = 8
     public var checkpointDir: URL
     public var untilIdle: Double?
+    /// A collective that has not completed for this long ends the rank (a peer's host lost or cut
+    /// off); nil = wait forever. See `CollectiveWatchdog`.
+    public var peerTimeout: Duration? = .seconds(60)
     /// Resume from the newest checkpoint in `checkpointDir` if there is one.
     public var resume = true
     /// Accept dynamically joining ranks (rank 0 opens an MPI port and publishes it in Redis).
@@ -225,6 +228,8 @@ public final class OnlineTrainer: StepBoundaryHandler {
         trainer = t
         t.positions = state.positions
         t.untilIdle = options.untilIdle
+        t.peerTimeout = options.peerTimeout
+        t.participantName = { [unowned self] in "rank \(comm.rank)/\(comm.size)" }
         t.stopRequested = { [unowned self] in comm.rank == 0 && signalled() }
         t.boundaryHandler = self
         t.afterStep = { [unowned self] local in try afterStep(local) }

@@ -107,6 +107,11 @@ public final class Trainer {
     public var positions: [String: String] = [:]
     /// Stop once no rank has had data for this long (seconds); nil = run until exhausted/stopped.
     public var untilIdle: Double?
+    /// A collective (step agreement, the step's exchange) that has not completed for this long
+    /// ends the rank (`CollectiveWatchdog`); nil = wait forever. Only for more than one participant.
+    public var peerTimeout: Duration?
+    /// Names this participant in the watchdog's message (e.g. "rank 1/2").
+    public var participantName: @Sendable () -> String = { "rank" }
     /// Polled every step; true asks the job to stop at this boundary (e.g. SIGTERM).
     public var stopRequested: () -> Bool = { false }
     public weak var boundaryHandler: StepBoundaryHandler?
@@ -156,6 +161,12 @@ public final class Trainer {
         var exhausted = false
         var leftJob = false
         var stopReason = "input exhausted"
+        let watchdog = peerTimeout.map { CollectiveWatchdog(timeout: $0, describe: participantName) }
+        defer { watchdog?.stop() }
+        func watched<T>(_ body: () throws -> T) rethrows -> T {
+            guard let watchdog, collectives.participants > 1 else { return try body() }
+            return try watchdog.watch(body)
+        }
         while true {
             // 1. What this participant has for the step.
             var local: SourcedBatch?
@@ -175,7 +186,7 @@ public final class Trainer {
                 signals.leaving = h.wantsToLeave() ? 1 : 0
             }
             let t0 = Date()
-            let agreed = try collectives.agree(signals)
+            let agreed = try watched { try collectives.agree(signals) }
             comm += Date().timeIntervalSince(t0)
             if agreed.stop > 0 { stopReason = "stop requested"; break }
             // Stop only when no rank had a batch this step: a batch polled by one rank and
@@ -200,11 +211,12 @@ public final class Trainer {
             if let local { try model.check(local) }
             if let e = local?.epoch { epoch = e }
             if let p = local?.positions { positions.merge(p) { $1 } }
-            let timing = try model.trainStep(local, totalSamples: agreed.samples, contributors: agreed.contributors,
-                                             collectives: collectives)
+            let timing = try watched {
+                try model.trainStep(local, totalSamples: agreed.samples, contributors: agreed.contributors, collectives: collectives)
+            }
             compute += timing.compute
             comm += timing.communication
-            try afterStep?(local)
+            try watched { try afterStep?(local) }
             samplesTrained += agreed.samples
             windowSamples += agreed.samples
             steps += 1

@@ -1,0 +1,55 @@
+// CollectiveWatchdog: ends a rank stuck in a collective whose peers stopped answering.
+//
+// MPI collectives have no timeout: when a peer's host is lost or cut off, TCP to it stays silent
+// and every other rank waits in MPI_Allreduce forever — the job hangs without a word. Healthy
+// ranks complete a collective at least every ~50 ms (the step agreement runs even when idle), so
+// a collective that has not completed for `timeout` means a peer is gone. The watchdog then says
+// so and ends this process (exit 75): Open MPI ends the whole job when a rank exits, and a
+// supervisor (`streamrec supervise`) restarts it on the hosts that are still there. Not
+// MPI_Abort: it may itself wait on the unreachable peer.
+
+import Foundation
+import Synchronization
+
+public final class CollectiveWatchdog: @unchecked Sendable {
+    /// The exit status of a rank the watchdog ended (EX_TEMPFAIL: restart and it may work).
+    public static let exitStatus: Int32 = 75
+    let timeout: Duration
+    /// When the current collective started (nanoseconds of the monotonic clock); 0 = none.
+    private let enteredAt = Atomic<UInt64>(0)
+    private let running = Atomic<Bool>(true)
+
+    /// `describe` names the rank in the message; `onTimeout` replaces the exit (tests).
+    public init(timeout: Duration, describe: @escaping @Sendable () -> String,
+                onTimeout: (@Sendable (String) -> Void)? = nil) {
+        self.timeout = timeout
+        let limit = UInt64(timeout.components.seconds) * 1_000_000_000 + UInt64(timeout.components.attoseconds / 1_000_000_000)
+        let thread = Thread { [enteredAt, running] in
+            while running.load(ordering: .relaxed) {
+                Thread.sleep(forTimeInterval: 0.25)
+                let t = enteredAt.load(ordering: .relaxed)
+                guard t != 0, DispatchTime.now().uptimeNanoseconds - t > limit else { continue }
+                let line = "Error (\(describe())): no answer from the other ranks for \(Int(timeout.components.seconds)) s inside a "
+                    + "collective — a rank's host was lost or cut off, or a rank was stopped. Ending this rank so that mpirun ends "
+                    + "the job; `streamrec supervise` restarts it on the hosts that answer (--peer-timeout sets the limit)"
+                if let onTimeout { onTimeout(line); running.store(false, ordering: .relaxed); return }
+                let bytes = Array((line + "\n").utf8)
+                _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+                _exit(CollectiveWatchdog.exitStatus)
+            }
+        }
+        thread.name = "streamrec-collective-watchdog"
+        thread.start()
+    }
+
+    /// Runs `body` (one or more collectives) under the watch.
+    public func watch<T>(_ body: () throws -> T) rethrows -> T {
+        enteredAt.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
+        defer { enteredAt.store(0, ordering: .relaxed) }
+        return try body()
+    }
+
+    /// Stops the watching thread (the process ends it otherwise).
+    public func stop() { running.store(false, ordering: .relaxed) }
+    deinit { stop() }
+}

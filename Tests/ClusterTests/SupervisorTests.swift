@@ -1,0 +1,115 @@
+import Testing
+import Foundation
+import TestSupport
+import Features
+import FeatureStore
+import Streaming
+import StreamRecNumerics
+import TrainerService
+
+@Suite("restart policy and hostfile")
+struct RestartPolicyTests {
+    @Test("back-off doubles up to the cap, resets after a stable run; gives up at the N-th failure within the window")
+    func ledger() {
+        var policy = RestartPolicy()
+        policy.maxFailures = 4; policy.window = .seconds(100); policy.initialBackoff = .seconds(1); policy.maxBackoff = .seconds(3)
+        policy.stableAfter = .seconds(60)
+        var l = RestartLedger(policy: policy)
+        #expect(l.recordFailure(at: .seconds(0), ranFor: .seconds(1)) == .restart(after: .seconds(1)))
+        #expect(l.recordFailure(at: .seconds(5), ranFor: .seconds(1)) == .restart(after: .seconds(2)))
+        #expect(l.recordFailure(at: .seconds(10), ranFor: .seconds(1)) == .restart(after: .seconds(3)))
+        guard case .giveUp(let why) = l.recordFailure(at: .seconds(20), ranFor: .seconds(1)) else { Issue.record("did not give up"); return }
+        #expect(why.contains("4 abnormal ends within 100 s"))
+        // Failures older than the window no longer count; a long healthy run resets the back-off.
+        var m = RestartLedger(policy: policy)
+        for t in [0, 50, 120, 170] { _ = m.recordFailure(at: .seconds(t), ranFor: .seconds(1)) }
+        #expect(m.failures.count == 2)
+        #expect(m.recordFailure(at: .seconds(400), ranFor: .seconds(200)) == .restart(after: .seconds(1)))
+        var never = RestartPolicy(); never.maxFailures = 0
+        var n = RestartLedger(policy: never)
+        #expect(n.recordFailure(at: .zero, ranFor: .zero) == .giveUp("restarts are off (--max-failures 0)"))
+    }
+
+    @Test("hostfile: hosts, slots, comments; a bad slots value names the line")
+    func hostfile() throws {
+        let h = try Hostfile(parsing: "# cluster\nb slots=2\n\nc   # spare\n", path: "hosts")
+        #expect(h.entries.map(\.host) == ["b", "c"] && h.slots == 3)
+        #expect(h.text == "b slots=2\nc\n")
+        #expect(throws: SupervisorError.self) { try Hostfile(parsing: "b slots=x\n", path: "hosts") }
+        do { _ = try Hostfile(parsing: "b slots=0", path: "hosts") } catch { #expect("\(error)".contains("hosts:1")) }
+        #expect(throws: SupervisorError.self) { try Hostfile(parsing: "# nothing\n", path: "hosts") }
+    }
+}
+
+/// `streamrec supervise -- mpirun … train`: a rank killed with SIGKILL three times at seeded
+/// random moments; the supervisor restarts the job each time and every row is trained once.
+@Suite(.serialized) struct SupervisorTests {
+    let t = OnlineTrainingTests()
+
+    /// The processes `pid`'s child (mpirun) started, with the MPI rank each one's environment names.
+    func ranks(under supervisor: Int32) -> [Int: Int32] {
+        func children(_ pid: Int32) -> [Int32] {
+            ((try? runProcess("/usr/bin/pgrep", ["-P", "\(pid)"]).stdout) ?? "").split(separator: "\n").compactMap { Int32($0) }
+        }
+        var out: [Int: Int32] = [:]
+        for mpirun in children(supervisor) {
+            for rank in children(mpirun) {
+                guard let env = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(rank)/environ")) else { continue }
+                for v in env.split(separator: 0) {
+                    let s = String(decoding: v, as: UTF8.self)
+                    if s.hasPrefix("OMPI_COMM_WORLD_RANK="), let r = Int(s.dropFirst("OMPI_COMM_WORLD_RANK=".count)) { out[r] = rank }
+                }
+            }
+        }
+        return out
+    }
+
+    @Test func theSupervisorBringsTheJobBackAfterEachKill() throws {
+        let redis = try RedisServerFixture()
+        defer { redis.stop() }
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let stats = try t.fillStore(redisPort: redis.port, dir: dir, rows: 6_000, batch: 50, shards: 4)
+        var rows = 6_000
+        let ck = dir.appendingPathComponent("ck").path
+        let mpirun = try #require(findExecutable("mpirun"))
+        let bin = try #require(streamrecBinary())
+        let seed = UInt64(ProcessInfo.processInfo.environment["STREAMREC_FAULT_SEED"] ?? "") ?? UInt64.random(in: 1...999_999)
+        print("theSupervisorBringsTheJobBackAfterEachKill: fault seed \(seed) (replay with STREAMREC_FAULT_SEED=\(seed))")
+        var rng = SplitMix64(seed: seed)
+        let job = try BackgroundProcess(bin, ["supervise", "--initial-backoff", "0.5", "--", mpirun, "-np", "2"]
+                                        + (try t.trainArgs(redisPort: redis.port, stats: stats, ck: ck).dropLast(2)),  // resident: no --until-idle
+                                        environment: mpiTestEnvironment, log: dir.appendingPathComponent("supervise.log"))
+        defer { job.kill() }
+        var recovery: [Double] = []
+        for kill in 1...3 {
+            // A seeded moment after the job (re)started and trained: the job runs, then the kill lands
+            // 0.2–2 s later, while more batches arrive.
+            #expect(try poll(for: 120) { ranks(under: job.pid).count == 2 && t.counters(redisPort: redis.port, shards: 4).trained.reduce(0, +) > 0 },
+                    "job running before kill \(kill): \(job.output.suffix(3000))")
+            _ = try t.fillStore(redisPort: redis.port, dir: dir, batchSizes: Array(repeating: 50, count: 40), shards: 4, seed: 100 + UInt64(kill))
+            rows += 2_000
+            let delay = Double.random(in: 0.2...2.0, using: &rng)
+            let victim = Int.random(in: 0...1, using: &rng)
+            print("theSupervisorBringsTheJobBackAfterEachKill: kill \(kill): rank \(victim) after \(String(format: "%.2f", delay)) s")
+            Thread.sleep(forTimeInterval: delay)   // the seeded fault moment itself, not a synchronisation
+            let pid = try #require(ranks(under: job.pid)[victim], "rank \(victim) not found: \(job.output.suffix(2000))")
+            let killedAt = ContinuousClock.now
+            Foundation.kill(pid, SIGKILL)
+            #expect(try poll(for: 60) { job.output.components(separatedBy: "starting the job (start \(kill + 1))").count > 1 && ranks(under: job.pid).count == 2 },
+                    "restart \(kill): \(job.output.suffix(3000))")
+            let d = ContinuousClock.now - killedAt
+            recovery.append(Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+        }
+        #expect(job.isRunning)
+        #expect(try poll(for: 180) { let c = try t.counters(redisPort: redis.port, shards: 4); return c.trained == c.appended && c.trained.reduce(0, +) == rows / 50 },
+                "\(job.output.suffix(3000))")
+        kill(job.pid, SIGTERM)
+        #expect(job.waitForExit(within: 60), "\(job.output.suffix(3000))")
+        #expect(job.exitStatus == 0, "\(job.output.suffix(3000))")
+        #expect(job.output.components(separatedBy: "ended abnormally").count - 1 == 3, "three abnormal ends: \(job.output.suffix(3000))")
+        #expect(try t.manifest(ck)["samples_trained"] as? Int == rows, "seed \(seed)")
+        print("SUPERVISOR FIGURES: 3 kills, job back (2 ranks running) after \(recovery.map { String(format: "%.1f", $0) }.joined(separator: ", ")) s; "
+              + "rows \(rows), samples_trained \(rows)")
+    }
+}
