@@ -118,8 +118,9 @@ public final class JobSupervisor: @unchecked Sendable {
     let log: @Sendable (String) -> Void
     /// Starts so far (the first is attempt 1).
     public private(set) var starts = 0
-    /// The running job's pid (0 = none), for the second-signal path.
-    let jobPid = Atomic<Int32>(0)
+    /// The running job's pid (0 = none), shared with the second-signal path.
+    final class JobPid: Sendable { let value = Atomic<Int32>(0) }
+    let jobPid = JobPid()
 
     public init(options: SupervisorOptions, signals: ShutdownSignals, log: @escaping @Sendable (String) -> Void) {
         self.options = options; self.signals = signals; self.log = log
@@ -127,7 +128,7 @@ public final class JobSupervisor: @unchecked Sendable {
         // stop of every rank), so no job outlives its supervisor.
         let pid = jobPid
         signals.beforeForcedExit { sig in
-            let p = pid.load(ordering: .relaxed)
+            let p = pid.value.load(ordering: .relaxed)
             if p > 0 { kill(p, sig) }
         }
     }
@@ -177,9 +178,9 @@ public final class JobSupervisor: @unchecked Sendable {
             do { try job.run() } catch {
                 throw SupervisorError("cannot start \(command[0]): \(error)")
             }
-            jobPid.store(job.processIdentifier, ordering: .relaxed)
+            jobPid.value.store(job.processIdentifier, ordering: .relaxed)
             let stopStatus = superviseUntilExit(job)
-            jobPid.store(0, ordering: .relaxed)
+            jobPid.value.store(0, ordering: .relaxed)
             if let stopStatus { return stopStatus }
             let ranFor = ContinuousClock.now - started
             let how = job.terminationReason == .uncaughtSignal ? "killed by signal \(job.terminationStatus)" : "exit status \(job.terminationStatus)"

@@ -85,7 +85,7 @@ struct RestartPolicyTests {
         for kill in 1...3 {
             // A seeded moment after the job (re)started and trained: the job runs, then the kill lands
             // 0.2–2 s later, while more batches arrive.
-            #expect(try poll(for: 120) { ranks(under: job.pid).count == 2 && t.counters(redisPort: redis.port, shards: 4).trained.reduce(0, +) > 0 },
+            #expect(try poll(for: 120) { try ranks(under: job.pid).count == 2 && t.counters(redisPort: redis.port, shards: 4).trained.reduce(0, +) > 0 },
                     "job running before kill \(kill): \(job.output.suffix(3000))")
             _ = try t.fillStore(redisPort: redis.port, dir: dir, batchSizes: Array(repeating: 50, count: 40), shards: 4, seed: 100 + UInt64(kill))
             rows += 2_000

@@ -15,24 +15,29 @@ public final class CollectiveWatchdog: @unchecked Sendable {
     /// The exit status of a rank the watchdog ended (EX_TEMPFAIL: restart and it may work).
     public static let exitStatus: Int32 = 75
     let timeout: Duration
-    /// When the current collective started (nanoseconds of the monotonic clock); 0 = none.
-    private let enteredAt = Atomic<UInt64>(0)
-    private let running = Atomic<Bool>(true)
+    /// Shared with the watching thread.
+    private final class State: Sendable {
+        /// When the current collective started (nanoseconds of the monotonic clock); 0 = none.
+        let enteredAt = Atomic<UInt64>(0)
+        let running = Atomic<Bool>(true)
+        /// Who is waiting (e.g. "rank 1/2"), set with each watched call: ranks change on joins.
+        let name = Mutex<String>("rank")
+    }
+    private let state = State()
 
-    /// `describe` names the rank in the message; `onTimeout` replaces the exit (tests).
-    public init(timeout: Duration, describe: @escaping @Sendable () -> String,
-                onTimeout: (@Sendable (String) -> Void)? = nil) {
+    /// `onTimeout` replaces the exit (tests).
+    public init(timeout: Duration, onTimeout: (@Sendable (String) -> Void)? = nil) {
         self.timeout = timeout
         let limit = UInt64(timeout.components.seconds) * 1_000_000_000 + UInt64(timeout.components.attoseconds / 1_000_000_000)
-        let thread = Thread { [enteredAt, running] in
-            while running.load(ordering: .relaxed) {
+        let thread = Thread { [state] in
+            while state.running.load(ordering: .relaxed) {
                 Thread.sleep(forTimeInterval: 0.25)
-                let t = enteredAt.load(ordering: .relaxed)
+                let t = state.enteredAt.load(ordering: .relaxed)
                 guard t != 0, DispatchTime.now().uptimeNanoseconds - t > limit else { continue }
-                let line = "Error (\(describe())): no answer from the other ranks for \(Int(timeout.components.seconds)) s inside a "
+                let line = "Error (\(state.name.withLock { $0 })): no answer from the other ranks for \(Int(timeout.components.seconds)) s inside a "
                     + "collective — a rank's host was lost or cut off, or a rank was stopped. Ending this rank so that mpirun ends "
                     + "the job; `streamrec supervise` restarts it on the hosts that answer (--peer-timeout sets the limit)"
-                if let onTimeout { onTimeout(line); running.store(false, ordering: .relaxed); return }
+                if let onTimeout { onTimeout(line); state.running.store(false, ordering: .relaxed); return }
                 let bytes = Array((line + "\n").utf8)
                 _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
                 _exit(CollectiveWatchdog.exitStatus)
@@ -42,14 +47,15 @@ public final class CollectiveWatchdog: @unchecked Sendable {
         thread.start()
     }
 
-    /// Runs `body` (one or more collectives) under the watch.
-    public func watch<T>(_ body: () throws -> T) rethrows -> T {
-        enteredAt.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
-        defer { enteredAt.store(0, ordering: .relaxed) }
+    /// Runs `body` (one or more collectives) under the watch; `name` says who waits.
+    public func watch<T>(as name: String, _ body: () throws -> T) rethrows -> T {
+        state.name.withLock { $0 = name }
+        state.enteredAt.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
+        defer { state.enteredAt.store(0, ordering: .relaxed) }
         return try body()
     }
 
     /// Stops the watching thread (the process ends it otherwise).
-    public func stop() { running.store(false, ordering: .relaxed) }
+    public func stop() { state.running.store(false, ordering: .relaxed) }
     deinit { stop() }
 }

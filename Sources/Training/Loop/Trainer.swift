@@ -111,7 +111,7 @@ public final class Trainer {
     /// ends the rank (`CollectiveWatchdog`); nil = wait forever. Only for more than one participant.
     public var peerTimeout: Duration?
     /// Names this participant in the watchdog's message (e.g. "rank 1/2").
-    public var participantName: @Sendable () -> String = { "rank" }
+    public var participantName: () -> String = { "rank" }
     /// Polled every step; true asks the job to stop at this boundary (e.g. SIGTERM).
     public var stopRequested: () -> Bool = { false }
     public weak var boundaryHandler: StepBoundaryHandler?
@@ -161,11 +161,11 @@ public final class Trainer {
         var exhausted = false
         var leftJob = false
         var stopReason = "input exhausted"
-        let watchdog = peerTimeout.map { CollectiveWatchdog(timeout: $0, describe: participantName) }
+        let watchdog = peerTimeout.map { CollectiveWatchdog(timeout: $0) }
         defer { watchdog?.stop() }
         func watched<T>(_ body: () throws -> T) rethrows -> T {
             guard let watchdog, collectives.participants > 1 else { return try body() }
-            return try watchdog.watch(body)
+            return try watchdog.watch(as: participantName(), body)
         }
         while true {
             // 1. What this participant has for the step.
