@@ -283,6 +283,8 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     let retentionLock = NSLock()
     var firstMessageAt: ContinuousClock.Instant? = nil
     var lastMessageAt: ContinuousClock.Instant? = nil
+    /// The last message, or the last time partitions were taken: --until-idle counts from here.
+    var lastActivity = ContinuousClock.now
     var syncWanted = false
     var lastNewIdSync = ContinuousClock.now
     var lastWake = ContinuousClock.now
@@ -379,6 +381,10 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
             }
         }
         self.partitionCount = partitionCount
+        // However the run ends (a clean stop, an offset reset, an error), the partitions are
+        // given back at once: the others take them at their next heartbeat instead of waiting
+        // for the leases to expire.
+        defer { if committer != nil { leaveGroup() } }
         if options.raw {
             // No Redis in raw mode: the fixed share, no leases.
             let owned = fixedPartitions
@@ -405,7 +411,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         }
         if !consumerAssigned { try assignAll() }
 
-        let loopStart = ContinuousClock.now
+        lastActivity = .now
         var lastHeartbeat = ContinuousClock.now - .seconds(10)
         var lastProgress = ContinuousClock.now
         var lastProgressRows: Int64 = 0
@@ -517,8 +523,10 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                 summary.flushSeconds += seconds(ContinuousClock.now - t)
             }
             // Idle means no data arrived, not that handling it took long (waiting on Redis).
-            if got > 0 { lastMessageAt = .now }
-            if let idle = options.untilIdle, ContinuousClock.now - (lastMessageAt ?? loopStart) >= idle {
+            if got > 0 { lastMessageAt = .now; lastActivity = .now }
+            // A fixed-shard worker standing by for its partitions is waiting, not idle.
+            let standingBy = options.assignment == .fixed && !options.raw && states.count < fixedPartitions.count
+            if let idle = options.untilIdle, !standingBy, ContinuousClock.now - lastActivity >= idle {
                 say("no data for \(idle); stopping (--until-idle)")
                 break
             }
@@ -527,16 +535,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
             try flushAll(force: true)
             try committer?.close()
             if let committer { applyTotals(try committer.report()) }
-            if !link.gaveUp {
-                // Give the partitions back at once: the others take them at their next heartbeat
-                // instead of waiting for the leases to expire.
-                let held = heldLeases
-                _ = try? withRedisOnce {
-                    try store.releaseLeases(topic: options.topic, worker: options.workerId, held: held, leaveGroup: true)
-                    try store.removeWorker(options.workerId)
-                }
-                if !held.isEmpty { say("released partitions \(held.map { String($0.partition) }.joined(separator: ",")) (stopping)") }
-            }
+
         }
         let summary = finish(start)
         if let failure { throw failure }

@@ -97,6 +97,7 @@ extension FeaturizeEngine {
             states[lease.partition] = st
         }
         if !options.raw { summary.leasesAcquired += Int64(leases.count) }
+        lastActivity = .now
         // Offset resets first (progress beyond the high watermark), then retention gaps (below the
         // low watermark). Only a watermark the broker reports decides; an unanswered query leaves
         // the partition to the check on its first delivered message (`resetSeenAt`).
@@ -121,6 +122,18 @@ extension FeaturizeEngine {
             + (options.raw ? " — RAW mode: consume and count only" : " → feature shards \(Set(adopted.map(\.shard)).sorted()); now holds \(summary.partitions.count)"))
         try reassign()
         return true
+    }
+
+    /// Leaves the topic's group at the end of a run: every lease given back, the heartbeat removed
+    /// (one attempt: a worker stopping while Redis is down leaves them to expire).
+    func leaveGroup() {
+        guard !link.gaveUp else { return }
+        let held = heldLeases
+        _ = try? withRedisOnce {
+            try store.releaseLeases(topic: options.topic, worker: options.workerId, held: held, leaveGroup: true)
+            try store.removeWorker(options.workerId)
+        }
+        if !held.isEmpty { say("released partitions \(held.map { String($0.partition) }.joined(separator: ",")) (stopping)") }
     }
 
     /// Stops owning partitions whose lease is gone. Their units in progress are dropped: the fence
