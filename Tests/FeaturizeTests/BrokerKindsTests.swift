@@ -41,7 +41,7 @@ struct BrokerKindsTests {
         #expect(throws: KafkaError.self) { _ = try strict.partitionCount(topic: "never-created", timeout: .seconds(3)) }
     }
 
-    @Test("librdkafka 2.0.2's mock answers no admin CreateTopics (it has no controller): its topics come from rd_kafka_mock_topic_create")
+    @Test("librdkafka 2.0.2's mock answers no admin CreateTopics (it has no controller): its topics come from rd_kafka_mock_topic_create, or auto-creation (4 partitions)")
     func mockHasNoAdminCreateTopics() throws {
         let broker = try startBroker(.mock, topics: ["rows": 4])
         defer { broker.stop() }
@@ -52,6 +52,9 @@ struct BrokerKindsTests {
         #expect { try admin.createTopics([KafkaNewTopic(name: "more", partitions: 2)], timeout: .seconds(2)) } throws: {
             ($0 as? KafkaError)?.isTimeout == true
         }
+        // And it creates an unknown topic, with 4 partitions, even for a client that does not allow it.
+        let strict = try KafkaProducer(config: KafkaConfig(bootstrapServers: broker.bootstrapServers, RowProducer.defaultProperties))
+        #expect(try strict.partitionCount(topic: "never-created") == 4)
     }
 
     @Test("noida-db 0.2.3 keeps retention.bytes but does not enforce it: the low watermark stays 0 past the limit")
