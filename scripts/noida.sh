@@ -35,8 +35,9 @@ if bin="$(installed)"; then
     exit 0
 fi
 
-# `python3 -m venv` needs Debian's python3-venv (ensurepip); scripts/setup.sh installs it too.
-if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+# `python3 -m venv` needs Debian's python3-venv (pip's bundled wheels; `import ensurepip` alone
+# succeeds without it), which scripts/setup.sh installs too.
+if command -v dpkg >/dev/null && ! dpkg -s python3-venv >/dev/null 2>&1; then
     echo "noida: installing python3-venv" >&2
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then
