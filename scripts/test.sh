@@ -20,6 +20,11 @@ export OMPI_MCA_btl=self,vader,tcp
 export STREAMREC_REQUIRE_NETNS="${STREAMREC_REQUIRE_NETNS:-1}"
 # The integration tests run this binary (under mpirun, as services).
 export STREAMREC_BIN="${STREAMREC_BIN:-$(swift build -c release --show-bin-path)/streamrec}"
+# noida-db, the second Kafka broker the produce/featurize tests run against (pinned, installed into
+# .build/venv-noida if missing). Required here: a test that cannot start it fails, never skips.
+# (Assigned before export: `export X="$(…)"` would hide the installer's failure from set -e.)
+STREAMREC_NOIDA_BIN="${STREAMREC_NOIDA_BIN:-$(bash scripts/noida.sh)}"
+export STREAMREC_NOIDA_BIN STREAMREC_REQUIRE_NOIDA=1
 
 set +e
 swift test -c release --skip-build --no-parallel "$@"

@@ -7,6 +7,8 @@
 //     partitioner), delivery reports counted, flush with a timeout.
 //   * `KafkaConsumer`: explicit partition assignment with start offsets (no group rebalancing),
 //     batched poll, watermark offsets (to detect retention gaps), topic partition counts.
+//   * `KafkaAdmin`: topic creation (partitions, per-topic configs such as `retention.bytes`) and
+//     topic configs through the Kafka admin API, for brokers that do not auto-create what we need.
 //   * `MockKafkaCluster`: librdkafka's in-process mock brokers, for tests and `streamrec broker`.
 //   * Every librdkafka error code goes through `kafkaCheck`, which throws `KafkaError` with the
 //     text from `rd_kafka_err2str`. C callbacks are `@convention(c)` functions that find their
@@ -596,6 +598,139 @@ public final class KafkaConsumer: @unchecked Sendable {
     /// Number of partitions of `topic` (from broker metadata).
     public func partitionCount(topic: String, timeout: Duration = .seconds(10)) throws(KafkaError) -> Int {
         try Streaming.partitionCount(rk, topic: topic, timeout: timeout)
+    }
+}
+
+// MARK: - Admin
+
+/// A topic to create: name, partition count, replication factor and topic configs
+/// (`retention.bytes`, `cleanup.policy`, … passed to the broker unchanged).
+public struct KafkaNewTopic: Sendable, Equatable {
+    public var name: String
+    public var partitions: Int
+    public var replicationFactor: Int
+    public var config: [String: String]
+    public init(name: String, partitions: Int, replicationFactor: Int = 1, config: [String: String] = [:]) {
+        self.name = name; self.partitions = partitions; self.replicationFactor = replicationFactor; self.config = config
+    }
+}
+
+/// The Kafka admin API (`rd_kafka_CreateTopics`, `rd_kafka_DescribeConfigs`) on a client handle of
+/// its own. A real broker auto-creates a topic (if at all) with its default partition count and
+/// configs; topics that need several partitions or their own retention are created here.
+/// Thread-safe (each call waits on its own result queue).
+public final class KafkaAdmin: @unchecked Sendable {
+    private let rk: OpaquePointer
+
+    public init(config: KafkaConfig) throws(KafkaError) {
+        let conf = try config.make("KafkaAdmin")
+        rk = try newHandle(RD_KAFKA_PRODUCER, conf, "rd_kafka_new(admin)")
+    }
+
+    deinit { rd_kafka_destroy(rk) }
+
+    /// Creates `topics` in one request and waits for the broker's answer (at most `timeout`).
+    /// Throws the first topic's error (e.g. `TOPIC_ALREADY_EXISTS`, `INVALID_REPLICATION_FACTOR`,
+    /// an unknown config name) with the broker's message; topics without an error were created.
+    public func createTopics(_ topics: [KafkaNewTopic], timeout: Duration = .seconds(30)) throws(KafkaError) {
+        guard !topics.isEmpty else { return }
+        let operation = "rd_kafka_CreateTopics(\(topics.map(\.name).joined(separator: ", ")))"
+        var errstr = [CChar](repeating: 0, count: 512)
+        var newTopics: [OpaquePointer?] = []
+        defer { for t in newTopics { rd_kafka_NewTopic_destroy(t) } }
+        for t in topics {
+            guard let nt = rd_kafka_NewTopic_new(t.name, Int32(t.partitions), Int32(t.replicationFactor), &errstr, errstr.count) else {
+                throw KafkaError(operation, code: RD_KAFKA_RESP_ERR__INVALID_ARG.rawValue, message: "topic \(t.name): \(cString(errstr))")
+            }
+            newTopics.append(nt)
+            for (key, value) in t.config.sorted(by: { $0.key < $1.key }) {
+                try kafkaCheck(rd_kafka_NewTopic_set_config(nt, key, value), "\(operation): config \(key)=\(value)")
+            }
+        }
+        let event = try request(RD_KAFKA_ADMIN_OP_CREATETOPICS, operation, timeout: timeout) { options, queue in
+            newTopics.withUnsafeMutableBufferPointer { rd_kafka_CreateTopics(rk, $0.baseAddress, $0.count, options, queue) }
+        }
+        defer { rd_kafka_event_destroy(event) }
+        guard let result = rd_kafka_event_CreateTopics_result(event) else {
+            throw KafkaError(operation, message: "unexpected admin result event")
+        }
+        var count = 0
+        guard let results = rd_kafka_CreateTopics_result_topics(result, &count) else { return }
+        for i in 0 ..< count {
+            guard let r = results[i] else { continue }
+            let err = rd_kafka_topic_result_error(r)
+            if err == RD_KAFKA_RESP_ERR_NO_ERROR { continue }
+            let name = String(cString: rd_kafka_topic_result_name(r))
+            let text = rd_kafka_topic_result_error_string(r).map { String(cString: $0) } ?? String(cString: rd_kafka_err2str(err))
+            throw KafkaError("\(operation): topic \(name)", code: err.rawValue, message: text)
+        }
+    }
+
+    /// The broker's configs of `topic` (`DescribeConfigs`), name → value (entries without a value,
+    /// e.g. sensitive ones, are left out).
+    public func topicConfig(_ topic: String, timeout: Duration = .seconds(30)) throws(KafkaError) -> [String: String] {
+        let operation = "rd_kafka_DescribeConfigs(topic \(topic))"
+        guard let resource = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic) else {
+            throw KafkaError(operation, message: "rd_kafka_ConfigResource_new failed")
+        }
+        defer { rd_kafka_ConfigResource_destroy(resource) }
+        var resources: [OpaquePointer?] = [resource]
+        let event = try request(RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, operation, timeout: timeout) { options, queue in
+            resources.withUnsafeMutableBufferPointer { rd_kafka_DescribeConfigs(rk, $0.baseAddress, $0.count, options, queue) }
+        }
+        defer { rd_kafka_event_destroy(event) }
+        guard let result = rd_kafka_event_DescribeConfigs_result(event) else {
+            throw KafkaError(operation, message: "unexpected admin result event")
+        }
+        var count = 0
+        guard let described = rd_kafka_DescribeConfigs_result_resources(result, &count), count > 0, let r = described[0] else {
+            throw KafkaError(operation, message: "no resource in the answer")
+        }
+        try kafkaCheck(rd_kafka_ConfigResource_error(r), operation)
+        var entryCount = 0
+        var out: [String: String] = [:]
+        guard let entries = rd_kafka_ConfigResource_configs(r, &entryCount) else { return out }
+        for i in 0 ..< entryCount {
+            guard let e = entries[i], let value = rd_kafka_ConfigEntry_value(e) else { continue }
+            out[String(cString: rd_kafka_ConfigEntry_name(e))] = String(cString: value)
+        }
+        return out
+    }
+
+    /// Number of partitions of `topic` (from broker metadata).
+    public func partitionCount(topic: String, timeout: Duration = .seconds(10)) throws(KafkaError) -> Int {
+        try Streaming.partitionCount(rk, topic: topic, timeout: timeout)
+    }
+
+    /// Runs one admin request with its own options and result queue and returns the result event
+    /// (the caller destroys it); a top-level error (timeout, broker unreachable) is thrown.
+    private func request(_ op: rd_kafka_admin_op_t, _ operation: String, timeout: Duration,
+                         _ send: (OpaquePointer?, OpaquePointer?) -> Void) throws(KafkaError) -> OpaquePointer {
+        guard let options = rd_kafka_AdminOptions_new(rk, op) else {
+            throw KafkaError(operation, message: "rd_kafka_AdminOptions_new failed")
+        }
+        defer { rd_kafka_AdminOptions_destroy(options) }
+        var errstr = [CChar](repeating: 0, count: 512)
+        let ms = milliseconds(timeout)
+        try kafkaCheck(rd_kafka_AdminOptions_set_request_timeout(options, ms, &errstr, errstr.count), "\(operation): request timeout")
+        if op == RD_KAFKA_ADMIN_OP_CREATETOPICS {
+            // Wait for the topic to be created on the broker, not just for the request to be accepted.
+            try kafkaCheck(rd_kafka_AdminOptions_set_operation_timeout(options, ms, &errstr, errstr.count), "\(operation): operation timeout")
+        }
+        guard let queue = rd_kafka_queue_new(rk) else { throw KafkaError(operation, message: "rd_kafka_queue_new failed") }
+        defer { rd_kafka_queue_destroy(queue) }
+        send(options, queue)
+        // A little longer than the request timeout: librdkafka answers a timed-out request itself.
+        guard let event = rd_kafka_queue_poll(queue, ms + 5_000) else {
+            throw KafkaError(operation, code: RD_KAFKA_RESP_ERR__TIMED_OUT)
+        }
+        let err = rd_kafka_event_error(event)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            let text = rd_kafka_event_error_string(event).map { String(cString: $0) } ?? String(cString: rd_kafka_err2str(err))
+            rd_kafka_event_destroy(event)
+            throw KafkaError(operation, code: err.rawValue, message: text)
+        }
+        return event
     }
 }
 

@@ -166,22 +166,22 @@ func produceBehaviour(_ events: [TestEvent], topic: String, bootstrap: String, p
     return byPartition
 }
 
-/// A redis-server and a mock Kafka cluster with topic "beh" of `partitions` partitions; `stop()` ends both.
+/// A redis-server and a Kafka broker of `kind` (the mock by default) with topic "beh" of
+/// `partitions` partitions; `stop()` ends both.
 final class BehaviourRig {
     let redis: RedisServerFixture
-    let cluster: MockKafkaCluster
+    let cluster: TestKafkaBroker
     var address: String { "127.0.0.1:\(redis.port)" }
-    init(partitions: Int) throws {
+    init(partitions: Int, broker kind: KafkaBrokerKind = .mock) throws {
         redis = try RedisServerFixture()
         do {
-            cluster = try MockKafkaCluster(brokers: 1)
-            try cluster.createTopic("beh", partitions: partitions)
+            cluster = try startBroker(kind, topics: ["beh": partitions])
         } catch { redis.stop(); throw error }
     }
-    func stop() { cluster.destroy(); redis.stop() }
+    func stop() { cluster.stop(); redis.stop() }
 }
 
-@Suite("behaviour featurizer (mock Kafka + real Redis) against a plain reference", .serialized, .timeLimit(.minutes(5)))
+@Suite("behaviour featurizer (Kafka: mock, one test also noida-db; real Redis) against a plain reference", .serialized, .timeLimit(.minutes(5)))
 struct BehaviorFeaturizerTests {
     static func settings() -> BehaviorSettings {
         var s = BehaviorSettings()
@@ -238,9 +238,10 @@ struct BehaviorFeaturizerTests {
         }
     }
 
-    @Test("a second pass over the same topic after a restart changes nothing, and bad events are dead letters")
-    func restartAndDeadLetters() throws {
-        let rig = try BehaviourRig(partitions: 2)
+    @Test("a second pass over the same topic after a restart changes nothing, and bad events are dead letters (mock and noida-db)",
+          arguments: KafkaBrokerKind.allCases)
+    func restartAndDeadLetters(broker kind: KafkaBrokerKind) throws {
+        let rig = try BehaviourRig(partitions: 2, broker: kind)
         defer { rig.stop() }
         let (redis, cluster) = (rig.redis, rig.cluster)
         let events = behaviourEvents(1_500, users: 40, items: 100, seed: 5)

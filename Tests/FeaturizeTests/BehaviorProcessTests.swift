@@ -9,11 +9,12 @@ import TestSupport
 
 @Suite("behaviour featurize as processes: kill -9 at seeded moments, restart, exactly once", .serialized, .timeLimit(.minutes(6)))
 struct BehaviorProcessTests {
-    @Test("2 workers, one killed -9 three times and restarted: transitions, user states and popular counts equal one uninterrupted pass")
-    func killAndRestart() throws {
+    @Test("2 workers, one killed -9 three times and restarted: transitions, user states and popular counts equal one uninterrupted pass (mock and noida-db)",
+          arguments: KafkaBrokerKind.allCases)
+    func killAndRestart(broker kind: KafkaBrokerKind) throws {
         let seed = ProcessInfo.processInfo.environment["STREAMREC_FAULT_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...1_000_000)
-        print("behaviour kill test: STREAMREC_FAULT_SEED=\(seed) replays these kill moments")
-        let rig = try BehaviourRig(partitions: 4)
+        print("behaviour kill test (\(kind) broker): STREAMREC_FAULT_SEED=\(seed) replays these kill moments")
+        let rig = try BehaviourRig(partitions: 4, broker: kind)
         defer { rig.stop() }
         let (redis, cluster) = (rig.redis, rig.cluster)
         let events = behaviourEvents(40_000, users: 400, items: 900, seed: 77)

@@ -50,13 +50,13 @@ func committedRows(_ conn: RedisConnection, shards: Int) -> Int64 {
 
 @Suite("featurize as a process: kill -9, SIGTERM, restart", .serialized, .timeLimit(.minutes(5)))
 struct FeaturizeProcessTests {
-    @Test("kill -9 mid-stream, SIGTERM, restart: every valid row in exactly one batch")
-    func killAndRestart() throws {
+    @Test("kill -9 mid-stream, SIGTERM, restart: every valid row in exactly one batch (mock and noida-db)",
+          arguments: KafkaBrokerKind.allCases)
+    func killAndRestart(broker kind: KafkaBrokerKind) throws {
         let redis = try RedisServerFixture()
         defer { redis.stop() }
-        let cluster = try MockKafkaCluster(brokers: 1)
-        defer { cluster.destroy() }
-        try cluster.createTopic("kill", partitions: 4)
+        let cluster = try startBroker(kind, topics: ["kill": 4])
+        defer { cluster.stop() }
         var rows = syntheticRows(16_000, seed: 21)
         let stats = statsFor(Array(rows.prefix(4000)))
         for i in stride(from: 97, to: rows.count, by: 211) { rows[i] = Array("bad\trow".utf8) }

@@ -28,15 +28,15 @@ func independentEncoding(_ line: [UInt8], stats: FeatureStats) -> (ids: [Int32],
     return (ids, weights, parts[0] == "1" ? 1 : 0, cats)
 }
 
-@Suite("featurize worker (mock Kafka + real Redis)", .serialized, .timeLimit(.minutes(5)))
+@Suite("featurize worker (Kafka: mock, some tests also noida-db; real Redis)", .serialized, .timeLimit(.minutes(5)))
 struct FeaturizeWorkerTests {
-    @Test("rows → batches, value by value against an independent computation (1 and 3 parse threads)", arguments: [1, 3])
-    func roundTrip(parseThreads: Int) throws {
+    @Test("rows → batches, value by value against an independent computation (1 and 3 parse threads; mock and noida-db)",
+          arguments: KafkaBrokerKind.allCases, [1, 3])
+    func roundTrip(broker kind: KafkaBrokerKind, parseThreads: Int) throws {
         let redis = try RedisServerFixture()
         defer { redis.stop() }
-        let cluster = try MockKafkaCluster(brokers: 1)
-        defer { cluster.destroy() }
-        try cluster.createTopic("rt", partitions: 3)
+        let cluster = try startBroker(kind, topics: ["rt": 3])
+        defer { cluster.stop() }
         let rows = syntheticRows(1200, seed: 7)
         let stats = statsFor(Array(rows.prefix(600)), minFrequency: 2)
         try produce(rows, topic: "rt", bootstrap: cluster.bootstrapServers, partitions: 3)
@@ -158,13 +158,13 @@ struct FeaturizeWorkerTests {
         }
     }
 
-    @Test("malformed rows of every RejectReason → dead letters with reasons and counts, none in batches")
-    func deadLetters() throws {
+    @Test("malformed rows of every RejectReason → dead letters with reasons and counts, none in batches (mock and noida-db)",
+          arguments: KafkaBrokerKind.allCases)
+    func deadLetters(broker kind: KafkaBrokerKind) throws {
         let redis = try RedisServerFixture()
         defer { redis.stop() }
-        let cluster = try MockKafkaCluster(brokers: 1)
-        defer { cluster.destroy() }
-        try cluster.createTopic("dl", partitions: 1)
+        let cluster = try startBroker(kind, topics: ["dl": 1])
+        defer { cluster.stop() }
         let good = syntheticRows(60, seed: 5)
         let stats = statsFor(good)
         var fields = good[0].split(separator: 0x09, omittingEmptySubsequences: false).map(Array.init)

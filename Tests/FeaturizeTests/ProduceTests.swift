@@ -1,4 +1,5 @@
-// `streamrec produce` end to end against `streamrec broker`, plus its pure parts.
+// `streamrec produce` end to end against librdkafka's mock broker (and, for the round trips,
+// noida-db too), plus its pure parts.
 import Features
 import Foundation
 import Streaming
@@ -42,9 +43,10 @@ struct ProduceTests {
     let exe: String
     init() throws { exe = try #require(streamrecBinary(), "streamrec not built") }
 
-    @Test("every line arrives exactly once, byte-identical, first line included, in its key's partition")
-    func roundTrip() throws {
-        let broker = try BrokerFixture(topics: ["rows": 8, "rows2": 8])
+    @Test("every line arrives exactly once, byte-identical, first line included, in its key's partition (mock and noida-db)",
+          arguments: KafkaBrokerKind.allCases)
+    func roundTrip(broker kind: KafkaBrokerKind) throws {
+        let broker = try startBroker(kind, topics: ["rows": 8, "rows2": 8])
         defer { broker.stop() }
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -97,9 +99,10 @@ struct ProduceTests {
         }
     }
 
-    @Test("--format behavior: one event per message keyed by the user; one user's events in one partition, in file order")
-    func behaviorFormat() throws {
-        let broker = try BrokerFixture(topics: ["behavior": 4])
+    @Test("--format behavior: one event per message keyed by the user; one user's events in one partition, in file order (mock and noida-db)",
+          arguments: KafkaBrokerKind.allCases)
+    func behaviorFormat(broker kind: KafkaBrokerKind) throws {
+        let broker = try startBroker(kind, topics: ["behavior": 4])
         defer { broker.stop() }
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
