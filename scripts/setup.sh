@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(libopenmpi-dev openmpi-bin librdkafka-dev libhiredis-dev redis-server libopenblas-dev
-          pkg-config kcat python3-numpy wrk curl procps redis-tools)
+          pkg-config kcat python3-numpy wrk curl procps redis-tools
+          libssl-dev openssl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
