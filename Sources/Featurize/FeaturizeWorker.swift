@@ -30,7 +30,7 @@ public struct FeaturizeOptions: Sendable {
     public var shards: Int
     public var topic: String
     public var kafka: KafkaConfig
-    public var redisAddress: String
+    public var redisAddress: RedisEndpoint
     public var prefix: String = "sr"
     public var batchSize: Int = 1000
     public var linger: Duration = .milliseconds(200)
@@ -54,7 +54,7 @@ public struct FeaturizeOptions: Sendable {
     /// What to do with a partition whose stored progress is beyond the broker's high watermark.
     public var onOffsetReset: OffsetResetPolicy = .stop
 
-    public init(shard: Int, shards: Int, topic: String, kafka: KafkaConfig, redisAddress: String, workerId: String? = nil) {
+    public init(shard: Int, shards: Int, topic: String, kafka: KafkaConfig, redisAddress: RedisEndpoint, workerId: String? = nil) {
         self.shard = shard; self.shards = shards; self.topic = topic; self.kafka = kafka; self.redisAddress = redisAddress
         let host = ProcessInfo.processInfo.hostName
         self.workerId = workerId ?? "featurize-\(shard)of\(shards)@\(host):\(ProcessInfo.processInfo.processIdentifier)"
