@@ -145,7 +145,8 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .server(m): "Redis error reply: \(m)"
         case let .protocol(m): "Redis protocol error: \(m)"
         case let .authentication(server, m):
-            "Redis at \(server) refused the login: \(m). Check the password (--redis-password-file, "
+            (m.hasPrefix("NOAUTH") ? "Redis at \(server) wants a password" : "Redis at \(server) refused the login")
+                + " (\(m.hasSuffix(".") ? String(m.dropLast()) : m)). Check the password (--redis-password-file, "
                 + "$STREAMREC_REDIS_PASSWORD or $STREAMREC_REDIS_PASSWORD_FILE) and the user in the redis:// address"
         case let .tls(server, m):
             "TLS with Redis at \(server) failed: \(m). Check --redis-tls-ca (the CA that signed the server's "
