@@ -54,6 +54,9 @@ let package = Package(
                        providers: [.apt(["librdkafka-dev"])]),
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis", pkgConfig: "hiredis",
                        providers: [.apt(["libhiredis-dev"])]),
+        // A TLS tunnel for hiredis (OpenSSL): Debian's hiredis 0.14 has no SSL (see its header).
+        .target(name: "CRedisTLS", path: "Sources/CRedisTLS",
+                linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
@@ -69,7 +72,7 @@ let package = Package(
         ]),
         .target(name: "Training", dependencies: ["StreamRecNumerics", "Features", "Models", "Checkpoint", "Cluster"]),
         .target(name: "Cluster", dependencies: ["CMPI"]),
-        .target(name: "Streaming", dependencies: ["CRdKafka", "CHiredis"]),
+        .target(name: "Streaming", dependencies: ["CRdKafka", "CHiredis", "CRedisTLS"]),
         .target(name: "FeatureStore", dependencies: ["Features", "Streaming"]),
         .target(name: "Featurize", dependencies: ["Features", "Streaming", "FeatureStore"]),
         .target(name: "TrainerService", dependencies: ["Training", "FeatureStore", "Streaming", "Cluster", "Features", "Models", "Checkpoint"]),

@@ -353,7 +353,7 @@ struct FeaturizeBench: ParsableCommand {
                            "--redis", "127.0.0.1:\(redisPort)", "--batch-size", "\(batchSize)",
                            "--max-pending", "1000000", "--until-idle", "1.5", "--progress-seconds", "5",
                            "--parse-threads", "\(parseThreads)"]
-                + workerArgs + librdkafka.properties.flatMap { ["-X", $0] } + extra
+                + workerArgs + librdkafka.arguments + extra
             let out = Pipe()
             p.standardOutput = out
             p.standardError = FileHandle.standardError

@@ -7,7 +7,7 @@ import Yams
 ///
 /// ```yaml
 /// kafka:     {bootstrap, brokers, topics, client, producer, consumer}   # KafkaOptions, broker
-/// redis:     {address, prefix}                                          # RedisOptions
+/// redis:     {address, prefix, password_file, tls_ca, tls_cert, tls_key} # RedisOptions
 /// featurize: {topic, stats, batch_size, …}                              # featurize
 /// model: …   train: …   presets: …                                      # train, bench train (ConfigFile)
 /// ```
@@ -219,10 +219,15 @@ struct KafkaFileSettings {
     var consumer: [String: String] = [:]
 }
 
-/// The `redis:` section: `address` (HOST:PORT) and `prefix`.
+/// The `redis:` section: `address` (HOST:PORT or a redis[s]:// URL), `prefix`, and the login and
+/// TLS files (`password_file`, `tls_ca`, `tls_cert`, `tls_key`).
 struct RedisFileSettings {
     var address: String? = nil
     var prefix: String? = nil
+    var passwordFile: String? = nil
+    var tlsCA: String? = nil
+    var tlsCert: String? = nil
+    var tlsKey: String? = nil
 }
 
 extension SettingsFile {
@@ -247,8 +252,9 @@ extension SettingsFile {
 
     func redis() throws -> RedisFileSettings {
         let s = try section("redis")
-        try s.checkKeys(["address", "prefix"])
-        return RedisFileSettings(address: try s.string("address", expected: "a string (HOST:PORT)"),
-                                 prefix: try s.string("prefix"))
+        try s.checkKeys(["address", "prefix", "password_file", "tls_ca", "tls_cert", "tls_key"])
+        return RedisFileSettings(address: try s.string("address", expected: "a string (HOST:PORT or redis[s]://…)"),
+                                 prefix: try s.string("prefix"), passwordFile: try s.string("password_file"),
+                                 tlsCA: try s.string("tls_ca"), tlsCert: try s.string("tls_cert"), tlsKey: try s.string("tls_key"))
     }
 }

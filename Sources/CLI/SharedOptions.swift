@@ -11,13 +11,21 @@
 //
 //   setting          flag                         environment          settings file     built-in default
 //   Kafka bootstrap  --bootstrap, --bootstrap-file STREAMREC_BOOTSTRAP  kafka.bootstrap   $STREAMREC_RUN_DIR/broker/bootstrap
-//                    (or -X bootstrap.servers)                                            if it exists (run dir default
-//                                                                                         runs/local), else 127.0.0.1:9092
-//   Kafka properties -X key=value                 —                    kafka.client, then  the command's own (produce:
-//                                                                      kafka.producer or   linger.ms=5, lz4, idempotence …)
+//                    (or -X bootstrap.servers,                                            if it exists (run dir default
+//                    then --kafka-config's)                                               runs/local), else 127.0.0.1:9092
+//   Kafka properties -X key=value, then           —                    kafka.client, then  the command's own (produce:
+//                    --kafka-config FILE                               kafka.producer or   linger.ms=5, lz4, idempotence …)
 //                                                                      kafka.consumer
 //   Redis address    --redis                      STREAMREC_REDIS      redis.address     127.0.0.1:6379
+//   Redis password   --redis-password-file        STREAMREC_REDIS_     redis.            the password in the address
+//                                                 PASSWORD[_FILE]      password_file     (none)
+//   Redis TLS files  --redis-tls-ca, -cert, -key  STREAMREC_REDIS_     redis.tls_ca,     ?ca=, cert=, key= of a rediss://
+//                                                 TLS_CA, _CERT, _KEY  tls_cert, tls_key address; CA: the system's store
 //   Redis prefix     --prefix                     —                    redis.prefix      sr
+//
+// Secrets (Redis passwords, librdkafka's sasl.password, ssl.key.password …) never need to be on a
+// command line (the files and variables above) and are never printed: a Redis address prints
+// with its password masked, and Kafka property values are not logged.
 //
 // Resolve functions take the environment as a parameter so tests never mutate the process's.
 import ArgumentParser
@@ -84,9 +92,16 @@ struct SettingsOptions: ParsableArguments {
 
 // MARK: - Kafka
 
-/// `-X key=value`: librdkafka properties, passed through unchanged. A group of its own so
-/// commands that start their own cluster (bench featurize) take it without `--bootstrap`.
+/// `-X key=value` and `--kafka-config FILE`: librdkafka properties, passed through unchanged. A
+/// group of its own so commands that start their own cluster (bench featurize) take it without
+/// `--bootstrap`.
 struct KafkaPropertyOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("""
+                librdkafka properties from FILE: key=value lines, # comments (so SASL/SSL secrets stay off the command line). \
+                -X overrides it; it overrides the settings file.
+                """, valueName: "FILE"))
+    var kafkaConfig: String?
+
     @Option(name: .customShort("X"), parsing: .unconditionalSingleValue,
             help: ArgumentHelp("""
                 A librdkafka property, passed through unchanged (repeatable; SASL/SSL work). Overrides the \
@@ -94,9 +109,39 @@ struct KafkaPropertyOptions: ParsableArguments {
                 """, valueName: "key=value"))
     var properties: [String] = []
 
-    func validate() throws { _ = try parsed() }
+    func validate() throws { _ = try parsed(); _ = try fileProperties() }
 
-    /// The properties as a dictionary (a later -X for the same key wins).
+    /// These options again, for a command that runs a child `streamrec` with them.
+    var arguments: [String] { (kafkaConfig.map { ["--kafka-config", $0] } ?? []) + properties.flatMap { ["-X", $0] } }
+
+    /// The properties of --kafka-config FILE (empty without it).
+    func fileProperties() throws -> [String: String] {
+        guard let kafkaConfig else { return [:] }
+        return try Self.readKafkaConfig(kafkaConfig)
+    }
+
+    /// Parses a librdkafka properties file: `key=value` per line (spaces around both trimmed),
+    /// `#` comments and blank lines ignored, a later line for the same key wins. A malformed line
+    /// is an error with FILE:LINE that does not echo the line (it may hold a secret).
+    static func readKafkaConfig(_ path: String) throws -> [String: String] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw CLIError("cannot read the Kafka config file \(path) (--kafka-config); check the path and its permissions")
+        }
+        var out: [String: String] = [:]
+        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let key = line.firstIndex(of: "=").map { line[..<$0].trimmingCharacters(in: .whitespaces) } ?? ""
+            guard let eq = line.firstIndex(of: "="), !key.isEmpty, !key.contains(" ") else {
+                throw CLIError("\(path):\(n + 1): expected key=value (a librdkafka property such as security.protocol=SASL_SSL) "
+                               + "or a # comment")
+            }
+            out[key] = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+        }
+        return out
+    }
+
+    /// The -X properties as a dictionary (a later -X for the same key wins).
     func parsed() throws -> [String: String] {
         var out: [String: String] = [:]
         for item in properties {
@@ -149,6 +194,7 @@ struct KafkaOptions: ParsableArguments {
     /// True when the command line names the brokers (selftest kafka starts a mock cluster otherwise).
     var bootstrapGiven: Bool {
         bootstrap != nil || bootstrapFile != nil || (try? librdkafka.parsed()["bootstrap.servers"]) != nil
+            || (try? librdkafka.fileProperties()["bootstrap.servers"]) != nil
     }
 
     /// The bootstrap servers and librdkafka properties for a client in `role`, by the rule at the
@@ -161,6 +207,8 @@ struct KafkaOptions: ParsableArguments {
             flag = ("--bootstrap-file \(bootstrapFile)", try Self.readBootstrapFile(bootstrapFile, hint: "check the path"))
         } else if let fromX = try librdkafka.parsed()["bootstrap.servers"] {
             flag = ("-X bootstrap.servers", fromX)
+        } else if bootstrap == nil, let fromFile = try librdkafka.fileProperties()["bootstrap.servers"] {
+            flag = ("bootstrap.servers in --kafka-config \(librdkafka.kafkaConfig ?? "")", fromFile)
         } else {
             flag = ("--bootstrap", bootstrap)
         }
@@ -179,10 +227,11 @@ struct KafkaOptions: ParsableArguments {
     }
 
     /// librdkafka properties without bootstrap.servers: kafka.client, then kafka.producer or
-    /// kafka.consumer, then -X.
+    /// kafka.consumer, then --kafka-config, then -X (the later wins).
     func properties(_ settings: SettingsFile, role: KafkaRole) throws -> [String: String] {
         let file = try settings.kafka()
         var properties = file.client.merging(role == .producer ? file.producer : file.consumer) { $1 }
+        properties.merge(try librdkafka.fileProperties()) { $1 }
         properties.merge(try librdkafka.parsed()) { $1 }
         properties["bootstrap.servers"] = nil
         return properties
@@ -208,21 +257,43 @@ struct KafkaOptions: ParsableArguments {
 
 /// Resolved Redis feature-store settings.
 struct RedisSettings: Equatable {
-    var address: Resolved<String>
+    /// Address, login and TLS; prints with the password masked.
+    var address: Resolved<RedisEndpoint>
     var prefix: Resolved<String>
 }
 
-/// Where the Redis feature store is and which key prefix it uses.
+/// Where the Redis feature store is, how to log in to it and which key prefix it uses.
 struct RedisOptions: ParsableArguments {
     static let environmentVariable = "STREAMREC_REDIS"
+    static let passwordVariable = "STREAMREC_REDIS_PASSWORD"
+    static let passwordFileVariable = "STREAMREC_REDIS_PASSWORD_FILE"
     static let defaultAddress = "127.0.0.1:6379"
     static let defaultPrefix = "sr"
 
     @Option(help: ArgumentHelp("""
-        Redis of the feature store. First set wins: --redis, $\(RedisOptions.environmentVariable), redis.address in --config, \
-        \(RedisOptions.defaultAddress).
-        """, valueName: "HOST:PORT"))
+        Redis of the feature store: HOST:PORT, redis://[USER[:PASSWORD]@]HOST:PORT[/DB] or rediss://… (TLS).         First set wins: --redis, $\(RedisOptions.environmentVariable), redis.address in --config, \(RedisOptions.defaultAddress).
+        """, valueName: "ADDRESS"))
     var redis: String?
+
+    @Option(help: ArgumentHelp("""
+        Redis password from FILE (trimmed), so it is not on the command line. First set wins: this,         $\(RedisOptions.passwordVariable) or $\(RedisOptions.passwordFileVariable), redis.password_file in --config,         the password in the address.
+        """, valueName: "FILE"))
+    var redisPasswordFile: String?
+
+    @Option(help: ArgumentHelp("""
+        rediss://: CA certificates (PEM) the server's certificate must chain to (default: the system's).         Also $STREAMREC_REDIS_TLS_CA, redis.tls_ca, ?ca= in the address.
+        """, valueName: "FILE"))
+    var redisTlsCa: String?
+
+    @Option(help: ArgumentHelp("""
+        rediss://: client certificate (PEM) for servers that require one (with --redis-tls-key).         Also $STREAMREC_REDIS_TLS_CERT, redis.tls_cert, ?cert= in the address.
+        """, valueName: "FILE"))
+    var redisTlsCert: String?
+
+    @Option(help: ArgumentHelp("""
+        rediss://: the client certificate's private key (PEM). Also $STREAMREC_REDIS_TLS_KEY, redis.tls_key, ?key= in the address.
+        """, valueName: "FILE"))
+    var redisTlsKey: String?
 
     @Option(help: ArgumentHelp("""
         Key prefix of the feature store in Redis. First set wins: --prefix, redis.prefix in --config, \(RedisOptions.defaultPrefix).
@@ -236,7 +307,7 @@ struct RedisOptions: ParsableArguments {
         if let prefix, prefix.isEmpty { throw ValidationError("--prefix must not be empty") }
     }
 
-    /// Address and prefix by the rule at the top of this file.
+    /// Address (with login and TLS) and prefix by the rule at the top of this file.
     func resolve(_ settings: SettingsFile,
                  environment: [String: String] = ProcessInfo.processInfo.environment) throws -> RedisSettings {
         let file = try settings.redis()
@@ -249,15 +320,83 @@ struct RedisOptions: ParsableArguments {
         let prefix = resolveSetting(flag: ("--prefix", prefix), file: (settings.path, "redis.prefix", file.prefix)) {
             Resolved(value: Self.defaultPrefix, source: .builtin("built-in default"))
         }
-        return RedisSettings(address: try Self.checkAddress(address.value, source: address.source), prefix: prefix)
+        var endpoint = try Self.checkAddress(address.value, source: address.source)
+        endpoint.value.password = try password(file, settings.path, environment, address: endpoint)
+        if endpoint.value.username != nil && endpoint.value.password == nil {
+            throw CLIError("""
+                the Redis address \(endpoint) names the user \(endpoint.value.username!) but no password is set:                 give it with --redis-password-file FILE, $\(Self.passwordVariable) or $\(Self.passwordFileVariable)
+                """)
+        }
+        try applyTLS(to: &endpoint, file, settings.path, environment)
+        return RedisSettings(address: endpoint, prefix: prefix)
     }
 
-    /// HOST:PORT with a port in 1…65535, or an error naming where the value came from.
-    static func checkAddress(_ value: String, source: SettingSource) throws -> Resolved<String> {
-        guard let colon = value.lastIndex(of: ":"), colon != value.startIndex,
-              let port = Int(value[value.index(after: colon)...]), (1...65535).contains(port) else {
-            throw CLIError("Redis address '\(value)' (\(source)) must be HOST:PORT, e.g. \(defaultAddress)")
+    /// A password given literally ($STREAMREC_REDIS_PASSWORD) or as a file to read.
+    private enum Secret: Equatable { case value(String), file(String), address }
+
+    /// The password by the rule at the top of this file; the address's own comes last.
+    private func password(_ file: RedisFileSettings, _ path: String?, _ environment: [String: String],
+                          address: Resolved<RedisEndpoint>) throws -> String? {
+        let literal = variable(Self.passwordVariable, in: environment), fromFile = variable(Self.passwordFileVariable, in: environment)
+        if literal != nil && fromFile != nil {
+            throw CLIError("set $\(Self.passwordVariable) or $\(Self.passwordFileVariable), not both")
         }
-        return Resolved(value: value, source: source)
+        let secret = resolveSetting(
+            flag: ("--redis-password-file", redisPasswordFile.map(Secret.file)),
+            environment: literal != nil ? (Self.passwordVariable, literal.map(Secret.value)) : (Self.passwordFileVariable, fromFile.map(Secret.file)),
+            file: (path, "redis.password_file", file.passwordFile.map(Secret.file))) {
+                Resolved(value: .address, source: .builtin("the address"))
+            }
+        switch secret.value {
+        case .address: return address.value.password
+        case .value(let v): return v
+        case .file(let f):
+            guard let text = try? String(contentsOfFile: f, encoding: .utf8) else {
+                throw CLIError("cannot read the Redis password file \(f) (\(secret.source)); check the path and its permissions")
+            }
+            let v = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            if v.isEmpty { throw CLIError("the Redis password file \(f) (\(secret.source)) is empty") }
+            return v
+        }
+    }
+
+    /// --redis-tls-ca/-cert/-key by the rule at the top of this file (the address's ?ca= etc. last);
+    /// they need a rediss:// address and readable files.
+    private func applyTLS(to endpoint: inout Resolved<RedisEndpoint>, _ file: RedisFileSettings, _ path: String?,
+                          _ environment: [String: String]) throws {
+        func setting(_ flag: String?, _ name: String, _ key: String, _ fileValue: String?, _ fromAddress: String?) throws -> String? {
+            let env = "STREAMREC_REDIS_TLS_\(name)"
+            let r = resolveSetting(flag: ("--redis-tls-\(name.lowercased())", flag),
+                                   environment: (env, variable(env, in: environment)),
+                                   file: (path, "redis.\(key)", fileValue)) {
+                Resolved(value: fromAddress ?? "", source: .builtin("the address"))
+            }
+            guard !r.value.isEmpty else { return nil }
+            guard endpoint.value.tls != nil else {
+                throw CLIError("a Redis TLS file is set (\(r.source)), but the Redis address \(endpoint.value) is not rediss://; use rediss://HOST:PORT or unset it")
+            }
+            guard FileManager.default.isReadableFile(atPath: r.value) else {
+                throw CLIError("cannot read the Redis TLS file \(r.value) (\(r.source)); check the path")
+            }
+            return r.value
+        }
+        let tls = endpoint.value.tls
+        let ca = try setting(redisTlsCa, "CA", "tls_ca", file.tlsCA, tls?.caFile)
+        let cert = try setting(redisTlsCert, "CERT", "tls_cert", file.tlsCert, tls?.certificateFile)
+        let key = try setting(redisTlsKey, "KEY", "tls_key", file.tlsKey, tls?.keyFile)
+        guard endpoint.value.tls != nil else { return }
+        if (cert == nil) != (key == nil) {
+            throw CLIError("a Redis client certificate needs both --redis-tls-cert and --redis-tls-key (or their variables/settings)")
+        }
+        endpoint.value.tls?.caFile = ca
+        endpoint.value.tls?.certificateFile = cert
+        endpoint.value.tls?.keyFile = key
+    }
+
+    /// A Redis address (see `RedisEndpoint`), or an error naming where the value came from.
+    static func checkAddress(_ value: String, source: SettingSource) throws -> Resolved<RedisEndpoint> {
+        do { return Resolved(value: try RedisEndpoint(parsing: value), source: source) } catch {
+            throw CLIError("\(error) (\(source)), e.g. \(defaultAddress)")
+        }
     }
 }

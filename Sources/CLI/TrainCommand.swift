@@ -35,6 +35,10 @@ struct Train: ParsableCommand {
         (user_behavior.csv: user,item,behavior,time), read once through the feature workers' \
         transition rule, and the log line is `epoch: E, step: S, policy_loss: …, beta_loss: …, \
         transitions/s: …, pv_ndcg@10: …`; no statistics file is needed.
+
+        With --source redis every rank resolves the Redis options itself. Ranks on other hosts do \
+        not inherit the launching shell's environment: give the password with \
+        --redis-password-file (a path that exists on every host) or `mpirun -x STREAMREC_REDIS_PASSWORD`.
         """)
 
     @OptionGroup var model: ModelOptions

@@ -27,7 +27,7 @@ final class OneTimeNotice: @unchecked Sendable {
 /// Every call is bounded: connect and each command time out after `timeout`, and the back-off
 /// sleeps in 50 ms steps that notice a stop.
 final class RedisLink {
-    let address: String
+    let address: RedisEndpoint
     let layout: FeatureStoreLayout
     let say: (String) -> Void
     let stopping: () -> Bool
@@ -39,7 +39,7 @@ final class RedisLink {
     /// True once this link gave up because the worker is stopping while Redis fails.
     private(set) var gaveUp = false
 
-    init(address: String, layout: FeatureStoreLayout, say: @escaping (String) -> Void, stopping: @escaping () -> Bool,
+    init(address: RedisEndpoint, layout: FeatureStoreLayout, say: @escaping (String) -> Void, stopping: @escaping () -> Bool,
          stopNotice: OneTimeNotice, timeout: Duration = .seconds(5)) {
         self.address = address; self.layout = layout; self.say = say; self.stopping = stopping
         self.stopNotice = stopNotice; self.timeout = timeout
@@ -58,11 +58,12 @@ final class RedisLink {
                 }
                 let value = try body(store)
                 if let since = downSince {
-                    say(String(format: "Redis at %@ is back after %.1f s; resuming", address, seconds(.now - since)))
+                    say(String(format: "Redis at %@ is back after %.1f s; resuming", address.description, seconds(.now - since)))
                     downSince = nil
                 }
                 return value
             } catch let error as RedisError {
+                if error.needsConfiguration { throw error }  // wrong login or TLS: a retry storm would not fix it
                 // NOSCRIPT too: a restarted Redis has lost the script cache; the retry loads it again.
                 if case .server(let m) = error, !error.isOutage, !m.hasPrefix("NOSCRIPT") { throw error }
                 if downSince == nil {
@@ -165,7 +166,7 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
     private var abandoned = false
     private let grower: Grower
 
-    init(address: String, layout: FeatureStoreLayout, capacity: Int, growthInterval: Duration, maxPendingPerField: Int,
+    init(address: RedisEndpoint, layout: FeatureStoreLayout, capacity: Int, growthInterval: Duration, maxPendingPerField: Int,
          say: @escaping (String) -> Void, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
         self.capacity = capacity
         self.say = say
@@ -309,7 +310,7 @@ final class Grower: BackgroundLoop, @unchecked Sendable {
 
     let maxPendingPerField: Int
 
-    init(address: String, layout: FeatureStoreLayout, every: Duration, maxPendingPerField: Int,
+    init(address: RedisEndpoint, layout: FeatureStoreLayout, every: Duration, maxPendingPerField: Int,
          say: @escaping (String) -> Void, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
         self.every = every
         self.maxPendingPerField = maxPendingPerField

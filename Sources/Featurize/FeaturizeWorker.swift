@@ -46,7 +46,7 @@ public struct FeaturizeOptions: Sendable {
     public var shards: Int
     public var topic: String
     public var kafka: KafkaConfig
-    public var redisAddress: String
+    public var redisAddress: RedisEndpoint
     public var prefix: String = "sr"
     public var batchSize: Int = 1000
     public var linger: Duration = .milliseconds(200)
@@ -70,14 +70,14 @@ public struct FeaturizeOptions: Sendable {
     /// What to do with a partition whose stored progress is beyond the broker's high watermark.
     public var onOffsetReset: OffsetResetPolicy = .stop
 
-    public init(shard: Int, shards: Int, topic: String, kafka: KafkaConfig, redisAddress: String, workerId: String? = nil) {
+    public init(shard: Int, shards: Int, topic: String, kafka: KafkaConfig, redisAddress: RedisEndpoint, workerId: String? = nil) {
         self.shard = shard; self.shards = shards; self.topic = topic; self.kafka = kafka; self.redisAddress = redisAddress
         let host = ProcessInfo.processInfo.hostName
         self.workerId = workerId ?? "featurize-\(shard)of\(shards)@\(host):\(ProcessInfo.processInfo.processIdentifier)"
     }
 
     /// A worker that takes a fair share of the partitions by lease (`Assignment.lease`).
-    public static func leased(topic: String, kafka: KafkaConfig, redisAddress: String, workerId: String? = nil) -> FeaturizeOptions {
+    public static func leased(topic: String, kafka: KafkaConfig, redisAddress: RedisEndpoint, workerId: String? = nil) -> FeaturizeOptions {
         let id = workerId ?? "featurize@\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
         var o = FeaturizeOptions(shard: 0, shards: 1, topic: topic, kafka: kafka, redisAddress: redisAddress, workerId: id)
         o.assignment = .lease

@@ -85,6 +85,12 @@ public struct KafkaConfig: Sendable, Equatable {
         set { properties[key] = newValue }
     }
 
+    /// Properties whose values are secrets (sasl.password, ssl.key.password, ssl.keystore.password,
+    /// sasl.oauthbearer.client.secret, ssl.key.pem …): never shown in messages.
+    public static func isSecret(_ key: String) -> Bool {
+        ["password", "secret", ".pem", "sasl.jaas.config", "sasl.oauthbearer.config"].contains { key.contains($0) }
+    }
+
     /// Builds an `rd_kafka_conf_t`; the caller owns it (until `rd_kafka_new` takes it).
     func make(_ operation: String) throws(KafkaError) -> OpaquePointer {
         guard let conf = rd_kafka_conf_new() else { throw KafkaError(operation, message: "rd_kafka_conf_new failed") }
@@ -93,8 +99,9 @@ public struct KafkaConfig: Sendable, Equatable {
         for (key, value) in properties.sorted(by: { $0.key < $1.key }) {
             if rd_kafka_conf_set(conf, key, value, &errstr, errstr.count) != RD_KAFKA_CONF_OK {
                 rd_kafka_conf_destroy(conf)
-                throw KafkaError(operation, code: RD_KAFKA_RESP_ERR__INVALID_ARG.rawValue,
-                                 message: "property \(key): \(cString(errstr))")
+                var message = cString(errstr)
+                if Self.isSecret(key) && !value.isEmpty { message = message.replacingOccurrences(of: value, with: "***") }
+                throw KafkaError(operation, code: RD_KAFKA_RESP_ERR__INVALID_ARG.rawValue, message: "property \(key): \(message)")
             }
         }
         return conf

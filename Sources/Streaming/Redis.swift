@@ -7,13 +7,19 @@
 //     no hiredis pointer leaves this file.
 //   * Failures are `RedisError`: `.connect` (could not connect), `.connectionLost` (I/O error,
 //     EOF or timeout; the connection is unusable until `reconnect()`), `.server` (the server
-//     answered with an error reply), `.protocol` (malformed data).
+//     answered with an error reply), `.protocol` (malformed data), and the ones retrying cannot
+//     fix: `.authentication` (wrong or missing credentials), `.tls` (handshake or certificate),
+//     `.address` (a malformed address).
+//   * Every connect and reconnect logs in (`AUTH`) and selects the database of its
+//     `RedisEndpoint`; `rediss://` goes through the OpenSSL tunnel of CRedisTLS (hiredis 0.14 has
+//     no TLS), which the connection only sees as a file descriptor.
 //
 // Threading rule
 //   A connection serializes its own calls with a lock, so it is safe to share (`Sendable`), but
 //   calls from several threads queue behind each other; give each busy task its own connection.
 
 import CHiredis
+import CRedisTLS
 import Foundation
 
 // MARK: - Replies and errors
@@ -104,6 +110,13 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     case server(String)
     /// Malformed protocol data or a wrapper-level misuse.
     case `protocol`(String)
+    /// The server refused the login (wrong password, unknown user) or wants one (NOAUTH).
+    /// `server` is the endpoint with its password masked.
+    case authentication(server: String, message: String)
+    /// TLS setup, handshake or certificate verification failed.
+    case tls(server: String, message: String)
+    /// A malformed Redis address (the message shows it with its password masked).
+    case address(String)
 
     /// Redis is (for now) unavailable rather than refusing the command: it cannot be reached, or
     /// it answers LOADING (reading its AOF after a restart), BUSY, MASTERDOWN or TRYAGAIN. Callers
@@ -112,7 +125,16 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .connect, .connectionLost: true
         case .server(let m): ["LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN"].contains { m.hasPrefix($0) }
-        case .protocol: false
+        case .protocol, .authentication, .tls, .address: false
+        }
+    }
+
+    /// Wrong credentials, TLS or address: a person must change the settings, so retrying (even
+    /// by loops that retry every other failure) only repeats the refusal.
+    public var needsConfiguration: Bool {
+        switch self {
+        case .authentication, .tls, .address: true
+        default: false
         }
     }
 
@@ -122,6 +144,14 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .connectionLost(m): "Redis connection lost: \(m)"
         case let .server(m): "Redis error reply: \(m)"
         case let .protocol(m): "Redis protocol error: \(m)"
+        case let .authentication(server, m):
+            (m.hasPrefix("NOAUTH") ? "Redis at \(server) wants a password" : "Redis at \(server) refused the login")
+                + " (\(m.hasSuffix(".") ? String(m.dropLast()) : m)). Check the password (--redis-password-file, "
+                + "$STREAMREC_REDIS_PASSWORD or $STREAMREC_REDIS_PASSWORD_FILE) and the user in the redis:// address"
+        case let .tls(server, m):
+            "TLS with Redis at \(server) failed: \(m). Check --redis-tls-ca (the CA that signed the server's "
+                + "certificate), the host name in the address, and --redis-tls-cert/--redis-tls-key if the server wants a client certificate"
+        case let .address(m): m
         }
     }
 }
@@ -167,26 +197,30 @@ private func convert(_ r: UnsafePointer<redisReply>) -> RedisReply {
 
 /// A synchronous Redis connection. See the file header for the threading rule.
 public final class RedisConnection: @unchecked Sendable {
-    public let host: String
-    public let port: Int
+    /// Where it connects and how it logs in (`description` masks the password).
+    public let endpoint: RedisEndpoint
+    public var host: String { endpoint.host }
+    public var port: Int { endpoint.port }
     public let timeout: Duration
     private var context: UnsafeMutablePointer<redisContext>?
     private let lock = NSLock()
 
-    /// Connects (`redisConnectWithTimeout`); `timeout` bounds the connect and every command.
-    public init(host: String = "127.0.0.1", port: Int = 6379, timeout: Duration = .seconds(5)) throws(RedisError) {
-        self.host = host
-        self.port = port
+    /// Connects, logs in and selects the database; `timeout` bounds the connect (with its TLS
+    /// handshake) and every command.
+    public init(address endpoint: RedisEndpoint, timeout: Duration = .seconds(5)) throws(RedisError) {
+        self.endpoint = endpoint
         self.timeout = timeout
-        self.context = try Self.open(host: host, port: port, timeout: timeout)
+        self.context = try Self.open(endpoint, timeout: timeout)
     }
 
-    /// Parses `HOST:PORT` (as given to `--redis`).
+    /// A plain connection without login.
+    public convenience init(host: String = "127.0.0.1", port: Int = 6379, timeout: Duration = .seconds(5)) throws(RedisError) {
+        try self.init(address: RedisEndpoint(host: host, port: port), timeout: timeout)
+    }
+
+    /// Parses an address as given to `--redis` (`HOST:PORT`, `redis://…`, `rediss://…`; see `RedisEndpoint`).
     public convenience init(address: String, timeout: Duration = .seconds(5)) throws(RedisError) {
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
-            throw .protocol("Redis address must be HOST:PORT, got \"\(address)\"")
-        }
-        try self.init(host: String(address[..<colon]), port: port, timeout: timeout)
+        try self.init(address: RedisEndpoint(parsing: address), timeout: timeout)
     }
 
     deinit { if let context { redisFree(context) } }
@@ -196,20 +230,67 @@ public final class RedisConnection: @unchecked Sendable {
         return Glibc.timeval(tv_sec: Int(s), tv_usec: Int(atto / 1_000_000_000_000))
     }
 
-    private static func open(host: String, port: Int, timeout: Duration) throws(RedisError) -> UnsafeMutablePointer<redisContext> {
+    /// A connected, logged-in context for `endpoint`: the one place connections are made, so a
+    /// reconnect logs in (and builds a new TLS tunnel) exactly like the first connect.
+    private static func open(_ endpoint: RedisEndpoint, timeout: Duration) throws(RedisError) -> UnsafeMutablePointer<redisContext> {
+        if endpoint.username != nil && endpoint.password == nil {
+            throw .authentication(server: endpoint.description, message: "the user \(endpoint.username!) has no password")
+        }
         let tv = timeval(timeout)
-        guard let c = redisConnectWithTimeout(host, Int32(port), tv) else {
-            throw .connect(host: host, port: port, message: "out of memory")
+        let c = try endpoint.tls == nil ? plainContext(endpoint, tv) : tlsContext(endpoint, timeout: timeout)
+        func fail(_ error: RedisError) -> RedisError { redisFree(c); return error }
+        if redisSetTimeout(c, tv) != REDIS_OK {
+            throw fail(.connect(host: endpoint.host, port: endpoint.port, message: errorText(c)))
+        }
+        var login: [[String]] = []
+        if let password = endpoint.password { login.append(["AUTH"] + (endpoint.username.map { [$0] } ?? []) + [password]) }
+        if endpoint.database != 0 { login.append(["SELECT", "\(endpoint.database)"]) }
+        guard !login.isEmpty else { return c }
+        let replies: [RedisReply]
+        do { replies = try exchange(c, login.map { $0.map { Array($0.utf8) } }) } catch { throw fail(error) }
+        if endpoint.password != nil, case .error(let m) = replies[0] {
+            throw fail(.authentication(server: endpoint.description, message: m))
+        }
+        if endpoint.database != 0, case .error(let m) = replies[replies.count - 1] {
+            throw fail(.address("Redis at \(endpoint.description) refused database \(endpoint.database): \(m); "
+                                + "use a database the server has (its `databases` setting)"))
+        }
+        return c
+    }
+
+    private static func plainContext(_ endpoint: RedisEndpoint, _ tv: timeval) throws(RedisError) -> UnsafeMutablePointer<redisContext> {
+        guard let c = redisConnectWithTimeout(endpoint.host, Int32(endpoint.port), tv) else {
+            throw .connect(host: endpoint.host, port: endpoint.port, message: "out of memory")
         }
         if c.pointee.err != 0 {
             let message = errorText(c)
             redisFree(c)
-            throw .connect(host: host, port: port, message: message)
+            throw .connect(host: endpoint.host, port: endpoint.port, message: message)
         }
-        if redisSetTimeout(c, tv) != REDIS_OK {
+        return c
+    }
+
+    /// hiredis over the TLS tunnel's plaintext socket (`redisConnectFd` takes ownership of it).
+    private static func tlsContext(_ endpoint: RedisEndpoint, timeout: Duration) throws(RedisError) -> UnsafeMutablePointer<redisContext> {
+        let tls = endpoint.tls ?? .init()
+        var kind = SRTLS_OK
+        var message = [CChar](repeating: 0, count: 512)
+        let ms = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let fd = srtls_open(endpoint.host, Int32(endpoint.port), tls.caFile, tls.certificateFile, tls.keyFile,
+                            tls.serverName, max(ms, 1), &kind, &message, message.count)
+        let text = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard fd >= 0 else {
+            if kind == SRTLS_ERR_CONNECT { throw .connect(host: endpoint.host, port: endpoint.port, message: text) }
+            throw .tls(server: endpoint.description, message: text)
+        }
+        guard let c = redisConnectFd(fd) else {
+            Glibc.close(fd)
+            throw .connect(host: endpoint.host, port: endpoint.port, message: "out of memory")
+        }
+        if c.pointee.err != 0 {
             let message = errorText(c)
             redisFree(c)
-            throw .connect(host: host, port: port, message: message)
+            throw .connect(host: endpoint.host, port: endpoint.port, message: message)
         }
         return c
     }
@@ -221,8 +302,8 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     /// The funnel for context-level failures: after one, hiredis marks the context unusable.
-    private func contextError(_ c: UnsafeMutablePointer<redisContext>) -> RedisError {
-        let message = Self.errorText(c)
+    private static func contextError(_ c: UnsafeMutablePointer<redisContext>) -> RedisError {
+        let message = errorText(c)
         switch c.pointee.err {
         case REDIS_ERR_PROTOCOL: return .protocol(message)
         default: return .connectionLost(message.isEmpty ? "error \(c.pointee.err)" : message)
@@ -231,18 +312,22 @@ public final class RedisConnection: @unchecked Sendable {
 
     private func liveContext() throws(RedisError) -> UnsafeMutablePointer<redisContext> {
         guard let c = context else { throw .connectionLost("connection closed; call reconnect()") }
-        if c.pointee.err != 0 { throw contextError(c) }
+        if c.pointee.err != 0 { throw Self.contextError(c) }
         return c
     }
+
+    /// TLS tunnels whose pump thread is still running, in this process (each ends after its
+    /// connection closes or reconnects): for tests and diagnostics.
+    public static var openTLSTunnels: Int { Int(srtls_live_tunnels()) }
 
     /// True if the last operation left the connection usable.
     public var isConnected: Bool { lock.withLock { context.map { $0.pointee.err == 0 } ?? false } }
 
-    /// Drops the current socket and connects again to the same address.
+    /// Drops the current socket and connects again to the same endpoint (login and database too).
     public func reconnect() throws(RedisError) {
         lock.lock(); defer { lock.unlock() }
         if let c = context { redisFree(c); context = nil }
-        context = try Self.open(host: host, port: port, timeout: timeout)
+        context = try Self.open(endpoint, timeout: timeout)
     }
 
     /// Closes the connection; later calls throw `.connectionLost` until `reconnect()`.
@@ -304,9 +389,19 @@ public final class RedisConnection: @unchecked Sendable {
         for args in commands where args.isEmpty {
             throw RedisError.server("ERR empty command (a Redis command needs at least its name)")
         }
-        let request = Self.requestBytes(commands)
         lock.lock(); defer { lock.unlock() }
-        let c = try liveContext()
+        let replies = try Self.exchange(try liveContext(), commands)
+        // A server that wants a login this connection does not have (requirepass set, or the
+        // password changed since): one clear error instead of a failed command.
+        for case .error(let m) in replies where m.hasPrefix("NOAUTH") || m.hasPrefix("WRONGPASS") {
+            throw .authentication(server: endpoint.description, message: m)
+        }
+        return replies
+    }
+
+    /// Writes `commands` in one request and reads one reply each.
+    private static func exchange(_ c: UnsafeMutablePointer<redisContext>, _ commands: [[[UInt8]]]) throws(RedisError) -> [RedisReply] {
+        let request = requestBytes(commands)
         let rc = request.withUnsafeBufferPointer { b in
             b.withMemoryRebound(to: CChar.self) { redisAppendFormattedCommand(c, $0.baseAddress, $0.count) }
         }

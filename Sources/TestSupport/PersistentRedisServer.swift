@@ -18,6 +18,7 @@ public final class PersistentRedisServer: @unchecked Sendable {
     }
 
     public var address: String { "127.0.0.1:\(port)" }
+    public var endpoint: RedisEndpoint { RedisEndpoint(host: "127.0.0.1", port: port) }
     public var isRunning: Bool { lock.withLock { process?.isRunning ?? false } }
 
     /// Starts redis-server (loading the AOF if there is one) and waits for PING (≤ 10 s).

@@ -80,22 +80,41 @@ public func freeLoopbackPort() throws -> Int {
 
 /// A real `redis-server` on a free loopback port in a temporary directory, no persistence.
 /// `stop()` (also run by deinit) kills it and removes the directory.
+///
+/// `password` sets the default user's password (`requirepass`); `tls` makes it listen with TLS
+/// only, with the certificates' server pair, trusting their CA (and requiring a client
+/// certificate when `requireClientCertificate`); `arguments` are more redis-server options (e.g.
+/// `["--user", "alice", "on", ">secret", "~*", "+@all"]`). `endpoint` logs in as the default
+/// user over the same transport.
 public final class RedisServerFixture: @unchecked Sendable {
     public let port: Int
     public let directory: URL
+    /// The default user's login (with `password`, and TLS with the test CA when `tls`).
+    public let endpoint: RedisEndpoint
     private let process: Process
 
-    public init() throws {
+    public init(password: String? = nil, tls: TestCertificates? = nil, requireClientCertificate: Bool = false,
+                arguments extra: [String] = []) throws {
         guard let server = findExecutable("redis-server") else {
             throw FixtureError("redis-server not found; run scripts/setup.sh")
         }
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("streamrec-redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         port = try freeLoopbackPort()
+        var endpoint = RedisEndpoint(host: "127.0.0.1", port: port, password: password)
+        var listen = ["--port", "\(port)"]
+        if let tls {
+            listen = ["--port", "0", "--tls-port", "\(port)", "--tls-cert-file", tls.serverCertificate, "--tls-key-file", tls.serverKey,
+                      "--tls-ca-cert-file", tls.ca, "--tls-auth-clients", requireClientCertificate ? "yes" : "no"]
+            endpoint.tls = RedisEndpoint.TLS(caFile: tls.ca, certificateFile: requireClientCertificate ? tls.clientCertificate : nil,
+                                             keyFile: requireClientCertificate ? tls.clientKey : nil)
+        }
+        self.endpoint = endpoint
         process = Process()
         process.executableURL = URL(fileURLWithPath: server)
-        process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--dir", directory.path,
-                             "--save", "", "--appendonly", "no", "--daemonize", "no"]
+        process.arguments = listen + ["--bind", "127.0.0.1", "--dir", directory.path,
+                                      "--save", "", "--appendonly", "no", "--daemonize", "no"]
+            + (password.map { ["--requirepass", $0] } ?? []) + extra
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice
@@ -112,10 +131,22 @@ public final class RedisServerFixture: @unchecked Sendable {
     }
 
     private func ping() throws -> Bool {
-        let connection = try RedisConnection(host: "127.0.0.1", port: port, timeout: .seconds(1))
+        let connection = try RedisConnection(address: endpoint, timeout: .seconds(1))
         return try connection.command(["PING"]).text == "PONG"
     }
 
+    /// Failed AUTH attempts the server has logged: the `count`s of the `auth` entries of
+    /// `ACL LOG` (Redis 7.0 has no counter for them in `INFO stats`).
+    public func failedLogins() throws -> Int {
+        let entries = try RedisConnection(address: endpoint, timeout: .seconds(2)).command(["ACL", "LOG"]).elements ?? []
+        return entries.reduce(0) { total, entry in
+            let pairs = entry.elements ?? []
+            let fields = Dictionary(stride(from: 0, to: pairs.count - 1, by: 2).map { (pairs[$0].text ?? "", pairs[$0 + 1]) }) { a, _ in a }
+            return total + (fields["reason"]?.text == "auth" ? Int(fields["count"]?.integer ?? 0) : 0)
+        }
+    }
+
+    /// `127.0.0.1:PORT`: the address of a server without password or TLS.
     public var address: String { "127.0.0.1:\(port)" }
 
     /// Freezes the server (SIGSTOP): connections are still accepted by the kernel, but nothing is
@@ -129,7 +160,7 @@ public final class RedisServerFixture: @unchecked Sendable {
     public func stop() {
         resume()
         if process.isRunning {
-            if let connection = try? RedisConnection(host: "127.0.0.1", port: port, timeout: .seconds(1)) {
+            if let connection = try? RedisConnection(address: endpoint, timeout: .seconds(1)) {
                 _ = try? connection.command(["SHUTDOWN", "NOSAVE"])
             }
             let deadline = ContinuousClock.now + .seconds(3)

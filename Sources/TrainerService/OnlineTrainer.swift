@@ -41,7 +41,7 @@ public struct TrainerKeys: Sendable {
 }
 
 public struct OnlineTrainerOptions: Sendable {
-    public var redisAddress: String
+    public var redisAddress: RedisEndpoint
     public var prefix = "sr"
     public var shardCount = 8
     public var checkpointDir: URL
@@ -56,7 +56,7 @@ public struct OnlineTrainerOptions: Sendable {
     /// Rank 0 appends one JSON line per trained batch and per written checkpoint here
     /// (produced/appended/trained/written times) for `bench freshness`.
     public var freshnessLog: URL?
-    public init(redisAddress: String, checkpointDir: URL) {
+    public init(redisAddress: RedisEndpoint, checkpointDir: URL) {
         self.redisAddress = redisAddress
         self.checkpointDir = checkpointDir
     }
@@ -194,7 +194,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
         if comm.rank == 0, let url = options.freshnessLog { freshness = try FreshnessLog(url: url) }
         source = RedisBatchSource(reader: reader, shardCount: state.shardCount,
                                   shards: ShardAssignment.shards(rank: comm.rank, size: comm.size, shardCount: state.shardCount),
-                                  positions: positions, redisAddress: options.redisAddress, log: log)
+                                  positions: positions, redisAddress: options.redisAddress.description, log: log)
     }
 
     /// Trains until stopped (SIGTERM on rank 0), idle for `untilIdle`, or this rank leaves.

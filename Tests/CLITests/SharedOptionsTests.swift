@@ -113,19 +113,19 @@ struct RedisResolutionTests {
         let env = ["STREAMREC_REDIS": "env-host:6381"]
 
         let flags = try RedisOptions.parse(["--redis", "flag-host:6382", "--prefix", "p1"]).resolve(file, environment: env)
-        #expect(flags.address == Resolved(value: "flag-host:6382", source: .flag("--redis")))
+        #expect(flags.address == Resolved(value: RedisEndpoint(host: "flag-host", port: 6382), source: .flag("--redis")))
         #expect(flags.prefix == Resolved(value: "p1", source: .flag("--prefix")))
 
         let none = try RedisOptions.parse([])
         let fromEnv = try none.resolve(file, environment: env)
-        #expect(fromEnv.address == Resolved(value: "env-host:6381", source: .environment("STREAMREC_REDIS")))
+        #expect(fromEnv.address == Resolved(value: RedisEndpoint(host: "env-host", port: 6381), source: .environment("STREAMREC_REDIS")))
         #expect(fromEnv.prefix == Resolved(value: "fp", source: .file(path: path, key: "redis.prefix")))
 
         let fromFile = try none.resolve(file, environment: [:])
-        #expect(fromFile.address == Resolved(value: "file-host:6380", source: .file(path: path, key: "redis.address")))
+        #expect(fromFile.address == Resolved(value: RedisEndpoint(host: "file-host", port: 6380), source: .file(path: path, key: "redis.address")))
 
         let builtin = try none.resolve(.none, environment: ["STREAMREC_REDIS": ""])
-        #expect(builtin.address.value == "127.0.0.1:6379" && builtin.prefix.value == "sr")
+        #expect(builtin.address.value.description == "127.0.0.1:6379" && builtin.prefix.value == "sr")
         if case .builtin = builtin.address.source {} else { Issue.record("expected the built-in default, got \(builtin.address.source)") }
     }
 
@@ -149,7 +149,7 @@ struct ServeFeatureStoreTests {
         defer { try? FileManager.default.removeItem(at: dir); try? FileManager.default.removeItem(at: dir2) }
         func resolve(_ args: [String], _ env: [String: String] = [:]) throws -> (address: String, prefix: String, ms: Int64)? {
             let s = try Serve.parse(["--checkpoints", "ckpts"] + args).featureStoreSettings(environment: env).settings
-            return s.map { ($0.address, $0.prefix, $0.timeout.components.seconds * 1000 + $0.timeout.components.attoseconds / 1_000_000_000_000_000) }
+            return s.map { ($0.address.description, $0.prefix, $0.timeout.components.seconds * 1000 + $0.timeout.components.attoseconds / 1_000_000_000_000_000) }
         }
         #expect(try resolve(["--config", "/dev/null"]) == nil)
         #expect(try resolve(["--config", prefixOnly]) == nil)
@@ -212,7 +212,7 @@ struct SettingsFileTests {
         for empty in ["/dev/null", comment] {
             let f = try SettingsFile.load(empty)
             #expect(try f.kafka().bootstrap == nil && f.plainValues.isEmpty)
-            #expect(try RedisOptions.parse([]).resolve(f, environment: [:]).address.value == "127.0.0.1:6379")
+            #expect(try RedisOptions.parse([]).resolve(f, environment: [:]).address.value.description == "127.0.0.1:6379")
         }
         // (Root reads any file, so the unreadable case only runs as another user.)
         if getuid() != 0 {
@@ -273,5 +273,114 @@ struct ProduceFormatTests {
         #expect(try parse(["--format", "lines"]).keying() == .wholeRow)
         #expect(try parse(["--format", "lines", "--key-field", "3"]).keying() == .field(index: 2, separator: 0x09))
         #expect(try parse(["--key-field", "2", "--field-separator", "|"]).keying() == .field(index: 1, separator: UInt8(ascii: "|")))
+    }
+}
+
+@Suite("shared options: Redis login and TLS")
+struct RedisLoginResolutionTests {
+    @Test("password: --redis-password-file > $STREAMREC_REDIS_PASSWORD[_FILE] > redis.password_file > the address's")
+    func passwordOrder() throws {
+        let dir = try temporaryTestDirectory("redislogin")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func secret(_ name: String, _ value: String) throws -> String {
+            let path = dir.appendingPathComponent(name).path
+            try value.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let flagFile = try secret("flag", " from-flag\n"), envFile = try secret("env", "from-env-file\n"), setFile = try secret("set", "from-settings")
+        let settings = try SettingsFile.parse("redis: {address: 'redis://alice:from-url@h:1', password_file: '\(setFile)'}", path: "s.yaml")
+        let none = try RedisOptions.parse([])
+        #expect(try RedisOptions.parse(["--redis-password-file", flagFile]).resolve(settings, environment: ["STREAMREC_REDIS_PASSWORD": "x"])
+                    .address.value.password == "from-flag")
+        #expect(try none.resolve(settings, environment: ["STREAMREC_REDIS_PASSWORD": "from-env"]).address.value.password == "from-env")
+        #expect(try none.resolve(settings, environment: ["STREAMREC_REDIS_PASSWORD_FILE": envFile]).address.value.password == "from-env-file")
+        #expect(try none.resolve(settings, environment: [:]).address.value.password == "from-settings")
+        let url = try none.resolve(.none, environment: ["STREAMREC_REDIS": "redis://alice:from-url@h:1"])
+        #expect(url.address.value.password == "from-url" && url.address.value.username == "alice")
+        #expect("\(url.address)" == "redis://alice:***@h:1 (from $STREAMREC_REDIS)")
+
+        let both = errorText { _ = try none.resolve(.none, environment: ["STREAMREC_REDIS_PASSWORD": "a", "STREAMREC_REDIS_PASSWORD_FILE": envFile]) }
+        #expect(both.contains("not both"), "\(both)")
+        let missing = errorText { _ = try RedisOptions.parse(["--redis-password-file", dir.appendingPathComponent("nope").path]).resolve(.none, environment: [:]) }
+        #expect(missing.contains("cannot read the Redis password file") && missing.contains("--redis-password-file"), "\(missing)")
+        let empty = try secret("empty", "\n")
+        #expect(errorText { _ = try RedisOptions.parse(["--redis-password-file", empty]).resolve(.none, environment: [:]) }.contains("is empty"))
+        let noPassword = errorText { _ = try RedisOptions.parse(["--redis", "redis://bob@h:1"]).resolve(.none, environment: [:]) }
+        #expect(noPassword.contains("no password is set") && noPassword.contains("$STREAMREC_REDIS_PASSWORD"), "\(noPassword)")
+    }
+
+    @Test("TLS files: flag > environment > settings file > the address's ?ca=; they need rediss:// and readable files")
+    func tlsFiles() throws {
+        let dir = try temporaryTestDirectory("redistls")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var files: [String: String] = [:]
+        for name in ["flag-ca", "env-ca", "file-ca", "url-ca", "cert", "key"] {
+            files[name] = dir.appendingPathComponent(name).path
+            try "pem".write(toFile: files[name]!, atomically: true, encoding: .utf8)
+        }
+        let settings = try SettingsFile.parse("redis: {address: 'rediss://h:1?ca=\(files["url-ca"]!)', tls_ca: '\(files["file-ca"]!)'}", path: "s.yaml")
+        let none = try RedisOptions.parse([])
+        #expect(try RedisOptions.parse(["--redis-tls-ca", files["flag-ca"]!]).resolve(settings, environment: ["STREAMREC_REDIS_TLS_CA": files["env-ca"]!])
+                    .address.value.tls?.caFile == files["flag-ca"])
+        #expect(try none.resolve(settings, environment: ["STREAMREC_REDIS_TLS_CA": files["env-ca"]!]).address.value.tls?.caFile == files["env-ca"])
+        #expect(try none.resolve(settings, environment: [:]).address.value.tls?.caFile == files["file-ca"])
+        #expect(try none.resolve(.none, environment: ["STREAMREC_REDIS": "rediss://h:1?ca=\(files["url-ca"]!)"]).address.value.tls?.caFile == files["url-ca"])
+        let mutual = try RedisOptions.parse(["--redis", "rediss://h:1", "--redis-tls-cert", files["cert"]!, "--redis-tls-key", files["key"]!])
+            .resolve(.none, environment: [:]).address.value.tls
+        #expect(mutual == .init(caFile: nil, certificateFile: files["cert"], keyFile: files["key"]))
+
+        let plain = errorText { _ = try RedisOptions.parse(["--redis", "h:1", "--redis-tls-ca", files["flag-ca"]!]).resolve(.none, environment: [:]) }
+        #expect(plain.contains("not rediss://"), "\(plain)")
+        let unreadable = errorText { _ = try RedisOptions.parse(["--redis", "rediss://h:1", "--redis-tls-ca", dir.appendingPathComponent("nope").path]).resolve(.none, environment: [:]) }
+        #expect(unreadable.contains("cannot read the Redis TLS file"), "\(unreadable)")
+        let half = errorText { _ = try RedisOptions.parse(["--redis", "rediss://h:1", "--redis-tls-cert", files["cert"]!]).resolve(.none, environment: [:]) }
+        #expect(half.contains("--redis-tls-key"), "\(half)")
+        let typo = errorText { _ = try RedisOptions.parse([]).resolve(try SettingsFile.parse("redis: {password: x}", path: "t.yaml"), environment: [:]) }
+        #expect(typo.contains("password_file"), "\(typo)")
+    }
+}
+
+@Suite("shared options: --kafka-config")
+struct KafkaConfigFileTests {
+    @Test("key=value lines, comments and blank lines; -X > --kafka-config > settings file")
+    func precedence() throws {
+        let dir = try temporaryTestDirectory("kafkaconfig")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("client.properties").path
+        try """
+            # librdkafka client properties
+            security.protocol = SASL_SSL
+
+            sasl.mechanisms=PLAIN
+              sasl.password=p=w#1
+            linger.ms=9
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try KafkaPropertyOptions.readKafkaConfig(path)
+                == ["security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN", "sasl.password": "p=w#1", "linger.ms": "9"])
+        let settings = try SettingsFile.parse("kafka: {client: {security.protocol: SSL, client.id: from-settings}, producer: {linger.ms: 5}}", path: "k.yaml")
+        let p = try KafkaOptions.parse(["--kafka-config", path, "-X", "linger.ms=1"]).resolve(settings, role: .producer, environment: [:]).properties
+        #expect(p == ["security.protocol": "SASL_SSL", "client.id": "from-settings", "sasl.mechanisms": "PLAIN", "sasl.password": "p=w#1", "linger.ms": "1"])
+        #expect(try KafkaPropertyOptions.parse(["--kafka-config", path, "-X", "a=b"]).arguments == ["--kafka-config", path, "-X", "a=b"])
+
+        // bootstrap.servers in the file counts as a flag, after --bootstrap and -X.
+        try "bootstrap.servers=file-broker:9092\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let env = ["STREAMREC_BOOTSTRAP": "env-broker:9092"]
+        #expect(try KafkaOptions.parse(["--kafka-config", path]).resolve(.none, role: .consumer, environment: env).bootstrap.value == "file-broker:9092")
+        #expect(try KafkaOptions.parse(["--kafka-config", path, "--bootstrap", "flag:1"]).resolve(.none, role: .consumer, environment: env).bootstrap.value == "flag:1")
+    }
+
+    @Test("a malformed line is an error with FILE:LINE that does not echo the line; a missing file says so")
+    func malformed() throws {
+        let dir = try temporaryTestDirectory("kafkaconfigbad")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("bad.properties").path
+        for (text, line) in [("a=1\nsasl.password hunter2\n", 2), ("# c\n=value-hunter2\n", 2), ("two words=hunter2\n", 1)] {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let e = errorText { _ = try KafkaPropertyOptions.readKafkaConfig(path) }
+            #expect(e.contains("\(path):\(line):") && e.contains("key=value") && !e.contains("hunter2"), "\(e)")
+            #expect(throws: (any Error).self) { try KafkaOptions.parse(["--kafka-config", path]) }
+        }
+        let missing = errorText { _ = try KafkaPropertyOptions.readKafkaConfig(dir.appendingPathComponent("nope").path) }
+        #expect(missing.contains("cannot read the Kafka config file"), "\(missing)")
     }
 }

@@ -101,7 +101,7 @@ final class WorkerThread: @unchecked Sendable {
 func options(shard: Int = 0, shards: Int = 1, topic: String, bootstrap: String, redis: String, batchSize: Int = 100,
              featureShards: Int = 4, untilIdle: Duration? = .seconds(2), parseThreads: Int = 2) -> FeaturizeOptions {
     var o = FeaturizeOptions(shard: shard, shards: shards, topic: topic, kafka: KafkaConfig(bootstrapServers: bootstrap),
-                             redisAddress: redis, workerId: "test-\(shard)")
+                             redisAddress: try! RedisEndpoint(parsing: redis), workerId: "test-\(shard)")  // test-made HOST:PORT
     o.batchSize = batchSize
     o.featureShards = featureShards
     o.untilIdle = untilIdle

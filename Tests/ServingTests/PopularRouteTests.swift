@@ -78,7 +78,7 @@ private func writePopularState(_ address: String, prefix: String = "sr") throws 
 }
 
 /// A server whose feature store is the Redis at `redis` (nil: none configured).
-private func popularApp(checkpoints: URL, redis: String?, timeout: Duration = .milliseconds(200), port: Int = 0,
+private func popularApp(checkpoints: URL, redis: RedisEndpoint?, timeout: Duration = .milliseconds(200), port: Int = 0,
                         log: @escaping @Sendable (String) -> Void = { _ in })
     -> (app: some ApplicationProtocol, state: ServingState, watcher: CheckpointWatcher) {
     let settings = ServeSettings(checkpoints: checkpoints, host: "127.0.0.1", port: port,
@@ -158,7 +158,7 @@ private func probeOtherRoutes(port: Int, predictBody: String, for duration: Dura
         defer { redis.stop() }
         let root = try temporaryTestDirectory()
         defer { try? FileManager.default.removeItem(at: root) }
-        let (app, state, _) = popularApp(checkpoints: root, redis: redis.address)
+        let (app, state, _) = popularApp(checkpoints: root, redis: redis.endpoint)
         try await app.test(.router) { client in
             // Nothing counted yet: an empty list and nulls.
             let empty = try await client.execute(uri: "/v1/popular", method: .get)
@@ -198,7 +198,7 @@ private func probeOtherRoutes(port: Int, predictBody: String, for duration: Dura
         try writePopularState(redis.address)
         let root = try temporaryTestDirectory()
         defer { try? FileManager.default.removeItem(at: root) }
-        let (app, _, _) = popularApp(checkpoints: root, redis: redis.address)
+        let (app, _, _) = popularApp(checkpoints: root, redis: redis.endpoint)
         try await app.test(.router) { client in
             for bad in ["0", "1001", "-3", "abc", "10.5", "", "99999999999999999999"] {
                 let r = try await client.execute(uri: "/v1/popular?n=\(bad)", method: .get)
@@ -227,7 +227,7 @@ private func probeOtherRoutes(port: Int, predictBody: String, for duration: Dura
         defer { try? FileManager.default.removeItem(at: root) }
         let timeout = Duration.milliseconds(200)
         let log = LogLines()
-        let (app, _, _) = popularApp(checkpoints: root, redis: redis.address, timeout: timeout, log: log.add)
+        let (app, _, _) = popularApp(checkpoints: root, redis: redis.endpoint, timeout: timeout, log: log.add)
         try await app.test(.router) { client in
             let before = try await client.execute(uri: "/v1/popular", method: .get)
             #expect(before.status == .ok)
@@ -276,7 +276,7 @@ private func probeOtherRoutes(port: Int, predictBody: String, for duration: Dura
         try writePopularState(redis.address)
         // A long timeout so the popular reads stay stuck while the other routes are probed.
         let timeout = Duration.seconds(4)
-        let (app, state, _) = popularApp(checkpoints: fx.root, redis: redis.address, timeout: timeout)
+        let (app, state, _) = popularApp(checkpoints: fx.root, redis: redis.endpoint, timeout: timeout)
         let featureStore = try #require(state.featureStore)
         try await app.test(.live) { client in
             let port = try #require(client.port)

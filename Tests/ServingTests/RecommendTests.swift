@@ -14,7 +14,7 @@ import StreamRecNumerics
 import TestSupport
 @testable import Serving
 
-private func recommendApp(_ root: URL, redis: String? = nil, limits: RequestLimits = RequestLimits(maxRows: 100, maxBodyBytes: 1 << 20),
+private func recommendApp(_ root: URL, redis: RedisEndpoint? = nil, limits: RequestLimits = RequestLimits(maxRows: 100, maxBodyBytes: 1 << 20),
                           timeout: Duration = .milliseconds(200), log: @escaping @Sendable (String) -> Void = { _ in })
     -> (app: some ApplicationProtocol, state: ServingState, watcher: CheckpointWatcher) {
     let settings = ServeSettings(checkpoints: root, host: "127.0.0.1", port: 0, limits: limits, pollInterval: .milliseconds(50),
@@ -105,7 +105,7 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
         let users: [(String, [Int32], Int32)] = [("u3", [5, 9, 5, 12, 20, 31, 3], 3), ("u4", [40, 8], 4), ("u999", [6, 10, 11], 0)]
         for (user, items, _) in users { try writeUserState(redis.address, user: user, featurizedState(items: items).state) }
         try writePopularCounts(redis.address, [("i30", 90), ("i31", 80), ("i32", 70), ("new-item", 60), ("i33", 50)])
-        let (app, state, _) = recommendApp(fx.root, redis: redis.address)
+        let (app, state, _) = recommendApp(fx.root, redis: redis.endpoint)
         try await app.test(.router) { client in
             #expect(try await eventually { try await servedStep(client) == 10 })
             for (user, items, id) in users {
@@ -183,7 +183,7 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
         let redis = try RedisServerFixture()
         defer { redis.stop() }
         try writePopularCounts(redis.address, [("i9", 9), ("i8", 8), ("i7", 7)])
-        let (app, _, _) = recommendApp(fx.root, redis: redis.address)
+        let (app, _, _) = recommendApp(fx.root, redis: redis.endpoint)
         try await app.test(.router) { client in
             #expect(try await eventually { try await servedStep(client) == 1 })
             let a = try await recommend(client, ["history": [String](), "exclude": ["i8"], "n": 5])
@@ -199,7 +199,7 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
         defer { redis.stop() }
         try writeUserState(redis.address, user: "u5", featurizedState(items: [3, 4, 5, 6, 9]).state)
         try writePopularCounts(redis.address, [("i20", 5), ("i21", 4)])
-        let (app, state, _) = recommendApp(fx.root, redis: redis.address)
+        let (app, state, _) = recommendApp(fx.root, redis: redis.endpoint)
         let queries: [[String: Any]] = [
             ["user": "u5", "n": 4], ["user": "ghost", "n": 2], ["history": ["i3", "i4"], "n": 3],
             ["user": "u2", "history": [String](), "n": 1], ["user": "u5", "n": 2, "exclude": ["i2"]],
@@ -277,7 +277,7 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
         let redis = try RedisServerFixture()
         defer { redis.stop() }
         try writeUserState(redis.address, user: "u7", featurizedState(items: [4, 5, 6]).state)
-        let (app, _, _) = recommendApp(fx.root, redis: redis.address, timeout: .milliseconds(200))
+        let (app, _, _) = recommendApp(fx.root, redis: redis.endpoint, timeout: .milliseconds(200))
         let stateless = jsonBody(["user": "u7", "history": ["i4", "i5", "i6"], "n": 3])
         let stateful = jsonBody(["user": "u7", "n": 3])
         try await app.test(.router) { client in
@@ -325,7 +325,7 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
         let redis = try RedisServerFixture()
         defer { redis.stop() }
         try writeUserState(redis.address, user: "u1", featurizedState(items: [2, 3, 4, 5, 6]).state)
-        let (app, state, _) = recommendApp(fx.root, redis: redis.address)
+        let (app, state, _) = recommendApp(fx.root, redis: redis.endpoint)
         try await app.test(.router) { client in
             #expect(try await eventually { try await servedStep(client) == 1 })
             let bodies = [jsonBody(["user": "u1", "n": 5]), jsonBody(["history": ["i2", "i9"], "n": 5]),

@@ -31,8 +31,8 @@ import Synchronization
 
 /// Where the feature store is and how long a read may take.
 public struct FeatureStoreSettings: Sendable, Equatable {
-    /// `HOST:PORT` of Redis.
-    public var address: String
+    /// The Redis (address, login, TLS); printed with its password masked.
+    public var address: RedisEndpoint
     /// Key prefix of the feature store (`sr`).
     public var prefix: String
     /// Longest a call may take, queueing included; also hiredis's connect and socket timeout.
@@ -44,7 +44,7 @@ public struct FeatureStoreSettings: Sendable, Equatable {
     /// Most calls waiting for a worker; more are refused with `.overloaded`.
     public var maxWaiting: Int
 
-    public init(address: String, prefix: String = "sr", timeout: Duration = .milliseconds(200),
+    public init(address: RedisEndpoint, prefix: String = "sr", timeout: Duration = .milliseconds(200),
                 retryInterval: Duration = .milliseconds(250), connections: Int = 2, maxWaiting: Int = 64) {
         self.address = address
         self.prefix = prefix
@@ -92,7 +92,7 @@ extension Duration {
 /// The server's connection to the feature store. See the file header for threads and bounds.
 ///
 /// ```swift
-/// let client = FeatureStoreClient(settings: FeatureStoreSettings(address: "127.0.0.1:6379"))
+/// let client = FeatureStoreClient(settings: FeatureStoreSettings(address: try RedisEndpoint(parsing: "127.0.0.1:6379")))
 /// let popular = try await client.popularItems(n: 10)   // throws FeatureStoreClientError
 /// ```
 public final class FeatureStoreClient: Sendable {
@@ -331,7 +331,9 @@ private final class Core: @unchecked Sendable {
                     }
                     // Marked up before the caller is answered, so its next call is not refused.
                     if let error = job.run(store!, markUp) { throw error }
-                } catch let error as RedisError where error.isOutage {
+                } catch let error as RedisError where error.isOutage || error.needsConfiguration {
+                    // A refused login or TLS counts as down too: tried again at most every
+                    // retryInterval (so fixing the server's password heals serve), logged once.
                     // A connection that sat idle may have died with a Redis that was restarted
                     // meanwhile: if it failed at once (not a timeout), try once more on a new one.
                     if case .connectionLost = error, reused, !retried, !job.isFinished(),
@@ -373,7 +375,7 @@ private final class Core: @unchecked Sendable {
             return down?.since
         }
         if let since {
-            log(String(format: "feature store Redis at %@ is back after %.1f s", settings.address,
+            log(String(format: "feature store Redis at %@ is back after %.1f s", settings.address.description,
                        Double((ContinuousClock.now - since).milliseconds) / 1000))
         }
     }
