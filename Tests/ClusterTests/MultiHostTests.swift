@@ -11,9 +11,14 @@ import FeatureStore
 @Suite(.serialized) struct MultiHostTests {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
 
+    /// Redis on host 1 takes connections from the other hosts, so it has a password; every
+    /// command reads it from this file (never from its command line).
+    static let passwordFile = FileManager.default.temporaryDirectory.appendingPathComponent("multihost-\(getpid()).password")
+
     /// `streamrec status --json`, asked on host 1.
     func status(_ hosts: TestHosts, _ bin: String) throws -> FeatureStoreStatus {
-        let r = try hosts.run(1, [bin, "status", "--redis", "10.77.0.1:6379", "--json"], timeout: .seconds(30))
+        let r = try hosts.run(1, [bin, "status", "--redis", "10.77.0.1:6379", "--redis-password-file", Self.passwordFile.path, "--json"],
+                              timeout: .seconds(30))
         guard r.status == 0 else { throw FixtureError("status failed: \(r.stderr)") }
         return try JSONDecoder().decode(FeatureStoreStatus.self, from: Data(r.stdout.utf8))
     }
@@ -43,8 +48,11 @@ import FeatureStore
 
         // Host 1: Redis, the broker (the mock listens on loopback only, so a relay on each host
         // carries its port across the bridge, like a tunnel), serve.
+        let password = "multi-host-\(UInt64.random(in: 1...UInt64.max))"
+        try password.write(to: Self.passwordFile, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: Self.passwordFile) }
         _ = try hosts.start(1, [redisServer, "--bind", "10.77.0.1", "--port", "6379", "--dir", dir.path, "--save", "",
-                                "--appendonly", "no", "--protected-mode", "no"], log: log("redis"))
+                                "--appendonly", "no", "--requirepass", password], log: log("redis"))
         let bootstrapFile = dir.appendingPathComponent("bootstrap")
         _ = try hosts.start(1, [bin, "broker", "--brokers", "1", "--topic", "criteo", "--partitions", "4",
                                 "--bootstrap-file", bootstrapFile.path], log: log("broker"))
@@ -55,7 +63,7 @@ import FeatureStore
         for h in [2, 3] {
             _ = try hosts.start(h, [socat, "TCP-LISTEN:\(port),bind=127.0.0.1,fork,reuseaddr", "TCP:10.77.0.1:\(port)"], log: log("relay-\(h)"))
         }
-        #expect(poll(for: 30) { (try? hosts.run(1, ["redis-cli", "-h", "10.77.0.1", "PING"]).stdout.contains("PONG")) ?? false })
+        #expect(poll(for: 30) { (try? hosts.run(1, ["redis-cli", "-h", "10.77.0.1", "PING"], environment: ["REDISCLI_AUTH": password]).stdout.contains("PONG")) ?? false })
 
         // Data: three parts produced over the test; statistics from the first.
         var parts: [URL] = []
@@ -78,6 +86,7 @@ import FeatureStore
         // Workers on hosts 2 and 3 share the partitions by lease.
         let featurize = try [2, 3].map { h in
             try hosts.start(h, [bin, "featurize", "--topic", "criteo", "--bootstrap", bootstrap, "--redis", "10.77.0.1:6379",
+                                "--redis-password-file", Self.passwordFile.path,
                                 "--stats", stats.path, "--batch-size", "100", "--linger-ms", "100", "--feature-shards", "4"],
                             log: log("featurize-\(h)"))
         }
@@ -93,7 +102,8 @@ import FeatureStore
                                           "--mca", "plm_rsh_agent", agent.path,
                                           "--mca", "oob_tcp_keepalive_time", "3", "--mca", "oob_tcp_keepalive_intvl", "2",
                                           "--mca", "oob_tcp_keepalive_probes", "3",
-                                          bin, "train", "--source", "redis", "--redis", "10.77.0.1:6379", "--config", config,
+                                          bin, "train", "--source", "redis", "--redis", "10.77.0.1:6379",
+                                          "--redis-password-file", Self.passwordFile.path, "--config", config,
                                           "--preset", "small", "--stats", stats.path, "--feature-shards", "4",
                                           "--checkpoint-dir", ck.path, "--checkpoint-every", "5", "--keep", "3", "--log-every", "5",
                                           "--peer-timeout", "20"],
