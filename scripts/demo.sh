@@ -6,8 +6,9 @@
 #
 # Installs what is missing and builds (release); brings up Redis, the dev Kafka broker and
 # ompi-server (cluster/up.sh); generates Criteo-format rows from a planted model and runs the
-# statistics pass; starts `streamrec serve`, two `featurize` workers, `mpirun -np 2 streamrec
-# train --source redis` and the producer at a live rate; shows progress (rows produced, batches,
+# statistics pass; starts `streamrec serve`, two `featurize` workers (sharing the partitions by
+# lease), `streamrec supervise -- mpirun -np 2 streamrec train --source redis` and the producer at
+# a live rate; shows progress (rows produced, batches,
 # step, loss, AUC, model version served); sends predictions; joins a third trainer rank half way;
 # and ends with a summary and a clean shutdown (cluster/down.sh; no processes left behind).
 # --keep-running leaves everything up for exploration (stop with: bash scripts/demo.sh --stop).

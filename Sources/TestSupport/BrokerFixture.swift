@@ -60,7 +60,7 @@ public final class BrokerFixture: @unchecked Sendable {
         }
         guard let address else {
             let logText = (try? String(contentsOf: logFile, encoding: .utf8)) ?? ""
-            Self.terminate(process, grace: .seconds(1))
+            terminateGracefully(process, grace: .seconds(1))
             try? fm.removeItem(at: directory)
             throw FixtureError("streamrec broker did not write its bootstrap file within \(startTimeout): \(logText)")
         }
@@ -78,23 +78,12 @@ public final class BrokerFixture: @unchecked Sendable {
     public func stop(grace: Duration = .seconds(10)) -> Int32 {
         lock.lock(); defer { lock.unlock() }
         if let exitStatus { return exitStatus }
-        let status = Self.terminate(process, grace: grace)
+        let status = terminateGracefully(process, grace: grace)
         exitStatus = status
         try? FileManager.default.removeItem(at: directory)
         return status
     }
 
-    @discardableResult
-    static func terminate(_ process: Process, grace: Duration) -> Int32 {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
-            let deadline = ContinuousClock.now + grace
-            while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.02) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
-        process.waitUntilExit()
-        return process.terminationStatus
-    }
 
     deinit { stop(grace: .seconds(3)) }
 }

@@ -78,7 +78,7 @@ public final class NoidaBrokerFixture: @unchecked Sendable {
         }
         guard let port else {
             let text = (try? String(contentsOf: logFile, encoding: .utf8)) ?? ""
-            Self.terminate(process, grace: .seconds(2))
+            terminateGracefully(process, grace: .seconds(2))
             try? fm.removeItem(at: directory)
             throw FixtureError("noida-db did not report its Kafka listener within \(startTimeout): \(text)")
         }
@@ -116,7 +116,7 @@ public final class NoidaBrokerFixture: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         if stopped { return }
         stopped = true
-        Self.terminate(process, grace: grace)
+        terminateGracefully(process, grace: grace)
         try? FileManager.default.removeItem(at: directory)
     }
 
@@ -129,16 +129,6 @@ public final class NoidaBrokerFixture: @unchecked Sendable {
             if let port = Int(fields[1].dropFirst("127.0.0.1:".count)), port > 0 { return port }
         }
         return nil
-    }
-
-    private static func terminate(_ process: Process, grace: Duration) {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
-            let deadline = ContinuousClock.now + grace
-            while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.02) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
-        process.waitUntilExit()
     }
 
     private static let checkedVersions = Mutex<[String: String]>([:])

@@ -251,6 +251,19 @@ public final class BackgroundProcess: @unchecked Sendable {
     deinit { kill() }
 }
 
+/// SIGTERM, up to `grace` to exit, then SIGKILL; returns the exit status.
+@discardableResult
+func terminateGracefully(_ process: Process, grace: Duration) -> Int32 {
+    if process.isRunning {
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+    process.waitUntilExit()
+    return process.terminationStatus
+}
+
 /// Polls `condition` every 50 ms until it holds or `seconds` pass; true if it held.
 public func poll(for seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
     let deadline = Date().addingTimeInterval(seconds)

@@ -156,10 +156,11 @@ import FeatureStore
         #expect(s.lostUpstream.values.reduce(0, +) == 0 && s.deadLettersTotal == 0)
         serving.stop()
         #expect(serving.failuresAfterFirstOK == 0, "serve answered non-200 after serving: \(serving.codes.suffix(20))")
+        let ended = trainer.output.split(separator: "\n").first { $0.contains("ended abnormally") }.map(String.init) ?? "?"
         print(String(format: "MULTI-HOST FIGURES: host 3 cut off → every row featurized and trained on host 2 alone %.1f s later; "
-                     + "rows produced 9000, trained 9000, lost 0, duplicated 0; serve: %d answers, %d non-200 after the first 200",
+                     + "rows produced 9000, trained 9000, lost 0, duplicated 0; serve: %d answers, %d non-200 after the first 200; %@",
                      Double(recovered.components.seconds) + Double(recovered.components.attoseconds) / 1e18,
-                     serving.codes.count, serving.failuresAfterFirstOK))
+                     serving.codes.count, serving.failuresAfterFirstOK, ended))
     }
 }
 
