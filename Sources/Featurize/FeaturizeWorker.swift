@@ -721,13 +721,16 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     }
 
     func heartbeat(paused: Bool) throws {
-        try store.heartbeat(worker: options.workerId, info: [
+        var info: [String: Any] = [
             "kind": F.inputName, "assignment": options.assignment.rawValue, "lease_ms": Int64(seconds(options.leaseTime) * 1000),
-            "shard": options.shard, "shards": options.shards, "topic": options.topic,
+            "topic": options.topic,
             "partitions": summary.partitions.map { Int($0) }, "rows": summary.rows, "batches": summary.batches,
             "dead_letters": summary.deadLetters, "lost": summary.lostUpstream, "paused": paused,
             "pid": Int(ProcessInfo.processInfo.processIdentifier),
-        ])
+        ]
+        // Shard numbers mean something only in fixed mode.
+        if options.assignment == .fixed { info["shard"] = options.shard; info["shards"] = options.shards }
+        try store.heartbeat(worker: options.workerId, info: info)
     }
 
     /// Counts offsets dropped by retention before we read them — loudly, never silently.

@@ -41,6 +41,24 @@ struct RestartPolicyTests {
     }
 }
 
+@Suite("streamrec supervise as a process")
+struct SuperviseProcessTests {
+    @Test("a job that keeps failing: restarted with back-off, then given up with the reason and a non-zero exit; exit 0 ends it")
+    func givesUp() throws {
+        let bin = try #require(streamrecBinary())
+        let r = try runProcess(bin, ["supervise", "--max-failures", "3", "--initial-backoff", "0.1", "--", "/bin/sh", "-c", "exit 7"],
+                               timeout: .seconds(30))
+        #expect(r.status == 7, "the job's status: \(r.stderr)")
+        #expect(r.stderr.components(separatedBy: "starting the job (start ").count - 1 == 3)
+        #expect(r.stderr.contains("restarting in 0.1 s") && r.stderr.contains("restarting in 0.2 s"))
+        #expect(r.stderr.contains("GIVING UP") && r.stderr.contains("3 abnormal ends within 600 s"), "\(r.stderr)")
+        let ok = try runProcess(bin, ["supervise", "--", "/bin/true"], timeout: .seconds(30))
+        #expect(ok.status == 0 && ok.stderr.contains("ended normally"))
+        let bad = try runProcess(bin, ["supervise", "--", "mpirun", "{np}"], timeout: .seconds(30))
+        #expect(bad.status != 0 && bad.stderr.contains("need --hostfile"))
+    }
+}
+
 /// `streamrec supervise -- mpirun … train`: a rank killed with SIGKILL three times at seeded
 /// random moments; the supervisor restarts the job each time and every row is trained once.
 @Suite(.serialized) struct SupervisorTests {
