@@ -73,7 +73,7 @@ let package = Package(
         .target(name: "Training", dependencies: ["StreamRecNumerics", "Features", "Models", "Checkpoint", "Cluster"]),
         .target(name: "Cluster", dependencies: ["CMPI"]),
         .target(name: "Streaming", dependencies: ["CRdKafka", "CHiredis", "CRedisTLS"]),
-        .target(name: "FeatureStore", dependencies: ["Features", "Streaming"]),
+        .target(name: "FeatureStore", dependencies: ["Features", "Streaming", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Featurize", dependencies: ["Features", "Streaming", "FeatureStore"]),
         .target(name: "TrainerService", dependencies: ["Training", "FeatureStore", "Streaming", "Cluster", "Features", "Models", "Checkpoint"]),
         // Serving reads the feature store (FeatureStore, Streaming: hiredis) but not Training: no Open MPI.

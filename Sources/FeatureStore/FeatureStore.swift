@@ -9,6 +9,7 @@
 // same call: every write here is idempotent through the progress check or HSET semantics),
 // `FeatureStoreError` for contract violations.
 
+import Crypto
 import Features
 import Foundation
 import Streaming
@@ -122,7 +123,15 @@ struct LuaScript: Sendable {
     let sha: String
     init(_ source: String) {
         self.source = source
-        self.sha = SHA1.hex(Array(source.utf8))
+        self.sha = Self.sha1(source)
+    }
+
+    /// The script's SHA-1 in hex, as Redis names it for EVALSHA (an identifier, not a security use).
+    static func sha1(_ source: String) -> String {
+        Insecure.SHA1.hash(data: Array(source.utf8)).map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
     }
 
     func run(_ redis: RedisConnection, keys: [[UInt8]], args: [[UInt8]]) throws(RedisError) -> RedisReply {
@@ -365,41 +374,3 @@ public final class FeatureStore: @unchecked Sendable {
 }
 
 @inline(__always) func s(_ string: String) -> [UInt8] { Array(string.utf8) }
-
-// MARK: - SHA-1 (for EVALSHA only; not a security use)
-
-enum SHA1 {
-    static func hex(_ message: [UInt8]) -> String {
-        var h: (UInt32, UInt32, UInt32, UInt32, UInt32) = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
-        var m = message
-        let bitLength = UInt64(message.count) * 8
-        m.append(0x80)
-        while m.count % 64 != 56 { m.append(0) }
-        for i in (0..<8).reversed() { m.append(UInt8((bitLength >> (UInt64(i) * 8)) & 0xFF)) }
-        var w = [UInt32](repeating: 0, count: 80)
-        for chunk in stride(from: 0, to: m.count, by: 64) {
-            for i in 0..<16 {
-                w[i] = UInt32(m[chunk + 4 * i]) << 24 | UInt32(m[chunk + 4 * i + 1]) << 16
-                    | UInt32(m[chunk + 4 * i + 2]) << 8 | UInt32(m[chunk + 4 * i + 3])
-            }
-            for i in 16..<80 { let x = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]; w[i] = (x << 1) | (x >> 31) }
-            var (a, b, c, d, e) = h
-            for i in 0..<80 {
-                let f: UInt32, k: UInt32
-                switch i {
-                case 0..<20: f = (b & c) | (~b & d); k = 0x5A827999
-                case 20..<40: f = b ^ c ^ d; k = 0x6ED9EBA1
-                case 40..<60: f = (b & c) | (b & d) | (c & d); k = 0x8F1BBCDC
-                default: f = b ^ c ^ d; k = 0xCA62C1D6
-                }
-                let t = ((a << 5) | (a >> 27)) &+ f &+ e &+ k &+ w[i]
-                e = d; d = c; c = (b << 30) | (b >> 2); b = a; a = t
-            }
-            h = (h.0 &+ a, h.1 &+ b, h.2 &+ c, h.3 &+ d, h.4 &+ e)
-        }
-        return [h.0, h.1, h.2, h.3, h.4].map { v in
-            let x = String(v, radix: 16)
-            return String(repeating: "0", count: 8 - x.count) + x
-        }.joined()
-    }
-}

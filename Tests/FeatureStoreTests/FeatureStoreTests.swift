@@ -109,7 +109,7 @@ struct FeatureStoreTests {
         #expect(try reader.read(shard: 1, after: all[1].id, count: 1, block: .milliseconds(50)).isEmpty)
         // Our SHA1 equals Redis' for the scripts (EVALSHA path, no EVAL per call).
         let loaded = try redis.command(["SCRIPT", "LOAD", "return 1"]).text
-        #expect(loaded == SHA1.hex(Array("return 1".utf8)))
+        #expect(loaded == LuaScript.sha1("return 1"))
     }
 
     @Test("snapshot loaded once; second loader reuses it; a different snapshot is refused")

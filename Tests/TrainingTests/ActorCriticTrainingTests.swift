@@ -125,7 +125,7 @@ func heldOutNDCG(data: SyntheticBehavior.Dataset, source: BehaviorFileSource, hi
         let rl = try #require(training as? any BehaviorTrainable)
         rl.refreshKeys = { source.keys }
         let logs = Collected()
-        let summary = try Trainer(model: training, settings: settings, source: source, store: store) { logs.lines.append($0) }.run()
+        let summary = try Trainer(model: training, settings: settings, source: source, store: store) { logs.append($0) }.run()
         #expect(summary.steps > 4 && summary.metrics["pv_ndcg@10"] != nil && summary.metrics["critic_loss"] != nil)
         let prefix = kind == "ddpg" ? "epoch: 1, step: 2, critic_loss: " : "epoch: 1, step: 2, vae_loss: "
         #expect(logs.lines.contains { $0.hasPrefix(prefix) && $0.contains(", actor_loss: ") && $0.contains(", critic_loss: ")

@@ -204,7 +204,7 @@ func slice(_ t: TransitionBatch, _ r: Range<Int>) -> TransitionBatch {
         let source = try BehaviorFileSource(path: dir.appendingPathComponent("user_behavior.csv").path,
                                             rule: TransitionRule(historyLength: 4), batchSize: 64)
         let logs = Collected()
-        let summary = try Trainer(model: training, settings: settings, source: source, store: store) { logs.lines.append($0) }.run()
+        let summary = try Trainer(model: training, settings: settings, source: source, store: store) { logs.append($0) }.run()
         #expect(summary.steps > 4 && summary.metrics["pv_ndcg@10"] != nil)
         #expect(logs.lines.contains { $0.hasPrefix("epoch: 1, step: 2, policy_loss: ") && $0.contains(", beta_loss: ")
                                       && $0.contains(", transitions/s: ") && $0.contains(", pv_ndcg@10: ") }, "\(logs.lines.prefix(3))")

@@ -14,8 +14,12 @@ func smallTestConfig() -> WideDeepConfig {
     return c
 }
 
+/// Log lines collected from the trainer's threads (the loop and the checkpoint writer).
 final class Collected: @unchecked Sendable {
-    var lines: [String] = []
+    private let lock = NSLock()
+    private var collected: [String] = []
+    var lines: [String] { lock.withLock { collected } }
+    func append(_ line: String) { lock.withLock { collected.append(line) } }
 }
 
 @Suite(.serialized) struct TrainerTests {
@@ -35,7 +39,7 @@ final class Collected: @unchecked Sendable {
         let model = WideDeepModel(config: smallTestConfig())
         let src = try FileBatchSource(path: data.path, encoder: FeatureEncoder(stats: stats), batchSize: 250, epochs: 1)
         let logs = Collected()
-        let summary = try Trainer(model: model, stats: stats, settings: settings, source: src, store: store) { logs.lines.append($0) }.run()
+        let summary = try Trainer(model: model, stats: stats, settings: settings, source: src, store: store) { logs.append($0) }.run()
 
         #expect(summary.steps == 8)
         #expect(summary.samples == 2_000)
