@@ -161,6 +161,8 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
     private var gaps: [(partition: Int32, progress: Int64)] = []
     private var fenced: [(partition: Int32, token: Int64)] = []
     private var fencedUnits: Int64 = 0
+    /// Lease tokens whose refusal was already said (one line per lost lease, however many units).
+    private var fencedNoticed: Set<Int64> = []
     private var newIds = false
     private var lastCommitAt: ContinuousClock.Instant? = nil
     private var abandoned = false
@@ -260,7 +262,7 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
             // The lease was lost (this worker paused or cut off past the lease time): the unit is
             // NOT written; the partition's new owner reads these offsets again. Said once per lease.
             condition.lock()
-            let first = !fenced.contains { $0.partition == p && $0.token == token }
+            let first = fencedNoticed.insert(token).inserted
             fenced.append((p, token)); fencedUnits += 1
             condition.unlock()
             if first {

@@ -32,7 +32,8 @@ import Synchronization
 public struct FeaturizeOptions: Sendable {
     /// How the worker finds its partitions.
     public enum Assignment: String, Sendable {
-        /// A fair share of the topic's partitions among the live workers, by lease (the default).
+        /// A fair share of the topic's partitions among the live workers, by lease (the CLI's
+        /// default; `FeaturizeOptions.leased`).
         case lease
         /// The fixed set p ≡ shard (mod shards), still by lease (a second worker with the same
         /// shard waits as a standby instead of committing over the first).
@@ -609,7 +610,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                 }) else { return false }
                 guard moved else {
                     throw FeaturizeError.invalidOptions("OFFSET RESET on \(f): the progress in Redis is no longer \(from) — another "
-                        + "featurize worker owns \(f.topic)/\(f.partition)? Give every worker its own --shard of the same --shards")
+                        + "featurize worker moved it (its lease on \(f.topic)/\(f.partition) was lost?); run featurize again")
                 }
                 summary.offsetResets += 1
                 say("OFFSET RESET on \(f): progress moved back \(from) → \(earliest); reading the partition again from the broker's "
@@ -722,7 +723,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
 
     func heartbeat(paused: Bool) throws {
         var info: [String: Any] = [
-            "kind": F.inputName, "assignment": options.assignment.rawValue, "lease_ms": Int64(seconds(options.leaseTime) * 1000),
+            "kind": F.inputName, "assignment": options.assignment.rawValue, "lease_ms": options.leaseTime.milliseconds,
             "topic": options.topic,
             "partitions": summary.partitions.map { Int($0) }, "rows": summary.rows, "batches": summary.batches,
             "dead_letters": summary.deadLetters, "lost": summary.lostUpstream, "paused": paused,

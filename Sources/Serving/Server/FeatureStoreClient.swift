@@ -82,13 +82,6 @@ public enum FeatureStoreClientError: Error, Sendable, Equatable, CustomStringCon
     }
 }
 
-extension Duration {
-    var milliseconds: Int64 {
-        let (s, atto) = components
-        return s * 1000 + atto / 1_000_000_000_000_000
-    }
-}
-
 /// The server's connection to the feature store. See the file header for threads and bounds.
 ///
 /// ```swift
