@@ -56,26 +56,4 @@ struct BrokerKindsTests {
         let strict = try KafkaProducer(config: KafkaConfig(bootstrapServers: broker.bootstrapServers, RowProducer.defaultProperties))
         #expect(try strict.partitionCount(topic: "never-created") == 4)
     }
-
-    @Test("noida-db 0.2.3 keeps retention.bytes but does not enforce it: the low watermark stays 0 past the limit")
-    func noidaRetentionNotEnforced() throws {
-        // If a later noida-db enforces it, this fails: then a retention-gap test can run on it too.
-        let broker = try startBroker(.noida, topics: [:])
-        defer { broker.stop() }
-        let admin = try KafkaAdmin(config: KafkaConfig(bootstrapServers: broker.bootstrapServers))
-        try admin.createTopics([KafkaNewTopic(name: "small", partitions: 1,
-                                              config: ["retention.bytes": "100000", "segment.bytes": "50000"])])
-        let producer = try KafkaProducer(config: KafkaConfig(bootstrapServers: broker.bootstrapServers, ["linger.ms": "5"]))
-        var g = SplitMix64(seed: 9)
-        for _ in 0 ..< 1_000 {  // 1 MB of incompressible values, ten times the limit
-            try producer.produce(topic: "small", partition: 0, key: nil, value: (0 ..< 1_000).map { _ in UInt8(truncatingIfNeeded: g.next()) })
-        }
-        try producer.flush(timeout: .seconds(30))
-        #expect(producer.deliveryStats.succeeded == 1_000)
-        let consumer = try KafkaConsumer(config: KafkaConfig(bootstrapServers: broker.bootstrapServers))
-        // Polled for a while: a broker that enforced it would have moved the low watermark by now.
-        let moved = poll(for: 3) { ((try? consumer.watermarks(topic: "small", partition: 0))?.low ?? 0) > 0 }
-        #expect(!moved)
-        #expect(try consumer.watermarks(topic: "small", partition: 0) == KafkaWatermarks(low: 0, high: 1_000))
-    }
 }
