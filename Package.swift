@@ -45,6 +45,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // MARK: C libraries (system-library targets; shim headers expose macros as functions)
@@ -67,26 +68,28 @@ let package = Package(
         .target(name: "Features", dependencies: ["StreamRecNumerics"]),
         .target(name: "Models", dependencies: ["StreamRecNumerics", "Kernels", "Features", "Checkpoint"]),
         .target(name: "Checkpoint", dependencies: [
-            "StreamRecNumerics",
+            "StreamRecNumerics", .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "Training", dependencies: ["StreamRecNumerics", "Features", "Models", "Checkpoint", "Cluster"]),
+        .target(name: "Training", dependencies: ["StreamRecNumerics", "Features", "Models", "Checkpoint", "Cluster", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Cluster", dependencies: ["CMPI"]),
-        .target(name: "Streaming", dependencies: ["CRdKafka", "CHiredis", "CRedisTLS"]),
+        .target(name: "Streaming", dependencies: ["CRdKafka", "CHiredis", "CRedisTLS", .product(name: "Logging", package: "swift-log")]),
+        // The log handler (text/json) and, with the metrics, what every command bootstraps.
+        .target(name: "Observability", dependencies: [.product(name: "Logging", package: "swift-log")]),
         .target(name: "FeatureStore", dependencies: ["Features", "Streaming", .product(name: "Crypto", package: "swift-crypto")]),
-        .target(name: "Featurize", dependencies: ["Features", "Streaming", "FeatureStore"]),
-        .target(name: "TrainerService", dependencies: ["Training", "FeatureStore", "Streaming", "Cluster", "Features", "Models", "Checkpoint"]),
+        .target(name: "Featurize", dependencies: ["Features", "Streaming", "FeatureStore", "Observability", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "TrainerService", dependencies: ["Training", "FeatureStore", "Streaming", "Cluster", "Features", "Models", "Checkpoint", .product(name: "Logging", package: "swift-log")]),
         // Serving reads the feature store (FeatureStore, Streaming: hiredis) but not Training: no Open MPI.
         .target(name: "Serving", dependencies: [
-            "Features", "Models", "Checkpoint", "FeatureStore", "Streaming",
+            "Features", "Models", "Checkpoint", "FeatureStore", "Streaming", .product(name: "Logging", package: "swift-log"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // Fixtures shared by the test targets (redis-server, subprocesses, ports, the binary).
-        .target(name: "TestSupport", dependencies: ["Streaming"]),
+        .target(name: "TestSupport", dependencies: ["Streaming", "Observability", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "streamrec", dependencies: [
             "StreamRecNumerics", "Features", "Models", "Training", "Checkpoint", "Cluster", "Streaming",
-            "FeatureStore", "Featurize", "Serving", "TrainerService",
+            "FeatureStore", "Featurize", "Serving", "TrainerService", "Observability", .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             "Yams",
         ], path: "Sources/CLI"),
@@ -96,13 +99,15 @@ let package = Package(
         .testTarget(name: "FeaturesTests", dependencies: ["Features", "StreamRecNumerics"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "StreamRecNumerics", "Features"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "StreamRecNumerics"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Features", "Checkpoint", "StreamRecNumerics", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Features", "Checkpoint", "StreamRecNumerics", "TestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "NativeTests", dependencies: ["Cluster", "Streaming", "TestSupport"]),
+        .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "Streaming", "TestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ClusterTests", dependencies: ["TestSupport", "streamrec", "Features", "FeatureStore", "Streaming", "StreamRecNumerics", "TrainerService"]),
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "Features", "Streaming", "TestSupport"]),
-        .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "StreamRecNumerics", "TestSupport", "streamrec"]),
+        .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "StreamRecNumerics", "TestSupport", "streamrec", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ServingTests", dependencies: [
             "Serving", "Training", "Models", "Features", "Checkpoint", "FeatureStore", "Streaming", "StreamRecNumerics", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         .testTarget(name: "CLITests", dependencies: ["streamrec", "TestSupport", "Models"], exclude: ["Fixtures"]),

@@ -1,3 +1,4 @@
+import Logging
 import ArgumentParser
 import Foundation
 import Streaming
@@ -24,6 +25,7 @@ struct Broker: ParsableCommand {
         """)
 
     @OptionGroup var settings: SettingsOptions
+    @OptionGroup(title: "Logging") var logging: LogOptions
 
     @Option(help: "Number of mock brokers (default: kafka.brokers from --config, else 3).")
     var brokers: Int?
@@ -47,6 +49,7 @@ struct Broker: ParsableCommand {
     }
 
     func run() throws {
+        let logger = try logging.start("broker", tag: "broker:")
         let signals = ShutdownSignals.install()
         // Tearing the mock cluster down closes client connections; it must not hold the exit.
         signals.exitUnlessStopped(within: .seconds(10), what: "broker")
@@ -78,11 +81,11 @@ struct Broker: ParsableCommand {
         var banner = "BOOTSTRAP \(mock.bootstrapServers)\n"
         for (name, p) in topics { banner += "TOPIC \(name) \(p)\n" }
         FileHandle.standardOutput.write(Data(banner.utf8))
-        note("broker: \(brokerCount) in-memory mock brokers on \(mock.bootstrapServers) (≤ ~5 MiB kept per partition); "
-             + "topics: \(topics.map { "\($0.0)[\($0.1)]" }.joined(separator: ", ")); stop with SIGINT/SIGTERM (pid \(getpid()))")
+        logger.info(.init(stringLiteral: "\(brokerCount) in-memory mock brokers on \(mock.bootstrapServers) (≤ ~5 MiB kept per partition); "
+             + "topics: \(topics.map { "\($0.0)[\($0.1)]" }.joined(separator: ", ")); stop with SIGINT/SIGTERM (pid \(getpid()))"))
 
         let sig = signals.wait()!
-        note("broker: \(ShutdownSignals.name(of: sig)) received, shutting down")
+        logger.info("\(ShutdownSignals.name(of: sig)) received, shutting down")
     }
 
     private func writeAtomically(_ text: String, to path: String) throws {
@@ -92,8 +95,4 @@ struct Broker: ParsableCommand {
         try Data(text.utf8).write(to: tmp)
         if rename(tmp.path, url.path) != 0 { throw CLIError("rename \(tmp.path) → \(path): errno \(errno)") }
     }
-}
-
-fileprivate func note(_ message: String) {
-    FileHandle.standardError.write(Data((message + "\n").utf8))
 }

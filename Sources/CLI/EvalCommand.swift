@@ -1,6 +1,7 @@
 import Models
 import ArgumentParser
 import Foundation
+import Logging
 import Checkpoint
 import Features
 import StreamRecNumerics
@@ -34,12 +35,14 @@ struct Eval: ParsableCommand {
     @Option(help: "Labelled Criteo-format file (Wide&Deep), or held-out behaviour events (RL models).") var data: String
     @Option(help: "Behaviour events before the held-out ones (RL models): users' states and the popularity baseline.") var history: String?
     @Option(help: "Rows (events) per scoring batch.") var batchSize: Int = 1000
+    @OptionGroup(title: "Logging") var logging: LogOptions
 
     func validate() throws {
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1 (got \(batchSize))") }
     }
 
     func run() throws {
+        _ = try logging.start("eval", tag: "eval:")
         BLAS.setThreads(1)
         let dir: URL
         if FileManager.default.fileExists(atPath: checkpoint) {
@@ -54,7 +57,7 @@ struct Eval: ParsableCommand {
         }
         let loaded = try WideDeepCheckpoint.load(dir)
         let result = try evaluate(model: loaded.model, stats: loaded.stats, path: data, batchSize: batchSize) { r in
-            FileHandle.standardError.write(Data("rejected \(r)\n".utf8))
+            Logger(label: "eval").tagged("eval:").warning("rejected \(r)")
         }
         var out: [String: Any] = [
             "auc": result.auc as Any? ?? NSNull(), "logloss": result.logloss, "rows": result.rows,
@@ -74,7 +77,7 @@ struct Eval: ParsableCommand {
         }
         let r = try NextItemEvaluator.evaluate(model: loaded.scorer, keys: loaded.keys, path: data, historyPath: history,
                                                batchSize: min(batchSize, 256)) { file, rejection in
-            FileHandle.standardError.write(Data("rejected \(file) \(rejection)\n".utf8))
+            Logger(label: "eval").tagged("eval:").warning("rejected \(file) \(rejection)")
         }
         var out: [String: Any] = [
             "ndcg@10": r.ndcg, "hr@10": r.hitRate, "events": r.events, "rejected": r.rejected,

@@ -1,3 +1,4 @@
+import Logging
 import ArgumentParser
 import Features
 import FeatureStore
@@ -54,6 +55,7 @@ struct Featurize: ParsableCommand {
     @OptionGroup(title: "Kafka") var kafka: KafkaOptions
 
     @OptionGroup(title: "Redis") var store: RedisOptions
+    @OptionGroup(title: "Logging") var logging: LogOptions
 
     @Option(help: "Feature statistics file from `streamrec stats` (dense min/max, dictionary snapshot).")
     var stats: String?
@@ -120,6 +122,7 @@ struct Featurize: ParsableCommand {
     func run() throws {
         // SIGINT/SIGTERM: the worker commits what it holds and exits 0; a second signal, or a stop
         // that takes longer than 20 s, exits at once (what is not committed is read again).
+        let logger = try logging.start("featurize")
         let signals = ShutdownSignals.install()
         signals.exitUnlessStopped(within: .seconds(20), what: "featurize")
         let settingsFile = try settings.load()
@@ -148,7 +151,7 @@ struct Featurize: ParsableCommand {
         // Which broker and store a worker uses, and why: a default it fell back to is otherwise
         // only visible as an outage.
         let who = shard.map { "\($0)/\(shards ?? 1)" } ?? "\(ProcessInfo.processInfo.processIdentifier)"
-        FileHandle.standardError.write(Data("featurize[\(who)] Kafka \(kafkaSettings.bootstrap); Redis \(redis.address), prefix \(redis.prefix.value)\n".utf8))
+        logger.tagged("featurize[\(who)]").info("Kafka \(kafkaSettings.bootstrap); Redis \(redis.address), prefix \(redis.prefix.value)")
         var config = kafkaSettings.config
         if config["client.id"] == nil { config["client.id"] = "streamrec-featurize-\(shard.map(String.init) ?? "\(ProcessInfo.processInfo.processIdentifier)")" }
         let topicName = topic ?? file.topic ?? kind.defaultTopic
@@ -177,15 +180,15 @@ struct Featurize: ParsableCommand {
         do {
             switch kind {
             case .criteo:
-                summary = try FeaturizeWorker(options: options, stats: statsValue, shouldStop: { signals.isRaised }).runCriteo()
+                summary = try FeaturizeWorker(options: options, stats: statsValue, shouldStop: { signals.isRaised }, logger: logger).runCriteo()
             case .behavior:
                 let settings = try behavior.settings(file: settingsFile.section("behavior"))
                 let featurizer = BehaviorFeaturizer(settings: settings, prefix: options.prefix)
-                summary = try FeaturizeEngine(options: options, featurizer: featurizer, shouldStop: { signals.isRaised }).runBehavior()
+                summary = try FeaturizeEngine(options: options, featurizer: featurizer, shouldStop: { signals.isRaised }, logger: logger).runBehavior()
             }
         } catch let error as FeaturizeError {
             if case .offsetReset = error {
-                FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+                logger.error("\(error)")
                 throw ExitCode(3)
             }
             throw CLIError("\(error)")
@@ -266,6 +269,7 @@ struct FeaturizeBench: ParsableCommand {
     var statsRows: Int = 200_000
 
     @OptionGroup(title: "Kafka (the featurize consumer)") var librdkafka: KafkaPropertyOptions
+    @OptionGroup(title: "Logging") var logging: LogOptions
 
     @Flag(help: "Print one JSON object.")
     var json = false
@@ -275,7 +279,7 @@ struct FeaturizeBench: ParsableCommand {
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("streamrec-bench-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: tmp) }
-        func note(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+        let logger = try logging.start("bench")
 
         // Redis (AOF on, fsync every second: the cluster/redis.conf setting).
         let redisPort = try freePort()
@@ -308,7 +312,7 @@ struct FeaturizeBench: ParsableCommand {
         var workerArgs: [String]
         switch kind {
         case .criteo:
-            note("generating \(rows) synthetic Criteo rows …")
+            logger.info("generating \(rows) synthetic Criteo rows …")
             var gen = SyntheticCriteo(seed: 2024)
             for i in 0..<rows { lines.append(gen.nextRow().line); partitionOf.append(Int32(i % partitions)) }
             var builder = FeatureStatsBuilder()
@@ -319,7 +323,7 @@ struct FeaturizeBench: ParsableCommand {
         case .behavior:
             // `gen behavior`'s planted data in global time order, keyed by user (one user, one partition).
             let perUser = max(2, rows / max(1, users))
-            note("generating \(users) users × ~\(perUser) behaviour events over \(items) items …")
+            logger.info("generating \(users) users × ~\(perUser) behaviour events over \(items) items …")
             var cfg = SyntheticBehavior.Configuration(users: users, items: items, eventsPerUser: perUser)
             cfg.holdoutEvents = 1
             let data = SyntheticBehavior(seed: 2024, configuration: cfg).generate()
@@ -331,7 +335,7 @@ struct FeaturizeBench: ParsableCommand {
         }
 
         let produced = lines.count
-        note("producing to \(partitions) partitions …")
+        logger.info("producing to \(partitions) partitions …")
         let producer = try KafkaProducer(config: KafkaConfig(bootstrapServers: cluster.bootstrapServers,
                                                              ["linger.ms": "20", "batch.num.messages": "10000",
                                                               "queue.buffering.max.messages": "1000000"]))
@@ -365,10 +369,10 @@ struct FeaturizeBench: ParsableCommand {
                   let obj = try JSONSerialization.jsonObject(with: Data(line.dropFirst(8).utf8)) as? [String: Any] else {
                 throw CLIError("featurize \(extra) failed (exit \(p.terminationStatus))")
             }
-            note(String(line))
+            logger.info("\(String(line))")
             return obj
         }
-        note("raw consume (ceiling) …")
+        logger.info("raw consume (ceiling) …")
         let raw = try runWorker(["--raw", "--worker-id", "bench-raw"])
         // Redis's own CPU (INFO cpu) across the end-to-end run: it shares the machine with the worker.
         func redisCPU() -> Double {
@@ -379,7 +383,7 @@ struct FeaturizeBench: ParsableCommand {
                 return sum + (Double(kv[1].trimmingCharacters(in: .whitespaces)) ?? 0)
             }
         }
-        note("featurize end to end …")
+        logger.info("featurize end to end …")
         // STREAMREC_BENCH_SLOWLOG=1: log every command's duration and summarise scripts by kind.
         let slowlog = ProcessInfo.processInfo.environment["STREAMREC_BENCH_SLOWLOG"] == "1"
         if slowlog, let c = try? RedisConnection(host: "127.0.0.1", port: redisPort, timeout: .seconds(2)) {
@@ -403,14 +407,14 @@ struct FeaturizeBench: ParsableCommand {
                 byKind[kind, default: (0, 0, 0)].n += 1
                 byKind[kind, default: (0, 0, 0)].us += us
             }
-            note("redis slowlog by kind (end-to-end run):\n" + byKind.sorted { $0.value.us > $1.value.us }.map {
+            logger.info(.init(stringLiteral: "redis slowlog by kind (end-to-end run):\n" + byKind.sorted { $0.value.us > $1.value.us }.map {
                 String(format: "  %@: %d calls, %.3f s, %.1f us/call", $0.key, $0.value.n, Double($0.value.us) / 1e6,
                        Double($0.value.us) / Double(max(1, $0.value.n)))
-            }.joined(separator: "\n"))
+            }.joined(separator: "\n")))
         }
         if let text = (try? RedisConnection(host: "127.0.0.1", port: redisPort, timeout: .seconds(2)).command(["INFO", "commandstats"]))?.text {
-            note("redis commandstats (whole bench):\n" + text.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("cmdstat_") }
-                .map { "  " + $0.dropFirst(8) }.joined(separator: "\n"))
+            logger.info(.init(stringLiteral: "redis commandstats (whole bench):\n" + text.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("cmdstat_") }
+                .map { "  " + $0.dropFirst(8) }.joined(separator: "\n")))
         }
         let rawRate = raw["activeRate"] as? Double ?? 0
         let fullRate = full["activeRate"] as? Double ?? 0

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import Features
 
 struct Gen: ParsableCommand {
@@ -39,12 +40,14 @@ struct GenCriteo: ParsableCommand {
     @Option(help: "File for the held-out rows (default: OUT with .test before the extension).") var holdoutOut: String?
     @Option(help: "Seed of the planted model and the samples.") var seed: UInt64 = 1
     @Flag(help: "Omit the label column (rows for inference).") var unlabelled = false
+    @OptionGroup(title: "Logging") var logging: LogOptions
 
     func validate() throws {
         if rows < 0 || holdoutRows < 0 { throw ValidationError("row counts must be non-negative") }
     }
 
     func run() throws {
+        _ = try logging.start("gen", tag: "gen:")
         var cfg = SyntheticCriteo.Configuration.default
         cfg.labelled = !unlabelled
         var gen = SyntheticCriteo(seed: seed, configuration: cfg)
@@ -79,7 +82,7 @@ struct GenCriteo: ParsableCommand {
         try data.close()
         try probs.close()
         progress.finish(Int64(rows))
-        FileHandle.standardError.write(Data("wrote \(rows) rows to \(path) (probabilities in \(path).prob)\n".utf8))
+        Logger(label: "gen").tagged("gen:").info("wrote \(rows) rows to \(path) (probabilities in \(path).prob)")
     }
 }
 
@@ -122,6 +125,7 @@ struct GenBehavior: ParsableCommand {
     @Option(help: "Unix seconds; every user's first event falls in the following day.") var startTime: Int64 = 1_511_539_200
     @Option(help: "Seed of the planted model and the samples.") var seed: UInt64 = 1
     @Option(help: "Output directory (created if needed).") var out: String
+    @OptionGroup(title: "Logging") var logging: LogOptions
 
     var configurationValue: SyntheticBehavior.Configuration {
         SyntheticBehavior.Configuration(users: users, items: items, eventsPerUser: eventsPerUser,
@@ -133,6 +137,7 @@ struct GenBehavior: ParsableCommand {
     }
 
     func run() throws {
+        let logger = try logging.start("gen", tag: "gen:")
         let started = Date()
         let generator = SyntheticBehavior(seed: seed, configuration: configurationValue)
         let data = generator.generate()
@@ -140,9 +145,8 @@ struct GenBehavior: ParsableCommand {
         try generator.write(data, to: out)
         let s = data.summary
         let seconds = Date().timeIntervalSince(started)
-        FileHandle.standardError.write(Data(String(
-            format: "generated in %.2f s, written in %.2f s\n",
-            generated.timeIntervalSince(started), seconds - generated.timeIntervalSince(started)).utf8))
+        logger.info(.init(stringLiteral: String(format: "generated in %.2f s, written in %.2f s",
+            generated.timeIntervalSince(started), seconds - generated.timeIntervalSince(started))))
         func row(_ name: String, _ f: BehaviorSummary.Figures) -> String {
             "  " + name.padding(toLength: 11, withPad: " ", startingAt: 0)
                 + String(format: " %.4f   %.4f     ", f.ndcg, f.hitRate)

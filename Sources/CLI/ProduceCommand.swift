@@ -1,3 +1,4 @@
+import Logging
 import ArgumentParser
 import Features
 import Foundation
@@ -66,6 +67,7 @@ struct Produce: ParsableCommand {
     @OptionGroup var settings: SettingsOptions
 
     @OptionGroup(title: "Kafka") var kafka: KafkaOptions
+    @OptionGroup(title: "Logging") var logging: LogOptions
 
     @Option(help: ArgumentHelp("Rows per second (token bucket); default: as fast as possible.", valueName: "ROWS_PER_S"))
     var rate: Double?
@@ -122,6 +124,7 @@ struct Produce: ParsableCommand {
     }
 
     func run() throws {
+        let logger = try logging.start("produce", tag: "produce:")
         let signals = ShutdownSignals.install()
         signals.exitUnlessStopped(within: .seconds(20), what: "produce")
         let kafkaSettings = try kafka.resolve(settings.load(), role: .producer)
@@ -138,8 +141,8 @@ struct Produce: ParsableCommand {
         }
         // A full librdkafka queue (broker unreachable) makes a send wait; a signal ends the wait.
         producer.giveUp = { signals.isRaised }
-        produceNote("produce: \(data) → topic \(topic) (\(producer.partitions) partitions) on \(bootstrap)"
-            + (rate.map { String(format: ", at most %.0f rows/s", $0) } ?? ""))
+        logger.info(.init(stringLiteral: "\(data) → topic \(topic) (\(producer.partitions) partitions) on \(bootstrap)"
+            + (rate.map { String(format: ", at most %.0f rows/s", $0) } ?? "")))
 
         struct Stop: Error {}
         let progress = Progress(label: "produce", total: reader.fileSize)
@@ -168,16 +171,16 @@ struct Produce: ParsableCommand {
         FileHandle.standardOutput.write(Data((summary.jsonLine(topic: topic, extra: extra) + "\n").utf8))
 
         if truncated > 0 {
-            produceNote("produce: warning: \(truncated) lines longer than \(maxLineBytes) bytes were truncated")
+            logger.warning("\(truncated) lines longer than \(maxLineBytes) bytes were truncated")
         }
         if let stoppedBy {
             let name = ShutdownSignals.name(of: stoppedBy)
             if summary.ok {
-                produceNote("produce: \(name): stopped after \(summary.rows) rows, all delivered")
+                logger.info("\(name): stopped after \(summary.rows) rows, all delivered")
             } else {
-                produceNote("produce: \(name): stopped after \(summary.rows) rows; \(summary.delivered) delivered, "
+                logger.info(.init(stringLiteral: "\(name): stopped after \(summary.rows) rows; \(summary.delivered) delivered, "
                             + "\(summary.failed + summary.undelivered) NOT acknowledged by the broker at \(bootstrap) within \(Int(flushWait)) s "
-                            + "(unreachable?) and dropped — produce those rows again")
+                            + "(unreachable?) and dropped — produce those rows again"))
             }
             throw ExitCode(ShutdownSignals.exitStatus(for: stoppedBy))
         }
@@ -191,11 +194,7 @@ struct Produce: ParsableCommand {
                            + "(first error: \(reason))" + (stoppedOnFailure ? "; stopped reading at the first failure" : "")
                            + ". Check that the broker at \(bootstrap) is up and the topic exists.")
         }
-        produceNote(String(format: "produce: %d rows (%d bytes) delivered in %.2f s, %.0f rows/s",
-                   summary.rows, summary.bytes, summary.seconds, summary.rowsPerSecond))
+        logger.info(.init(stringLiteral: String(format: "%d rows (%d bytes) delivered in %.2f s, %.0f rows/s",
+                   summary.rows, summary.bytes, summary.seconds, summary.rowsPerSecond)))
     }
-}
-
-fileprivate func produceNote(_ message: String) {
-    FileHandle.standardError.write(Data((message + "\n").utf8))
 }

@@ -68,6 +68,7 @@ struct Serve: ParsableCommand {
     @OptionGroup var settingsFile: SettingsOptions
 
     @OptionGroup(title: "Feature store (Redis)") var store: RedisOptions
+    @OptionGroup(title: "Logging") var logging: LogOptions
 
     @Option(help: "Milliseconds a feature-store read (/v1/popular, the stateful /v1/recommend) may take, queueing included, before it answers 503.")
     var featureStoreTimeoutMs: Int = 200
@@ -127,6 +128,7 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
+        let logger = try logging.start("serve", tag: "serve:")
         let featureStore = try featureStoreSettings()
         let signals = ShutdownSignals.install()
         // One OpenBLAS thread: request concurrency comes from the server's threads. With OpenBLAS's
@@ -143,22 +145,22 @@ struct Serve: ParsableCommand {
             timeouts: ConnectionTimeouts(idle: .seconds(idleTimeout), header: .seconds(headerTimeout), body: .seconds(bodyTimeout),
                                          shutdownGrace: .seconds(min(1, shutdownTimeout)), shutdown: .seconds(shutdownTimeout)),
             featureStore: featureStore.settings)
-        serveLog("watching \(settings.checkpoints.path) every \(pollIntervalMs) ms; listening on http://\(host):\(port)")
-        serveLog(featureStore.description)
+        logger.info("watching \(settings.checkpoints.path) every \(pollIntervalMs) ms; listening on http://\(host):\(port)")
+        logger.info("\(featureStore.description)")
         let outcome = Outcome()
         let done = DispatchSemaphore(value: 0)
         Task {
             do {
-                try await runServingServer(settings: settings) {
+                try await runServingServer(settings: settings, logger: logger) {
                     let sig = signals.wait()
-                    serveLog("\(sig.map(ShutdownSignals.name(of:)) ?? "signal") received: finishing in-flight requests, then stopping")
+                    logger.info("\(sig.map(ShutdownSignals.name(of:)) ?? "signal") received: finishing in-flight requests, then stopping")
                 }
             } catch { outcome.error = error }
             done.signal()
         }
         done.wait()
         if let error = outcome.error { throw error }
-        serveLog("stopped")
+        logger.info("stopped")
     }
 }
 

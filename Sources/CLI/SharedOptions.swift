@@ -29,6 +29,8 @@
 //
 // Resolve functions take the environment as a parameter so tests never mutate the process's.
 import ArgumentParser
+import Logging
+import Observability
 import Foundation
 import Streaming
 
@@ -72,6 +74,50 @@ func resolveSetting<T: Equatable>(flag: (name: String, value: T?),
 private func variable(_ name: String, in environment: [String: String]) -> String? {
     guard let v = environment[name]?.trimmingCharacters(in: .whitespaces), !v.isEmpty else { return nil }
     return v
+}
+
+// MARK: - --log-level, --log-format
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension LogFormat: ExpressibleByArgument {}
+
+/// `--log-level` and `--log-format`, shared by every command that logs. Flag, then
+/// `$STREAMREC_LOG_LEVEL` / `$STREAMREC_LOG_FORMAT` (so every rank `mpirun` starts inherits
+/// them), then info and text.
+struct LogOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("""
+        Lowest level printed: trace, debug, info, notice, warning, error, critical. \
+        Default: $STREAMREC_LOG_LEVEL, else info.
+        """, valueName: "LEVEL"))
+    var logLevel: Logger.Level?
+
+    @Option(help: ArgumentHelp("""
+        text (lines for a person; warnings and errors say their level) or json (one object per line: \
+        time, level, component, rank or worker, message, fields). Default: $STREAMREC_LOG_FORMAT, else text.
+        """, valueName: "FORMAT"))
+    var logFormat: LogFormat?
+
+    func resolved(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws -> (Logger.Level, LogFormat) {
+        func env<T: RawRepresentable>(_ name: String, _: T.Type) throws -> T? where T.RawValue == String {
+            guard let raw = environment[name], !raw.isEmpty else { return nil }
+            guard let value = T(rawValue: raw.lowercased()) else { throw ValidationError("$\(name)=\(raw) is not a valid value; see --help") }
+            return value
+        }
+        return (try logLevel ?? env("STREAMREC_LOG_LEVEL", Logger.Level.self) ?? .info,
+                try logFormat ?? env("STREAMREC_LOG_FORMAT", LogFormat.self) ?? .text)
+    }
+
+    /// Bootstraps swift-log for this process (and librdkafka's messages through it) and returns
+    /// the logger of `component`, its text lines starting with `tag` when given.
+    func start(_ component: String, tag: String? = nil, stream: LogStream = .standardError) throws -> Logger {
+        let (level, format) = try resolved()
+        LogSetup.bootstrap(level: level, format: format, stream: stream)
+        var kafka = Logger(label: "kafka")
+        if let tag { kafka = kafka.tagged("\(tag) librdkafka:") } else { kafka = kafka.tagged("librdkafka:") }
+        KafkaLog.shared.install(logger: kafka)
+        let logger = Logger(label: component)
+        return tag.map { logger.tagged($0) } ?? logger
+    }
 }
 
 // MARK: - --config

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import Features
 
 struct Stats: ParsableCommand {
@@ -18,12 +19,14 @@ struct Stats: ParsableCommand {
     @Option(help: "Output statistics file.") var out: String
     @Option(help: "Minimum count for a category to get its own id.") var minFrequency: Int = 10
     @Flag(help: "Accept 39-field rows without a label.") var unlabelled = false
+    @OptionGroup(title: "Logging") var logging: LogOptions
 
     func validate() throws {
         if minFrequency < 1 { throw ValidationError("--min-frequency must be at least 1 (got \(minFrequency))") }
     }
 
     func run() throws {
+        let logger = try logging.start("stats", tag: "stats:")
         let start = Date()
         let fileSize = (try? FileManager.default.attributesOfItem(atPath: data)[.size] as? Int64) ?? nil
         let bar = Progress(label: "stats \(data)", total: fileSize)
@@ -34,18 +37,17 @@ struct Stats: ParsableCommand {
         try FileManager.default.createDirectory(at: URL(fileURLWithPath: out).deletingLastPathComponent(),
                                                 withIntermediateDirectories: true)
         try stats.write(to: URL(fileURLWithPath: out))
-        reportRejections(rejections)
-        FileHandle.standardError.write(Data(String(
-            format: "stats: %d rows, %d rejected, %d categories (min frequency %d), next id %d → %@ (%.1fs)\n",
+        reportRejections(rejections, to: logger)
+        logger.info(.init(stringLiteral: String(format: "%d rows, %d rejected, %d categories (min frequency %d), next id %d → %@ (%.1fs)",
             stats.rows, rejections.total, stats.categoryCount, minFrequency, Int(stats.nextId), out,
-            Date().timeIntervalSince(start)).utf8))
+            Date().timeIntervalSince(start))))
     }
 }
 
-/// Prints refused rows (a sample) and counts by reason on stderr.
-func reportRejections(_ r: RejectionCounts) {
+/// Logs refused rows (a sample) and counts by reason.
+func reportRejections(_ r: RejectionCounts, to logger: Logger) {
     guard r.total > 0 else { return }
-    for s in r.samples { FileHandle.standardError.write(Data("rejected \(s)\n".utf8)) }
+    for s in r.samples { logger.warning("rejected \(s)") }
     let byReason = r.byReason.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue)=\($0.value)" }
-    FileHandle.standardError.write(Data("rejected rows: \(r.total) (\(byReason.joined(separator: ", ")))\n".utf8))
+    logger.warning("rejected rows: \(r.total) (\(byReason.joined(separator: ", ")))")
 }

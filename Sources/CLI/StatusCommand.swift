@@ -1,6 +1,7 @@
 import ArgumentParser
 import FeatureStore
 import Foundation
+import Logging
 import Streaming
 
 struct Status: ParsableCommand {
@@ -18,6 +19,7 @@ struct Status: ParsableCommand {
     @OptionGroup(title: "Redis") var store: RedisOptions
 
     @OptionGroup(title: "Kafka (with --topic)") var kafka: KafkaOptions
+    @OptionGroup(title: "Logging") var logging: LogOptions
 
     @Option(help: "Kafka topic whose per-partition lag to show.")
     var topic: String?
@@ -35,6 +37,7 @@ struct Status: ParsableCommand {
     }
 
     func run() throws {
+        let logger = try logging.start("status", tag: "status:")
         let settingsFile = try settings.load()
         let redis = try self.store.resolve(settingsFile)
         let kafkaSettings = try topic == nil ? nil : kafka.resolve(settingsFile, role: .consumer)
@@ -67,7 +70,7 @@ struct Status: ParsableCommand {
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys, .prettyPrinted]
             print(String(decoding: try enc.encode(status), as: UTF8.self))
-            if let kafkaNote { FileHandle.standardError.write(Data((kafkaNote + "\n").utf8)) }
+            if let kafkaNote { logger.warning("\(kafkaNote)") }
             return
         }
         print("feature store \(redis.address.value) prefix \(redis.prefix.value)")

@@ -24,6 +24,8 @@ struct Supervise: ParsableCommand {
         killed. cluster/train.sh is this command with --max-failures 0.
         """)
 
+    @OptionGroup(title: "Logging") var logging: LogOptions
+
     @Option(help: "Give up at this many abnormal ends within --failure-window (0 = never restart).")
     var maxFailures: Int = 5
 
@@ -65,6 +67,7 @@ struct Supervise: ParsableCommand {
     }
 
     func run() throws {
+        let logger = try logging.start("supervise", tag: "supervise:")
         let signals = ShutdownSignals.install()
         var options = SupervisorOptions(command: command)
         options.policy.maxFailures = maxFailures
@@ -75,9 +78,7 @@ struct Supervise: ParsableCommand {
         options.probe = probe
         options.probeTimeout = .milliseconds(Int64(probeTimeout * 1000))
         options.stopTimeout = .milliseconds(Int64(stopTimeout * 1000))
-        let supervisor = JobSupervisor(options: options, signals: signals) { line in
-            FileHandle.standardError.write(Data("supervise: \(line)\n".utf8))
-        }
+        let supervisor = JobSupervisor(options: options, signals: signals, logger: logger)
         let status = try supervisor.run()
         if status != 0 { throw ExitCode(status) }
     }

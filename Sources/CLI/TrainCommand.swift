@@ -1,3 +1,4 @@
+import Logging
 import ArgumentParser
 import Foundation
 import Featurize
@@ -56,6 +57,14 @@ struct Train: ParsableCommand {
     @Option(help: "--source redis: a rank waiting this many seconds in a collective (a peer's host lost or cut off) ends itself, so mpirun ends the job and `streamrec supervise` restarts it. 0 = wait forever.")
     var peerTimeout: Double = 60
     @OptionGroup(title: "Redis (--source redis)") var store: RedisOptions
+    @OptionGroup(title: "Logging") var logging: LogOptions
+
+    /// The trainer's logger (after `logging.start`): training lines on stdout, the rank as context.
+    var logger: Logger {
+        var logger = Logger(label: "train")
+        if let rank = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] { logger[metadataKey: "rank"] = .string(rank) }
+        return logger
+    }
     @Option(help: "Feature shards (streams) in the store; must match the featurize workers.") var featureShards: Int = 8
     @Flag(help: "Join a running job (launch with its own `mpirun -np 1 --ompi-server file:URI`).") var join = false
     @Flag(help: "Ignore existing checkpoints and start a new model (--source redis resumes by default).") var fresh = false
@@ -74,6 +83,7 @@ struct Train: ParsableCommand {
     var runsUnderMPI: Bool { mpi || source == .redis || ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil }
 
     func run() throws {
+        _ = try logging.start("train", stream: .standardOutput)
         let settings = try model.settings()
         var cfg = try model.load(settings)
         if let epochs { cfg.train.epochs = epochs }
@@ -84,7 +94,7 @@ struct Train: ParsableCommand {
         try cfg.train.validate()
         BLAS.setThreads(cfg.train.blasThreads)
         let stop = ShutdownSignals.install()
-        stop.onSignal { sig in log("received \(ShutdownSignals.name(of: sig)): finishing the step, then checkpointing and stopping") }
+        stop.onSignal { sig in logger.info("received \(ShutdownSignals.name(of: sig)): finishing the step, then checkpointing and stopping") }
         if source == .file, let data { try checkFileFormat(data, kind: cfg.kind) }
         if source == .redis {
             try runOnline(cfg, redis: try store.resolve(settings), stop: stop)
@@ -101,16 +111,16 @@ struct Train: ParsableCommand {
     /// The statistics this run encodes with: --stats, or a pass over the training file.
     func loadStats(_ cfg: ConfigFile) throws -> FeatureStats {
         if let stats { return try FeatureStats.read(from: URL(fileURLWithPath: stats)) }
-        log("no --stats given: running the statistics pass on \(data!) (min frequency \(cfg.train.minFrequency))")
+        logger.info("no --stats given: running the statistics pass on \(data!) (min frequency \(cfg.train.minFrequency))")
         let (s, r) = try FeatureStats.compute(file: data!, minFrequency: cfg.train.minFrequency)
-        reportRejections(r)
+        reportRejections(r, to: logger)
         return s
     }
 
     func makeSource(_ cfg: ConfigFile, stats: FeatureStats) throws -> BatchSource {
         try FileBatchSource(path: data!, encoder: FeatureEncoder(stats: stats),
                             batchSize: cfg.train.batchSize, epochs: cfg.train.epochs) { r in
-            FileHandle.standardError.write(Data("rejected \(r)\n".utf8))
+            logger.warning("rejected \(r)")
         }
     }
 
@@ -119,13 +129,13 @@ struct Train: ParsableCommand {
         let featureStats = try loadStats(cfg)
         let store = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints)
         let wd = WideDeepModel(config: cfg.model)
-        log("training Wide&Deep: embedding \(cfg.model.embeddingSize), deep \(cfg.model.deepLayers), batch \(cfg.train.batchSize), \(cfg.train.epochs) epoch(s), \(featureStats.categoryCount) categories")
+        logger.info("training Wide&Deep: embedding \(cfg.model.embeddingSize), deep \(cfg.model.deepLayers), batch \(cfg.train.batchSize), \(cfg.train.epochs) epoch(s), \(featureStats.categoryCount) categories")
         let trainer = Trainer(model: wd, stats: featureStats, settings: cfg.train, source: try makeSource(cfg, stats: featureStats),
-                              store: store) { log($0) }
+                              store: store, logger: logger)
         trainer.untilIdle = untilIdle
         trainer.stopRequested = { stop.isRaised }
         let s = try trainer.run()
-        log(summaryLine(s))
+        logger.info("\(summaryLine(s))")
     }
 
     func runMPI(_ cfg: ConfigFile, stop: ShutdownSignals) throws {
@@ -142,7 +152,7 @@ struct Train: ParsableCommand {
         } catch {
             let world = try? MPI.world()
             let rank = world.map { "rank \($0.rank)/\($0.size)" } ?? "rank ?"
-            FileHandle.standardError.write(Data("Error (\(rank)): \(error)\n".utf8))
+            logger.critical("Error (\(rank)): \(error)")
             MPI.abortJob(code: 1)
         }
         try MPI.finalize()
@@ -163,16 +173,16 @@ struct Train: ParsableCommand {
         let collectives = MPICollectives(communicator: world)
         let src = StridedBatchSource(try makeSource(cfg, stats: featureStats), rank: rank, size: size)
         if rank == 0 {
-            log("training Wide&Deep on \(size) MPI ranks: embedding \(cfg.model.embeddingSize), deep \(cfg.model.deepLayers), batch \(cfg.train.batchSize) per rank, \(featureStats.categoryCount) categories")
+            logger.info("training Wide&Deep on \(size) MPI ranks: embedding \(cfg.model.embeddingSize), deep \(cfg.model.deepLayers), batch \(cfg.train.batchSize) per rank, \(featureStats.categoryCount) categories")
         }
         let trainer = Trainer(model: wd, stats: featureStats, settings: cfg.train, source: src, collectives: collectives,
-                              store: rank == 0 ? store : nil) { log($0) }
+                              store: rank == 0 ? store : nil, logger: logger)
         trainer.untilIdle = untilIdle
         trainer.stopRequested = { stop.isRaised }
         let s = try trainer.run()
-        log(String(format: "rank %d/%d: %d steps, parameters fnv1a64=%016llx, communication %.1f%% of step time",
-                   rank, size, s.steps, wd.parameterDigest(), 100 * s.communicationSeconds / max(s.communicationSeconds + s.computeSeconds, 1e-9)))
-        if rank == 0 { log(summaryLine(s)) }
+        logger.info(.init(stringLiteral: String(format: "rank %d/%d: %d steps, parameters fnv1a64=%016llx, communication %.1f%% of step time",
+                   rank, size, s.steps, wd.parameterDigest(), 100 * s.communicationSeconds / max(s.communicationSeconds + s.computeSeconds, 1e-9))))
+        if rank == 0 { logger.info("\(summaryLine(s))") }
     }
 }
 
@@ -209,24 +219,24 @@ extension Train {
         let model = try ModelFamilies.fresh(kind: cfg.kind, config: cfg.modelConfigJSON, sidecars: [:], batchSize: cfg.train.batchSize)
         let rule = try fileRule(historyLength: c.historyLength)
         let file = try BehaviorFileSource(path: data!, rule: rule, batchSize: cfg.train.batchSize, epochs: cfg.train.epochs) { r in
-            FileHandle.standardError.write(Data("rejected \(r)\n".utf8))
+            logger.warning("rejected \(r)")
         }
         let source: BatchSource = size > 1 ? StridedBatchSource(file, rank: rank, size: size) : file
         if let rl = model as? any BehaviorTrainable { rl.refreshKeys = { file.keys } }
         let store = CheckpointStore(directory: URL(fileURLWithPath: checkpointDir), keep: cfg.train.keepCheckpoints)
         let collectives: Collectives = world.map { MPICollectives(communicator: $0) } ?? LocalCollectives()
         if rank == 0 {
-            log("training \(cfg.kind) on \(size) process(es): history \(c.historyLength), reward window \(rule.rewardWindow), embedding \(c.embeddingSize), hidden \(c.hiddenSize), batch \(cfg.train.batchSize) per process, \(cfg.train.epochs == 1 ? "one pass" : "\(cfg.train.epochs) passes") over \(data!)")
+            logger.info("training \(cfg.kind) on \(size) process(es): history \(c.historyLength), reward window \(rule.rewardWindow), embedding \(c.embeddingSize), hidden \(c.hiddenSize), batch \(cfg.train.batchSize) per process, \(cfg.train.epochs == 1 ? "one pass" : "\(cfg.train.epochs) passes") over \(data!)")
         }
         let trainer = Trainer(model: model, settings: cfg.train, source: source, collectives: collectives,
-                              store: rank == 0 ? store : nil) { log($0) }
+                              store: rank == 0 ? store : nil, logger: logger)
         trainer.untilIdle = untilIdle
         trainer.stopRequested = { stop.isRaised }
         let s = try trainer.run()
         if size > 1 {
-            log(String(format: "rank %d/%d: %d steps, parameters fnv1a64=%016llx", rank, size, s.steps, model.parameterDigest))
+            logger.info("\(String(format: "rank %d/%d: %d steps, parameters fnv1a64=%016llx", rank, size, s.steps, model.parameterDigest))")
         }
-        if rank == 0 { log(summaryLine(s)) }
+        if rank == 0 { logger.info("\(summaryLine(s))") }
     }
 
     /// The feature workers' transition rule for a behaviour file: their defaults (BehaviorSettings)
@@ -257,7 +267,7 @@ extension Train {
         options.freshnessLog = freshnessLog.map { URL(fileURLWithPath: $0) }
         let trainer: OnlineTrainer
         if join {
-            trainer = try OnlineTrainer.join(settings: cfg.train, options: options) { log($0) }
+            trainer = try OnlineTrainer.join(settings: cfg.train, options: options, logger: logger)
         } else {
             let world = try MPI.world()
             if world.rank == 0 && cfg.kind == WideDeepCheckpoint.modelKind { try checkOnlineInputs(cfg) }
@@ -265,14 +275,14 @@ extension Train {
             let featureStats: FeatureStats? = try world.rank == 0 ? stats.map { try FeatureStats.read(from: URL(fileURLWithPath: $0)) } : nil
             let sidecars = featureStats.map { [WideDeepCheckpoint.statsFileName: Data($0.serialized())] } ?? [:]
             trainer = try OnlineTrainer.start(world: world, kind: cfg.kind, config: cfg.modelConfigJSON,
-                                              sidecars: sidecars, settings: cfg.train, options: options) { log($0) }
+                                              sidecars: sidecars, settings: cfg.train, options: options, logger: logger)
         }
         trainer.signalled = { stop.isRaised }
         let s = try trainer.run()
-        log(String(format: "rank %d/%d: %d steps, parameters fnv1a64=%016llx, communication %.1f%% of step time (%@)",
+        logger.info(.init(stringLiteral: String(format: "rank %d/%d: %d steps, parameters fnv1a64=%016llx, communication %.1f%% of step time (%@)",
                    trainer.rank, trainer.size, s.steps, trainer.model.parameterDigest,
-                   100 * s.communicationSeconds / max(s.communicationSeconds + s.computeSeconds, 1e-9), s.stopReason))
-        if trainer.trainer.collectives.isCoordinator { log(summaryLine(s)) }
+                   100 * s.communicationSeconds / max(s.communicationSeconds + s.computeSeconds, 1e-9), s.stopReason)))
+        if trainer.trainer.collectives.isCoordinator { logger.info("\(summaryLine(s))") }
     }
 }
 
@@ -320,9 +330,4 @@ func summaryLine(_ s: TrainSummary) -> String {
            s.stopReason, s.steps, s.samples, s.seconds, Double(s.samples) / max(s.seconds, 1e-9),
            s.progressiveAUC.map { String(format: "%.4f", $0) } ?? "n/a", s.progressiveLogLoss, s.rejected,
            s.checkpointStallSeconds, s.lastCheckpoint?.path ?? "none")
-}
-
-/// One line to stdout, unbuffered (logs are tailed by `cluster/` scripts and tests).
-func log(_ s: String) {
-    FileHandle.standardOutput.write(Data((s + "\n").utf8))
 }

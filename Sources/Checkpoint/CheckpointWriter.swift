@@ -1,3 +1,4 @@
+import Logging
 import Foundation
 import Checkpoint
 #if canImport(Glibc)
@@ -47,13 +48,13 @@ public final class CheckpointWriter: @unchecked Sendable {
     private let lock = NSLock()
     private var _lastError: Error?
     private var _written: [(url: URL, seconds: Double)] = []
-    private let log: @Sendable (String) -> Void
+    private let logger: Logger
     /// Called on the writer thread after each version is in place (step, directory).
     public var onWritten: (@Sendable (Int, URL) -> Void)?
 
-    public init(store: CheckpointStore, log: @escaping @Sendable (String) -> Void) {
+    public init(store: CheckpointStore, logger: Logger) {
         self.store = store
-        self.log = log
+        self.logger = logger
     }
 
     /// Queues a snapshot; returns after any previous write has finished.
@@ -69,11 +70,11 @@ public final class CheckpointWriter: @unchecked Sendable {
                 let dt = Date().timeIntervalSince(start)
                 lock.withLock { _written.append((url, dt)) }
                 onWritten?(snapshot.record.step, url)
-                log(String(format: "checkpoint: step %d, samples %d → %@ (written in %.2fs)",
-                           snapshot.record.step, snapshot.record.samplesTrained, url.path, dt))
+                logger.info(.init(stringLiteral: String(format: "checkpoint: step %d, samples %d → %@ (written in %.2fs)",
+                           snapshot.record.step, snapshot.record.samplesTrained, url.path, dt)))
             } catch {
                 lock.withLock { _lastError = error }
-                log("checkpoint: step \(snapshot.record.step) FAILED: \(error)")
+                logger.error("checkpoint: step \(snapshot.record.step) FAILED: \(error)")
             }
         }
     }

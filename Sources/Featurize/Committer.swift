@@ -6,6 +6,7 @@
 // bounded FIFO, so a partition's units are committed in order; the worker blocks when the queue
 // is full (at most `capacity` units are in flight).
 
+import Logging
 import Features
 import FeatureStore
 import Foundation
@@ -15,9 +16,9 @@ import Streaming
 final class OneTimeNotice: @unchecked Sendable {
     private let lock = NSLock()
     private var said = false
-    func say(_ line: String, with say: (String) -> Void) {
+    func say(_ line: @autoclosure () -> Logger.Message, to logger: Logger, level: Logger.Level = .warning) {
         let first = lock.withLock { () -> Bool in defer { said = true }; return !said }
-        if first { say(line) }
+        if first { logger.log(level: level, line()) }
     }
 }
 
@@ -29,7 +30,7 @@ final class OneTimeNotice: @unchecked Sendable {
 final class RedisLink {
     let address: RedisEndpoint
     let layout: FeatureStoreLayout
-    let say: (String) -> Void
+    let logger: Logger
     let stopping: () -> Bool
     let stopNotice: OneTimeNotice
     let timeout: Duration
@@ -39,9 +40,9 @@ final class RedisLink {
     /// True once this link gave up because the worker is stopping while Redis fails.
     private(set) var gaveUp = false
 
-    init(address: RedisEndpoint, layout: FeatureStoreLayout, say: @escaping (String) -> Void, stopping: @escaping () -> Bool,
+    init(address: RedisEndpoint, layout: FeatureStoreLayout, logger: Logger, stopping: @escaping () -> Bool,
          stopNotice: OneTimeNotice, timeout: Duration = .seconds(5)) {
-        self.address = address; self.layout = layout; self.say = say; self.stopping = stopping
+        self.address = address; self.layout = layout; self.logger = logger; self.stopping = stopping
         self.stopNotice = stopNotice; self.timeout = timeout
     }
 
@@ -58,7 +59,7 @@ final class RedisLink {
                 }
                 let value = try body(store)
                 if let since = downSince {
-                    say(String(format: "Redis at %@ is back after %.1f s; resuming", address.description, seconds(.now - since)))
+                    logger.info("\(String(format: "Redis at %@ is back after %.1f s; resuming", address.description, seconds(.now - since)))")
                     downSince = nil
                 }
                 return value
@@ -68,12 +69,12 @@ final class RedisLink {
                 if case .server(let m) = error, !error.isOutage, !m.hasPrefix("NOSCRIPT") { throw error }
                 if downSince == nil {
                     downSince = .now
-                    say("Redis unavailable during \(what): \(error). Consumption paused; retrying with back-off (100 ms → 5 s). No data is lost: the uncommitted unit is retried.")
+                    logger.warning("Redis unavailable during \(what): \(error). Consumption paused; retrying with back-off (100 ms → 5 s). No data is lost: the uncommitted unit is retried.")
                 }
                 if stopping() {
                     gaveUp = true
-                    stopNotice.say("stopping while Redis is unavailable (\(error)): not retrying; everything not committed "
-                                   + "(see the progress in Redis) is read again from Kafka on restart — exactly once, nothing lost", with: say)
+                    stopNotice.say(.init(stringLiteral: "stopping while Redis is unavailable (\(error)): not retrying; everything not committed "
+                                   + "(see the progress in Redis) is read again from Kafka on restart — exactly once, nothing lost"), to: logger)
                     return nil
                 }
                 connection?.close()
@@ -149,7 +150,7 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
     private let link: RedisLink
     private var queue: [PendingCommit] = []
     private let capacity: Int
-    private let say: (String) -> Void
+    private let logger: Logger
     // Results, read by the worker thread (under `condition`).
     private(set) var rows: Int64 = 0
     private(set) var batches: Int64 = 0
@@ -169,12 +170,12 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
     private let grower: Grower
 
     init(address: RedisEndpoint, layout: FeatureStoreLayout, capacity: Int, growthInterval: Duration, maxPendingPerField: Int,
-         say: @escaping (String) -> Void, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
+         logger: Logger, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
         self.capacity = capacity
-        self.say = say
-        self.link = RedisLink(address: address, layout: layout, say: say, stopping: stopping, stopNotice: stopNotice)
+        self.logger = logger
+        self.link = RedisLink(address: address, layout: layout, logger: logger, stopping: stopping, stopNotice: stopNotice)
         self.grower = Grower(address: address, layout: layout, every: growthInterval, maxPendingPerField: maxPendingPerField,
-                             say: say, stopping: stopping, stopNotice: stopNotice)
+                             logger: logger, stopping: stopping, stopNotice: stopNotice)
         super.init()
         start(name: "featurize-committer")
     }
@@ -254,8 +255,8 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
         do {
             outcome = try link.run("commit of \(u.topic)/\(u.partition) [\(u.firstOffset), \(u.lastOffset)]") { try $0.commit(u) }
         } catch FeatureStoreError.gap(_, let p, let progress, _) {
-            say("commit gap on \(u.topic)/\(p): Redis progress is \(progress) but the unit starts at \(u.firstOffset) "
-                + "(Redis lost recent writes?); rewinding the partition to \(progress) and re-reading")
+            logger.warning(.init(stringLiteral: "commit gap on \(u.topic)/\(p): Redis progress is \(progress) but the unit starts at \(u.firstOffset) "
+                + "(Redis lost recent writes?); rewinding the partition to \(progress) and re-reading"))
             condition.lock(); gaps.append((p, progress)); condition.unlock()
             return
         } catch FeatureStoreError.fenced(_, let p, let token, let owner) {
@@ -266,8 +267,8 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
             fenced.append((p, token)); fencedUnits += 1
             condition.unlock()
             if first {
-                say("FENCED: unit \(u.topic)/\(p) [\(u.firstOffset), \(u.lastOffset)] not committed — lease token \(token) is no longer "
-                    + "valid (partition now \(owner.map { "held by \($0)" } ?? "without an owner")); the new owner re-reads these offsets")
+                logger.warning(.init(stringLiteral: "FENCED: unit \(u.topic)/\(p) [\(u.firstOffset), \(u.lastOffset)] not committed — lease token \(token) is no longer "
+                    + "valid (partition now \(owner.map { "held by \($0)" } ?? "without an owner")); the new owner re-reads these offsets"))
             }
             return
         }
@@ -285,7 +286,7 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
             deadLetters += Int64(u.deadLetters.count)
         case .duplicate(let progress):
             duplicates += 1
-            say("unit \(u.topic)/\(u.partition) [\(u.firstOffset), \(u.lastOffset)] was already committed (progress \(progress)); skipped as a duplicate")
+            logger.info("unit \(u.topic)/\(u.partition) [\(u.firstOffset), \(u.lastOffset)] was already committed (progress \(progress)); skipped as a duplicate")
         }
         condition.unlock()
         if let counts = c.counts { grower.add(counts) }
@@ -313,10 +314,10 @@ final class Grower: BackgroundLoop, @unchecked Sendable {
     let maxPendingPerField: Int
 
     init(address: RedisEndpoint, layout: FeatureStoreLayout, every: Duration, maxPendingPerField: Int,
-         say: @escaping (String) -> Void, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
+         logger: Logger, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
         self.every = every
         self.maxPendingPerField = maxPendingPerField
-        link = RedisLink(address: address, layout: layout, say: say, stopping: stopping, stopNotice: stopNotice)
+        link = RedisLink(address: address, layout: layout, logger: logger, stopping: stopping, stopNotice: stopNotice)
         super.init()
         start(name: "featurize-grower")
     }

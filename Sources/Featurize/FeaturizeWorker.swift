@@ -23,6 +23,8 @@
 // Threading rule: one thread runs `run()` and owns the consumer, the Redis connection and all
 // state. `stop()` may be called from any thread (or a signal handler via `shouldStop`).
 
+import Logging
+import Observability
 import Features
 import FeatureStore
 import Foundation
@@ -239,9 +241,9 @@ public typealias FeaturizeWorker = FeaturizeEngine<CriteoFeaturizer>
 extension FeaturizeEngine where F == CriteoFeaturizer {
     public convenience init(options: FeaturizeOptions, stats: FeatureStats,
                             shouldStop: (@Sendable () -> Bool)? = nil,
-                            log: @escaping @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data((line + "\n").utf8)) }) {
+                            logger: Logger = Logger(label: "featurize")) {
         self.init(options: options, featurizer: CriteoFeaturizer(stats: stats, statsSource: options.statsSource),
-                  shouldStop: shouldStop, log: log)
+                  shouldStop: shouldStop, logger: logger)
     }
 }
 
@@ -250,7 +252,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     let featurizer: F
     let stopFlag = Atomic<Bool>(false)
     let shouldStop: (@Sendable () -> Bool)?
-    let log: @Sendable (String) -> Void
+    let logger: Logger
 
     // Owned by the run thread.
     var link: RedisLink!
@@ -307,11 +309,15 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
 
     public init(options: FeaturizeOptions, featurizer: F,
                 shouldStop: (@Sendable () -> Bool)? = nil,
-                log: @escaping @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data((line + "\n").utf8)) }) {
+                logger: Logger = Logger(label: "featurize")) {
         self.options = options
         self.featurizer = featurizer
         self.shouldStop = shouldStop
-        self.log = log
+        // Text lines start with `featurize[WHO]`: the shard in fixed mode, the pid by lease.
+        let who = options.assignment == .fixed || options.raw ? "\(options.shard)/\(options.shards)" : "\(ProcessInfo.processInfo.processIdentifier)"
+        var logger = logger.tagged("featurize[\(who)]")
+        logger[metadataKey: "worker"] = .string(options.workerId)
+        self.logger = logger
         self.summary = FeaturizeSummary(worker: options.workerId, partitions: [], raw: options.raw)
         let threads = max(1, options.parseThreads)
         contexts = (0..<threads).map { _ in HandlerContext(scratch: featurizer.makeScratch()) }
@@ -325,10 +331,6 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
 
     var stopping: Bool { stopFlag.load(ordering: .relaxed) || (shouldStop?() ?? false) }
 
-    func say(_ message: String) {
-        let who = options.assignment == .fixed || options.raw ? "\(options.shard)/\(options.shards)" : "\(ProcessInfo.processInfo.processIdentifier)"
-        log("featurize[\(who)] \(message)")
-    }
 
     /// Where this kind's batches and counters live.
     var layout: FeatureStoreLayout { FeatureStoreLayout(prefix: options.prefix, streams: F.batchKind) }
@@ -357,7 +359,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         // 4 MiB → 26k rows/s, 16 MiB → 63k, 64 MiB → 80k on the bench). Lower it with -X to trade
         // throughput for memory.
         consumer = try KafkaConsumer(config: kafkaConfig)
-        link = RedisLink(address: options.redisAddress, layout: layout, say: { [unowned self] in say($0) },
+        link = RedisLink(address: options.redisAddress, layout: layout, logger: logger,
                          stopping: { [unowned self] in stopping }, stopNotice: stopNotice)
 
         // Partitions (retry until the topic exists and the broker answers).
@@ -372,12 +374,12 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
             switch answer {
             case .success(let n)?: partitionCount = n
             case .failure(let error)?:
-                if !warned { say("cannot read metadata of topic \(options.topic) (\(error)); retrying (is the broker up? see `streamrec broker`)"); warned = true }
+                if !warned { logger.warning("cannot read metadata of topic \(options.topic) (\(error)); retrying (is the broker up? see `streamrec broker`)"); warned = true }
             case nil:
-                if !warned && !stopping { say("no answer to a metadata request for topic \(options.topic) within 6 s; retrying (is the broker up? see `streamrec broker`)"); warned = true }
+                if !warned && !stopping { logger.warning("no answer to a metadata request for topic \(options.topic) within 6 s; retrying (is the broker up? see `streamrec broker`)"); warned = true }
             }
             if partitionCount == 0 {
-                if stopping { say("stopping before any partition was assigned; nothing was read"); return finish(start) }
+                if stopping { logger.info("stopping before any partition was assigned; nothing was read"); return finish(start) }
                 sleepUnlessStopping(delay); delay = min(delay * 2, 5)
             }
         }
@@ -389,20 +391,20 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         if options.raw {
             // No Redis in raw mode: the fixed share, no leases.
             let owned = fixedPartitions
-            if owned.isEmpty { say("topic \(options.topic) has \(partitionCount) partitions; none is ≡ \(options.shard) mod \(options.shards): nothing to do") }
+            if owned.isEmpty { logger.info("topic \(options.topic) has \(partitionCount) partitions; none is ≡ \(options.shard) mod \(options.shards): nothing to do") }
             guard try adopt(owned.map { PartitionLease(partition: $0, token: -1) }) else { return finish(start) }
         } else {
             guard let line = try withRedis("start of the \(F.inputName) featurizer", { try featurizer.start(store) }) else { return finish(start) }
-            say(line)
+            logger.info("\(line)")
             committer = Committer(address: options.redisAddress, layout: layout, capacity: 4, growthInterval: options.growthInterval,
                                   maxPendingPerField: options.maxPendingCategories,
-                                  say: { [unowned self] in say($0) }, stopping: { [unowned self] in stopping }, stopNotice: stopNotice)
+                                  logger: logger, stopping: { [unowned self] in stopping }, stopNotice: stopNotice)
             switch options.assignment {
             case .lease:
-                say("joins the workers of \(options.topic) (\(partitionCount) partitions) by lease (\(Int(seconds(options.leaseTime))) s); "
-                    + "takes a fair share and rebalances as workers come and go")
+                logger.info(.init(stringLiteral: "joins the workers of \(options.topic) (\(partitionCount) partitions) by lease (\(Int(seconds(options.leaseTime))) s); "
+                    + "takes a fair share and rebalances as workers come and go"))
             case .fixed:
-                if fixedPartitions.isEmpty { say("topic \(options.topic) has \(partitionCount) partitions; none is ≡ \(options.shard) mod \(options.shards): nothing to do") }
+                if fixedPartitions.isEmpty { logger.info("topic \(options.topic) has \(partitionCount) partitions; none is ≡ \(options.shard) mod \(options.shards): nothing to do") }
             }
             guard try rebalance() else {
                 let summary = finish(start)
@@ -441,10 +443,10 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                         paused = true; pauseStarted = now
                         // Commit what we hold so trainers can see it, then pause.
                         try flushAll(force: true)
-                        say("PAUSED (back-pressure): feature shard(s) \(over.keys.sorted().map { "\($0): \(over[$0]!) pending" }.joined(separator: ", ")) ≥ --max-pending \(options.maxPending); waiting for trainers")
+                        logger.warning("PAUSED (back-pressure): feature shard(s) \(over.keys.sorted().map { "\($0): \(over[$0]!) pending" }.joined(separator: ", ")) ≥ --max-pending \(options.maxPending); waiting for trainers")
                     } else if over.isEmpty && paused {
                         paused = false
-                        say(String(format: "resumed after %.1f s of back-pressure", seconds(now - pauseStarted)))
+                        logger.info("\(String(format: "resumed after %.1f s of back-pressure", seconds(now - pauseStarted)))")
                     }
                 }
                 if now - lastSync >= .seconds(1) {
@@ -467,7 +469,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                     line += ", pending " + targetShards.map { "\($0):\(pending[$0] ?? 0)" }.joined(separator: " ")
                 }
                 if paused { line += " [paused]" }
-                say(line)
+                logger.info("\(line)")
                 lastProgress = now
                 lastProgressRows = counted
             }
@@ -504,7 +506,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                 lastPollEmpty = got == 0
                 if got < 512 { wakeFetcher() }
             } catch let error as KafkaError {
-                say("Kafka poll failed: \(error); retrying")
+                logger.warning("Kafka poll failed: \(error); retrying")
                 Thread.sleep(forTimeInterval: 0.2)
                 continue
             }
@@ -528,7 +530,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
             // A fixed-shard worker standing by for its partitions is waiting, not idle.
             let standingBy = options.assignment == .fixed && !options.raw && states.count < fixedPartitions.count
             if let idle = options.untilIdle, !standingBy, ContinuousClock.now - lastActivity >= idle {
-                say("no data for \(idle); stopping (--until-idle)")
+                logger.info("no data for \(idle); stopping (--until-idle)")
                 break
             }
         }
@@ -582,7 +584,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         switch options.onOffsetReset {
         case .stop:
             for f in findings {
-                say("OFFSET RESET on \(f): not reading this partition (--on-offset-reset stop)")
+                logger.error("OFFSET RESET on \(f): not reading this partition (--on-offset-reset stop)")
                 guard try withRedis("recording an offset reset", {
                     try store.recordOffsetReset(topic: f.topic, partition: f.partition,
                                                 description: "\(when) \(f); stopped (--on-offset-reset stop)")
@@ -613,8 +615,8 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                         + "featurize worker moved it (its lease on \(f.topic)/\(f.partition) was lost?); run featurize again")
                 }
                 summary.offsetResets += 1
-                say("OFFSET RESET on \(f): progress moved back \(from) → \(earliest); reading the partition again from the broker's "
-                    + "earliest offset (counted in \(options.prefix):offsetreset:applied)")
+                logger.warning(.init(stringLiteral: "OFFSET RESET on \(f): progress moved back \(from) → \(earliest); reading the partition again from the broker's "
+                    + "earliest offset (counted in \(options.prefix):offsetreset:applied)"))
                 st.tracker.rewind(to: earliest)
                 st.resetUnit()
                 st.resetSeenAt = nil
@@ -665,15 +667,15 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     func kafkaTrouble(_ what: String) {
         guard kafkaTroubleSince == nil else { return }
         kafkaTroubleSince = .now
-        say("Kafka unavailable: \(what). librdkafka keeps reconnecting (back-off up to reconnect.backoff.max.ms); "
-            + "consumption resumes where it stopped when the broker is back — nothing is lost")
+        logger.warning(.init(stringLiteral: "Kafka unavailable: \(what). librdkafka keeps reconnecting (back-off up to reconnect.backoff.max.ms); "
+            + "consumption resumes where it stopped when the broker is back — nothing is lost"))
     }
 
     /// Logs the end of an outage: the broker answered a query.
     func kafkaAnswered() {
         guard let since = kafkaTroubleSince else { return }
         kafkaTroubleSince = nil
-        say(String(format: "Kafka answers again (%.1f s after the outage was reported); consuming", seconds(ContinuousClock.now - since)))
+        logger.info("\(String(format: "Kafka answers again (%.1f s after the outage was reported); consuming", seconds(ContinuousClock.now - since)))")
     }
 
     func withRedisOnce(_ body: () throws -> Void) throws { try body() }
@@ -706,9 +708,9 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         }
         summary.cpuSeconds = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
             + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
-        say(String(format: "stopped: %lld messages, %lld rows in %lld batches, %lld dead letters, %lld lost upstream, %.1f s (%.0f rows/s)",
+        logger.info(.init(stringLiteral: String(format: "stopped: %lld messages, %lld rows in %lld batches, %lld dead letters, %lld lost upstream, %.1f s (%.0f rows/s)",
                    summary.messages, summary.rows, summary.batches, summary.deadLetters, summary.lostUpstream,
-                   summary.seconds, summary.rowsPerSecond))
+                   summary.seconds, summary.rowsPerSecond)))
         return summary
     }
 
@@ -742,9 +744,9 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         if st.startedAt == nil { st.startedAt = .now }
         st.lost += lost
         retentionLock.withLock { summary.lostUpstream += lost }
-        say("RETENTION GAP on \(options.topic)/\(st.partition): need offset \(from) but the broker's earliest retained offset is \(low); "
+        logger.error(.init(stringLiteral: "RETENTION GAP on \(options.topic)/\(st.partition): need offset \(from) but the broker's earliest retained offset is \(low); "
             + "\(lost) rows were LOST UPSTREAM (deleted by Kafka retention before any worker read them). "
-            + "Counted in \(options.prefix):lost; continuing at \(low). Increase retention or add featurize workers.")
+            + "Counted in \(options.prefix):lost; continuing at \(low). Increase retention or add featurize workers."))
     }
 
     // MARK: Per message
@@ -804,9 +806,9 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
             // Retention, or offsets without messages? Ask the broker.
             let low = lowWatermark(st.partition)
             if let low, low <= st.tracker.next {
-                say("offsets \(st.tracker.next)..<\(m.offset) of \(options.topic)/\(st.partition) carry no message (compaction or transaction markers; low watermark \(low)); covering them")
+                logger.info("offsets \(st.tracker.next)..<\(m.offset) of \(options.topic)/\(st.partition) carry no message (compaction or transaction markers; low watermark \(low)); covering them")
             } else if let low { noteRetention(st, low: min(low, m.offset)) }
-            else { say("offset jump on \(options.topic)/\(st.partition) from \(st.tracker.next) to \(m.offset) and the watermarks are unavailable; treating the missing offsets as lost upstream"); noteRetention(st, low: m.offset) }
+            else { logger.warning("offset jump on \(options.topic)/\(st.partition) from \(st.tracker.next) to \(m.offset) and the watermarks are unavailable; treating the missing offsets as lost upstream"); noteRetention(st, low: m.offset) }
             st.tracker.skip(to: m.offset)
         }
         st.tracker.consume(m.offset)

@@ -11,6 +11,7 @@
 //   3. a taken partition resumes at its progress in Redis, with the featurizer's state loaded
 //      from Redis and the broker's watermarks checked (retention gaps, offset resets).
 
+import Logging
 import Features
 import FeatureStore
 import Foundation
@@ -65,9 +66,9 @@ extension FeaturizeEngine {
             if !busy.isEmpty {
                 standbyReported.formUnion(busy)
                 let holders = (try? store.leaseHolders(topic: options.topic, partitions: busy.sorted())) ?? [:]
-                say("partitions \(busy.sorted().map { p in "\(p) (held by \(holders[p]?.owner ?? "another worker"))" }.joined(separator: ", ")) "
+                logger.info(.init(stringLiteral: "partitions \(busy.sorted().map { p in "\(p) (held by \(holders[p]?.owner ?? "another worker"))" }.joined(separator: ", ")) "
                     + "of shard \(options.shard)/\(options.shards) are leased by another worker — is a second worker running with the same "
-                    + "--shard? Standing by: this worker takes them over if that one stops renewing its leases")
+                    + "--shard? Standing by: this worker takes them over if that one stops renewing its leases"))
             }
             standbyReported.subtract(taken.map(\.partition))
         }
@@ -117,9 +118,9 @@ extension FeaturizeEngine {
             guard try handleOffsetResets(resets) else { return false }
         }
         let tokens = options.raw ? "" : " with lease tokens " + adopted.map { "\($0.partition):\($0.leaseToken ?? -1)" }.joined(separator: " ")
-        say("owns partitions \(adopted.map { String($0.partition) }.joined(separator: ",")) of \(options.topic)\(tokens) "
+        logger.info(.init(stringLiteral: "owns partitions \(adopted.map { String($0.partition) }.joined(separator: ",")) of \(options.topic)\(tokens) "
             + "(resuming at \(adopted.map { "\($0.partition)@\($0.tracker.next)" }.joined(separator: " ")))"
-            + (options.raw ? " — RAW mode: consume and count only" : " → feature shards \(Set(adopted.map(\.shard)).sorted()); now holds \(summary.partitions.count)"))
+            + (options.raw ? " — RAW mode: consume and count only" : " → feature shards \(Set(adopted.map(\.shard)).sorted()); now holds \(summary.partitions.count)")))
         try reassign()
         return true
     }
@@ -133,7 +134,7 @@ extension FeaturizeEngine {
             try store.releaseLeases(topic: options.topic, worker: options.workerId, held: held, leaveGroup: true)
             try store.removeWorker(options.workerId)
         }
-        if !held.isEmpty { say("released partitions \(held.map { String($0.partition) }.joined(separator: ",")) (stopping)") }
+        if !held.isEmpty { logger.info("released partitions \(held.map { String($0.partition) }.joined(separator: ",")) (stopping)") }
     }
 
     /// Stops owning partitions whose lease is gone. Their units in progress are dropped: the fence
@@ -143,8 +144,8 @@ extension FeaturizeEngine {
         guard !gone.isEmpty else { return }
         for p in gone { states[p] = nil }
         summary.leasesLost += Int64(gone.count)
-        say("LEASE LOST on partitions \(gone.map(String.init).joined(separator: ",")) of \(options.topic): \(how). Another worker "
-            + "continues them from the progress in Redis; nothing more of them is committed from here (fencing token)")
+        logger.warning(.init(stringLiteral: "LEASE LOST on partitions \(gone.map(String.init).joined(separator: ",")) of \(options.topic): \(how). Another worker "
+            + "continues them from the progress in Redis; nothing more of them is committed from here (fencing token)"))
         try reassign()
     }
 
@@ -160,8 +161,8 @@ extension FeaturizeEngine {
         }) != nil else { return false }
         for l in leases { states[l.partition] = nil }
         summary.leasesReleased += Int64(leases.count)
-        say("released partitions \(leases.map { String($0.partition) }.joined(separator: ",")) to rebalance "
-            + "(\(members) live workers; now holds \(summary.partitions.count))")
+        logger.info(.init(stringLiteral: "released partitions \(leases.map { String($0.partition) }.joined(separator: ",")) to rebalance "
+            + "(\(members) live workers; now holds \(summary.partitions.count))"))
         try reassign()
         return true
     }

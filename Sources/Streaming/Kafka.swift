@@ -94,6 +94,7 @@ public struct KafkaConfig: Sendable, Equatable {
     /// Builds an `rd_kafka_conf_t`; the caller owns it (until `rd_kafka_new` takes it).
     func make(_ operation: String) throws(KafkaError) -> OpaquePointer {
         guard let conf = rd_kafka_conf_new() else { throw KafkaError(operation, message: "rd_kafka_conf_new failed") }
+        rd_kafka_conf_set_log_cb(conf, kafkaLogCallback)  // through swift-log, outages summarised (KafkaLog)
         var errstr = [CChar](repeating: 0, count: 512)
         // Sorted so a failure is reported deterministically.
         for (key, value) in properties.sorted(by: { $0.key < $1.key }) {

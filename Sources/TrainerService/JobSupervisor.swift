@@ -12,6 +12,7 @@
 // supervisor exits with the job's status. If the job has not stopped within `stopTimeout`,
 // mpirun gets SIGTERM, then SIGKILL.
 
+import Logging
 import Foundation
 import Streaming
 import Synchronization
@@ -115,15 +116,15 @@ public struct SupervisorOptions: Sendable {
 public final class JobSupervisor: @unchecked Sendable {
     public let options: SupervisorOptions
     let signals: ShutdownSignals
-    let log: @Sendable (String) -> Void
+    let logger: Logger
     /// Starts so far (the first is attempt 1).
     public private(set) var starts = 0
     /// The running job's pid (0 = none), shared with the second-signal path.
     final class JobPid: Sendable { let value = Atomic<Int32>(0) }
     let jobPid = JobPid()
 
-    public init(options: SupervisorOptions, signals: ShutdownSignals, log: @escaping @Sendable (String) -> Void) {
-        self.options = options; self.signals = signals; self.log = log
+    public init(options: SupervisorOptions, signals: ShutdownSignals, logger: Logger) {
+        self.options = options; self.signals = signals; self.logger = logger
         // A second signal ends the supervisor at once: mpirun gets it first (Open MPI's forceful
         // stop of every rank), so no job outlives its supervisor.
         let pid = jobPid
@@ -147,14 +148,14 @@ public final class JobSupervisor: @unchecked Sendable {
                 let live = Hostfile(entries: all.entries.filter { probe($0.host) })
                 if signals.isRaised { return 0 }
                 let down = all.entries.filter { !live.entries.contains($0) }.map(\.host)
-                if !down.isEmpty { log("hosts not answering the probe, left out of this start: \(down.joined(separator: ", "))") }
+                if !down.isEmpty { logger.warning("hosts not answering the probe, left out of this start: \(down.joined(separator: ", "))") }
                 if live.entries.isEmpty {
                     switch ledger.recordFailure(at: .now - origin, ranFor: .zero) {
                     case .giveUp(let why):
-                        log("GIVING UP: no host of \(path) answers the probe (\(options.probe)); \(why)")
+                        logger.error("GIVING UP: no host of \(path) answers the probe (\(options.probe)); \(why)")
                         return 1
                     case .restart(let after):
-                        log("no host of \(path) answers the probe; trying again in \(describe(after))")
+                        logger.warning("no host of \(path) answers the probe; trying again in \(describe(after))")
                         if wait(after) { return 0 }
                         continue
                     }
@@ -169,7 +170,7 @@ public final class JobSupervisor: @unchecked Sendable {
                     .replacingOccurrences(of: "{np}", with: "\(live.slots)") }
             }
             starts += 1
-            log("starting the job (start \(starts)): \(command.joined(separator: " "))")
+            logger.info("starting the job (start \(starts)): \(command.joined(separator: " "))")
             let started = ContinuousClock.now
             let job = Process()
             job.executableURL = URL(fileURLWithPath: try resolve(command[0]))
@@ -185,17 +186,17 @@ public final class JobSupervisor: @unchecked Sendable {
             let ranFor = ContinuousClock.now - started
             let how = job.terminationReason == .uncaughtSignal ? "killed by signal \(job.terminationStatus)" : "exit status \(job.terminationStatus)"
             if job.terminationReason == .exit && job.terminationStatus == 0 {
-                log("the job ended normally after \(describe(ranFor))")
+                logger.info("the job ended normally after \(describe(ranFor))")
                 return 0
             }
             switch ledger.recordFailure(at: .now - origin, ranFor: ranFor) {
             case .giveUp(let why):
-                log("GIVING UP: the job ended abnormally (\(how)) after \(describe(ranFor)); \(why). See the job's lines above for the cause.")
+                logger.error("GIVING UP: the job ended abnormally (\(how)) after \(describe(ranFor)); \(why). See the job's lines above for the cause.")
                 return job.terminationReason == .exit ? job.terminationStatus : 128 + job.terminationStatus
             case .restart(let after):
-                log("the job ended abnormally (\(how)) after \(describe(ranFor)); restarting in \(describe(after)) "
+                logger.warning(.init(stringLiteral: "the job ended abnormally (\(how)) after \(describe(ranFor)); restarting in \(describe(after)) "
                     + "(\(ledger.failures.count) of --max-failures \(options.policy.maxFailures) within the window); "
-                    + "the trainer resumes from the newest checkpoint")
+                    + "the trainer resumes from the newest checkpoint"))
                 if wait(after) { return 0 }
             }
         }
@@ -208,16 +209,16 @@ public final class JobSupervisor: @unchecked Sendable {
             if signals.isRaised {
                 let rank0 = localRank0(of: job.processIdentifier)
                 if let rank0 {
-                    log("stopping the job through rank 0 (pid \(rank0)): finish the step, checkpoint, stop")
+                    logger.info("stopping the job through rank 0 (pid \(rank0)): finish the step, checkpoint, stop")
                     kill(rank0, SIGTERM)
                 } else {
-                    log("stopping the job (rank 0 is not on this host): SIGTERM to mpirun")
+                    logger.info("stopping the job (rank 0 is not on this host): SIGTERM to mpirun")
                     kill(job.processIdentifier, SIGTERM)
                 }
                 let deadline = ContinuousClock.now + options.stopTimeout
                 while job.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.05) }
                 if job.isRunning {
-                    log("the job did not stop within \(describe(options.stopTimeout)); SIGTERM to mpirun, then SIGKILL")
+                    logger.warning("the job did not stop within \(describe(options.stopTimeout)); SIGTERM to mpirun, then SIGKILL")
                     kill(job.processIdentifier, SIGTERM)
                     let hard = ContinuousClock.now + .seconds(10)
                     while job.isRunning && ContinuousClock.now < hard { Thread.sleep(forTimeInterval: 0.05) }
@@ -275,7 +276,7 @@ public final class JobSupervisor: @unchecked Sendable {
     func wait(_ d: Duration) -> Bool {
         let end = ContinuousClock.now + d
         while ContinuousClock.now < end {
-            if signals.isRaised { log("stopped while waiting to restart"); return true }
+            if signals.isRaised { logger.info("stopped while waiting to restart"); return true }
             Thread.sleep(forTimeInterval: 0.05)
         }
         return signals.isRaised

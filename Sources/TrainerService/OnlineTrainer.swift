@@ -1,3 +1,4 @@
+import Logging
 import Foundation
 import Checkpoint
 import Cluster
@@ -81,7 +82,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
     /// Wide&Deep's dictionary, kept in step with online growth for its checkpoints.
     var dictionary: DictionaryCache?
     var behaviorKeys = BehaviorKeySync()
-    let log: @Sendable (String) -> Void
+    let logger: Logger
     var state: ClusterState
     var freshness: FreshnessLog?
     /// Joiners admitted whose DECR of sr:train:joiners has not reached Redis yet (rank 0).
@@ -97,7 +98,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
     /// `kind` from its `config` section and `sidecars`, e.g. Wide&Deep's statistics file) and
     /// broadcasts the state; every rank returns ready to run.
     public static func start(world: Communicator, kind: String, config: JSONValue, sidecars: [String: Data], settings: TrainSettings,
-                             options: OnlineTrainerOptions, log: @escaping @Sendable (String) -> Void) throws -> OnlineTrainer {
+                             options: OnlineTrainerOptions, logger: Logger) throws -> OnlineTrainer {
         var state: ClusterState?
         var model: (any TrainableModel)?
         if world.rank == 0 {
@@ -105,7 +106,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
             if options.resume, let latest = try resumableCheckpoint(in: ckpts) {
                 let manifest = try CheckpointStore.loadManifest(latest)
                 let loaded = try ModelFamilies.loadTrainable(latest, batchSize: settings.batchSize)
-                log("resuming from \(latest.path): step \(manifest.step), \(manifest.samplesTrained) samples, positions \(manifest.streamPositions.sorted { $0.key < $1.key })")
+                logger.info("resuming from \(latest.path): step \(manifest.step), \(manifest.samplesTrained) samples, positions \(manifest.streamPositions.sorted { $0.key < $1.key })")
                 model = loaded
                 state = ClusterState(loaded.exportState(), samplesTrained: manifest.samplesTrained, wallTimeSeconds: manifest.wallTimeSeconds,
                                      positions: manifest.streamPositions, shardCount: options.shardCount)
@@ -116,7 +117,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
             }
         }
         let (s, m) = try broadcastState(state, model: model, root: 0, over: world, batchSize: settings.batchSize)
-        return try OnlineTrainer(comm: world, state: s, model: m, settings: settings, options: options, log: log)
+        return try OnlineTrainer(comm: world, state: s, model: m, settings: settings, options: options, logger: logger)
     }
 
     /// The version a resume starts from: the newest usable version (nil when the directory holds
@@ -151,7 +152,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
     /// A dynamically joining rank: waits for the job's port in Redis, connects, and receives the
     /// state. Launch with its own `mpirun -np 1 --ompi-server file:URI`.
     public static func join(settings: TrainSettings, options: OnlineTrainerOptions, timeout: Double = 120,
-                            log: @escaping @Sendable (String) -> Void) throws -> OnlineTrainer {
+                            logger: Logger) throws -> OnlineTrainer {
         let keys = TrainerKeys(prefix: options.prefix)
         let redis = try RedisConnection(address: options.redisAddress)
         let deadline = Date().addingTimeInterval(timeout)
@@ -163,26 +164,26 @@ public final class OnlineTrainer: StepBoundaryHandler {
                 usleep(200_000)
             }
         }
-        log("joining the training job at MPI port \(port!)")
+        logger.info("joining the training job at MPI port \(port!)")
         try redis.command(["INCR", keys.joiners])
         let me = try MPI.selfCommunicator()
         let inter = try me.connect(port: port!, root: 0)
         let merged = try inter.merge(high: true)
         try inter.disconnect()
         let (s, m) = try broadcastState(nil, model: nil, root: 0, over: merged, batchSize: settings.batchSize)
-        log("joined as rank \(merged.rank) of \(merged.size) at step \(s.step)")
-        return try OnlineTrainer(comm: merged, state: s, model: m, settings: settings, options: options, log: log)
+        logger.info("joined as rank \(merged.rank) of \(merged.size) at step \(s.step)")
+        return try OnlineTrainer(comm: merged, state: s, model: m, settings: settings, options: options, logger: logger)
     }
 
     init(comm: Communicator, state: ClusterState, model: any TrainableModel, settings: TrainSettings,
-         options: OnlineTrainerOptions, log: @escaping @Sendable (String) -> Void) throws {
+         options: OnlineTrainerOptions, logger: Logger) throws {
         self.comm = comm
         MPI.setJobCommunicator(comm)
         self.state = state
         self.model = model
         self.settings = settings
         self.options = options
-        self.log = log
+        self.logger = logger
         keys = TrainerKeys(prefix: options.prefix)
         redis = try RedisConnection(address: options.redisAddress)
         reader = FeatureStreamReader(redis: redis, prefix: options.prefix, streams: model.batchKind)
@@ -194,7 +195,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
         if comm.rank == 0, let url = options.freshnessLog { freshness = try FreshnessLog(url: url) }
         source = RedisBatchSource(reader: reader, shardCount: state.shardCount,
                                   shards: ShardAssignment.shards(rank: comm.rank, size: comm.size, shardCount: state.shardCount),
-                                  positions: positions, redisAddress: options.redisAddress.description, log: log)
+                                  positions: positions, redisAddress: options.redisAddress.description, logger: logger)
     }
 
     /// Trains until stopped (SIGTERM on rank 0), idle for `untilIdle`, or this rank leaves.
@@ -224,7 +225,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
         }
         let t = Trainer(model: model, settings: settings, source: source, collectives: collectives,
                         store: comm.rank == 0 ? store : nil, samplesTrained: state.samplesTrained,
-                        wallTimeBefore: state.wallTimeSeconds, log: log)
+                        wallTimeBefore: state.wallTimeSeconds, logger: logger)
         trainer = t
         t.positions = state.positions
         t.untilIdle = options.untilIdle
@@ -241,7 +242,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
             }
         }
         if comm.rank == 0 {
-            log("online training on \(comm.size) rank(s): \(state.shardCount) feature shards, assignment \(assignmentDescription())")
+            logger.info("online training on \(comm.size) rank(s): \(state.shardCount) feature shards, assignment \(assignmentDescription())")
             try resetTrainedCounters()
         }
         return try t.run()
@@ -339,8 +340,8 @@ public final class OnlineTrainer: StepBoundaryHandler {
             // spans two mpirun jobs hangs in Open MPI 4.1's PMIx fence, and nobody uses it again.
             if leaving {
                 // The digest lets anyone check the replicas agreed up to the moment it left.
-                log(String(format: "rank %d leaves the job at step %d (parameters fnv1a64=%016llx); its shards go to the remaining ranks",
-                           old.rank, model.step, model.parameterDigest))
+                logger.info(.init(stringLiteral: String(format: "rank %d leaves the job at step %d (parameters fnv1a64=%016llx); its shards go to the remaining ranks",
+                           old.rank, model.step, model.parameterDigest)))
                 return .left
             }
             comm = next!
@@ -348,8 +349,8 @@ public final class OnlineTrainer: StepBoundaryHandler {
             collectives.reset(communicator: comm)
             source.reassign(ShardAssignment.shards(rank: comm.rank, size: comm.size, shardCount: state.shardCount))
             if comm.rank == 0 {
-                log(String(format: "%d rank(s) left at step %d (parameters fnv1a64=%016llx); now %d: %@", agreed.leaving, model.step,
-                           model.parameterDigest, comm.size, assignmentDescription()))
+                logger.info(.init(stringLiteral: String(format: "%d rank(s) left at step %d (parameters fnv1a64=%016llx); now %d: %@", agreed.leaving, model.step,
+                           model.parameterDigest, comm.size, assignmentDescription())))
             }
             return .changed
         }
@@ -369,7 +370,7 @@ public final class OnlineTrainer: StepBoundaryHandler {
             _ = try broadcastState(comm.rank == 0 ? snapshot : nil, model: comm.rank == 0 ? model : nil, root: 0, over: comm,
                                    batchSize: settings.batchSize)
             source.reassign(ShardAssignment.shards(rank: comm.rank, size: comm.size, shardCount: state.shardCount))
-            if comm.rank == 0 { log("rank \(comm.size - 1) joined at step \(model.step); now \(comm.size) ranks: \(assignmentDescription())") }
+            if comm.rank == 0 { logger.info("rank \(comm.size - 1) joined at step \(model.step); now \(comm.size) ranks: \(assignmentDescription())") }
             return .changed
         }
         return .unchanged

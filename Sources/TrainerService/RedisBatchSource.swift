@@ -1,3 +1,4 @@
+import Logging
 import Foundation
 import Features
 import FeatureStore
@@ -27,9 +28,9 @@ public final class RedisBatchSource: BatchSource {
     let link: RedisLink
 
     public init(reader: FeatureStreamReader, shardCount: Int, shards: [Int], positions: [Int: StreamPosition], prefetch: Int = 4,
-                redisAddress: String = "redis", log: @escaping @Sendable (String) -> Void = { _ in }) {
+                redisAddress: String = "redis", logger: Logger = Logger(label: "streamrec", factory: { _ in SwiftLogNoOpLogHandler() })) {
         self.reader = reader
-        self.link = RedisLink(redis: reader.redis, address: redisAddress, log: log)
+        self.link = RedisLink(redis: reader.redis, address: redisAddress, logger: logger)
         self.shardCount = shardCount
         self.shards = shards
         self.positions = positions

@@ -1,3 +1,4 @@
+import Logging
 import Foundation
 import Streaming
 
@@ -12,15 +13,15 @@ final class RedisLink {
     let redis: RedisConnection
     let address: String
     let retryInterval: TimeInterval
-    private let log: @Sendable (String) -> Void
+    private let logger: Logger
     private var downSince: Date?
     private var nextAttempt = Date.distantPast
 
-    init(redis: RedisConnection, address: String, retryInterval: TimeInterval = 0.5, log: @escaping @Sendable (String) -> Void) {
+    init(redis: RedisConnection, address: String, retryInterval: TimeInterval = 0.5, logger: Logger) {
         self.redis = redis
         self.address = address
         self.retryInterval = retryInterval
-        self.log = log
+        self.logger = logger
     }
 
     var isDown: Bool { downSince != nil }
@@ -37,7 +38,7 @@ final class RedisLink {
             return false
         }
         downSince = nil
-        log(String(format: "Redis at %@ is back after %.1fs; training continues", address, Date().timeIntervalSince(since)))
+        logger.info("\(String(format: "Redis at %@ is back after %.1fs; training continues", address, Date().timeIntervalSince(since)))")
         return true
     }
 
@@ -47,7 +48,7 @@ final class RedisLink {
         if downSince == nil {
             downSince = Date()
             nextAttempt = Date().addingTimeInterval(retryInterval)
-            log("Redis at \(address) unavailable (\(error)); waiting for it, retrying every \(retryInterval)s")
+            logger.warning("Redis at \(address) unavailable (\(error)); waiting for it, retrying every \(retryInterval)s")
         }
     }
 

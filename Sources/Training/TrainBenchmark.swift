@@ -1,3 +1,4 @@
+import Logging
 import Foundation
 import StreamRecNumerics
 import Models
@@ -219,7 +220,7 @@ public func runParallelTrainBenchmark(config: WideDeepConfig, preset: String, ba
     // the extra time of those steps over the mean step is the rest of the stall.
     var stall = 0.0, write = 0.0, bytes = 0, snapshotSeconds = 0.0
     let store = CheckpointStore(directory: checkpointDir, keep: 1)
-    let writer = CheckpointWriter(store: store) { _ in }
+    let writer = CheckpointWriter(store: store, logger: Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() }))
     let s0 = DispatchTime.now().uptimeNanoseconds
     if comm.rank == 0 {
         try? FileManager.default.removeItem(at: checkpointDir)

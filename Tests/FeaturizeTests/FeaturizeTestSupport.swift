@@ -51,18 +51,10 @@ func produce(_ rows: [[UInt8]], topic: String, bootstrap: String, partitions: In
     return placement
 }
 
-/// Collected log lines (thread-safe).
-final class LogBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var lines: [String] = []
-    func append(_ s: String) { lock.withLock { lines.append(s) } }
-    var all: [String] { lock.withLock { lines } }
-}
-
 /// Runs a worker (of any input kind) on its own thread; `join()` waits for it.
 final class WorkerThread: @unchecked Sendable {
     private let stopWorker: @Sendable () -> Void
-    let logs = LogBox()
+    let logs = CapturedLog()
     private let done = DispatchSemaphore(value: 0)
     private let lock = NSLock()
     private var result: Result<FeaturizeSummary, Error>?
@@ -73,7 +65,7 @@ final class WorkerThread: @unchecked Sendable {
 
     init<F: Featurizer>(options: FeaturizeOptions, featurizer: F) {
         let logs = self.logs
-        let worker = FeaturizeEngine(options: options, featurizer: featurizer, log: { logs.append($0) })
+        let worker = FeaturizeEngine(options: options, featurizer: featurizer, logger: logs.logger("featurize"))
         stopWorker = { worker.stop() }
         let thread = Thread { [self] in
             let r = Result { try worker.run() }
@@ -84,7 +76,7 @@ final class WorkerThread: @unchecked Sendable {
         thread.start()
     }
 
-    var log: [String] { logs.all }
+    var log: [String] { logs.lines }
     func stop() { stopWorker() }
 
     @discardableResult

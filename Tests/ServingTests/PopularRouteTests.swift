@@ -1,6 +1,7 @@
 // GET /v1/popular: the feature store's popular items through the server's off-thread Redis
 // client, against real redis-servers (each test starts its own on a free port and removes it).
 import Foundation
+import Logging
 import Testing
 import Hummingbird
 import HummingbirdTesting
@@ -79,22 +80,15 @@ private func writePopularState(_ address: String, prefix: String = "sr") throws 
 
 /// A server whose feature store is the Redis at `redis` (nil: none configured).
 private func popularApp(checkpoints: URL, redis: RedisEndpoint?, timeout: Duration = .milliseconds(200), port: Int = 0,
-                        log: @escaping @Sendable (String) -> Void = { _ in })
+                        logger: Logger = Logger(label: "serve", factory: { _ in SwiftLogNoOpLogHandler() }))
     -> (app: some ApplicationProtocol, state: ServingState, watcher: CheckpointWatcher) {
     let settings = ServeSettings(checkpoints: checkpoints, host: "127.0.0.1", port: port,
                                  limits: RequestLimits(maxRows: 100, maxBodyBytes: 1 << 20), pollInterval: .milliseconds(50),
                                  featureStore: redis.map { FeatureStoreSettings(address: $0, prefix: "sr", timeout: timeout,
                                                                                 retryInterval: .milliseconds(100)) })
-    return buildServingApplication(settings: settings, log: log)
+    return buildServingApplication(settings: settings, logger: logger)
 }
 
-/// The server's log lines, kept for failure messages.
-private final class LogLines: @unchecked Sendable {
-    private let lock = NSLock()
-    private var lines: [String] = []
-    func add(_ line: String) { lock.withLock { lines.append("\(Date().timeIntervalSince1970) \(line)") } }
-    var text: String { lock.withLock { lines.joined(separator: "\n") } }
-}
 
 /// One request on a connection of its own (the live test client has one connection, so requests
 /// sent through it concurrently would queue behind each other); returns the response and its time.
@@ -226,8 +220,8 @@ private func probeOtherRoutes(port: Int, predictBody: String, for duration: Dura
         let root = try temporaryTestDirectory()
         defer { try? FileManager.default.removeItem(at: root) }
         let timeout = Duration.milliseconds(200)
-        let log = LogLines()
-        let (app, _, _) = popularApp(checkpoints: root, redis: redis.endpoint, timeout: timeout, log: log.add)
+        let log = CapturedLog()
+        let (app, _, _) = popularApp(checkpoints: root, redis: redis.endpoint, timeout: timeout, logger: log.logger("serve"))
         try await app.test(.router) { client in
             let before = try await client.execute(uri: "/v1/popular", method: .get)
             #expect(before.status == .ok)

@@ -1,6 +1,7 @@
 // POST /v1/recommend and the family-neutral server: the RL family served through the same slot,
 // watcher, metrics and limits as Wide&Deep, against real redis-servers where state is read.
 import Foundation
+import Logging
 import Testing
 import Hummingbird
 import HummingbirdTesting
@@ -15,12 +16,12 @@ import TestSupport
 @testable import Serving
 
 private func recommendApp(_ root: URL, redis: RedisEndpoint? = nil, limits: RequestLimits = RequestLimits(maxRows: 100, maxBodyBytes: 1 << 20),
-                          timeout: Duration = .milliseconds(200), log: @escaping @Sendable (String) -> Void = { _ in })
+                          timeout: Duration = .milliseconds(200), logger: Logger = Logger(label: "serve", factory: { _ in SwiftLogNoOpLogHandler() }))
     -> (app: some ApplicationProtocol, state: ServingState, watcher: CheckpointWatcher) {
     let settings = ServeSettings(checkpoints: root, host: "127.0.0.1", port: 0, limits: limits, pollInterval: .milliseconds(50),
                                  featureStore: redis.map { FeatureStoreSettings(address: $0, prefix: "sr", timeout: timeout,
                                                                                 retryInterval: .milliseconds(100)) })
-    return buildServingApplication(settings: settings, log: log)
+    return buildServingApplication(settings: settings, logger: logger)
 }
 
 private func post(_ client: some TestClientProtocol, _ body: String, to uri: String = "/v1/recommend") async throws -> TestResponse {
@@ -371,8 +372,8 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
         let wd = try TinyModelFixture()
         let rl = try TinyRecommenderFixture(root: wd.root)
         try wd.write(step: 1)
-        let lines = LogLines()
-        let (app, state, _) = recommendApp(wd.root, log: lines.add)
+        let lines = CapturedLog()
+        let (app, state, _) = recommendApp(wd.root, logger: lines.logger("serve"))
         try await app.test(.router) { client in
             #expect(try await eventually { try await servedStep(client) == 1 })
             let conflict = try await post(client, jsonBody(["history": ["i2"]]))
@@ -405,10 +406,3 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
     }
 }
 
-/// The server's log lines.
-private final class LogLines: @unchecked Sendable {
-    private let lock = NSLock()
-    private var lines: [String] = []
-    func add(_ line: String) { lock.withLock { lines.append(line) } }
-    var text: String { lock.withLock { lines.joined(separator: "\n") } }
-}

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Testing
 import Checkpoint
 import Features
@@ -10,7 +11,7 @@ import Models
 /// given back off the request path.
 @Suite("Hot reload internals") struct ReloadTests {
     private func watcher(_ fx: TinyModelFixture, _ slot: ModelSlot) -> CheckpointWatcher {
-        CheckpointWatcher(root: fx.root, slot: slot, metrics: ServingMetrics(), workspaceRows: 8, log: { _ in })
+        CheckpointWatcher(root: fx.root, slot: slot, metrics: ServingMetrics(), workspaceRows: 8, logger: Logger(label: "serve", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
 
     private func parse(_ rows: [String]) throws -> [CriteoRow] {

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Testing
 import Hummingbird
 import HummingbirdTesting
@@ -10,7 +11,7 @@ private func makeApp(_ fx: TinyModelFixture, limits: RequestLimits = RequestLimi
                      port: Int = 0) -> (app: some ApplicationProtocol, state: ServingState, watcher: CheckpointWatcher) {
     let settings = ServeSettings(checkpoints: fx.root, host: "127.0.0.1", port: port, limits: limits,
                                  pollInterval: .milliseconds(50))
-    return buildServingApplication(settings: settings, log: { _ in })
+    return buildServingApplication(settings: settings, logger: Logger(label: "serve", factory: { _ in SwiftLogNoOpLogHandler() }))
 }
 
 private func post(_ client: some TestClientProtocol, _ body: String) async throws -> TestResponse {
@@ -119,7 +120,7 @@ private func modelStep(_ client: some TestClientProtocol) async throws -> Int? {
         let fx = try TinyModelFixture()
         let good = try fx.write(step: 1)
         let slot = ModelSlot(), metrics = ServingMetrics()
-        let watcher = CheckpointWatcher(root: fx.root, slot: slot, metrics: metrics, workspaceRows: 8, log: { _ in })
+        let watcher = CheckpointWatcher(root: fx.root, slot: slot, metrics: metrics, workspaceRows: 8, logger: Logger(label: "serve", factory: { _ in SwiftLogNoOpLogHandler() }))
         #expect(await watcher.pollOnce() == .loaded(version: good.lastPathComponent))
         // Rewrite step 2's manifest to claim a different embedding size, with matching checksums.
         let bad = try fx.write(step: 2)
@@ -140,7 +141,7 @@ private func modelStep(_ client: some TestClientProtocol) async throws -> Int? {
         let fx = try TinyModelFixture()
         try fx.write(step: 1)
         let slot = ModelSlot(), metrics = ServingMetrics()
-        let watcher = CheckpointWatcher(root: fx.root, slot: slot, metrics: metrics, workspaceRows: 8, log: { _ in })
+        let watcher = CheckpointWatcher(root: fx.root, slot: slot, metrics: metrics, workspaceRows: 8, logger: Logger(label: "serve", factory: { _ in SwiftLogNoOpLogHandler() }))
         _ = await watcher.pollOnce()
         var inFlight: WideDeepServable? = slot.wideDeep  // a request that started on version 1
         weak let old = inFlight

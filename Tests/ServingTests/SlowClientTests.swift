@@ -1,4 +1,6 @@
+import TestSupport
 import Foundation
+import Logging
 import Testing
 import Hummingbird
 import HummingbirdTesting
@@ -76,7 +78,7 @@ private func liveApp(_ fx: TinyModelFixture, timeouts: ConnectionTimeouts,
     -> (app: some ApplicationProtocol, state: ServingState) {
     let settings = ServeSettings(checkpoints: fx.root, host: "127.0.0.1", port: 0, limits: limits,
                                  pollInterval: .milliseconds(50), timeouts: timeouts)
-    let (app, state, _) = buildServingApplication(settings: settings, log: { _ in })
+    let (app, state, _) = buildServingApplication(settings: settings, logger: Logger(label: "serve", factory: { _ in SwiftLogNoOpLogHandler() }))
     return (app, state)
 }
 
@@ -180,18 +182,11 @@ private let long: Duration = .seconds(60)
 
 /// LATEST and step-* entries that lead outside the checkpoints root.
 @Suite("Checkpoints outside the root") struct OutsideRootTests {
-    final class Lines: @unchecked Sendable {
-        private let lock = NSLock()
-        private var lines: [String] = []
-        func add(_ line: String) { lock.lock(); lines.append(line); lock.unlock() }
-        var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
-    }
-
     @Test("a LATEST naming a path, .., an absolute path or garbage is refused, logged once, counted; the last good version keeps serving")
     func badLatestRefused() async throws {
         let fx = try TinyModelFixture()
-        let log = Lines(), slot = ModelSlot(), metrics = ServingMetrics()
-        let watcher = CheckpointWatcher(root: fx.root, slot: slot, metrics: metrics, workspaceRows: 8, log: { log.add($0) })
+        let log = CapturedLog(), slot = ModelSlot(), metrics = ServingMetrics()
+        let watcher = CheckpointWatcher(root: fx.root, slot: slot, metrics: metrics, workspaceRows: 8, logger: log.logger("serve"))
         try fx.write(step: 1)
         #expect(await watcher.pollOnce() == .loaded(version: "step-000000000001"))
         // A good checkpoint outside the root, which an absolute or relative LATEST could reach.
@@ -203,7 +198,7 @@ private let long: Duration = .seconds(60)
             guard case .rejected = await watcher.pollOnce() else { Issue.record("LATEST = \(text) was not refused"); continue }
             #expect(await watcher.pollOnce() == .unchanged, "refused once, not on every poll")
             #expect(metrics.rejectedCheckpoints(reason: "invalid_latest") == UInt64(i + 1))
-            #expect(log.all.filter { $0.contains("refused LATEST") }.count == i + 1, "\(log.all)")
+            #expect(log.lines.filter { $0.contains("refused LATEST") }.count == i + 1, "\(log.lines)")
             #expect(slot.current?.version == "step-000000000001")
         }
         #expect(metrics.render(model: slot.current)
@@ -216,8 +211,8 @@ private let long: Duration = .seconds(60)
     @Test("a step-* symlink leading outside the root is refused, logged once, counted; one inside the root is served")
     func symlinkOutsideRefused() async throws {
         let fx = try TinyModelFixture()
-        let log = Lines(), slot = ModelSlot(), metrics = ServingMetrics()
-        let watcher = CheckpointWatcher(root: fx.root, slot: slot, metrics: metrics, workspaceRows: 8, log: { log.add($0) })
+        let log = CapturedLog(), slot = ModelSlot(), metrics = ServingMetrics()
+        let watcher = CheckpointWatcher(root: fx.root, slot: slot, metrics: metrics, workspaceRows: 8, logger: log.logger("serve"))
         let good = try fx.write(step: 1)
         #expect(await watcher.pollOnce() == .loaded(version: "step-000000000001"))
         let outside = try WideDeepCheckpointWriter.writeOutside(fx, step: 7)
@@ -230,7 +225,7 @@ private let long: Duration = .seconds(60)
         #expect(reason.contains("outside the checkpoints root"))
         #expect(await watcher.pollOnce() == .unchanged)
         #expect(metrics.rejectedCheckpoints(reason: "outside_root") == 1)
-        #expect(log.all.filter { $0.contains("refused") }.count == 1)
+        #expect(log.lines.filter { $0.contains("refused") }.count == 1)
         #expect(slot.current?.version == "step-000000000001")
 
         // A symlink within the root is only another name for a version there.

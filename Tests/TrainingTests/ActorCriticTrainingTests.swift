@@ -1,5 +1,6 @@
 import Testing
 import Foundation
+import Logging
 @testable import Training
 import Checkpoint
 import Features
@@ -124,8 +125,8 @@ func heldOutNDCG(data: SyntheticBehavior.Dataset, source: BehaviorFileSource, hi
                                             rule: TransitionRule(historyLength: 4), batchSize: 64)
         let rl = try #require(training as? any BehaviorTrainable)
         rl.refreshKeys = { source.keys }
-        let logs = Collected()
-        let summary = try Trainer(model: training, settings: settings, source: source, store: store) { logs.append($0) }.run()
+        let logs = CapturedLog()
+        let summary = try Trainer(model: training, settings: settings, source: source, store: store, logger: logs.logger("train")).run()
         #expect(summary.steps > 4 && summary.metrics["pv_ndcg@10"] != nil && summary.metrics["critic_loss"] != nil)
         let prefix = kind == "ddpg" ? "epoch: 1, step: 2, critic_loss: " : "epoch: 1, step: 2, vae_loss: "
         #expect(logs.lines.contains { $0.hasPrefix(prefix) && $0.contains(", actor_loss: ") && $0.contains(", critic_loss: ")
@@ -193,7 +194,7 @@ func heldOutNDCG(data: SyntheticBehavior.Dataset, source: BehaviorFileSource, hi
         settings.batchSize = 128; settings.checkpointEvery = 0; settings.logEvery = 1_000_000
         configure(&settings)
         let source = try BehaviorFileSource(path: path, rule: TransitionRule(historyLength: H), batchSize: settings.batchSize)
-        let s = try Trainer(model: training, settings: settings, source: source, store: nil) { _ in }.run()
+        let s = try Trainer(model: training, settings: settings, source: source, store: nil, logger: CapturedLog().logger()).run()
         let ndcg: Double
         if let d = training as? DDPGTraining {
             ndcg = heldOutNDCG(data: data, source: source, historyLength: H, itemCount: d.model.itemCount) { d.model.scores(users: $0, histories: $1) }

@@ -1,5 +1,6 @@
 import Testing
 import Foundation
+import Logging
 @testable import Training
 import Checkpoint
 import Features
@@ -203,8 +204,8 @@ func slice(_ t: TransitionBatch, _ r: Range<Int>) -> TransitionBatch {
                                                             sidecars: [:], batchSize: 64) as? ReinforceTraining)
         let source = try BehaviorFileSource(path: dir.appendingPathComponent("user_behavior.csv").path,
                                             rule: TransitionRule(historyLength: 4), batchSize: 64)
-        let logs = Collected()
-        let summary = try Trainer(model: training, settings: settings, source: source, store: store) { logs.append($0) }.run()
+        let logs = CapturedLog()
+        let summary = try Trainer(model: training, settings: settings, source: source, store: store, logger: logs.logger("train")).run()
         #expect(summary.steps > 4 && summary.metrics["pv_ndcg@10"] != nil)
         #expect(logs.lines.contains { $0.hasPrefix("epoch: 1, step: 2, policy_loss: ") && $0.contains(", beta_loss: ")
                                       && $0.contains(", transitions/s: ") && $0.contains(", pv_ndcg@10: ") }, "\(logs.lines.prefix(3))")
@@ -298,7 +299,7 @@ func slice(_ t: TransitionBatch, _ r: Range<Int>) -> TransitionBatch {
         var pv: [Double] = [], heldOut: [Double] = []
         for _ in 1...epochs {
             let source = try BehaviorFileSource(path: path, rule: rule, batchSize: batchSize)
-            let s = try Trainer(model: training, settings: settings, source: source, store: nil) { _ in }.run()
+            let s = try Trainer(model: training, settings: settings, source: source, store: nil, logger: CapturedLog().logger()).run()
             pv.append(s.metrics["pv_ndcg@10"] ?? 0)
             heldOut.append(heldOutNDCG(source))
         }

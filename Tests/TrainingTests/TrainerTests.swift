@@ -1,5 +1,6 @@
 import Testing
 import Foundation
+import Logging
 @testable import Training
 import Checkpoint
 import Features
@@ -12,14 +13,6 @@ func smallTestConfig() -> WideDeepConfig {
     c.embeddingSize = 8
     c.deepLayers = [32, 16]
     return c
-}
-
-/// Log lines collected from the trainer's threads (the loop and the checkpoint writer).
-final class Collected: @unchecked Sendable {
-    private let lock = NSLock()
-    private var collected: [String] = []
-    var lines: [String] { lock.withLock { collected } }
-    func append(_ line: String) { lock.withLock { collected.append(line) } }
 }
 
 @Suite(.serialized) struct TrainerTests {
@@ -38,8 +31,8 @@ final class Collected: @unchecked Sendable {
         let store = CheckpointStore(directory: dir.appendingPathComponent("ck"), keep: 2)
         let model = WideDeepModel(config: smallTestConfig())
         let src = try FileBatchSource(path: data.path, encoder: FeatureEncoder(stats: stats), batchSize: 250, epochs: 1)
-        let logs = Collected()
-        let summary = try Trainer(model: model, stats: stats, settings: settings, source: src, store: store) { logs.append($0) }.run()
+        let logs = CapturedLog()
+        let summary = try Trainer(model: model, stats: stats, settings: settings, source: src, store: store, logger: logs.logger("train")).run()
 
         #expect(summary.steps == 8)
         #expect(summary.samples == 2_000)
@@ -129,7 +122,7 @@ final class Collected: @unchecked Sendable {
         let src = try FileBatchSource(path: data.path, encoder: FeatureEncoder(stats: stats), batchSize: 64, epochs: 1)
         let model = WideDeepModel(config: smallTestConfig())
         var settings = TrainSettings(); settings.batchSize = 64; settings.checkpointEvery = 0
-        let summary = try Trainer(model: model, stats: stats, settings: settings, source: src, store: nil) { _ in }.run()
+        let summary = try Trainer(model: model, stats: stats, settings: settings, source: src, store: nil, logger: CapturedLog().logger()).run()
         #expect(summary.samples == 300)
         #expect(summary.rejected == 5)
         #expect(src.rejections.byReason[.nonNumericDense] == 3)
@@ -154,7 +147,7 @@ final class Collected: @unchecked Sendable {
         cfg.embeddingOptimizer.learningRate = 1e-3
         let model = WideDeepModel(config: cfg)
         let src = try FileBatchSource(path: trainPath.path, encoder: FeatureEncoder(stats: stats), batchSize: 200, epochs: 2)
-        _ = try Trainer(model: model, stats: stats, settings: settings, source: src, store: nil) { _ in }.run()
+        _ = try Trainer(model: model, stats: stats, settings: settings, source: src, store: nil, logger: CapturedLog().logger()).run()
         let eval = try evaluate(model: model, stats: stats, path: testPath.path)
         let labels = lines[20_000...].map { Float($0.prefix(1))! }
         let oracle = rocAUC(scores: Array(probs[20_000...]), labels: labels)!

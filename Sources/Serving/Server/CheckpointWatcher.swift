@@ -7,6 +7,7 @@
 // version keeps serving. A LATEST that is not a version name of this root (a path, `..`, garbage)
 // and a version that resolves outside the root (a `step-*` symlink) are refused the same way.
 #if canImport(Glibc)
+import Logging
 import Glibc
 #endif
 import Foundation
@@ -36,19 +37,19 @@ public final class CheckpointWatcher: Service, Sendable {
     let slot: ModelSlot
     let metrics: ServingMetrics
     let workspaceRows: Int
-    let log: @Sendable (String) -> Void
+    let logger: Logger
     private let refused = Mutex<Set<String>>([])
     private let polling = Mutex(false)
 
     public init(root: URL, slot: ModelSlot, metrics: ServingMetrics, workspaceRows: Int,
                 pollInterval: Duration = .milliseconds(200),
-                log: @escaping @Sendable (String) -> Void = serveLog) {
+                logger: Logger = Logger(label: "serve")) {
         self.root = root
         self.slot = slot
         self.metrics = metrics
         self.workspaceRows = workspaceRows
         self.pollInterval = pollInterval
-        self.log = log
+        self.logger = logger
     }
 
     public func run() async throws {
@@ -114,7 +115,7 @@ public final class CheckpointWatcher: Service, Sendable {
             guard refused.withLock({ $0.insert(key).inserted }) else { return .unchanged }
             metrics.recordRejectedCheckpoint(reason: label)
             let kept = slot.current.map { "still serving \($0.version)" } ?? "no model loaded yet"
-            log("refused LATEST: \(reason); \(kept). It will not be retried until LATEST changes.")
+            logger.warning("refused LATEST: \(reason); \(kept). It will not be retried until LATEST changes.")
             return .rejected(version: CheckpointStore.latestFileName, reason: reason)
         }
         let version = dir.lastPathComponent
@@ -131,17 +132,17 @@ public final class CheckpointWatcher: Service, Sendable {
         case .success(let model):
             let old = slot.replace(with: model)
             metrics.recordReload(loadSeconds: model.info.loadSeconds)
-            log("serving \(model.version) (\(model.kind), step \(model.step)) loaded in \(String(format: "%.3f", model.info.loadSeconds)) s"
-                + (old.map { ", replacing \($0.version)" } ?? ""))
+            logger.info(.init(stringLiteral: "serving \(model.version) (\(model.kind), step \(model.step)) loaded in \(String(format: "%.3f", model.info.loadSeconds)) s"
+                + (old.map { ", replacing \($0.version)" } ?? "")))
             // Once per lineage, not on every reload.
             let said = Set(old?.loadNotes ?? [])
-            for note in model.loadNotes where !said.contains(note) { log("note: \(note)") }
+            for note in model.loadNotes where !said.contains(note) { logger.info("note: \(note)") }
             return .loaded(version: version)
         case .failure(let error):
             refused.withLock { _ = $0.insert(key) }
             metrics.recordRejectedCheckpoint(reason: (error as? ServableLoadError)?.reason ?? "invalid_checkpoint")
             let kept = slot.current.map { "still serving \($0.version)" } ?? "no model loaded yet"
-            log("refused checkpoint \(version): \(error); \(kept). It will not be retried until its manifest changes.")
+            logger.warning("refused checkpoint \(version): \(error); \(kept). It will not be retried until its manifest changes.")
             return .rejected(version: version, reason: String(describing: error))
         }
     }
@@ -195,10 +196,4 @@ private final class PendingResult<T: Sendable>: Sendable {
             cont = nil
         }
     }
-}
-
-/// Default log sink: one timestamped line on stderr.
-@Sendable public func serveLog(_ message: String) {
-    let line = "[serve \(ISO8601DateFormatter().string(from: Date()))] \(message)\n"
-    FileHandle.standardError.write(Data(line.utf8))
 }

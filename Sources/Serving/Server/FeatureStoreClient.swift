@@ -24,6 +24,7 @@
 //   Every method is safe from any task or thread. `FeatureStore` and `RedisConnection` objects
 //   live on exactly one worker thread each and never leave it.
 
+import Logging
 import FeatureStore
 import Foundation
 import Streaming
@@ -93,9 +94,9 @@ public final class FeatureStoreClient: Sendable {
     private let core: Core
 
     /// Starts the worker threads; they connect on their first call.
-    public init(settings: FeatureStoreSettings, log: @escaping @Sendable (String) -> Void = serveLog) {
+    public init(settings: FeatureStoreSettings, logger: Logger = Logger(label: "serve")) {
         self.settings = settings
-        core = Core(settings: settings, log: log)
+        core = Core(settings: settings, logger: logger)
         for k in 0..<settings.connections {
             let thread = Thread { [core] in core.work() }
             thread.name = "feature-store-\(k)"
@@ -194,7 +195,7 @@ private struct Deadline: Sendable {
 /// threads hold this, not the client, so dropping the client closes them).
 private final class Core: @unchecked Sendable {
     let settings: FeatureStoreSettings
-    let log: @Sendable (String) -> Void
+    let logger: Logger
     // The calls' deadlines, oldest first; guarded by `deadlineCondition`.
     private let deadlineCondition = NSCondition()
     private var deadlines: [Deadline] = []
@@ -209,9 +210,9 @@ private final class Core: @unchecked Sendable {
     private var down: (since: ContinuousClock.Instant, message: String)?
     private var nextAttempt = ContinuousClock.now
 
-    init(settings: FeatureStoreSettings, log: @escaping @Sendable (String) -> Void) {
+    init(settings: FeatureStoreSettings, logger: Logger) {
         self.settings = settings
-        self.log = log
+        self.logger = logger
     }
 
     var inProgress: Int { condition.withLock { running } }
@@ -357,8 +358,8 @@ private final class Core: @unchecked Sendable {
             return false
         }
         if first {
-            log("feature store Redis at \(settings.address) unavailable (\(message)); /v1/popular and the stateful /v1/recommend answer 503, "
-                + "reconnecting at most every \(settings.retryInterval.milliseconds) ms")
+            logger.warning(.init(stringLiteral: "feature store Redis at \(settings.address) unavailable (\(message)); /v1/popular and the stateful /v1/recommend answer 503, "
+                + "reconnecting at most every \(settings.retryInterval.milliseconds) ms"))
         }
     }
 
@@ -368,8 +369,8 @@ private final class Core: @unchecked Sendable {
             return down?.since
         }
         if let since {
-            log(String(format: "feature store Redis at %@ is back after %.1f s", settings.address.description,
-                       Double((ContinuousClock.now - since).milliseconds) / 1000))
+            logger.info(.init(stringLiteral: String(format: "feature store Redis at %@ is back after %.1f s", settings.address.description,
+                       Double((ContinuousClock.now - since).milliseconds) / 1000)))
         }
     }
 }

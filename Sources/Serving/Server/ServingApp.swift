@@ -17,6 +17,7 @@
 //   GET  /metrics      Prometheus text
 //
 // Every refusal is a JSON `{"error": "..."}` with a 4xx/5xx status; no input can crash the server.
+import Logging
 import Foundation
 import FeatureStore
 import Features
@@ -168,12 +169,12 @@ public func buildServingRouter(state: ServingState) -> Router<ServingRequestCont
 
 /// The whole server: router, checkpoint watcher (a service), bound address.
 public func buildServingApplication(settings: ServeSettings, state: ServingState? = nil,
-                                    log: @escaping @Sendable (String) -> Void = serveLog)
+                                    logger: Logger = Logger(label: "serve"))
     -> (app: some ApplicationProtocol, state: ServingState, watcher: CheckpointWatcher) {
     let state = state ?? ServingState(limits: settings.limits,
-                                      featureStore: settings.featureStore.map { FeatureStoreClient(settings: $0, log: log) })
+                                      featureStore: settings.featureStore.map { FeatureStoreClient(settings: $0, logger: logger) })
     let watcher = CheckpointWatcher(root: settings.checkpoints, slot: state.slot, metrics: state.metrics,
-                                    workspaceRows: settings.limits.maxRows, pollInterval: settings.pollInterval, log: log)
+                                    workspaceRows: settings.limits.maxRows, pollInterval: settings.pollInterval, logger: logger)
     let timeouts = settings.timeouts, metrics = state.metrics
     let http1 = HTTP1Channel.Configuration(
         additionalChannelHandlers: [RequestReadTimeoutHandler(timeouts: timeouts) { phase in
@@ -182,7 +183,8 @@ public func buildServingApplication(settings: ServeSettings, state: ServingState
         idleTimeout: TimeAmount(timeouts.idle))
     var app = Application(router: buildServingRouter(state: state), server: .http1(configuration: http1),
                           configuration: .init(address: .hostname(settings.host, port: settings.port),
-                                               serverName: "streamrec-serve"))
+                                               serverName: "streamrec-serve"),
+                          logger: logger)
     app.addServices(watcher)
     return (app, state, watcher)
 }
@@ -191,18 +193,19 @@ public func buildServingApplication(settings: ServeSettings, state: ServingState
 /// `waitForShutdown` is called on a thread of its own and blocks until the server should stop
 /// (the CLI waits for SIGINT/SIGTERM through `Streaming.ShutdownSignals`, the mechanism every
 /// streamrec command shares); when it returns, the service group shuts down gracefully.
-public func runServingServer(settings: ServeSettings, waitForShutdown: @escaping @Sendable () -> Void) async throws {
-    let (app, state, _) = buildServingApplication(settings: settings)
+public func runServingServer(settings: ServeSettings, logger: Logger = Logger(label: "serve"),
+                             waitForShutdown: @escaping @Sendable () -> Void) async throws {
+    let (app, state, _) = buildServingApplication(settings: settings, logger: logger)
     if let store = state.featureStore {
         // One PING at start so the log says at once whether the feature store answers (an
         // outage is logged by the client itself).
         Task {
             do throws(FeatureStoreClientError) {
                 try await store.ping()
-                serveLog("feature store Redis at \(store.settings.address) answers (prefix \(store.settings.prefix))")
+                logger.info("feature store Redis at \(store.settings.address) answers (prefix \(store.settings.prefix))")
             } catch .unavailable {
             } catch {
-                serveLog("feature store Redis at \(store.settings.address): \(error)")
+                logger.warning("feature store Redis at \(store.settings.address): \(error)")
             }
         }
     }

@@ -1,3 +1,4 @@
+import Logging
 import Foundation
 import Checkpoint
 import Features
@@ -101,7 +102,7 @@ public final class Trainer {
     public let source: BatchSource
     public let collectives: Collectives
     public let store: CheckpointStore?
-    public let log: @Sendable (String) -> Void
+    public let logger: Logger
     public var samplesTrained: Int
     /// Stream positions trained up to, replicated on every rank (see `positionsExchange`).
     public var positions: [String: String] = [:]
@@ -127,7 +128,7 @@ public final class Trainer {
 
     public init(model: any TrainableModel, settings: TrainSettings, source: BatchSource,
                 collectives: Collectives = LocalCollectives(), store: CheckpointStore?,
-                samplesTrained: Int = 0, wallTimeBefore: Double = 0, log: @escaping @Sendable (String) -> Void) {
+                samplesTrained: Int = 0, wallTimeBefore: Double = 0, logger: Logger) {
         self.model = model
         self.settings = settings
         self.source = source
@@ -135,21 +136,21 @@ public final class Trainer {
         self.store = store
         self.samplesTrained = samplesTrained
         self.wallTimeBefore = wallTimeBefore
-        self.log = log
+        self.logger = logger
     }
 
     /// A Wide&Deep trainer (`WideDeepTraining` around `model`).
     public convenience init(model: WideDeepModel, stats: FeatureStats, settings: TrainSettings, source: BatchSource,
                             collectives: Collectives = LocalCollectives(), store: CheckpointStore?,
-                            samplesTrained: Int = 0, wallTimeBefore: Double = 0, log: @escaping @Sendable (String) -> Void) {
+                            samplesTrained: Int = 0, wallTimeBefore: Double = 0, logger: Logger) {
         self.init(model: WideDeepTraining(model: model, stats: stats, batchSize: settings.batchSize), settings: settings,
                   source: source, collectives: collectives, store: store, samplesTrained: samplesTrained,
-                  wallTimeBefore: wallTimeBefore, log: log)
+                  wallTimeBefore: wallTimeBefore, logger: logger)
     }
 
     public func run() throws -> TrainSummary {
         if collectives.isCoordinator, let store {
-            writer = CheckpointWriter(store: store, log: log)
+            writer = CheckpointWriter(store: store, logger: logger)
             writer?.onWritten = onCheckpointWritten
         }
         let start = Date()
@@ -222,7 +223,7 @@ public final class Trainer {
             steps += 1
             if collectives.isCoordinator && (model.step % max(settings.logEvery, 1) == 0) {
                 let dt = Date().timeIntervalSince(windowStart)
-                log(model.logLine(epoch: epoch, samplesPerSecond: Double(windowSamples) / max(dt, 1e-9)))
+                logger.info("\(model.logLine(epoch: epoch, samplesPerSecond: Double(windowSamples) / max(dt, 1e-9)))")
                 windowStart = Date(); windowSamples = 0
             }
             if collectives.isCoordinator, settings.checkpointEvery > 0, model.step % settings.checkpointEvery == 0 {
@@ -248,7 +249,7 @@ public final class Trainer {
         guard let writer else { return 0 }
         let t0 = Date()
         do { try model.refreshBeforeCheckpoint() } catch {
-            log("checkpoint: could not refresh the model's sidecar files (\(error)); using the last known ones")
+            logger.warning("checkpoint: could not refresh the model's sidecar files (\(error)); using the last known ones")
         }
         defer { afterCheckpoint?() }
         let record = CheckpointRecord(step: model.step, samplesTrained: samplesTrained,
