@@ -46,6 +46,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
     targets: [
         // MARK: C libraries (system-library targets; shim headers expose macros as functions)
@@ -65,10 +66,12 @@ let package = Package(
         .target(name: "StreamRecNumerics", dependencies: ["COpenBLAS"], path: "Sources/Numerics", swiftSettings: fastMath),
         // Layers (forward/backward pairs) and optimizers: the kernels the models are built from.
         .target(name: "Kernels", dependencies: ["StreamRecNumerics"], swiftSettings: fastMath),
-        .target(name: "Features", dependencies: ["StreamRecNumerics"]),
+        // The one file wrapper (open/read/write/fsync on swift-system's FileDescriptor).
+        .target(name: "FileAccess", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "Features", dependencies: ["StreamRecNumerics", "FileAccess", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "Models", dependencies: ["StreamRecNumerics", "Kernels", "Features", "Checkpoint"]),
         .target(name: "Checkpoint", dependencies: [
-            "StreamRecNumerics", .product(name: "Logging", package: "swift-log"),
+            "StreamRecNumerics", "FileAccess", .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "Training", dependencies: ["StreamRecNumerics", "Features", "Models", "Checkpoint", "Cluster", .product(name: "Logging", package: "swift-log")]),

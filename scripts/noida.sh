@@ -35,25 +35,7 @@ if bin="$(installed)"; then
     exit 0
 fi
 
-# `python3 -m venv` needs Debian's python3-venv (pip's bundled wheels; `import ensurepip` alone
-# succeeds without it), which scripts/setup.sh installs too.
-if command -v dpkg >/dev/null && ! dpkg -s python3-venv >/dev/null 2>&1; then
-    echo "noida: installing python3-venv" >&2
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null || { echo "noida: need root (or sudo) to install python3-venv" >&2; exit 1; }
-        SUDO="sudo"
-    fi
-    $SUDO apt-get update >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends python3-venv >&2
-fi
-
-echo "noida: installing noida-db==$VERSION into $VENV" >&2
-if [ -e "$VENV" ]; then   # a half-made or other-version venv: start over (only if it is a venv)
-    [ -f "$VENV/pyvenv.cfg" ] || { echo "noida: $VENV exists and is not a virtual environment; remove it or set STREAMREC_NOIDA_VENV" >&2; exit 1; }
-    rm -rf "$VENV"
-fi
-python3 -m venv "$VENV" >&2
-"$VENV/bin/pip" install --disable-pip-version-check --quiet "noida-db==$VERSION" >&2
+. scripts/venv.sh
+make_venv noida "$VENV" "noida-db==$VERSION"
 bin="$(installed)" || { echo "noida: noida-db $VERSION installed, but its binary does not run (\`$(binary_path) version\`)" >&2; exit 1; }
 echo "$bin"

@@ -25,6 +25,10 @@ export STREAMREC_BIN="${STREAMREC_BIN:-$(swift build -c release --show-bin-path)
 # (Assigned before export: `export X="$(…)"` would hide the installer's failure from set -e.)
 STREAMREC_NOIDA_BIN="${STREAMREC_NOIDA_BIN:-$(bash scripts/noida.sh)}"
 export STREAMREC_NOIDA_BIN STREAMREC_REQUIRE_NOIDA=1
+# schemathesis, which tests serve's HTTP API against its OpenAPI document (pinned, installed into
+# .build/venv-schemathesis if missing). Required here as well.
+STREAMREC_SCHEMATHESIS_BIN="${STREAMREC_SCHEMATHESIS_BIN:-$(bash scripts/schemathesis.sh)}"
+export STREAMREC_SCHEMATHESIS_BIN STREAMREC_REQUIRE_SCHEMATHESIS=1
 
 set +e
 swift test -c release --skip-build --no-parallel "$@"

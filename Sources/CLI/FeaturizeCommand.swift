@@ -162,7 +162,7 @@ struct Featurize: ParsableCommand {
         } else {
             options = .leased(topic: topicName, kafka: config, redisAddress: redis.address.value, workerId: workerId)
         }
-        options.leaseTime = .milliseconds(Int64(leaseSeconds * 1000))
+        options.leaseTime = .seconds(leaseSeconds)
         options.prefix = redis.prefix.value
         options.batchSize = batchSize
         options.linger = .milliseconds(lingerMs ?? file.lingerMs ?? 200)
@@ -172,9 +172,9 @@ struct Featurize: ParsableCommand {
         options.maxPending = Int64(maxPending)
         options.featureShards = featureShards
         options.raw = raw
-        options.untilIdle = untilIdle.map { .milliseconds(Int64($0 * 1000)) }
+        options.untilIdle = untilIdle.map { .seconds($0) }
         options.statsSource = statsPath ?? ""
-        options.progressEvery = .milliseconds(Int64(progressSeconds * 1000))
+        options.progressEvery = .seconds(progressSeconds)
         options.onOffsetReset = OffsetResetPolicy(rawValue: onOffsetReset) ?? .stop
         let summary: FeaturizeSummary
         do {
@@ -344,7 +344,7 @@ struct FeaturizeBench: ParsableCommand {
             try producer.produce(topic: "bench", partition: partitionOf[i], key: nil, value: l)
         }
         try producer.flush(timeout: .seconds(120))
-        let produceSeconds = seconds(ContinuousClock.now - t0)
+        let produceSeconds = (ContinuousClock.now - t0).seconds
         guard producer.deliveryStats.failed == 0 else { throw CLIError("produce failed: \(producer.deliveryStats.firstError.map { "\($0)" } ?? "")") }
         let bytes = lines.reduce(0) { $0 + $1.count }
         lines = []
@@ -466,4 +466,4 @@ struct FeaturizeBench: ParsableCommand {
     }
 }
 
-private func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+

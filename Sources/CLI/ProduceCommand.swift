@@ -165,7 +165,7 @@ struct Produce: ParsableCommand {
 
         // After a signal the flush is bounded: the user asked to stop, and the broker may be gone.
         let flushWait = stoppedBy == nil ? flushTimeout : min(flushTimeout, 5)
-        let summary = producer.finish(timeout: .milliseconds(Int64(flushWait * 1000)))
+        let summary = producer.finish(timeout: .seconds(flushWait))
         var extra: [String: String] = ["truncated_lines": "\(truncated)"]
         if let stoppedBy { extra["interrupted"] = "\"\(ShutdownSignals.name(of: stoppedBy))\"" }
         FileHandle.standardOutput.write(Data((summary.jsonLine(topic: topic, extra: extra) + "\n").utf8))

@@ -262,7 +262,7 @@ extension Train {
         options.prefix = redis.prefix.value
         options.shardCount = featureShards
         options.untilIdle = untilIdle
-        options.peerTimeout = peerTimeout > 0 ? .milliseconds(Int64(peerTimeout * 1000)) : nil
+        options.peerTimeout = peerTimeout > 0 ? .seconds(peerTimeout) : nil
         options.resume = !fresh
         options.freshnessLog = freshnessLog.map { URL(fileURLWithPath: $0) }
         let trainer: OnlineTrainer

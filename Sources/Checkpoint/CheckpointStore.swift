@@ -16,6 +16,7 @@
 // directory at a time. Reading (`latest`, `list`, `verify`) is safe alongside a writer.
 
 import Crypto
+import FileAccess
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -39,9 +40,11 @@ public struct CheckpointFile {
     /// A file with fixed contents.
     public static func data(_ name: String, _ contents: Data) -> CheckpointFile {
         CheckpointFile(name: name) { url in
-            let file = try PosixFile(creating: url.path)
-            defer { file.close() }
-            try contents.withUnsafeBytes { try file.write($0) }
+            try fileIO {
+                let file = try DataFile(url.path, .create)
+                try contents.withUnsafeBytes { try file.write($0) }
+                try file.close()
+            }
         }
     }
 
@@ -199,7 +202,7 @@ public struct CheckpointStore: Sendable {
                     // Catch a broken writer before it can become LATEST.
                     _ = try SafeTensorsFile(url: url)
                 }
-                try posix { try PosixFile.sync(path: url.path) }
+                try posix { try fileIO { try DataFile.sync(path: url.path) } }
                 digests[file.name] = try Self.digest(of: url)
             }
             var manifest = manifest
@@ -208,12 +211,12 @@ public struct CheckpointStore: Sendable {
             manifest.step = step
             manifest.files = digests
             try Self.writeDurably(manifest.encoded(), to: temp.appendingPathComponent(CheckpointManifest.fileName))
-            try posix { try PosixFile.sync(path: temp.path) }
+            try posix { try fileIO { try DataFile.sync(path: temp.path) } }
 
             // rename(2) would replace an empty directory of that name made meanwhile; check again.
             if fm.fileExists(atPath: target.path) { throw CheckpointError.versionExists(step: step) }
             try Self.rename(temp, to: target)
-            try posix { try PosixFile.sync(path: directory.path) }
+            try posix { try fileIO { try DataFile.sync(path: directory.path) } }
         } catch {
             try? fm.removeItem(at: temp)
             throw error
@@ -229,7 +232,7 @@ public struct CheckpointStore: Sendable {
         let temp = directory.appendingPathComponent(Self.latestFileName + ".tmp")
         try Self.writeDurably(Data((name + "\n").utf8), to: temp)
         try Self.rename(temp, to: directory.appendingPathComponent(Self.latestFileName))
-        try posix { try PosixFile.sync(path: directory.path) }
+        try posix { try fileIO { try DataFile.sync(path: directory.path) } }
     }
 
     /// Deletes checkpoints beyond `keep` (never the one LATEST names) and temp directories whose
@@ -579,10 +582,12 @@ public struct CheckpointStore: Sendable {
 
     private static func writeDurably(_ data: Data, to url: URL) throws {
         try posix {
-            let file = try PosixFile(creating: url.path)
-            defer { file.close() }
-            try data.withUnsafeBytes { try file.write($0) }
-            try file.sync()
+            try fileIO {
+                let file = try DataFile(url.path, .create)
+                try data.withUnsafeBytes { try file.write($0) }
+                try file.sync()
+                try file.close()
+            }
         }
     }
 

@@ -13,6 +13,7 @@
 // Limits: little-endian hosts only (x86_64, arm64); the header is capped at 100 MB like the
 // reference implementation.
 
+import FileAccess
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -211,23 +212,25 @@ public enum SafeTensorsWriter {
     /// `CheckpointStore` does that for every file it commits.
     public static func write(to url: URL, metadata: [String: String] = [:], tensors: [SafeTensor]) throws {
         let header = try headerBytes(metadata: metadata, tensors: tensors)
-        let file = try PosixFile(creating: url.path)
-        defer { file.close() }
-        var prefix = UInt64(header.count).littleEndian
-        try withUnsafeBytes(of: &prefix) { try file.write($0) }
-        try header.withUnsafeBytes { try file.write($0) }
-        for tensor in tensors {
-            var written = 0
-            try tensor.data.emitBytes { chunk in
-                written += chunk.count
-                guard written <= tensor.byteCount else { return }
-                try file.write(chunk)
+        try fileIO {
+            let file = try DataFile(url.path, .create)
+            var prefix = UInt64(header.count).littleEndian
+            try withUnsafeBytes(of: &prefix) { try file.write($0) }
+            try header.withUnsafeBytes { try file.write($0) }
+            for tensor in tensors {
+                var written = 0
+                try tensor.data.emitBytes { chunk in
+                    written += chunk.count
+                    guard written <= tensor.byteCount else { return }
+                    try file.write(chunk)
+                }
+                guard written == tensor.byteCount else {
+                    throw SafeTensorsError.invalidTensor(
+                        tensor: tensor.name,
+                        reason: "data source produced \(written) bytes, shape \(tensor.shape) needs \(tensor.byteCount)")
+                }
             }
-            guard written == tensor.byteCount else {
-                throw SafeTensorsError.invalidTensor(
-                    tensor: tensor.name,
-                    reason: "data source produced \(written) bytes, shape \(tensor.shape) needs \(tensor.byteCount)")
-            }
+            try file.close()
         }
     }
 
@@ -506,69 +509,13 @@ public struct SafeTensorsFile: Sendable {
     }
 }
 
-// MARK: - POSIX file funnel
+// MARK: - File funnel
 
-/// The one place this module calls open/write/fsync/close; failures become
-/// `SafeTensorsError.io` carrying the path, the operation and errno's text.
-final class PosixFile {
-    private var fd: Int32
-    let path: String
-
-    /// Creates or truncates `path` for writing.
-    init(creating path: String) throws {
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        self.path = path
-        guard fd >= 0 else { throw Self.error(path, "open for writing") }
-    }
-
-    /// Opens a file or directory read-only (enough to fsync it).
-    init(readOnly path: String) throws {
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        self.path = path
-        guard fd >= 0 else { throw Self.error(path, "open") }
-    }
-
-    func write(_ bytes: UnsafeRawBufferPointer) throws {
-        guard let base = bytes.baseAddress else { return }
-        var done = 0
-        while done < bytes.count {
-            let n = systemWrite(fd, base + done, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw Self.error(path, "write")
-            }
-            done += n
-        }
-    }
-
-    func sync() throws {
-        guard fsync(fd) == 0 else { throw Self.error(path, "fsync") }
-    }
-
-    func close() {
-        if fd >= 0 { _ = systemClose(fd) }
-        fd = -1
-    }
-
-    deinit { close() }
-
-    static func error(_ path: String, _ operation: String) -> SafeTensorsError {
-        let code = errno
-        return .io(path: path, message: "\(operation) failed: \(String(cString: strerror(code))) (errno \(code))")
-    }
-
-    /// fsyncs a file or directory by path.
-    static func sync(path: String) throws {
-        let file = try PosixFile(readOnly: path)
-        defer { file.close() }
-        try file.sync()
+/// Runs file operations (`DataFile`), turning their error into `SafeTensorsError.io`.
+func fileIO<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as FileIOError {
+        throw SafeTensorsError.io(path: error.path, message: "\(error.operation) failed: \(error.message)")
     }
 }
-
-#if canImport(Glibc)
-private func systemWrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int { Glibc.write(fd, p, n) }
-private func systemClose(_ fd: Int32) -> Int32 { Glibc.close(fd) }
-#elseif canImport(Darwin)
-private func systemWrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int { Darwin.write(fd, p, n) }
-private func systemClose(_ fd: Int32) -> Int32 { Darwin.close(fd) }
-#endif

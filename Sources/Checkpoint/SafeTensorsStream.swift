@@ -15,6 +15,7 @@
 // before trusting anything that was read.
 
 import Crypto
+import FileAccess
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -51,16 +52,15 @@ public enum SafeTensorsStream {
                             plan: (Header) throws -> [String: Destination],
                             afterChunk: () -> Void = {}) throws -> FileDigest {
         let path = url.path
-        let file = try ReadOnlyFile(path: path)
-        defer { file.close() }
-        let size = try file.size()
+        let file = try fileIO { try DataFile(path, .read) }
+        let size = try fileIO { try file.size() }
         file.adviseSequential()
         var hasher = SHA256()
 
         guard size >= 8 else { throw SafeTensorsError.fileTooShort(path: path, size: size) }
         var prefix: UInt64 = 0
         try withUnsafeMutableBytes(of: &prefix) { raw in
-            try file.readFully(into: raw)
+            try fileIO { try file.readFully(into: raw) }
             hasher.update(bufferPointer: UnsafeRawBufferPointer(raw))
         }
         let n = UInt64(littleEndian: prefix)
@@ -69,7 +69,7 @@ public enum SafeTensorsStream {
         }
         var headerData = Data(count: Int(n))
         try headerData.withUnsafeMutableBytes { raw in
-            try file.readFully(into: raw)
+            try fileIO { try file.readFully(into: raw) }
             hasher.update(bufferPointer: UnsafeRawBufferPointer(raw))
         }
         let dataOffset = 8 + Int(n)
@@ -98,7 +98,7 @@ public enum SafeTensorsStream {
                 var remaining = info.byteRange.count
                 while remaining > 0 {
                     let piece = UnsafeMutableRawBufferPointer(rebasing: scratch[0 ..< min(chunk, remaining)])
-                    try file.readFully(into: piece)
+                    try fileIO { try file.readFully(into: piece) }
                     hasher.update(bufferPointer: UnsafeRawBufferPointer(piece))
                     remaining -= piece.count
                     afterChunk()
@@ -108,7 +108,7 @@ public enum SafeTensorsStream {
                     var offset = 0
                     while offset < buffer.count {
                         let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[offset ..< min(buffer.count, offset + chunk)])
-                        try file.readFully(into: piece)
+                        try fileIO { try file.readFully(into: piece) }
                         hasher.update(bufferPointer: UnsafeRawBufferPointer(piece))
                         offset += piece.count
                         afterChunk()
@@ -120,60 +120,3 @@ public enum SafeTensorsStream {
     }
 }
 
-/// The read side of the POSIX funnel: open, fstat, read until full, close. Failures become
-/// `SafeTensorsError.io` with the path, the operation and errno's text.
-final class ReadOnlyFile {
-    private var fd: Int32
-    let path: String
-
-    init(path: String) throws {
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        self.path = path
-        guard fd >= 0 else { throw PosixFile.error(path, "open for reading") }
-    }
-
-    func size() throws -> Int {
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw PosixFile.error(path, "fstat") }
-        return Int(st.st_size)
-    }
-
-    /// Tells the kernel the file is read front to back (more read-ahead). Advisory only.
-    func adviseSequential() {
-        #if canImport(Glibc)
-        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
-        #endif
-    }
-
-    /// Fills `buffer` completely; a file that ends first is truncated (it changed under us).
-    func readFully(into buffer: UnsafeMutableRawBufferPointer) throws {
-        guard let base = buffer.baseAddress else { return }
-        var done = 0
-        while done < buffer.count {
-            let n = systemRead(fd, base + done, buffer.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw PosixFile.error(path, "read")
-            }
-            if n == 0 {
-                throw SafeTensorsError.io(path: path, message: "file ended early (it is being truncated or replaced)")
-            }
-            done += n
-        }
-    }
-
-    func close() {
-        if fd >= 0 { _ = systemCloseReadOnly(fd) }
-        fd = -1
-    }
-
-    deinit { close() }
-}
-
-#if canImport(Glibc)
-private func systemRead(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int) -> Int { Glibc.read(fd, p, n) }
-private func systemCloseReadOnly(_ fd: Int32) -> Int32 { Glibc.close(fd) }
-#elseif canImport(Darwin)
-private func systemRead(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ n: Int) -> Int { Darwin.read(fd, p, n) }
-private func systemCloseReadOnly(_ fd: Int32) -> Int32 { Darwin.close(fd) }
-#endif

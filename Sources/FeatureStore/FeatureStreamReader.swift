@@ -60,7 +60,7 @@ public final class FeatureStreamReader: @unchecked Sendable {
         precondition(count > 0)
         var cmd = ["XREAD", "COUNT", "\(count)"]
         if let block {
-            let ms = max(1, block.components.seconds * 1000 + block.components.attoseconds / 1_000_000_000_000_000)
+            let ms = max(1, block.milliseconds)
             cmd += ["BLOCK", "\(ms)"]
         }
         cmd += ["STREAMS", layout.featureStream(shard), after]

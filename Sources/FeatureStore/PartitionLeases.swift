@@ -147,7 +147,3 @@ extension FeatureStore {
     }
 }
 
-extension Duration {
-    /// Whole milliseconds (rounded down), as Redis takes them (PEXPIRE, timeouts).
-    public var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
-}

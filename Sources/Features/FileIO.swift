@@ -1,5 +1,6 @@
 // Byte-level file I/O for the data paths: a chunked line reader (lines as raw bytes, bounded
-// memory even for over-long lines) and a buffered writer. POSIX calls, typed errors.
+// memory even for over-long lines) and a buffered writer, on `DataFile` (FileAccess), typed errors.
+@_exported import FileAccess
 
 #if canImport(Glibc)
 import Glibc
@@ -8,20 +9,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-
-/// A failed file operation, with the path and the system's reason.
-public struct FileIOError: Error, Sendable, CustomStringConvertible {
-    public var path: String
-    public var operation: String
-    public var message: String
-    public var description: String { "\(operation) \(path): \(message)" }
-
-    init(_ operation: String, _ path: String, errno code: Int32) {
-        self.path = path
-        self.operation = operation
-        self.message = String(cString: strerror(code))
-    }
-}
+import SystemPackage
 
 /// Reads a file as lines of bytes, in 4 MiB chunks.
 ///
@@ -38,7 +26,7 @@ public struct LineReader {
         self.path = path
         self.maxLineLength = maxLineLength
         var st = stat()
-        if stat(path, &st) != 0 { throw FileIOError("stat", path, errno: errno) }
+        if stat(path, &st) != 0 { throw FileIOError("stat", path, Errno(rawValue: errno)) }
         fileSize = (st.st_mode & S_IFMT) == S_IFREG ? Int64(st.st_size) : nil
     }
 
@@ -46,9 +34,7 @@ public struct LineReader {
     /// after every chunk. Errors thrown by `body` stop the read and propagate.
     public func forEachLine(progress: ((Int64) -> Void)? = nil,
                             _ body: (UnsafeRawBufferPointer, Int) throws -> Void) throws {
-        let fd = open(path, O_RDONLY)
-        if fd < 0 { throw FileIOError("open", path, errno: errno) }
-        defer { close(fd) }
+        let file = try DataFile(path, .read)
         let cap = maxLineLength + 3
         let size = max(1 << 22, cap * 2)
         let buf = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
@@ -92,11 +78,7 @@ public struct LineReader {
                 end -= start
                 start = 0
             }
-            let r = read(fd, buf + end, size - end)
-            if r < 0 {
-                if errno == EINTR { continue }
-                throw FileIOError("read", path, errno: errno)
-            }
+            let r = try file.read(into: UnsafeMutableRawBufferPointer(start: buf + end, count: size - end))
             if r == 0 { eof = true } else { end += r; total += Int64(r); progress?(total) }
         }
     }
@@ -104,17 +86,12 @@ public struct LineReader {
 
 /// Reads a whole file into memory.
 public func readFileBytes(_ path: String) throws(FileIOError) -> [UInt8] {
-    let fd = open(path, O_RDONLY)
-    if fd < 0 { throw FileIOError("open", path, errno: errno) }
-    defer { close(fd) }
+    let file = try DataFile(path, .read)
     var out: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+    defer { chunk.deallocate() }
     while true {
-        let r = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if r < 0 {
-            if errno == EINTR { continue }
-            throw FileIOError("read", path, errno: errno)
-        }
+        let r = try file.read(into: chunk)
         if r == 0 { return out }
         out.append(contentsOf: chunk[0..<r])
     }
@@ -125,19 +102,16 @@ public func readFileBytes(_ path: String) throws(FileIOError) -> [UInt8] {
 public final class BufferedFileWriter {
     public let path: String
     let writePath: String
-    var fd: Int32
+    let file: DataFile
     public var buffer: [UInt8] = []
     let flushAt = 1 << 20
 
     public init(path: String, atomic: Bool = false) throws(FileIOError) {
         self.path = path
         writePath = atomic ? "\(path).tmp-\(getpid())" : path
-        fd = open(writePath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        if fd < 0 { throw FileIOError("create", writePath, errno: errno) }
+        file = try DataFile(writePath, .create)
         buffer.reserveCapacity(flushAt + 65536)
     }
-
-    deinit { if fd >= 0 { _ = Glibc_close(fd) } }
 
     public func write(_ bytes: some Sequence<UInt8>) throws(FileIOError) {
         buffer.append(contentsOf: bytes)
@@ -150,28 +124,22 @@ public final class BufferedFileWriter {
     }
 
     public func flush() throws(FileIOError) {
-        var off = 0
-        while off < buffer.count {
-            let r = buffer.withUnsafeBytes { posixWrite(fd, $0.baseAddress! + off, $0.count - off) }
-            if r < 0 {
-                if errno == EINTR { continue }
-                throw FileIOError("write", writePath, errno: errno)
-            }
-            off += r
+        do {
+            try buffer.withUnsafeBytes { try file.write($0) }
+        } catch let error as FileIOError {
+            throw error
+        } catch {
+            throw FileIOError("write", writePath, message: "\(error)")
         }
         buffer.removeAll(keepingCapacity: true)
     }
 
     public func close() throws(FileIOError) {
         try flush()
-        let r = Glibc_close(fd)
-        fd = -1
-        if r != 0 { throw FileIOError("close", writePath, errno: errno) }
+        try file.close()
         if writePath != path && rename(writePath, path) != 0 {
-            throw FileIOError("rename", writePath, errno: errno)
+            throw FileIOError("rename", writePath, Errno(rawValue: errno))
         }
     }
 }
 
-@inline(__always) func Glibc_close(_ fd: Int32) -> Int32 { close(fd) }
-@inline(__always) func posixWrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int { write(fd, p, n) }

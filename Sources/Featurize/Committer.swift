@@ -59,7 +59,7 @@ final class RedisLink {
                 }
                 let value = try body(store)
                 if let since = downSince {
-                    logger.info("\(String(format: "Redis at %@ is back after %.1f s; resuming", address.description, seconds(.now - since)))")
+                    logger.info("\(String(format: "Redis at %@ is back after %.1f s; resuming", address.description, (.now - since).seconds))")
                     downSince = nil
                 }
                 return value
@@ -185,7 +185,7 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
         condition.lock(); defer { condition.unlock() }
         let t0 = ContinuousClock.now
         while queue.count >= capacity && fatal == nil && !finished { condition.wait() }
-        enqueueWaitSeconds += seconds(.now - t0)
+        enqueueWaitSeconds += (.now - t0).seconds
         if let fatal { throw fatal }
         if abandoned || finished { return }
         queue.append(c)
@@ -251,7 +251,7 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
         let u = c.unit
         let outcome: CommitOutcome?
         let t0 = ContinuousClock.now
-        defer { condition.lock(); commitSeconds += seconds(.now - t0); condition.unlock() }
+        defer { condition.lock(); commitSeconds += (.now - t0).seconds; condition.unlock() }
         do {
             outcome = try link.run("commit of \(u.topic)/\(u.partition) [\(u.firstOffset), \(u.lastOffset)]") { try $0.commit(u) }
         } catch FeatureStoreError.gap(_, let p, let progress, _) {
@@ -340,7 +340,7 @@ final class Grower: BackgroundLoop, @unchecked Sendable {
     override func loop() {
         while true {
             condition.lock()
-            if !closing { _ = condition.wait(until: Date().addingTimeInterval(seconds(every))) }
+            if !closing { _ = condition.wait(until: Date().addingTimeInterval(every.seconds)) }
             let last = closing
             let batch = table
             if table.count > 0 { table = CategoryTable(minimumCapacity: 4096) }

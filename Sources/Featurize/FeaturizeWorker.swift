@@ -340,7 +340,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     /// Runs `body` on the worker's own connection through the retry funnel (see `RedisLink`).
     func withRedis<T>(_ what: String, _ body: () throws -> T) throws -> T? {
         let t0 = ContinuousClock.now
-        defer { summary.redisSeconds += seconds(ContinuousClock.now - t0) }
+        defer { summary.redisSeconds += (ContinuousClock.now - t0).seconds }
         return try link.run(what) { s in store = s; return try body() }
     }
 
@@ -401,7 +401,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                                   logger: logger, stopping: { [unowned self] in stopping }, stopNotice: stopNotice)
             switch options.assignment {
             case .lease:
-                logger.info(.init(stringLiteral: "joins the workers of \(options.topic) (\(partitionCount) partitions) by lease (\(Int(seconds(options.leaseTime))) s); "
+                logger.info(.init(stringLiteral: "joins the workers of \(options.topic) (\(partitionCount) partitions) by lease (\(Int(options.leaseTime.seconds)) s); "
                     + "takes a fair share and rebalances as workers come and go"))
             case .fixed:
                 if fixedPartitions.isEmpty { logger.info("topic \(options.topic) has \(partitionCount) partitions; none is ≡ \(options.shard) mod \(options.shards): nothing to do") }
@@ -446,7 +446,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                         logger.warning("PAUSED (back-pressure): feature shard(s) \(over.keys.sorted().map { "\($0): \(over[$0]!) pending" }.joined(separator: ", ")) ≥ --max-pending \(options.maxPending); waiting for trainers")
                     } else if over.isEmpty && paused {
                         paused = false
-                        logger.info("\(String(format: "resumed after %.1f s of back-pressure", seconds(now - pauseStarted)))")
+                        logger.info("\(String(format: "resumed after %.1f s of back-pressure", (now - pauseStarted).seconds))")
                     }
                 }
                 if now - lastSync >= .seconds(1) {
@@ -460,7 +460,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                 }
             }
             if now - lastProgress >= options.progressEvery {
-                let dt = seconds(now - lastProgress)
+                let dt = (now - lastProgress).seconds
                 let counted = options.raw ? summary.messages : summary.rows
                 var line = String(format: "%@ %lld (%.0f/s), batches %lld, dead letters %lld, lost upstream %lld",
                                   options.raw ? "messages" : "rows", counted, Double(counted - lastProgressRows) / dt,
@@ -500,8 +500,8 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                     }
                 }
                 let tEnd = ContinuousClock.now
-                summary.handleSeconds += seconds(tEnd - tHandle)
-                summary.pollSeconds += seconds(tHandle - tPoll)
+                summary.handleSeconds += (tEnd - tHandle).seconds
+                summary.pollSeconds += (tHandle - tPoll).seconds
                 if got == 0 { summary.emptyPolls += 1 }
                 lastPollEmpty = got == 0
                 if got < 512 { wakeFetcher() }
@@ -523,7 +523,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
             if !options.raw {
                 let t = ContinuousClock.now
                 try flushAll(force: false)
-                summary.flushSeconds += seconds(ContinuousClock.now - t)
+                summary.flushSeconds += (ContinuousClock.now - t).seconds
             }
             // Idle means no data arrived, not that handling it took long (waiting on Redis).
             if got > 0 { lastMessageAt = .now; lastActivity = .now }
@@ -659,7 +659,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
             }
         }
         if let busy = kafkaCalls.busyFor, busy >= .seconds(5) {
-            kafkaTrouble("a broker query has not been answered for \(Int(seconds(busy))) s")
+            kafkaTrouble("a broker query has not been answered for \(Int(busy.seconds)) s")
         }
     }
 
@@ -675,24 +675,24 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     func kafkaAnswered() {
         guard let since = kafkaTroubleSince else { return }
         kafkaTroubleSince = nil
-        logger.info("\(String(format: "Kafka answers again (%.1f s after the outage was reported); consuming", seconds(ContinuousClock.now - since)))")
+        logger.info("\(String(format: "Kafka answers again (%.1f s after the outage was reported); consuming", (ContinuousClock.now - since).seconds))")
     }
 
     func withRedisOnce(_ body: () throws -> Void) throws { try body() }
 
     func finish(_ start: ContinuousClock.Instant) -> FeaturizeSummary {
-        summary.seconds = seconds(ContinuousClock.now - start)
+        summary.seconds = (ContinuousClock.now - start).seconds
         summary.rowsPerSecond = summary.seconds > 0 ? Double(summary.rows) / summary.seconds : 0
         summary.messagesPerSecond = summary.seconds > 0 ? Double(summary.messages) / summary.seconds : 0
-        if let a = firstMessageAt, let m = lastMessageAt, m > a { summary.consumeSeconds = seconds(m - a) }
+        if let a = firstMessageAt, let m = lastMessageAt, m > a { summary.consumeSeconds = (m - a).seconds }
         // The run's work ends with its last commit (or, in raw mode, its last message), not when
         // --until-idle noticed the silence; growth scripts that end later hold no row back.
         let workEnd = [lastMessageAt, committer?.lastCommitFinished].compactMap { $0 }.max()
         if let grown = committer?.lastGrowthFinished, let done = workEnd, grown > done {
-            summary.growthTailSeconds = seconds(grown - done)
+            summary.growthTailSeconds = (grown - done).seconds
         }
         if let a = firstMessageAt, let b = workEnd, b > a {
-            summary.activeSeconds = seconds(b - a)
+            summary.activeSeconds = (b - a).seconds
             // Behaviour events: the rate of events (a transition waits for the user's next event).
             summary.activeRate = Double(options.raw || F.batchKind == .transitions ? summary.messages : summary.rows) / summary.activeSeconds
         }
@@ -909,6 +909,3 @@ final class LockedOutcome: @unchecked Sendable {
     func take() -> Result<KafkaWatermarks, KafkaError>? { lock.withLock { defer { value = nil }; return value } }
 }
 
-func seconds(_ d: Duration) -> Double {
-    Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-}

@@ -94,9 +94,7 @@ public final class KafkaLog: Sendable {
         }
     }
 
-    static func seconds(_ d: Duration) -> String {
-        String(format: "%.1f", Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
-    }
+    static func seconds(_ d: Duration) -> String { String(format: "%.1f", d.seconds) }
 }
 
 /// The C log callback librdkafka calls from its threads.

@@ -275,7 +275,7 @@ public final class RedisConnection: @unchecked Sendable {
         let tls = endpoint.tls ?? .init()
         var kind = SRTLS_OK
         var message = [CChar](repeating: 0, count: 512)
-        let ms = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let ms = Int32(clamping: timeout.milliseconds)
         let fd = srtls_open(endpoint.host, Int32(endpoint.port), tls.caFile, tls.certificateFile, tls.keyFile,
                             tls.serverName, max(ms, 1), &kind, &message, message.count)
         let text = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

@@ -106,7 +106,7 @@ public struct TokenBucket: Sendable {
     public mutating func take(now: ContinuousClock.Instant = .now) -> Duration {
         let elapsed = now - last
         last = now
-        let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        let secs = elapsed.seconds
         tokens = min(burst, tokens + secs * rate)
         tokens -= 1
         if tokens >= 0 { return .zero }
@@ -233,7 +233,7 @@ public final class RowProducer {
     public func send(line: UnsafeRawBufferPointer) throws(KafkaError) {
         if bucket != nil {
             let wait = bucket!.take()
-            if wait > .zero { Thread.sleep(forTimeInterval: Double(wait.components.attoseconds) * 1e-18 + Double(wait.components.seconds)) }
+            if wait > .zero { Thread.sleep(forTimeInterval: wait.seconds) }
         }
         let row = RowPartitioning.stripNewline(line)
         let keyBytes = RowPartitioning.keyBytes(row, keying)
@@ -283,7 +283,7 @@ public final class RowProducer {
             s.firstError = KafkaError("flush", message: "\(s.undelivered) messages still unacknowledged after \(timeout)")
         }
         let elapsed = ContinuousClock.now - start
-        s.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        s.seconds = elapsed.seconds
         return s
     }
 }

@@ -131,7 +131,7 @@ public final class ShutdownSignals: @unchecked Sendable {
 
     private func startBackstop(_ grace: Duration, _ what: String, signal: Int32) {
         let thread = Thread {
-            Thread.sleep(forTimeInterval: Double(grace.components.seconds) + Double(grace.components.attoseconds) * 1e-18)
+            Thread.sleep(forTimeInterval: grace.seconds)
             Self.exitNow(signal, "\(what): still running \(grace) after \(Self.name(of: signal)); exiting now "
                          + "(whatever was not committed is read again on restart)")
         }
@@ -166,7 +166,7 @@ public final class ShutdownSignals: @unchecked Sendable {
     @discardableResult
     public func wait(timeout: Duration? = nil) -> Int32? {
         condition.lock(); defer { condition.unlock() }
-        let deadline = timeout.map { Date().addingTimeInterval(Double($0.components.seconds) + Double($0.components.attoseconds) * 1e-18) }
+        let deadline = timeout.map { Date().addingTimeInterval($0.seconds) }
         while first == nil {
             if let deadline {
                 if !condition.wait(until: deadline) { return first }

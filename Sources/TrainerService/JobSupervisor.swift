@@ -293,6 +293,6 @@ public final class JobSupervisor: @unchecked Sendable {
     }
 
     func describe(_ d: Duration) -> String {
-        String(format: "%.1f s", Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+        String(format: "%.1f s", d.seconds)
     }
 }

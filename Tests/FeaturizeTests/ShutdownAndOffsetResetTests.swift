@@ -80,6 +80,47 @@ struct ShutdownAndOffsetResetTests {
         #expect(worker.stdout.contains("summary {"))
     }
 
+    @Test("featurize --log-format json, broker SIGKILLed: every stderr line is a JSON object; librdkafka's connection errors are one 'trouble' line, not a flood")
+    func featurizeJSONLogsSummariseOutage() throws {
+        let dir = try temporaryTestDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let redis = try RedisServerFixture()
+        defer { redis.stop() }
+        let broker = try BrokerFixture(topics: ["criteo": 8])
+        defer { broker.stop(grace: .seconds(1)) }
+        let rows = syntheticRows(3000, seed: 93)
+        let stats = try writeStats(rows, dir)
+        try produce(rows, topic: "criteo", bootstrap: broker.bootstrapServers, partitions: 8)
+        let conn = try RedisConnection(address: "127.0.0.1:\(redis.port)")
+        let worker = try StreamrecProcess(featurizeArgs(topic: "criteo", bootstrap: broker.bootstrapServers,
+                                                        redis: "127.0.0.1:\(redis.port)", stats: stats) + ["--log-format", "json"])
+        #expect(poll(for: 60) { committedRows(conn, shards: 4) >= 3000 }, "stderr: \(worker.stderr.suffix(1500))")
+        kill(broker.process.processIdentifier, SIGKILL)
+        broker.process.waitUntilExit()
+        #expect(poll(for: 20) { worker.stderr.contains("Kafka connection trouble") }, "\(worker.stderr.suffix(1500))")
+        // librdkafka retries several times a second: over 4 s of outage no second line appears.
+        #expect(!poll(for: 4) { worker.stderr.components(separatedBy: "Kafka connection trouble").count > 2 })
+        worker.signal(SIGTERM)
+        #expect(worker.wait(timeout: .seconds(15)) == 0, "\(worker.stderr.suffix(2000))")
+        let lines = worker.stderr.split(separator: "\n")
+        var objects: [[String: Any]] = []
+        for line in lines {
+            guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+                Issue.record("not a JSON object: \(line)"); continue
+            }
+            objects.append(o)
+        }
+        #expect(objects.allSatisfy { $0["time"] is String && $0["level"] is String && $0["component"] is String && $0["message"] is String })
+        let worker0 = objects.filter { $0["component"] as? String == "featurize" }
+        #expect(!worker0.isEmpty && worker0.allSatisfy { ($0["worker"] as? String)?.hasPrefix("featurize-0of1@") == true },
+                "the worker's lines name it: \(worker0.prefix(3))")
+        let trouble = objects.filter { ($0["message"] as? String)?.contains("Kafka connection trouble") == true }
+        #expect(trouble.count == 1, "one line for the outage: \(trouble)")
+        #expect(trouble.first?["component"] as? String == "kafka" && trouble.first?["level"] as? String == "warning")
+        #expect(!worker.stderr.contains("|FAIL|"), "no raw librdkafka lines")
+        #expect(objects.contains { $0["level"] as? String == "warning" && ($0["message"] as? String)?.hasPrefix("Kafka unavailable") == true })
+    }
+
     @Test("featurize: Redis stopped → SIGTERM exits within 15 s, says once that the rest is re-read")
     func featurizeRedisDown() throws {
         let dir = try temporaryTestDirectory()

@@ -181,9 +181,3 @@ public enum ServableLoader {
     }
 }
 
-extension Duration {
-    var seconds: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) * 1e-18
-    }
-}

@@ -15,6 +15,7 @@
 //   GET  /healthz      200 while the process is up
 //   GET  /readyz       200 once a model is loaded, 503 before
 //   GET  /metrics      Prometheus text
+//   GET  /openapi.json the OpenAPI 3.1 document of all of this (OpenAPIDocument.swift)
 //
 // Every refusal is a JSON `{"error": "..."}` with a 4xx/5xx status; no input can crash the server.
 import Logging
@@ -109,7 +110,7 @@ extension ServingState {
 struct MetricsMiddleware: RouterMiddleware {
     typealias Context = ServingRequestContext
     static let endpoints: Set<String> = Set(ServableFamilies.routes.map(\.path))
-        .union(["/v1/model", "/v1/popular", "/healthz", "/readyz", "/metrics"])
+        .union(["/v1/model", "/v1/popular", "/healthz", "/readyz", "/metrics", "/openapi.json"])
     let metrics: ServingMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -148,6 +149,9 @@ public func buildServingRouter(state: ServingState) -> Router<ServingRequestCont
     }
     router.get("/v1/popular") { request, _ -> Response in
         await popular(request, state: state)
+    }
+    router.get("/openapi.json") { _, _ -> Response in
+        rawJSON(200, OpenAPIDocument.json)
     }
     router.get("/healthz") { _, _ -> Response in
         json(200, ["status": "ok"])
