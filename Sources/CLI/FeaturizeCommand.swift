@@ -151,7 +151,6 @@ struct Featurize: ParsableCommand {
         // Which broker and store a worker uses, and why: a default it fell back to is otherwise
         // only visible as an outage.
         let who = shard.map { "\($0)/\(shards ?? 1)" } ?? "\(ProcessInfo.processInfo.processIdentifier)"
-        logger.tagged("featurize[\(who)]").info("Kafka \(kafkaSettings.bootstrap); Redis \(redis.address), prefix \(redis.prefix.value)")
         var config = kafkaSettings.config
         if config["client.id"] == nil { config["client.id"] = "streamrec-featurize-\(shard.map(String.init) ?? "\(ProcessInfo.processInfo.processIdentifier)")" }
         let topicName = topic ?? file.topic ?? kind.defaultTopic
@@ -176,6 +175,9 @@ struct Featurize: ParsableCommand {
         options.statsSource = statsPath ?? ""
         options.progressEvery = .seconds(progressSeconds)
         options.onOffsetReset = OffsetResetPolicy(rawValue: onOffsetReset) ?? .stop
+        var startLogger = logger.tagged("featurize[\(who)]")
+        startLogger[metadataKey: "worker"] = .string(options.workerId)
+        startLogger.info("Kafka \(kafkaSettings.bootstrap); Redis \(redis.address), prefix \(redis.prefix.value)")
         let summary: FeaturizeSummary
         do {
             switch kind {
