@@ -187,26 +187,25 @@ import StreamRecNumerics
         }
         let server = try spawn(ompiServer, ["-r", uri, "--no-daemonize"], log: dir.appendingPathComponent("server.log").path)
         defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
-        var waited = 0.0
-        while !FileManager.default.fileExists(atPath: uri) && waited < 10 { Thread.sleep(forTimeInterval: 0.1); waited += 0.1 }
+        #expect(poll(for: 10) { FileManager.default.fileExists(atPath: uri) }, "ompi-server wrote its URI")
 
         let logA = dir.appendingPathComponent("a.log").path, logB = dir.appendingPathComponent("b.log").path
         let a = try spawn(mpirun, ["-np", "2", "--ompi-server", "file:\(uri)"] + (try t.trainArgs(redisPort: redis.port, stats: stats, ck: ck, untilIdle: 3)), log: logA)
         // Wait for the job to publish its port and make progress.
         let conn = try RedisConnection(host: "127.0.0.1", port: redis.port)
-        waited = 0
-        while (try conn.command(["GET", "sr:train:port"]).text) == nil && waited < 60 { Thread.sleep(forTimeInterval: 0.2); waited += 0.2 }
-        Thread.sleep(forTimeInterval: 1)
+        func trainingLines(_ path: String) -> Int {
+            ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").components(separatedBy: "epoch: ").count - 1
+        }
+        #expect(try poll(for: 60) { try conn.command(["GET", "sr:train:port"]).text != nil && trainingLines(logA) >= 1 },
+                "the job published its port and trains")
         let bin = try #require(streamrecBinary())
         let b = try spawn(mpirun, ["-np", "1", "--ompi-server", "file:\(uri)", bin, "train", "--source", "redis", "--join",
                                    "--redis", "127.0.0.1:\(redis.port)", "--config", t.configPath, "--preset", "small",
                                    "--feature-shards", "4", "--checkpoint-dir", ck, "--log-every", "5"], log: logB)
-        // Let the joiner train a while, then ask it to leave.
-        waited = 0
-        while !((try? String(contentsOfFile: logB, encoding: .utf8))?.contains("joined as rank") ?? false) && waited < 60 {
-            Thread.sleep(forTimeInterval: 0.2); waited += 0.2
-        }
-        Thread.sleep(forTimeInterval: 2)
+        // Let the joiner train a while (two more training lines of the job), then ask it to leave.
+        #expect(poll(for: 60) { (try? String(contentsOfFile: logB, encoding: .utf8))?.contains("joined as rank") ?? false })
+        let linesAtJoin = trainingLines(logA)
+        #expect(poll(for: 60) { trainingLines(logA) >= linesAtJoin + 2 }, "the job trains with the joiner")
         let rankPid = try runProcess("/usr/bin/pgrep", ["-P", "\(b.processIdentifier)"]).stdout.split(separator: "\n").compactMap { Int32($0) }.first
         if let rankPid { kill(rankPid, SIGTERM) }
         wait(b, 60)

@@ -280,7 +280,7 @@ struct FeaturizeWorkerTests {
         }
         redis.stop()
         try produce(Array(rows.suffix(2000)), topic: "rr", bootstrap: cluster.bootstrapServers, partitions: 2)
-        Thread.sleep(forTimeInterval: 1.5)
+        #expect(poll(for: 20) { w.log.contains { $0.contains("Redis unavailable") } }, "the worker noticed the outage")
         try redis.start()
         let summary = try w.join()
         #expect(w.log.contains { $0.contains("Redis unavailable") })
@@ -316,9 +316,8 @@ struct FeaturizeWorkerTests {
         while ContinuousClock.now < deadline && committedRows() < 1500 { Thread.sleep(forTimeInterval: 0.01) }
         #expect(committedRows() == 1500)
         try cluster.setBroker(1, up: false)
-        Thread.sleep(forTimeInterval: 3)
-        // Nothing new while the broker is down, and the worker is still running.
-        #expect(committedRows() == 1500)
+        // Nothing new while the broker is down (3 s of it), and the worker is still running.
+        #expect(!poll(for: 3) { committedRows() != 1500 })
         try cluster.setBroker(1, up: true)
         try produce(Array(rows.suffix(1500)), topic: "ko", bootstrap: cluster.bootstrapServers, partitions: 2)
         let summary = try w.join()

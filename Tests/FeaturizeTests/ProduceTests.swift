@@ -213,7 +213,9 @@ struct ProduceTests {
         process.standardOutput = handle
         process.standardError = FileHandle.nullDevice
         try process.run()
-        Thread.sleep(forTimeInterval: 1.0)
+        // Mid-stream: once the broker holds some rows (20,000 at 2,000 rows/s take 10 s).
+        let watcher = try KafkaConsumer(config: KafkaConfig(bootstrapServers: broker.bootstrapServers))
+        #expect(poll(for: 20) { (Int32(0) ..< 4).reduce(Int64(0)) { $0 + ((try? watcher.watermarks(topic: "rows", partition: $1).high) ?? 0) } >= 500 })
         kill(process.processIdentifier, SIGTERM)
         let deadline = ContinuousClock.now + .seconds(20)
         while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.02) }

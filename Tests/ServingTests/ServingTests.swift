@@ -100,8 +100,8 @@ private func modelStep(_ client: some TestClientProtocol) async throws -> Int? {
             let r = try await post(client, jsonBody(["rows": [fx.rows[0]]]))
             #expect(r.status == .ok)
             #expect(try decode(r).step == 200)
-            try await Task.sleep(for: .milliseconds(300))  // several polls: not retried
-            #expect(state.metrics.rejectedCheckpoints == 1)
+            // Several polls (300 ms): not retried.
+            #expect(await !eventually(0.3) { state.metrics.rejectedCheckpoints != 1 })
 
             try fx.pointLatest(at: "step-000000000999")  // no such directory
             #expect(try await eventually { state.metrics.rejectedCheckpoints == 2 })
