@@ -9,6 +9,8 @@ import TestSupport
 final class StreamrecProcess {
     let process = Process()
     let out: URL, err: URL
+    /// Runs after the process is gone (fixtures it depends on, e.g. its Redis).
+    var onRelease: (() -> Void)?
     init(_ arguments: [String]) throws {
         guard let bin = streamrecBinary() else { throw FixtureError("streamrec binary not built (swift build)") }
         let dir = FileManager.default.temporaryDirectory
@@ -36,6 +38,7 @@ final class StreamrecProcess {
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
         try? FileManager.default.removeItem(at: out); try? FileManager.default.removeItem(at: err)
+        onRelease?()
     }
 }
 

@@ -54,23 +54,30 @@ struct ShutdownAndOffsetResetTests {
         return url
     }
 
-    @Test("featurize: broker SIGKILLed mid-stream → outage reported once, SIGTERM exits 0 within 15 s")
-    func featurizeBrokerKilled() throws {
+    /// Redis, a broker with topic criteo (8 partitions) holding `rows` synthetic rows, a featurize
+    /// worker (fixed shard 0/1, plus `extra`) that has committed them all; then the broker is
+    /// SIGKILLed. Redis and the directory are cleaned up when the worker is released.
+    func workerThenBrokerKilled(rows n: Int, seed: UInt64, extra: [String]) throws -> (StreamrecProcess, BrokerFixture) {
         let dir = try temporaryTestDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
         let redis = try RedisServerFixture()
-        defer { redis.stop() }
         let broker = try BrokerFixture(topics: ["criteo": 8])
-        defer { broker.stop(grace: .seconds(1)) }
-        let rows = syntheticRows(8000, seed: 91)
+        let rows = syntheticRows(n, seed: seed)
         let stats = try writeStats(rows, dir)
         try produce(rows, topic: "criteo", bootstrap: broker.bootstrapServers, partitions: 8)
-        let conn = try RedisConnection(address: "127.0.0.1:\(redis.port)")
+        let conn = try RedisConnection(address: redis.address)
         let worker = try StreamrecProcess(featurizeArgs(topic: "criteo", bootstrap: broker.bootstrapServers,
-                                                        redis: "127.0.0.1:\(redis.port)", stats: stats) + ["--until-idle", "60"])
-        #expect(poll(for: 60) { committedRows(conn, shards: 4) >= 8000 }, "ingested before the outage: \(worker.stderr.suffix(1500))")
+                                                        redis: redis.address, stats: stats) + extra)
+        worker.onRelease = { redis.stop(); try? FileManager.default.removeItem(at: dir) }
+        #expect(poll(for: 60) { committedRows(conn, shards: 4) >= Int64(n) }, "ingested before the outage: \(worker.stderr.suffix(1500))")
         kill(broker.process.processIdentifier, SIGKILL)
         broker.process.waitUntilExit()
+        return (worker, broker)
+    }
+
+    @Test("featurize: broker SIGKILLed mid-stream → outage reported once, SIGTERM exits 0 within 15 s")
+    func featurizeBrokerKilled() throws {
+        let (worker, broker) = try workerThenBrokerKilled(rows: 8000, seed: 91, extra: ["--until-idle", "60"])
+        defer { broker.stop(grace: .seconds(1)) }
         #expect(poll(for: 20) { worker.stderr.contains("Kafka unavailable") }, "outage reported: \(worker.stderr.suffix(1500))")
         let t0 = ContinuousClock.now
         worker.signal(SIGTERM)
@@ -82,21 +89,8 @@ struct ShutdownAndOffsetResetTests {
 
     @Test("featurize --log-format json, broker SIGKILLed: every stderr line is a JSON object; librdkafka's connection errors are one 'trouble' line, not a flood")
     func featurizeJSONLogsSummariseOutage() throws {
-        let dir = try temporaryTestDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let redis = try RedisServerFixture()
-        defer { redis.stop() }
-        let broker = try BrokerFixture(topics: ["criteo": 8])
+        let (worker, broker) = try workerThenBrokerKilled(rows: 3000, seed: 93, extra: ["--log-format", "json"])
         defer { broker.stop(grace: .seconds(1)) }
-        let rows = syntheticRows(3000, seed: 93)
-        let stats = try writeStats(rows, dir)
-        try produce(rows, topic: "criteo", bootstrap: broker.bootstrapServers, partitions: 8)
-        let conn = try RedisConnection(address: "127.0.0.1:\(redis.port)")
-        let worker = try StreamrecProcess(featurizeArgs(topic: "criteo", bootstrap: broker.bootstrapServers,
-                                                        redis: "127.0.0.1:\(redis.port)", stats: stats) + ["--log-format", "json"])
-        #expect(poll(for: 60) { committedRows(conn, shards: 4) >= 3000 }, "stderr: \(worker.stderr.suffix(1500))")
-        kill(broker.process.processIdentifier, SIGKILL)
-        broker.process.waitUntilExit()
         #expect(poll(for: 20) { worker.stderr.contains("Kafka connection trouble") }, "\(worker.stderr.suffix(1500))")
         // librdkafka retries several times a second: over 4 s of outage no second line appears.
         #expect(!poll(for: 4) { worker.stderr.components(separatedBy: "Kafka connection trouble").count > 2 })
