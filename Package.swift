@@ -82,11 +82,17 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // The live dashboard (`streamrec dashboard`): reads Redis, serve and the checkpoints; no Open MPI.
+        .target(name: "Dashboard", dependencies: [
+            "FeatureStore", "Streaming", "Checkpoint",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // Fixtures shared by the test targets (redis-server, subprocesses, ports, the binary).
         .target(name: "TestSupport", dependencies: ["Streaming"]),
         .executableTarget(name: "streamrec", dependencies: [
             "StreamRecNumerics", "Features", "Models", "Training", "Checkpoint", "Cluster", "Streaming",
-            "FeatureStore", "Featurize", "Serving", "TrainerService",
+            "FeatureStore", "Featurize", "Serving", "TrainerService", "Dashboard",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             "Yams",
         ], path: "Sources/CLI"),
@@ -105,6 +111,7 @@ let package = Package(
             "Serving", "Training", "Models", "Features", "Checkpoint", "FeatureStore", "Streaming", "StreamRecNumerics", "TestSupport",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
+        .testTarget(name: "DashboardTests", dependencies: ["Dashboard", "FeatureStore", "Streaming", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["streamrec", "TestSupport", "Models"], exclude: ["Fixtures"]),
     ]
 )

@@ -69,6 +69,19 @@ public struct TrainSummary: Sendable {
     public var lastDeepLoss: Double { metrics["deep_loss"] ?? 0 }
 }
 
+/// What the coordinator reports every `logEvery` steps, beside its log line (the online trainer
+/// records it in the feature store's history for the dashboard).
+public struct TrainerProgress: Sendable {
+    public var step: Int
+    /// Samples trained so far (all participants).
+    public var samples: Int
+    public var epoch: Int
+    /// Over the steps since the previous report.
+    public var samplesPerSecond: Double
+    /// `TrainableModel.metrics`: loss terms and progressive-validation figures.
+    public var metrics: [String: Double]
+}
+
 /// What a step boundary did to the membership of the job.
 public enum BoundaryOutcome: Sendable {
     /// Nothing changed: run the step.
@@ -120,6 +133,8 @@ public final class Trainer {
     public var afterStep: ((SourcedBatch?) throws -> Void)?
     /// Called (rank 0) after each checkpoint snapshot is handed to the writer.
     public var afterCheckpoint: (() -> Void)?
+    /// Called (coordinator, trainer thread) every `logEvery` steps, after the log line.
+    public var onProgress: ((TrainerProgress) -> Void)?
     /// Called on the writer thread once a checkpoint version is in place (step, directory).
     public var onCheckpointWritten: (@Sendable (Int, URL) -> Void)?
     public var wallTimeBefore: Double
@@ -223,6 +238,8 @@ public final class Trainer {
             if collectives.isCoordinator && (model.step % max(settings.logEvery, 1) == 0) {
                 let dt = Date().timeIntervalSince(windowStart)
                 log(model.logLine(epoch: epoch, samplesPerSecond: Double(windowSamples) / max(dt, 1e-9)))
+                onProgress?(TrainerProgress(step: model.step, samples: samplesTrained, epoch: epoch,
+                                            samplesPerSecond: Double(windowSamples) / max(dt, 1e-9), metrics: model.metrics))
                 windowStart = Date(); windowSamples = 0
             }
             if collectives.isCoordinator, settings.checkpointEvery > 0, model.step % settings.checkpointEvery == 0 {
