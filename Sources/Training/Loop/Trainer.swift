@@ -172,6 +172,7 @@ public final class Trainer {
         var steps = 0
         var lastCheckpointStep = -1, stall = 0.0, comm = 0.0, compute = 0.0
         var lastData = Date()
+        var lastReportedStep = -1
         var epoch = 1
         var exhausted = false
         var leftJob = false
@@ -240,12 +241,19 @@ public final class Trainer {
                 log(model.logLine(epoch: epoch, samplesPerSecond: Double(windowSamples) / max(dt, 1e-9)))
                 onProgress?(TrainerProgress(step: model.step, samples: samplesTrained, epoch: epoch,
                                             samplesPerSecond: Double(windowSamples) / max(dt, 1e-9), metrics: model.metrics))
+                lastReportedStep = model.step
                 windowStart = Date(); windowSamples = 0
             }
             if collectives.isCoordinator, settings.checkpointEvery > 0, model.step % settings.checkpointEvery == 0 {
                 stall += checkpoint(start: start)
                 lastCheckpointStep = model.step
             }
+        }
+        // The final step is reported too (no log line), so the history ends where training did.
+        if collectives.isCoordinator, steps > 0, lastReportedStep != model.step {
+            let dt = Date().timeIntervalSince(windowStart)
+            onProgress?(TrainerProgress(step: model.step, samples: samplesTrained, epoch: epoch,
+                                        samplesPerSecond: Double(windowSamples) / max(dt, 1e-9), metrics: model.metrics))
         }
         // The final version, unless this step already has one (e.g. a restart that found no new
         // data: the version it resumed from stays as written, metrics and all).
