@@ -49,7 +49,11 @@ public enum DashboardPage {
         let step = s.trainer.map { max($0.step, latest?.step ?? 0) } ?? latest?.step
         var cards: [(String, String)] = []
         if let step { cards.append(("step", "\(step)")) }
-        if let n = s.trainer?.samplesTrained ?? latest?.samples { cards.append(("samples trained", "\(n)")) }
+        // The heartbeat (every 20 steps) and the history (every --log-every steps, and the final
+        // step): whichever is newer.
+        let samples = latest.map { p in s.trainer.map { $0.step > p.step ? $0.samplesTrained : p.samples } ?? p.samples }
+            ?? s.trainer?.samplesTrained
+        if let samples { cards.append(("samples trained", "\(samples)")) }
         if let r = latest?.ranks ?? s.trainer?.ranks { cards.append(("ranks", "\(r)")) }
         if let p = latest { cards.append(("samples/s", String(format: "%.0f", p.samplesPerSecond))) }
         if let kind = latest?.kind { cards.append(("model", kind)) }

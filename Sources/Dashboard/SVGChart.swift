@@ -171,6 +171,7 @@ public struct LineChart: Sendable {
         let a = abs(v)
         if a >= 1e6 { return String(format: "%.3gM", v / 1e6) }
         if a >= 1e4 { return String(format: "%.3gk", v / 1e3) }
+        if a >= 100 { return String(format: "%.0f", v) }
         if a == 0 { return "0" }
         return String(format: "%.3g", v)
     }

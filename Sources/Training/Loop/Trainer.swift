@@ -172,7 +172,7 @@ public final class Trainer {
         var steps = 0
         var lastCheckpointStep = -1, stall = 0.0, comm = 0.0, compute = 0.0
         var lastData = Date()
-        var lastReportedStep = -1
+        var lastReportedStep = -1, lastStepAt = Date()
         var epoch = 1
         var exhausted = false
         var leftJob = false
@@ -236,6 +236,7 @@ public final class Trainer {
             samplesTrained += agreed.samples
             windowSamples += agreed.samples
             steps += 1
+            lastStepAt = Date()
             if collectives.isCoordinator && (model.step % max(settings.logEvery, 1) == 0) {
                 let dt = Date().timeIntervalSince(windowStart)
                 log(model.logLine(epoch: epoch, samplesPerSecond: Double(windowSamples) / max(dt, 1e-9)))
@@ -251,7 +252,8 @@ public final class Trainer {
         }
         // The final step is reported too (no log line), so the history ends where training did.
         if collectives.isCoordinator, steps > 0, lastReportedStep != model.step {
-            let dt = Date().timeIntervalSince(windowStart)
+            // Up to the last step: the idle wait before stopping is not training time.
+            let dt = lastStepAt.timeIntervalSince(windowStart)
             onProgress?(TrainerProgress(step: model.step, samples: samplesTrained, epoch: epoch,
                                         samplesPerSecond: Double(windowSamples) / max(dt, 1e-9), metrics: model.metrics))
         }
