@@ -157,4 +157,38 @@ let chromiumRequired = ProcessInfo.processInfo.environment["STREAMREC_REQUIRE_CH
         #expect(dashboard.exitStatus == 0, "\(dashboard.output)")
         #expect(dashboard.output.contains("dashboard: stopped"), "\(dashboard.output)")
     }
+
+    /// The trainer's history is best effort: with every write refused (the key holds a string, so
+    /// RPUSH answers WRONGTYPE) training runs to the end, says so once, and the next run writes it.
+    @Test func historyWriteFailuresNeverStopTraining() throws {
+        let mpirun = try #require(findExecutable("mpirun"))
+        let redis = try RedisServerFixture()
+        defer { redis.stop() }
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let online = OnlineTrainingTests()
+        let stats = try online.fillStore(redisPort: redis.port, dir: dir, rows: 2_000, batch: 100, shards: 4)
+        let conn = try RedisConnection(host: "127.0.0.1", port: redis.port)
+        _ = try conn.command(["SET", "sr:train:history", "not a list"])
+        let ck = dir.appendingPathComponent("ck").path
+        let r = try runProcess(mpirun, ["-np", "2"] + online.trainArgs(redisPort: redis.port, stats: stats, ck: ck),
+                               environment: mpiTestEnvironment, timeout: .seconds(240))
+        #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
+        let output = r.stdout + r.stderr
+        #expect(output.components(separatedBy: "trainer history: could not write sr:train:history").count - 1 == 1, "\(output)")
+        #expect(try online.manifest(ck)["samples_trained"] as? Int == 2_000)
+        #expect(try conn.command(["GET", "sr:train:history"]).text == "not a list")
+
+        // Writable again: the next run (resuming, more data) records its points.
+        _ = try conn.command(["DEL", "sr:train:history"])
+        _ = try online.fillStore(redisPort: redis.port, dir: dir, batchSizes: Array(repeating: 100, count: 12), shards: 4, seed: 22)
+        let again = try runProcess(mpirun, ["-np", "2"] + online.trainArgs(redisPort: redis.port, stats: stats, ck: ck),
+                                   environment: mpiTestEnvironment, timeout: .seconds(240))
+        #expect(again.status == 0, "\(again.stdout)\n\(again.stderr)")
+        let points = try TrainerHistory(layout: FeatureStoreLayout(prefix: "sr")).read(from: conn)
+        #expect(points.count >= 2, "\(points)")
+        #expect(points.last?.step == (try online.manifest(ck)["step"] as? Int), "the last point is the last step")
+        #expect(points.allSatisfy { $0.kind == "widedeep" && $0.ranks == 2 && $0.metrics["wide_loss"] != nil })
+        #expect(points.map(\.step) == points.map(\.step).sorted())
+    }
 }
