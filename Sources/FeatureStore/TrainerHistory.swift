@@ -68,6 +68,9 @@ public struct TrainerHistory: Sendable {
         let values = try points.map { try $0.encoded() }
         let replies = try redis.pipeline([["MULTI"], ["RPUSH", key] + values, ["LTRIM", key, "-\(capacity)", "-1"], ["EXEC"]])
         for r in replies { _ = try r.throwingIfError() }
+        // A command that fails inside MULTI (WRONGTYPE: the key is not a list) fails in EXEC's reply.
+        guard let results = replies.last?.elements else { throw RedisError.protocol("EXEC of the history append was aborted") }
+        for r in results { _ = try r.throwingIfError() }
     }
 
     /// The newest `limit` points, oldest first; lines that do not decode are skipped.

@@ -94,6 +94,10 @@ import TestSupport
         #expect(try conn.command(["LLEN", history.key]).integer == 5)
         #expect(try history.read(from: conn).map(\.step) == [3, 4, 5, 6, 7])
         #expect(try history.read(from: conn, limit: 2).map(\.step) == [6, 7])
+        // A key of another type: the append fails (it would otherwise vanish inside EXEC).
+        let other = TrainerHistory(layout: FeatureStoreLayout(prefix: "u"))
+        _ = try conn.command(["SET", other.key, "x"])
+        #expect(throws: RedisError.self) { try other.append([TrainerHistoryPoint(timeMs: 0, step: 1, samples: 1, metrics: [:], samplesPerSecond: 1, ranks: 1)], to: conn) }
         // A line that is not a point is skipped, not fatal.
         _ = try conn.command(["RPUSH", history.key, "not json"])
         #expect(try history.read(from: conn).map(\.step) == [3, 4, 5, 6, 7])
