@@ -59,7 +59,8 @@ public enum DashboardPage {
         if let kind = latest?.kind { cards.append(("model", kind)) }
         for name in ["pv_auc", "pv_ndcg@10"] { if let v = latest?.metrics[name] { cards.append((name, String(format: "%.4f", v))) } }
         if let f = latest?.freshnessMs { cards.append(("event → trained", duration(ms: f))) }
-        if let c = latest?.checkpoint { cards.append(("newest checkpoint", c)) }
+        // The checkpoints root knows the final version too (written after the last point).
+        if let c = s.checkpoints.last(where: \.latest)?.version ?? latest?.checkpoint { cards.append(("newest checkpoint", c)) }
         if let t = s.trainer {
             let age = Double(s.generatedMs - t.updatedMs) / 1000
             cards.append(("heartbeat", String(format: "%.0f s ago", max(0, age))))

@@ -6,7 +6,9 @@ import Streaming
 
 /// Headless Chromium (Debian's `chromium`), if installed; `STREAMREC_CHROMIUM` names another binary.
 let chromiumBinary: String? = {
-    if let path = ProcessInfo.processInfo.environment["STREAMREC_CHROMIUM"], !path.isEmpty { return path }
+    if let path = ProcessInfo.processInfo.environment["STREAMREC_CHROMIUM"], !path.isEmpty {
+        return FileManager.default.isExecutableFile(atPath: path) ? path : nil
+    }
     return findExecutable("chromium") ?? findExecutable("chromium-browser")
 }()
 /// scripts/test.sh sets STREAMREC_REQUIRE_CHROMIUM=1: there a missing browser fails the test.

@@ -148,5 +148,17 @@ import TestSupport
         #expect(html.contains(#"data-series="pv_auc""#) && html.contains("freshness"))
         #expect(!html.contains("http://") || !html.contains("<script"), "no scripts")
         #expect(!html.contains("<script") && !html.contains("src=\"http"))
+        #expect(html.contains(">step-000000000010</div><div class=\"k\">newest checkpoint<"))
+
+        // An RL family: its progressive NDCG@10 is a card and a curve; nothing Wide&Deep-specific shows.
+        snap.history = (0..<3).map {
+            TrainerHistoryPoint(timeMs: 1_700_000_000_000 + Int64($0) * 1000, step: $0 * 5, samples: $0 * 500,
+                                metrics: ["pv_ndcg@10": 0.1 + Double($0) / 100, "policy_loss": 6.5], samplesPerSecond: 900, ranks: 1, kind: "reinforce")
+        }
+        let rl = DashboardPage.render(snap, refreshSeconds: 5)
+        #expect(rl.contains(">0.1200</div><div class=\"k\">pv_ndcg@10<"))
+        #expect(rl.contains(#"data-series="pv_ndcg@10""#) && rl.contains(#"data-series="policy_loss""#))
+        #expect(!rl.contains("pv_auc<") && rl.contains(">reinforce</div>"))
+        #expect(rl.contains(#"content="5""#))
     }
 }
