@@ -29,7 +29,7 @@ public enum DashboardPage {
         </style></head><body>
         <h1>StreamRec cluster</h1>
         <div class="sub">Redis \(escapeHTML(s.redis)) · prefix \(escapeHTML(s.prefix)) · \(escapeHTML(s.serveURL.map { "serve \($0)" } ?? "no serve"))
-         · updated \(escapeHTML(iso(s.generatedMs))) · refreshes every \(refreshSeconds) s · <a href="/dashboard.json">JSON</a></div>
+         · updated \(escapeHTML(iso(s.generatedMs))) · refreshes every \(refreshSeconds) s · <a href="dashboard.json">JSON</a></div>
 
         """
         h += trainerSection(s)

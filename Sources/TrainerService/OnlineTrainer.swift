@@ -39,8 +39,6 @@ public struct TrainerKeys: Sendable {
     public var joiners: String { "\(prefix):train:joiners" }
     /// Rank 0's heartbeat: JSON with step, samples, ranks, shard assignment.
     public var status: String { FeatureStoreLayout(prefix: prefix).trainerStatus }
-    /// Rank 0's capped history of training progress (`TrainerHistory`), for the dashboard.
-    public var history: String { FeatureStoreLayout(prefix: prefix).trainerHistory }
 }
 
 public struct OnlineTrainerOptions: Sendable {
