@@ -88,11 +88,17 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // The live dashboard (`streamrec dashboard`): reads Redis, serve and the checkpoints; no Open MPI.
+        .target(name: "Dashboard", dependencies: [
+            "FeatureStore", "Streaming", "Checkpoint",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // Fixtures shared by the test targets (redis-server, subprocesses, ports, the binary).
         .target(name: "TestSupport", dependencies: ["Streaming", "Observability", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "streamrec", dependencies: [
             "StreamRecNumerics", "Features", "Models", "Training", "Checkpoint", "Cluster", "Streaming",
-            "FeatureStore", "Featurize", "Serving", "TrainerService", "Observability", .product(name: "Logging", package: "swift-log"),
+            "FeatureStore", "Featurize", "Serving", "TrainerService", "Dashboard", "Observability", .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             "Yams",
         ], path: "Sources/CLI"),
@@ -113,6 +119,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
+        .testTarget(name: "DashboardTests", dependencies: ["Dashboard", "FeatureStore", "Streaming", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["streamrec", "TestSupport", "Models"], exclude: ["Fixtures"]),
     ]
 )

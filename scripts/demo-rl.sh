@@ -36,6 +36,7 @@ DEMO="$RUN/demo-rl"
 PIDS="$DEMO/pids"
 export STREAMREC_REDIS_PORT="${STREAMREC_REDIS_PORT:-6379}"
 HTTP_PORT="${STREAMREC_HTTP_PORT:-8080}"
+DASH_PORT="${STREAMREC_DASHBOARD_PORT:-8090}"
 REDIS="127.0.0.1:$STREAMREC_REDIS_PORT"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_btl=self,vader,tcp
@@ -75,6 +76,16 @@ for k in 0 1; do
 done
 bg train "$BIN" supervise -- mpirun -np 2 --ompi-server "file:$URI" "$BIN" train --source redis --redis "$REDIS" --config "$CONFIG" \
    --feature-shards 8 --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every 100 --keep 5 --log-every 100
+
+bg dashboard "$BIN" dashboard --redis "$REDIS" --port "$DASH_PORT" --serve "http://127.0.0.1:$HTTP_PORT" \
+   --checkpoints "$DEMO/checkpoints" --topic behavior --bootstrap "$BOOTSTRAP"
+dashboard_up=0
+for _ in $(seq 1 50); do curl -sf --max-time 1 "http://127.0.0.1:$DASH_PORT/healthz" >/dev/null 2>&1 && { dashboard_up=1; break; }; sleep 0.1; done
+if [[ $dashboard_up == 1 ]]; then
+  echo "   dashboard: http://127.0.0.1:$DASH_PORT/  (open it in a browser: workers, lag, training curves, served version; refreshes itself)"
+else
+  echo "   dashboard did not start on port $DASH_PORT (set STREAMREC_DASHBOARD_PORT); see $DEMO/dashboard.log" >&2
+fi
 
 step "producer: $EVENTS events at $RATE events/s into topic behavior (keyed by user)"
 bg produce "$BIN" produce --format behavior --data "$DEMO/behavior/user_behavior.csv" --topic behavior \
@@ -123,6 +134,7 @@ if [[ $KEEP == 1 ]]; then
   cat <<MSG
 
 Everything is still running (logs in $DEMO):
+  dashboard: http://127.0.0.1:$DASH_PORT/
   curl -s -X POST localhost:$HTTP_PORT/v1/recommend -d '{"user": "1", "n": 10}'
   curl -s 'localhost:$HTTP_PORT/v1/popular?n=10'
   $BIN status --redis $REDIS

@@ -8,7 +8,8 @@
 # ompi-server (cluster/up.sh); generates Criteo-format rows from a planted model and runs the
 # statistics pass; starts `streamrec serve`, two `featurize` workers (sharing the partitions by
 # lease), `streamrec supervise -- mpirun -np 2 streamrec train --source redis` and the producer at
-# a live rate; shows progress (rows produced, batches,
+# a live rate, and the live dashboard (`streamrec dashboard`, its address printed; port 8090 or
+# $STREAMREC_DASHBOARD_PORT); shows progress (rows produced, batches,
 # step, loss, AUC, model version served); sends predictions; joins a third trainer rank half way;
 # and ends with a summary and a clean shutdown (cluster/down.sh; no processes left behind).
 # --keep-running leaves everything up for exploration (stop with: bash scripts/demo.sh --stop).
@@ -34,7 +35,8 @@ while [[ $# -gt 0 ]]; do
     --no-join) JOIN=0; shift ;;
     --checkpoint-every) CKPT_EVERY="$2"; shift 2 ;;
     --freshness-report) FRESHNESS=1; shift ;;
-    *) echo "unknown argument: $1 (use --rows N, --rate R, --preset NAME, --keep-running, --stop, --no-join, --checkpoint-every N, --freshness-report)" >&2; exit 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (use --rows N, --rate R, --preset NAME, --keep-running, --stop, --no-join, --checkpoint-every N, --freshness-report, --help)" >&2; exit 2 ;;
   esac
 done
 
@@ -44,6 +46,7 @@ DEMO="$RUN/demo"
 PIDS="$DEMO/pids"
 export STREAMREC_REDIS_PORT="${STREAMREC_REDIS_PORT:-6379}"
 HTTP_PORT="${STREAMREC_HTTP_PORT:-8080}"
+DASH_PORT="${STREAMREC_DASHBOARD_PORT:-8090}"
 REDIS="127.0.0.1:$STREAMREC_REDIS_PORT"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_btl=self,vader,tcp
@@ -83,6 +86,16 @@ bg train "$BIN" supervise -- mpirun -np 2 --ompi-server "file:$URI" "$BIN" train
    --config configs/widedeep.yaml --preset "$PRESET" --stats "$DEMO/features.stats" --feature-shards 8 \
    --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every "$CKPT_EVERY" --keep 5 --log-every 10 \
    --freshness-log "$DEMO/freshness.jsonl"
+
+bg dashboard "$BIN" dashboard --redis "$REDIS" --port "$DASH_PORT" --serve "http://127.0.0.1:$HTTP_PORT" \
+   --checkpoints "$DEMO/checkpoints" --topic criteo --bootstrap "$BOOTSTRAP"
+dashboard_up=0
+for _ in $(seq 1 50); do curl -sf --max-time 1 "http://127.0.0.1:$DASH_PORT/healthz" >/dev/null 2>&1 && { dashboard_up=1; break; }; sleep 0.1; done
+if [[ $dashboard_up == 1 ]]; then
+  echo "   dashboard: http://127.0.0.1:$DASH_PORT/  (open it in a browser: workers, lag, training curves, served version; refreshes itself)"
+else
+  echo "   dashboard did not start on port $DASH_PORT (set STREAMREC_DASHBOARD_PORT); see $DEMO/dashboard.log" >&2
+fi
 
 if [[ $FRESHNESS == 1 ]]; then
   # Records when each model version is first served (polls /v1/model every 50 ms).
@@ -132,6 +145,7 @@ if [[ $KEEP == 1 ]]; then
   cat <<MSG
 
 Everything is still running (logs in $DEMO):
+  dashboard: http://127.0.0.1:$DASH_PORT/
   curl -s localhost:$HTTP_PORT/v1/model ; curl -s localhost:$HTTP_PORT/metrics
   $BIN status --redis $REDIS
   $BIN ckpt list $DEMO/checkpoints

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(libopenmpi-dev openmpi-bin librdkafka-dev libhiredis-dev redis-server libopenblas-dev
           pkg-config kcat python3-numpy wrk curl procps redis-tools
-          iproute2 iputils-ping socat libssl-dev openssl python3-venv)
+          iproute2 iputils-ping socat libssl-dev openssl python3-venv
+          chromium)   # headless browser for the dashboard's test (DashboardBrowserTests)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -18,6 +18,8 @@ export OMPI_MCA_btl_tcp_if_include=lo
 export OMPI_MCA_btl=self,vader,tcp
 # The multi-host test (network namespaces) must run on this machine kind, never skip silently.
 export STREAMREC_REQUIRE_NETNS="${STREAMREC_REQUIRE_NETNS:-1}"
+# The dashboard's browser test (headless Chromium, installed by setup.sh) must run, never skip.
+export STREAMREC_REQUIRE_CHROMIUM="${STREAMREC_REQUIRE_CHROMIUM:-1}"
 # The integration tests run this binary (under mpirun, as services).
 export STREAMREC_BIN="${STREAMREC_BIN:-$(swift build -c release --show-bin-path)/streamrec}"
 # noida-db, the second Kafka broker the produce/featurize tests run against (pinned, installed into

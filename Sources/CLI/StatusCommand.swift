@@ -36,6 +36,25 @@ struct Status: ParsableCommand {
         }
     }
 
+    /// Every partition of `topic` (from Kafka, also those without progress yet) with its
+    /// watermarks and lag (high watermark − progress), and the lease holders. Shared with `dashboard`.
+    static func addLag(_ status: inout FeatureStoreStatus, topic: String, consumer: KafkaConsumer, store: FeatureStore,
+                       timeout: Duration = .seconds(5)) throws {
+        let n = try consumer.partitionCount(topic: topic, timeout: timeout)
+        var byPartition = Dictionary(uniqueKeysWithValues: status.partitions.filter { $0.topic == topic }.map { ($0.partition, $0) })
+        for p in Int32(0)..<Int32(n) {
+            let w = try consumer.watermarks(topic: topic, partition: p, timeout: timeout)
+            var entry = byPartition[p] ?? .init(topic: topic, partition: p, progress: 0, highWatermark: nil, lowWatermark: nil,
+                                                lag: nil, lostUpstream: status.lostUpstream["\(topic):\(p)"] ?? 0)
+            entry.highWatermark = w.high
+            entry.lowWatermark = w.low
+            entry.lag = max(0, w.high - entry.progress)
+            byPartition[p] = entry
+        }
+        status.partitions = status.partitions.filter { $0.topic != topic } + byPartition.values.sorted { $0.partition < $1.partition }
+        try store.fillOwners(&status)
+    }
+
     func run() throws {
         let logger = try logging.start("status", tag: "status:")
         let settingsFile = try settings.load()
@@ -48,20 +67,7 @@ struct Status: ParsableCommand {
         if let kafkaSettings, let topic {
             let bootstrap = kafkaSettings.bootstrap
             do {
-                let consumer = try KafkaConsumer(config: kafkaSettings.config)
-                let n = try consumer.partitionCount(topic: topic, timeout: .seconds(5))
-                var byPartition = Dictionary(uniqueKeysWithValues: status.partitions.filter { $0.topic == topic }.map { ($0.partition, $0) })
-                for p in Int32(0)..<Int32(n) {
-                    let w = try consumer.watermarks(topic: topic, partition: p, timeout: .seconds(5))
-                    var entry = byPartition[p] ?? .init(topic: topic, partition: p, progress: 0, highWatermark: nil, lowWatermark: nil,
-                                                        lag: nil, lostUpstream: status.lostUpstream["\(topic):\(p)"] ?? 0)
-                    entry.highWatermark = w.high
-                    entry.lowWatermark = w.low
-                    entry.lag = max(0, w.high - entry.progress)
-                    byPartition[p] = entry
-                }
-                status.partitions = status.partitions.filter { $0.topic != topic } + byPartition.values.sorted { $0.partition < $1.partition }
-                try store.fillOwners(&status)
+                try Self.addLag(&status, topic: topic, consumer: try KafkaConsumer(config: kafkaSettings.config), store: store)
             } catch {
                 kafkaNote = "Kafka at \(bootstrap) not reachable: \(error)"
             }

@@ -30,6 +30,8 @@ import Features
 // | sr:lease:{topic}:{p}             | hash   | featurize (lease scripts)  | the partition's lease: owner (worker id), token (fencing token); PEXPIREs after the lease time unless renewed. The commit script writes nothing unless `token` is the unit's token |
 // | sr:lease:seq                     | string | featurize (acquire script) | the last fencing token handed out (INCR: every acquisition gets a larger one) |
 // | sr:members:{topic}               | zset   | featurize (heartbeat script) | live workers of the topic → when their membership expires (Redis TIME, ms); the partitions are shared out among them |
+// | sr:train:status                  | string | trainer rank 0 (every 20 steps) | JSON heartbeat {step, samples_trained, ranks, updated_ms, positions} |
+// | sr:train:history                 | list   | trainer rank 0 (every --log-every steps) | one JSON `TrainerHistoryPoint` per entry, oldest first {time_ms, step, samples, metrics, samples_per_second, ranks, checkpoint, freshness_ms, kind}; RPUSH + LTRIM to the newest 5000; read by `streamrec dashboard` |
 //
 // Behaviour keys (`featurize --kind behavior`, issue 10). The feature streams and their counters
 // above exist a second time under `sr:rl:` (sr:rl:fs:{s}, sr:rl:appended:{s}, sr:rl:rows:{s},
@@ -107,6 +109,10 @@ public struct FeatureStoreLayout: Sendable, Equatable {
     public var leasePattern: String { "\(prefix):lease:*" }
     public var leaseSequence: String { "\(prefix):lease:seq" }
     public func members(topic: String) -> String { "\(prefix):members:\(topic)" }
+    /// Trainer rank 0's heartbeat (JSON: step, samples_trained, ranks, updated_ms, positions).
+    public var trainerStatus: String { "\(prefix):train:status" }
+    /// Trainer rank 0's capped history list (`TrainerHistory`), one JSON point per --log-every steps.
+    public var trainerHistory: String { "\(prefix):train:history" }
 
     // Behaviour events (featurize --kind behavior); see "Behaviour keys" above.
     /// The namespace of an online id dictionary for users or items (`{ns}:dict:0`, `{ns}:dict:next_id`, …).

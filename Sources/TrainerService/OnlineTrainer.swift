@@ -1,5 +1,6 @@
 import Logging
 import Foundation
+import Synchronization
 import Checkpoint
 import Cluster
 import Features
@@ -38,7 +39,7 @@ public struct TrainerKeys: Sendable {
     /// Joiners waiting to be accepted (INCR by a joiner, DECR by rank 0 after accepting).
     public var joiners: String { "\(prefix):train:joiners" }
     /// Rank 0's heartbeat: JSON with step, samples, ranks, shard assignment.
-    public var status: String { "\(prefix):train:status" }
+    public var status: String { FeatureStoreLayout(prefix: prefix).trainerStatus }
 }
 
 public struct OnlineTrainerOptions: Sendable {
@@ -87,6 +88,14 @@ public final class OnlineTrainer: StepBoundaryHandler {
     var freshness: FreshnessLog?
     /// Joiners admitted whose DECR of sr:train:joiners has not reached Redis yet (rank 0).
     var undecrementedJoiners = 0
+    /// Rank 0's history points not yet in Redis (a failed write); written with the next one.
+    var historyPending: [TrainerHistoryPoint] = []
+    /// History writes that failed (Redis away or refusing): training never waits for them.
+    public private(set) var historyWriteFailures = 0
+    /// Event → trained of the last step's batches (ms; the largest), rank 0.
+    var lastFreshnessMs: Double?
+    /// The newest checkpoint version written (set on the writer thread).
+    let newestCheckpoint = NewestCheckpoint()
     /// Set by the signal handler: rank 0 stops the job, other ranks leave it.
     public var signalled: () -> Bool = { false }
     public private(set) var trainer: Trainer!
@@ -235,12 +244,14 @@ public final class OnlineTrainer: StepBoundaryHandler {
         t.boundaryHandler = self
         t.afterStep = { [unowned self] local in try afterStep(local) }
         t.afterCheckpoint = { [unowned self] in updateRetention(store) }
-        if let freshness {
-            t.onCheckpointWritten = { step, url in
-                freshness.record(["event": "written", "step": step, "version": url.lastPathComponent,
-                                  "written_ms": Int64(Date().timeIntervalSince1970 * 1000)])
-            }
+        let freshness = self.freshness, newest = newestCheckpoint
+        if comm.rank == 0 { newest.set((try? store.latestVersion())?.lastPathComponent) }
+        t.onCheckpointWritten = { step, url in
+            newest.set(url.lastPathComponent)
+            freshness?.record(["event": "written", "step": step, "version": url.lastPathComponent,
+                               "written_ms": Int64(Date().timeIntervalSince1970 * 1000)])
         }
+        t.onProgress = { [unowned self] progress in recordHistory(progress) }
         if comm.rank == 0 {
             logger.info("online training on \(comm.size) rank(s): \(state.shardCount) feature shards, assignment \(assignmentDescription())")
             try resetTrainedCounters()
@@ -270,17 +281,21 @@ public final class OnlineTrainer: StepBoundaryHandler {
         let all = try comm.allgatherv(mine).values
         let trainedMs = Int64(Date().timeIntervalSince1970 * 1000)
         var i = 0
+        var stepFreshness: Double?
         while i + 7 <= all.count {
             let shard = Int(all[i]), pos = StreamPosition(words: all[(i + 1)..<(i + 5)])
             if pos > (source.positions[shard] ?? .start) { source.positions[shard] = pos }
-            if let freshness, comm.rank == 0 {
+            if comm.rank == 0 {
                 let produced = StreamPosition(words: all[(i + 5)..<(i + 7)] + [0, 0]).ms
                 // The stream id's ms part is when featurize appended the batch to Redis.
-                freshness.record(["event": "trained", "step": model.step, "shard": shard, "produced_ms": produced,
-                                  "appended_ms": pos.ms, "trained_ms": trainedMs])
+                freshness?.record(["event": "trained", "step": model.step, "shard": shard, "produced_ms": produced,
+                                   "appended_ms": pos.ms, "trained_ms": trainedMs])
+                // 0: the batch carries no Kafka timestamp.
+                if produced > 0 { stepFreshness = max(stepFreshness ?? 0, Double(trainedMs - produced)) }
             }
             i += 7
         }
+        if let stepFreshness { lastFreshnessMs = stepFreshness }
         trainer.positions = Dictionary(uniqueKeysWithValues: source.positions.map { (ShardAssignment.key($0.key), $0.value.description) })
         if comm.rank == 0 && model.step % 20 == 0 {
             let status: [String: Any] = ["step": model.step, "samples_trained": trainer.samplesTrained, "ranks": comm.size,
@@ -289,6 +304,34 @@ public final class OnlineTrainer: StepBoundaryHandler {
             if let data = try? JSONSerialization.data(withJSONObject: status, options: [.sortedKeys]) {
                 _ = try source.link.attempt { try redis.command(["SET", keys.status, String(decoding: data, as: UTF8.self)]) }
             }
+        }
+    }
+
+    /// Appends one point to sr:train:history (rank 0, every --log-every steps). A failed write
+    /// never stops training: the point waits (with at most 100 others) for the next attempt.
+    func recordHistory(_ progress: TrainerProgress) {
+        let point = TrainerHistoryPoint(timeMs: Int64(Date().timeIntervalSince1970 * 1000), step: progress.step,
+                                        samples: progress.samples, metrics: progress.metrics,
+                                        samplesPerSecond: progress.samplesPerSecond, ranks: comm.size,
+                                        checkpoint: newestCheckpoint.get(), freshnessMs: lastFreshnessMs, kind: model.kind)
+        historyPending.append(point)
+        if historyPending.count > 100 { historyPending.removeFirst(historyPending.count - 100) }
+        let history = TrainerHistory(layout: reader.layout)
+        var failure: String?
+        do {
+            if try source.link.attempt({ try history.append(historyPending, to: redis) }) != nil {
+                historyPending.removeAll()
+                return
+            }
+            failure = "Redis unavailable"
+        } catch {
+            failure = "\(error)"
+        }
+        historyWriteFailures += 1
+        // One line per run of failures, not one per point.
+        if historyPending.count == 1 || historyWriteFailures == 1, let failure {
+            logger.warning(.init(stringLiteral: "trainer history: could not write \(history.key) (\(failure)); training continues, "
+                + "the points are kept (up to 100) and written with the next one"))
         }
     }
 
@@ -431,4 +474,11 @@ final class FreshnessLog: @unchecked Sendable {
         guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
         lock.withLock { handle.write(data + Data("\n".utf8)) }
     }
+}
+
+/// The newest checkpoint version written, shared between the writer thread and the trainer.
+final class NewestCheckpoint: Sendable {
+    private let value = Mutex<String?>(nil)
+    func set(_ name: String?) { value.withLock { $0 = name } }
+    func get() -> String? { value.withLock { $0 } }
 }

@@ -27,6 +27,8 @@ import TestSupport
         (["serve", "--help"], ["--checkpoints", "--port", "--config", "--redis", "--prefix", "STREAMREC_REDIS",
                                "--feature-store-timeout-ms", "--no-feature-store", "/v1/popular", "/v1/predict", "/v1/recommend",
                                "--max-users", "--max-history"]),
+        (["dashboard", "--help"], ["--redis", "--prefix", "STREAMREC_REDIS", "--topic", "--bootstrap", "--serve", "--no-serve",
+                                   "--checkpoints", "--host", "--port", "--refresh", "/dashboard.json", "127.0.0.1"]),
         (["eval", "--help"], ["--checkpoint", "--data", "auc"]),
         (["bench", "train", "--help"], ["--json", "--steps", "sgemm"]),
         (["ckpt", "--help"], ["list", "show", "diff", "verify", "LATEST"]),

@@ -70,6 +70,19 @@ public struct TrainSummary: Sendable {
     public var lastDeepLoss: Double { metrics["deep_loss"] ?? 0 }
 }
 
+/// What the coordinator reports every `logEvery` steps, beside its log line (the online trainer
+/// records it in the feature store's history for the dashboard).
+public struct TrainerProgress: Sendable {
+    public var step: Int
+    /// Samples trained so far (all participants).
+    public var samples: Int
+    public var epoch: Int
+    /// Over the steps since the previous report.
+    public var samplesPerSecond: Double
+    /// `TrainableModel.metrics`: loss terms and progressive-validation figures.
+    public var metrics: [String: Double]
+}
+
 /// What a step boundary did to the membership of the job.
 public enum BoundaryOutcome: Sendable {
     /// Nothing changed: run the step.
@@ -121,6 +134,8 @@ public final class Trainer {
     public var afterStep: ((SourcedBatch?) throws -> Void)?
     /// Called (rank 0) after each checkpoint snapshot is handed to the writer.
     public var afterCheckpoint: (() -> Void)?
+    /// Called (coordinator, trainer thread) every `logEvery` steps, after the log line.
+    public var onProgress: ((TrainerProgress) -> Void)?
     /// Called on the writer thread once a checkpoint version is in place (step, directory).
     public var onCheckpointWritten: (@Sendable (Int, URL) -> Void)?
     public var wallTimeBefore: Double
@@ -158,6 +173,7 @@ public final class Trainer {
         var steps = 0
         var lastCheckpointStep = -1, stall = 0.0, comm = 0.0, compute = 0.0
         var lastData = Date()
+        var lastReportedStep = -1, lastStepAt = Date()
         var epoch = 1
         var exhausted = false
         var leftJob = false
@@ -221,15 +237,26 @@ public final class Trainer {
             samplesTrained += agreed.samples
             windowSamples += agreed.samples
             steps += 1
+            lastStepAt = Date()
             if collectives.isCoordinator && (model.step % max(settings.logEvery, 1) == 0) {
                 let dt = Date().timeIntervalSince(windowStart)
                 logger.info("\(model.logLine(epoch: epoch, samplesPerSecond: Double(windowSamples) / max(dt, 1e-9)))")
+                onProgress?(TrainerProgress(step: model.step, samples: samplesTrained, epoch: epoch,
+                                            samplesPerSecond: Double(windowSamples) / max(dt, 1e-9), metrics: model.metrics))
+                lastReportedStep = model.step
                 windowStart = Date(); windowSamples = 0
             }
             if collectives.isCoordinator, settings.checkpointEvery > 0, model.step % settings.checkpointEvery == 0 {
                 stall += checkpoint(start: start)
                 lastCheckpointStep = model.step
             }
+        }
+        // The final step is reported too (no log line), so the history ends where training did.
+        if collectives.isCoordinator, steps > 0, lastReportedStep != model.step {
+            // Up to the last step: the idle wait before stopping is not training time.
+            let dt = lastStepAt.timeIntervalSince(windowStart)
+            onProgress?(TrainerProgress(step: model.step, samples: samplesTrained, epoch: epoch,
+                                        samplesPerSecond: Double(windowSamples) / max(dt, 1e-9), metrics: model.metrics))
         }
         // The final version, unless this step already has one (e.g. a restart that found no new
         // data: the version it resumed from stays as written, metrics and all).
