@@ -115,12 +115,17 @@ public struct StreamRecLogHandler: LogHandler {
 /// The process-wide logging set-up, once, before the first line.
 public enum LogSetup {
     private static let done = Mutex(false)
+    private static let chosen = Mutex<LogFormat?>(nil)
+
+    /// The format bootstrapped (nil before `bootstrap`).
+    public static var format: LogFormat? { chosen.withLock { $0 } }
 
     /// Bootstraps swift-log with `StreamRecLogHandler`. Later calls are ignored (swift-log allows
     /// one bootstrap per process).
     public static func bootstrap(level: Logger.Level, format: LogFormat, stream: LogStream = .standardError) {
         let first = done.withLock { d in defer { d = true }; return !d }
         guard first else { return }
+        chosen.withLock { $0 = format }
         let writer = LineWriter(stream: stream)
         LoggingSystem.bootstrap { label in StreamRecLogHandler(component: label, level: level, format: format, writer: writer) }
     }

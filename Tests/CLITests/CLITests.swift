@@ -48,6 +48,33 @@ import TestSupport
         #expect(r.stderr.contains("unknown preset 'huge'"))
     }
 
+    @Test("--log-format json: the lines and the error that ends the command are JSON objects; a bad --log-level is refused by name")
+    func jsonLogFormat() throws {
+        let dir = try tempDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("d.tsv")
+        try "1\t5\n".write(to: data, atomically: true, encoding: .utf8)
+        let r = try StreamRecBinary.run(["stats", "--data", data.path, "--out", dir.appendingPathComponent("s").path,
+                                         "--log-format", "json"])
+        let lines = r.stderr.split(separator: "\n")
+        #expect(!lines.isEmpty)
+        for line in lines {
+            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object?["level"] is String && object?["message"] is String && object?["time"] is String, "\(line)")
+        }
+        #expect(lines.contains { $0.contains("\"level\":\"warning\"") && $0.contains("rejected") && $0.contains("\"component\":\"stats\"") })
+        // The error that ends a command after it started logging as JSON.
+        let failed = try StreamRecBinary.run(["train", "--config", configPath, "--preset", "huge", "--data", data.path],
+                                             environment: ["STREAMREC_LOG_FORMAT": "json"])
+        #expect(failed.status != 0)
+        let last = try #require(failed.stderr.split(separator: "\n").last)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any], "\(failed.stderr)")
+        #expect(object["level"] as? String == "critical")
+        #expect((object["message"] as? String)?.contains("unknown preset 'huge'") == true)
+        let bad = try StreamRecBinary.run(["stats", "--data", data.path, "--out", "x", "--log-level", "loud"])
+        #expect(bad.status != 0 && bad.stderr.contains("--log-level"), "\(bad.stderr)")
+    }
+
     @Test func unknownModelKindIsAClearError() throws {
         let dir = try tempDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -9,6 +9,7 @@
 // MPI_Abort: it may itself wait on the unreachable peer.
 
 import Foundation
+import Logging
 import Synchronization
 
 public final class CollectiveWatchdog: @unchecked Sendable {
@@ -25,8 +26,8 @@ public final class CollectiveWatchdog: @unchecked Sendable {
     }
     private let state = State()
 
-    /// `onTimeout` replaces the exit (tests).
-    public init(timeout: Duration, onTimeout: (@Sendable (String) -> Void)? = nil) {
+    /// The line goes to `logger` (critical) before the rank ends; `onTimeout` replaces the exit (tests).
+    public init(timeout: Duration, logger: Logger = Logger(label: "train"), onTimeout: (@Sendable (String) -> Void)? = nil) {
         self.timeout = timeout
         let limit = UInt64(timeout.components.seconds) * 1_000_000_000 + UInt64(timeout.components.attoseconds / 1_000_000_000)
         let thread = Thread { [state] in
@@ -38,8 +39,7 @@ public final class CollectiveWatchdog: @unchecked Sendable {
                     + "collective — a rank's host was lost or cut off, or a rank was stopped. Ending this rank so that mpirun ends "
                     + "the job; `streamrec supervise` restarts it on the hosts that answer (--peer-timeout sets the limit)"
                 if let onTimeout { onTimeout(line); state.running.store(false, ordering: .relaxed); return }
-                let bytes = Array((line + "\n").utf8)
-                _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+                logger.critical("\(line)")
                 _exit(CollectiveWatchdog.exitStatus)
             }
         }

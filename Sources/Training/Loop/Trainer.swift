@@ -178,7 +178,7 @@ public final class Trainer {
         var exhausted = false
         var leftJob = false
         var stopReason = "input exhausted"
-        let watchdog = peerTimeout.map { CollectiveWatchdog(timeout: $0) }
+        let watchdog = peerTimeout.map { CollectiveWatchdog(timeout: $0, logger: logger) }
         defer { watchdog?.stop() }
         func watched<T>(_ body: () throws -> T) rethrows -> T {
             guard let watchdog, collectives.participants > 1 else { return try body() }
