@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 ROWS="${1:-600000}"
 PARTITIONS="${2:-32}"
 shift $(( $# < 2 ? $# : 2 ))
-swift build -c release --product streamrec >&2
+bash scripts/setup.sh release >&2
 BIN="$(swift build -c release --show-bin-path)/streamrec"
 echo "machine: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p') ($(nproc) cores)"
 echo "command: $BIN bench featurize --rows $ROWS --partitions $PARTITIONS $*"

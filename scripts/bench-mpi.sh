@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS_LARGE="${1:-20}"
 STEPS_SMALL="${2:-60}"
-swift build -c release --product streamrec >/dev/null
+bash scripts/setup.sh release >&2
 BIN="$(swift build -c release --show-bin-path)/streamrec"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_btl=self,vader,tcp

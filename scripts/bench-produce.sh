@@ -20,7 +20,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 if [ -z "${STREAMREC_BIN:-}" ]; then
-    swift build -c release >&2
+    bash scripts/setup.sh release >&2
     STREAMREC_BIN="$(swift build -c release --show-bin-path)/streamrec"
 fi
 WORK="$(mktemp -d /tmp/streamrec-bench-produce.XXXXXX)"

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${STREAMREC_BIN:-}"
 if [[ -z $BIN ]]; then
-  swift build -c release --product streamrec >/dev/null
+  bash scripts/setup.sh release >&2
   BIN="$(swift build -c release --show-bin-path)/streamrec"
 fi
 USERS=${USERS:-3000} EVENTS=${EVENTS:-50} FAMILIES=${FAMILIES:-reinforce ddpg bcq}

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${STREAMREC_BIN:-}"
 if [[ -z $BIN ]]; then
-  swift build -c release --product streamrec >/dev/null
+  bash scripts/setup.sh release >&2
   BIN="$(swift build -c release --show-bin-path)/streamrec"
 fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -47,7 +47,7 @@ mkdir -p "$WORK"
 RESULTS=$WORK/results.txt
 : > "$RESULTS"
 
-if [[ ! -x $BIN ]]; then swift build -c release --product streamrec; fi
+if [[ ! -x $BIN ]]; then bash scripts/setup.sh release >&2; fi
 LOADGEN=$WORK/loadgen
 ${CC:-cc} -O2 -o "$LOADGEN" scripts/loadgen.c
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }

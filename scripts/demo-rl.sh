@@ -47,7 +47,7 @@ if [[ $STOP_ONLY == 1 ]]; then stop_all; echo "demo: stopped"; exit 0; fi
 if [[ -n ${STREAMREC_BIN:-} && -x ${STREAMREC_BIN:-} ]]; then
   BIN="$STREAMREC_BIN"   # a binary already built (release); skips setup and build
 else
-  bash scripts/setup.sh -c release
+  bash scripts/setup.sh release
   BIN="$(swift build -c release --show-bin-path)/streamrec"
 fi
 export STREAMREC_BIN="$BIN"

@@ -55,7 +55,7 @@ source "$ROOT/scripts/demo-lib.sh"   # stop_all, step, bg
 
 if [[ $STOP_ONLY == 1 ]]; then stop_all; echo "demo: stopped"; exit 0; fi
 
-bash scripts/setup.sh -c release
+bash scripts/setup.sh release
 BIN="$(swift build -c release --show-bin-path)/streamrec"
 export STREAMREC_BIN="$BIN"
 

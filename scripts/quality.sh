@@ -18,7 +18,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-bash scripts/setup.sh -c release
+bash scripts/setup.sh release
 BIN="$(swift build -c release --show-bin-path)/streamrec"
 RUN="${STREAMREC_RUN_DIR:-runs/quality}"
 mkdir -p "$RUN"

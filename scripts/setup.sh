@@ -2,7 +2,9 @@
 # Installs StreamRec's system packages (only if missing) and builds the project.
 # Idempotent: safe to run again. Extra arguments go to `swift build` (e.g. `-c release`).
 #   bash scripts/setup.sh            # debug build
-#   bash scripts/setup.sh -c release
+#   bash scripts/setup.sh release    # THE release build: what test.sh, the demos and the bench
+#                                    # scripts run. One set of flags (tests included, -enable-testing)
+#                                    # so that running one after another never rebuilds everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,5 +32,9 @@ else
 fi
 
 command -v swift >/dev/null || { echo "setup: the Swift toolchain (swift) is not on PATH; install it from swift.org" >&2; exit 1; }
+if [ "${1:-}" = release ]; then
+    shift
+    set -- -c release --build-tests -Xswiftc -enable-testing "$@"
+fi
 echo "setup: swift build $*" >&2
 swift build "$@"

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh -c release --build-tests -Xswiftc -enable-testing
+bash scripts/setup.sh release
 
 # Open MPI inside containers/CI: allow root, stay on loopback, shared-memory + TCP transports.
 export OMPI_ALLOW_RUN_AS_ROOT=1
