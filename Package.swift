@@ -90,7 +90,7 @@ let package = Package(
         ]),
         // The live dashboard (`streamrec dashboard`): reads Redis, serve and the checkpoints; no Open MPI.
         .target(name: "Dashboard", dependencies: [
-            "FeatureStore", "Streaming", "Checkpoint",
+            "FeatureStore", "Streaming", "Checkpoint", .product(name: "Logging", package: "swift-log"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),

@@ -101,7 +101,7 @@ struct DashboardCommand: ParsableCommand {
         let done = DispatchSemaphore(value: 0)
         Task {
             do {
-                try await runDashboardServer(settings: dashboard, collector: collector) {
+                try await runDashboardServer(settings: dashboard, collector: collector, logger: logger) {
                     let sig = signals.wait()
                     logger.info("\(sig.map(ShutdownSignals.name(of:)) ?? "signal") received: stopping")
                 }

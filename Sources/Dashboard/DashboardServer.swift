@@ -4,6 +4,7 @@
 // requests render the newest one.
 
 import Foundation
+import Logging
 import Hummingbird
 import HummingbirdCore
 import NIOCore
@@ -95,12 +96,13 @@ private func text(_ status: Int, _ body: String, type: String) -> Response {
 /// Runs the dashboard until `waitForShutdown` returns (it blocks on a thread of its own, like
 /// serve's: the CLI waits for SIGINT/SIGTERM), then shuts the server down gracefully and stops
 /// the refresher.
-public func runDashboardServer(settings: DashboardSettings, collector: DashboardCollector,
+public func runDashboardServer(settings: DashboardSettings, collector: DashboardCollector, logger: Logger = Logger(label: "dashboard"),
                                waitForShutdown: @escaping @Sendable () -> Void) async throws {
     let refresher = DashboardRefresher(collector: collector, interval: Double(settings.refreshSeconds))
     defer { refresher.stop() }
     let app = Application(router: buildDashboardRouter(refresher: refresher, refreshSeconds: settings.refreshSeconds),
-                          configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "streamrec-dashboard"))
+                          configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "streamrec-dashboard"),
+                          logger: logger)
     var configuration = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [], logger: app.logger)
     configuration.maximumGracefulShutdownDuration = .seconds(5)
     let group = ServiceGroup(configuration: configuration)
