@@ -14,13 +14,8 @@ import Streaming
         let rl = RLOnlineTrainingTests()
         let configPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("../../configs/\(kind).yaml").standardized.path
-        let redis = try RedisServerFixture()
-        defer { redis.stop() }
-        let broker = try BrokerFixture(topics: ["behavior": 4])
-        defer { _ = broker.stop() }
-        let dir = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let data = try rl.featurized(redis: redis, broker: broker, dir: dir, users: 120, items: 150)
+        let fx = try RLOnlineTrainingTests.FeaturizedBehaviour(rl, users: 120, items: 150)
+        let redis = fx.redis, dir = fx.dir, data = fx.data
         let (transitions, appended, _) = try rl.counters(redisPort: redis.port)
         #expect(transitions > 1000, "featurize emitted \(transitions) transitions")
         let ck = dir.appendingPathComponent("ck").path

@@ -117,25 +117,15 @@ import StreamRecNumerics
         let seed = UInt64(ProcessInfo.processInfo.environment["STREAMREC_FAULT_SEED"] ?? "") ?? UInt64.random(in: 1...999_999)
         print("exactlyOnceAcrossKills: fault seed \(seed) (replay with STREAMREC_FAULT_SEED=\(seed))")
         var rng = SplitMix64(seed: seed)
-        var kills = 0
-        var intermediate: [Int] = []
-        for attempt in 0..<3 {
-            let job = try BackgroundProcess(mpirun, ["-np", "2"] + (try trainArgs(redisPort: redis.port, stats: stats, ck: ck)),
-                                            environment: mpiTestEnvironment, log: dir.appendingPathComponent("run-\(attempt).log"))
-            // The fault moment is a point in the stream (seeded): once the job has trained that far,
-            // kill -9 one of its ranks (mpirun then ends the job).
-            let fraction = Double.random(in: 0.15...0.30, using: &rng) + 0.25 * Double(attempt)
-            let target = Int(Double(batches) * fraction)
-            let victimRank = Int.random(in: 0...1, using: &rng)
-            print("exactlyOnceAcrossKills: attempt \(attempt): kill rank \(victimRank) after \(target) of \(batches) batches")
-            let reached = try poll(for: 120) { try counters(redisPort: redis.port, shards: 4).trained.reduce(0, +) >= target || !job.isRunning }
-            if reached, job.isRunning, let victim = job.mpiRank(victimRank) {
-                kill(victim, SIGKILL)
-                kills += 1
-            }
-            if !job.waitForExit(within: 60) { job.kill() }
-            intermediate.append((try? manifest(ck))?["samples_trained"] as? Int ?? 0)
-        }
+        // The fault moments are points in the stream (seeded).
+        let (kills, intermediate) = try killRanksAtSeededMoments(
+            "exactlyOnceAcrossKills", attempts: 3, spacing: 0.25, total: batches, rng: &rng,
+            start: { attempt in
+                try BackgroundProcess(mpirun, ["-np", "2"] + (try trainArgs(redisPort: redis.port, stats: stats, ck: ck)),
+                                      environment: mpiTestEnvironment, log: dir.appendingPathComponent("run-\(attempt).log"))
+            },
+            progress: { try counters(redisPort: redis.port, shards: 4).trained.reduce(0, +) },
+            samplesTrained: { (try? manifest(ck))?["samples_trained"] as? Int ?? 0 })
         #expect(kills > 0)
         // The kills landed mid-stream: some restart began with rows still to train.
         #expect(intermediate.contains { $0 < rows }, "\(intermediate)")

@@ -13,6 +13,29 @@ import StreamRecNumerics
         .appendingPathComponent("../../configs/reinforce.yaml").standardized.path
     static let shards = 2
 
+    /// Redis, a broker with topic behavior (4 partitions) and a directory, with `users` × 20
+    /// generated behaviour events featurized into the store; all released together.
+    final class FeaturizedBehaviour {
+        let redis: RedisServerFixture
+        let broker: BrokerFixture
+        let dir: URL
+        /// The `gen behavior` output directory.
+        let data: URL
+
+        init(_ suite: RLOnlineTrainingTests, users: Int, items: Int) throws {
+            redis = try RedisServerFixture()
+            broker = try BrokerFixture(topics: ["behavior": 4])
+            dir = try temporaryTestDirectory()
+            data = try suite.featurized(redis: redis, broker: broker, dir: dir, users: users, items: items)
+        }
+
+        deinit {
+            redis.stop()
+            _ = broker.stop()
+            try? FileManager.default.removeItem(at: dir)
+        }
+    }
+
     /// Behaviour events featurized into the store; returns the data directory.
     func featurized(redis: RedisServerFixture, broker: BrokerFixture, dir: URL, users: Int, items: Int) throws -> URL {
         let bin = try #require(streamrecBinary())
@@ -61,13 +84,9 @@ import StreamRecNumerics
     }
 
     @Test func trainsEveryTransitionOnceAndTheCheckpointEvaluates() throws {
-        let redis = try RedisServerFixture()
-        defer { redis.stop() }
-        let broker = try BrokerFixture(topics: ["behavior": 4])
-        defer { _ = broker.stop() }
-        let dir = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let data = try featurized(redis: redis, broker: broker, dir: dir, users: 120, items: 150)
+        let fx = try FeaturizedBehaviour(self, users: 120, items: 150)
+        let redis = fx.redis, dir = fx.dir
+        let data = fx.data
         let (transitions, appended, _) = try counters(redisPort: redis.port)
         #expect(transitions > 1000, "featurize emitted \(transitions) transitions")
         let ck = dir.appendingPathComponent("ck").path
@@ -98,13 +117,8 @@ import StreamRecNumerics
     /// kill -9 of a rank at seeded moments, restart, repeat: the final checkpoint has trained
     /// every transition exactly once.
     @Test func exactlyOnceAcrossKills() throws {
-        let redis = try RedisServerFixture()
-        defer { redis.stop() }
-        let broker = try BrokerFixture(topics: ["behavior": 4])
-        defer { _ = broker.stop() }
-        let dir = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        _ = try featurized(redis: redis, broker: broker, dir: dir, users: 300, items: 200)
+        let fx = try FeaturizedBehaviour(self, users: 300, items: 200)
+        let redis = fx.redis, dir = fx.dir
         let (transitions, appended, _) = try counters(redisPort: redis.port)
         let batches = appended.reduce(0, +)
         let ck = dir.appendingPathComponent("ck").path
@@ -112,23 +126,14 @@ import StreamRecNumerics
         let seed = UInt64(ProcessInfo.processInfo.environment["STREAMREC_FAULT_SEED"] ?? "") ?? UInt64.random(in: 1...999_999)
         print("RL exactlyOnceAcrossKills: fault seed \(seed) (replay with STREAMREC_FAULT_SEED=\(seed))")
         var rng = SplitMix64(seed: seed)
-        var kills = 0
-        var intermediate: [Int] = []
-        for attempt in 0..<2 {
-            let job = try BackgroundProcess(mpirun, ["-np", "2"] + (try trainArgs(redisPort: redis.port, ck: ck)),
-                                            environment: mpiTestEnvironment, log: dir.appendingPathComponent("run-\(attempt).log"))
-            let fraction = Double.random(in: 0.15...0.30, using: &rng) + 0.3 * Double(attempt)
-            let target = Int(Double(batches) * fraction)
-            let victimRank = Int.random(in: 0...1, using: &rng)
-            print("RL exactlyOnceAcrossKills: attempt \(attempt): kill rank \(victimRank) after \(target) of \(batches) batches")
-            let reached = try poll(for: 120) { try counters(redisPort: redis.port).trained.reduce(0, +) >= target || !job.isRunning }
-            if reached, job.isRunning, let victim = job.mpiRank(victimRank) {
-                kill(victim, SIGKILL)
-                kills += 1
-            }
-            if !job.waitForExit(within: 60) { job.kill() }
-            intermediate.append((try? manifest(ck))?["samples_trained"] as? Int ?? 0)
-        }
+        let (kills, intermediate) = try killRanksAtSeededMoments(
+            "RL exactlyOnceAcrossKills", attempts: 2, spacing: 0.3, total: batches, rng: &rng,
+            start: { attempt in
+                try BackgroundProcess(mpirun, ["-np", "2"] + (try trainArgs(redisPort: redis.port, ck: ck)),
+                                      environment: mpiTestEnvironment, log: dir.appendingPathComponent("run-\(attempt).log"))
+            },
+            progress: { try counters(redisPort: redis.port).trained.reduce(0, +) },
+            samplesTrained: { (try? manifest(ck))?["samples_trained"] as? Int ?? 0 })
         #expect(kills > 0)
         #expect(intermediate.contains { $0 < transitions }, "\(intermediate)")
         let r = try runProcess(mpirun, ["-np", "2"] + trainArgs(redisPort: redis.port, ck: ck),
@@ -142,13 +147,9 @@ import StreamRecNumerics
     /// leaves on SIGTERM: it left with exactly the parameters the job had at that step (its
     /// replica stayed identical), and every transition was trained once.
     @Test func aWorkerJoinsARunningJobAndLeavesWithIdenticalParameters() throws {
-        let redis = try RedisServerFixture()
-        defer { redis.stop() }
-        let broker = try BrokerFixture(topics: ["behavior": 4])
-        defer { _ = broker.stop() }
-        let dir = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let data = try featurized(redis: redis, broker: broker, dir: dir, users: 200, items: 150)
+        let fx = try FeaturizedBehaviour(self, users: 200, items: 150)
+        let redis = fx.redis, broker = fx.broker, dir = fx.dir
+        let data = fx.data
         let ck = dir.appendingPathComponent("ck").path
         let mpirun = try #require(findExecutable("mpirun")), ompiServer = try #require(findExecutable("ompi-server"))
         let bin = try #require(streamrecBinary())
