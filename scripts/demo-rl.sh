@@ -30,17 +30,8 @@ done
 CONFIG="configs/$MODEL.yaml"
 [[ -f $CONFIG ]] || { echo "no $CONFIG: --model is one of $(ls configs | grep -E 'reinforce|ddpg|bcq' | sed 's/.yaml//' | tr '\n' ' ')" >&2; exit 2; }
 
-export STREAMREC_RUN_DIR="${STREAMREC_RUN_DIR:-$ROOT/runs/local}"
-RUN="$STREAMREC_RUN_DIR"
-DEMO="$RUN/demo-rl"
-PIDS="$DEMO/pids"
-export STREAMREC_REDIS_PORT="${STREAMREC_REDIS_PORT:-6379}"
-HTTP_PORT="${STREAMREC_HTTP_PORT:-8080}"
-DASH_PORT="${STREAMREC_DASHBOARD_PORT:-8090}"
-REDIS="127.0.0.1:$STREAMREC_REDIS_PORT"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_btl=self,vader,tcp
-source "$ROOT/scripts/demo-lib.sh"   # stop_all, step, bg
+source "$ROOT/scripts/demo-lib.sh"   # demo_settings, stop_all, step, bg, demo_cluster_up, demo_dashboard
+demo_settings demo-rl
 
 if [[ $STOP_ONLY == 1 ]]; then stop_all; echo "demo: stopped"; exit 0; fi
 
@@ -56,13 +47,7 @@ stop_all
 rm -rf "$DEMO"; mkdir -p "$DEMO" "$PIDS"
 [[ $KEEP == 1 ]] || trap 'echo "demo: shutting down"; stop_all' EXIT
 
-step "cluster: Redis, Kafka dev broker, ompi-server"
-bash cluster/up.sh
-# A fresh store: the dev broker is in memory, so progress kept in Redis from an earlier run
-# would point past its (empty) topics.
-redis-cli -p "$STREAMREC_REDIS_PORT" FLUSHALL >/dev/null
-BOOTSTRAP="$(cat "$RUN/broker/bootstrap")"
-URI="$RUN/ompi-server/ompi-server.uri"
+demo_cluster_up
 
 step "data: behaviour events of $USERS users over 2,000 items from a planted model (+ each user's last event held out)"
 "$BIN" gen behavior --users "$USERS" --items 2000 --events-per-user 50 --seed 7 --out "$DEMO/behavior" | sed 's/^/  /'
@@ -77,15 +62,7 @@ done
 bg train "$BIN" supervise -- mpirun -np 2 --ompi-server "file:$URI" "$BIN" train --source redis --redis "$REDIS" --config "$CONFIG" \
    --feature-shards 8 --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every 100 --keep 5 --log-every 100
 
-bg dashboard "$BIN" dashboard --redis "$REDIS" --port "$DASH_PORT" --serve "http://127.0.0.1:$HTTP_PORT" \
-   --checkpoints "$DEMO/checkpoints" --topic behavior --bootstrap "$BOOTSTRAP"
-dashboard_up=0
-for _ in $(seq 1 50); do curl -sf --max-time 1 "http://127.0.0.1:$DASH_PORT/healthz" >/dev/null 2>&1 && { dashboard_up=1; break; }; sleep 0.1; done
-if [[ $dashboard_up == 1 ]]; then
-  echo "   dashboard: http://127.0.0.1:$DASH_PORT/  (open it in a browser: workers, lag, training curves, served version; refreshes itself)"
-else
-  echo "   dashboard did not start on port $DASH_PORT (set STREAMREC_DASHBOARD_PORT); see $DEMO/dashboard.log" >&2
-fi
+demo_dashboard behavior
 
 step "producer: $EVENTS events at $RATE events/s into topic behavior (keyed by user)"
 bg produce "$BIN" produce --format behavior --data "$DEMO/behavior/user_behavior.csv" --topic behavior \

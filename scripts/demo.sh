@@ -40,18 +40,9 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-export STREAMREC_RUN_DIR="${STREAMREC_RUN_DIR:-$ROOT/runs/local}"
-RUN="$STREAMREC_RUN_DIR"
-DEMO="$RUN/demo"
-PIDS="$DEMO/pids"
-export STREAMREC_REDIS_PORT="${STREAMREC_REDIS_PORT:-6379}"
-HTTP_PORT="${STREAMREC_HTTP_PORT:-8080}"
-DASH_PORT="${STREAMREC_DASHBOARD_PORT:-8090}"
-REDIS="127.0.0.1:$STREAMREC_REDIS_PORT"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_btl=self,vader,tcp
 
-source "$ROOT/scripts/demo-lib.sh"   # stop_all, step, bg
+source "$ROOT/scripts/demo-lib.sh"   # demo_settings, stop_all, step, bg, demo_cluster_up, demo_dashboard
+demo_settings demo
 
 if [[ $STOP_ONLY == 1 ]]; then stop_all; echo "demo: stopped"; exit 0; fi
 
@@ -63,11 +54,7 @@ stop_all
 rm -rf "$DEMO"; mkdir -p "$DEMO" "$PIDS"
 [[ $KEEP == 1 ]] || trap 'echo "demo: shutting down"; stop_all' EXIT
 
-step "cluster: Redis, Kafka dev broker, ompi-server"
-bash cluster/up.sh
-redis-cli -p "$STREAMREC_REDIS_PORT" FLUSHALL >/dev/null
-BOOTSTRAP="$(cat "$RUN/broker/bootstrap")"
-URI="$RUN/ompi-server/ompi-server.uri"
+demo_cluster_up
 
 step "data: $ROWS rows + $((ROWS / 5)) held-out rows from one planted model; statistics pass"
 "$BIN" gen --rows "$ROWS" --holdout-rows $((ROWS / 5)) --out "$DEMO/rows.tsv" --seed 1
@@ -87,15 +74,7 @@ bg train "$BIN" supervise -- mpirun -np 2 --ompi-server "file:$URI" "$BIN" train
    --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every "$CKPT_EVERY" --keep 5 --log-every 10 \
    --freshness-log "$DEMO/freshness.jsonl"
 
-bg dashboard "$BIN" dashboard --redis "$REDIS" --port "$DASH_PORT" --serve "http://127.0.0.1:$HTTP_PORT" \
-   --checkpoints "$DEMO/checkpoints" --topic criteo --bootstrap "$BOOTSTRAP"
-dashboard_up=0
-for _ in $(seq 1 50); do curl -sf --max-time 1 "http://127.0.0.1:$DASH_PORT/healthz" >/dev/null 2>&1 && { dashboard_up=1; break; }; sleep 0.1; done
-if [[ $dashboard_up == 1 ]]; then
-  echo "   dashboard: http://127.0.0.1:$DASH_PORT/  (open it in a browser: workers, lag, training curves, served version; refreshes itself)"
-else
-  echo "   dashboard did not start on port $DASH_PORT (set STREAMREC_DASHBOARD_PORT); see $DEMO/dashboard.log" >&2
-fi
+demo_dashboard criteo
 
 if [[ $FRESHNESS == 1 ]]; then
   # Records when each model version is first served (polls /v1/model every 50 ms).
