@@ -216,19 +216,10 @@ public final class BackgroundProcess: @unchecked Sendable {
     public var output: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
 
     /// Direct children (e.g. the ranks `mpirun` started), lowest pid first.
-    public func children() -> [Int32] {
-        ((try? runProcess("/usr/bin/pgrep", ["-P", "\(pid)"]).stdout) ?? "")
-            .split(separator: "\n").compactMap { Int32($0) }.sorted()
-    }
+    public func children() -> [Int32] { ProcessTree.children(of: pid) }
 
-    /// The local process of MPI rank `rank` among the children (its environment names the rank;
-    /// pid order says nothing about it).
-    public func mpiRank(_ rank: Int) -> Int32? {
-        children().first { pid in
-            guard let env = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ")) else { return false }
-            return env.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "OMPI_COMM_WORLD_RANK=\(rank)" }
-        }
-    }
+    /// The local process of MPI rank `rank` among the children.
+    public func mpiRank(_ rank: Int) -> Int32? { ProcessTree.localRanks(of: pid)[rank] }
 
     /// Waits up to `seconds` for the process to exit; true if it did.
     @discardableResult

@@ -234,28 +234,8 @@ public final class JobSupervisor: @unchecked Sendable {
         return nil
     }
 
-    /// The local process of MPI rank 0 among `pid`'s children (its environment names the rank).
-    func localRank0(of pid: Int32) -> Int32? {
-        return childProcesses(of: pid).first { child in
-            guard let env = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(child)/environ")) else { return false }
-            return env.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "OMPI_COMM_WORLD_RANK=0" }
-        }
-    }
-
-    /// `pid`'s children: /proc/PID/task/PID/children where the kernel has it, else a /proc scan.
-    func childProcesses(of pid: Int32) -> [Int32] {
-        if let list = try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8) {
-            return list.split(separator: " ").compactMap { Int32($0) }
-        }
-        let all = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return all.compactMap { Int32($0) }.filter { child in
-            // /proc/PID/stat: "pid (comm) state ppid …"; comm may hold spaces, so split after ')'.
-            guard let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { return false }
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            return fields.count > 1 && Int32(fields[1]) == pid
-        }
-    }
+    /// The local process of MPI rank 0 among `pid`'s children.
+    func localRank0(of pid: Int32) -> Int32? { ProcessTree.localRanks(of: pid)[0] }
 
     /// Runs the probe for `host`; true if it exits 0 within the timeout.
     func probe(_ host: String) -> Bool {

@@ -66,20 +66,7 @@ struct SuperviseProcessTests {
 
     /// The processes `pid`'s child (mpirun) started, with the MPI rank each one's environment names.
     func ranks(under supervisor: Int32) -> [Int: Int32] {
-        func children(_ pid: Int32) -> [Int32] {
-            ((try? runProcess("/usr/bin/pgrep", ["-P", "\(pid)"]).stdout) ?? "").split(separator: "\n").compactMap { Int32($0) }
-        }
-        var out: [Int: Int32] = [:]
-        for mpirun in children(supervisor) {
-            for rank in children(mpirun) {
-                guard let env = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(rank)/environ")) else { continue }
-                for v in env.split(separator: 0) {
-                    let s = String(decoding: v, as: UTF8.self)
-                    if s.hasPrefix("OMPI_COMM_WORLD_RANK="), let r = Int(s.dropFirst("OMPI_COMM_WORLD_RANK=".count)) { out[r] = rank }
-                }
-            }
-        }
-        return out
+        ProcessTree.children(of: supervisor).reduce(into: [:]) { out, mpirun in out.merge(ProcessTree.localRanks(of: mpirun)) { a, _ in a } }
     }
 
     @Test func theSupervisorBringsTheJobBackAfterEachKill() throws {
