@@ -45,6 +45,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // MARK: C libraries (system-library targets; shim headers expose macros as functions)
@@ -70,23 +73,31 @@ let package = Package(
             "StreamRecNumerics",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "Training", dependencies: ["StreamRecNumerics", "Features", "Models", "Checkpoint", "Cluster"]),
+        .target(name: "Training", dependencies: ["StreamRecNumerics", "Features", "Models", "Checkpoint", "Cluster", "Observability"]),
         .target(name: "Cluster", dependencies: ["CMPI"]),
         .target(name: "Streaming", dependencies: ["CRdKafka", "CHiredis", "CRedisTLS"]),
         .target(name: "FeatureStore", dependencies: ["Features", "Streaming", .product(name: "Crypto", package: "swift-crypto")]),
-        .target(name: "Featurize", dependencies: ["Features", "Streaming", "FeatureStore"]),
-        .target(name: "TrainerService", dependencies: ["Training", "FeatureStore", "Streaming", "Cluster", "Features", "Models", "Checkpoint"]),
+        // Metrics of every process: names and help (one catalogue), the Prometheus registry behind
+        // swift-metrics, and the small GET /metrics endpoint of featurize and the trainer.
+        .target(name: "Observability", dependencies: [
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Featurize", dependencies: ["Features", "Streaming", "FeatureStore", "Observability"]),
+        .target(name: "TrainerService", dependencies: ["Training", "FeatureStore", "Streaming", "Cluster", "Features", "Models", "Checkpoint", "Observability"]),
         // Serving reads the feature store (FeatureStore, Streaming: hiredis) but not Training: no Open MPI.
         .target(name: "Serving", dependencies: [
-            "Features", "Models", "Checkpoint", "FeatureStore", "Streaming",
+            "Features", "Models", "Checkpoint", "FeatureStore", "Streaming", "Observability",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // Fixtures shared by the test targets (redis-server, subprocesses, ports, the binary).
-        .target(name: "TestSupport", dependencies: ["Streaming"]),
+        .target(name: "TestSupport", dependencies: ["Streaming", "Observability"]),
         .executableTarget(name: "streamrec", dependencies: [
             "StreamRecNumerics", "Features", "Models", "Training", "Checkpoint", "Cluster", "Streaming",
-            "FeatureStore", "Featurize", "Serving", "TrainerService",
+            "FeatureStore", "Featurize", "Serving", "TrainerService", "Observability",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             "Yams",
         ], path: "Sources/CLI"),
@@ -98,13 +109,14 @@ let package = Package(
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "StreamRecNumerics"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Features", "Checkpoint", "StreamRecNumerics", "TestSupport"]),
         .testTarget(name: "NativeTests", dependencies: ["Cluster", "Streaming", "TestSupport"]),
-        .testTarget(name: "ClusterTests", dependencies: ["TestSupport", "streamrec", "Features", "FeatureStore", "Streaming", "StreamRecNumerics", "TrainerService"]),
+        .testTarget(name: "ClusterTests", dependencies: ["TestSupport", "Observability", "streamrec", "Features", "FeatureStore", "Streaming", "StreamRecNumerics", "TrainerService"]),
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "Features", "Streaming", "TestSupport"]),
-        .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "StreamRecNumerics", "TestSupport", "streamrec"]),
+        .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "Observability", "FeatureStore", "Features", "Streaming", "StreamRecNumerics", "TestSupport", "streamrec"]),
         .testTarget(name: "ServingTests", dependencies: [
             "Serving", "Training", "Models", "Features", "Checkpoint", "FeatureStore", "Streaming", "StreamRecNumerics", "TestSupport",
+            "Observability",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
-        .testTarget(name: "CLITests", dependencies: ["streamrec", "TestSupport", "Models"], exclude: ["Fixtures"]),
+        .testTarget(name: "CLITests", dependencies: ["streamrec", "TestSupport", "Models", "Observability", "Yams"], exclude: ["Fixtures"]),
     ]
 )

@@ -36,6 +36,9 @@ DEMO="$RUN/demo-rl"
 PIDS="$DEMO/pids"
 export STREAMREC_REDIS_PORT="${STREAMREC_REDIS_PORT:-6379}"
 HTTP_PORT="${STREAMREC_HTTP_PORT:-8080}"
+# GET /metrics of trainer rank 0 and the featurize workers (cluster/prometheus.yml scrapes these):
+# trainer $METRICS_PORT, featurize worker k $METRICS_PORT + 1 + k.
+METRICS_PORT="${STREAMREC_METRICS_PORT:-9100}"
 REDIS="127.0.0.1:$STREAMREC_REDIS_PORT"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_btl=self,vader,tcp
@@ -71,10 +74,12 @@ step "services: serve, 2 featurize --kind behavior workers, mpirun -np 2 train (
 bg serve "$BIN" serve --checkpoints "$DEMO/checkpoints" --port "$HTTP_PORT" --redis "$REDIS"
 for k in 0 1; do
   bg "featurize-$k" "$BIN" featurize --kind behavior --topic behavior --bootstrap "$BOOTSTRAP" \
-     --redis "$REDIS" --batch-size 64 --linger-ms 200 --feature-shards 8
+     --redis "$REDIS" --batch-size 64 --linger-ms 200 --feature-shards 8 \
+     --metrics-port $((METRICS_PORT + 1 + k))
 done
 bg train "$BIN" supervise -- mpirun -np 2 --ompi-server "file:$URI" "$BIN" train --source redis --redis "$REDIS" --config "$CONFIG" \
-   --feature-shards 8 --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every 100 --keep 5 --log-every 100
+   --feature-shards 8 --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every 100 --keep 5 --log-every 100 \
+   --metrics-port "$METRICS_PORT"
 
 step "producer: $EVENTS events at $RATE events/s into topic behavior (keyed by user)"
 bg produce "$BIN" produce --format behavior --data "$DEMO/behavior/user_behavior.csv" --topic behavior \
@@ -125,6 +130,7 @@ if [[ $KEEP == 1 ]]; then
 Everything is still running (logs in $DEMO):
   curl -s -X POST localhost:$HTTP_PORT/v1/recommend -d '{"user": "1", "n": 10}'
   curl -s 'localhost:$HTTP_PORT/v1/popular?n=10'
+  curl -s localhost:$METRICS_PORT/metrics   (trainer rank 0; featurize: $((METRICS_PORT + 1)), $((METRICS_PORT + 2)); see cluster/prometheus.yml)
   $BIN status --redis $REDIS
   $BIN ckpt list $DEMO/checkpoints
 Stop everything with: bash scripts/demo-rl.sh --stop

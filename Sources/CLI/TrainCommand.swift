@@ -56,6 +56,7 @@ struct Train: ParsableCommand {
     @Option(help: "--source redis: a rank waiting this many seconds in a collective (a peer's host lost or cut off) ends itself, so mpirun ends the job and `streamrec supervise` restarts it. 0 = wait forever.")
     var peerTimeout: Double = 60
     @OptionGroup(title: "Redis (--source redis)") var store: RedisOptions
+    @OptionGroup(title: "Metrics (rank 0 only)") var metrics: MetricsOptions
     @Option(help: "Feature shards (streams) in the store; must match the featurize workers.") var featureShards: Int = 8
     @Flag(help: "Join a running job (launch with its own `mpirun -np 1 --ompi-server file:URI`).") var join = false
     @Flag(help: "Ignore existing checkpoints and start a new model (--source redis resumes by default).") var fresh = false
@@ -85,6 +86,10 @@ struct Train: ParsableCommand {
         BLAS.setThreads(cfg.train.blasThreads)
         let stop = ShutdownSignals.install()
         stop.onSignal { sig in log("received \(ShutdownSignals.name(of: sig)): finishing the step, then checkpointing and stopping") }
+        // Rank 0 (mpirun's world rank, known before MPI starts; never a joiner) serves the metrics.
+        if !join, (ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] ?? "0") == "0" {
+            try metrics.start(port: metrics.metricsPort, who: "train[rank 0]")
+        }
         if source == .file, let data { try checkFileFormat(data, kind: cfg.kind) }
         if source == .redis {
             try runOnline(cfg, redis: try store.resolve(settings), stop: stop)

@@ -38,6 +38,8 @@ final class RedisLink {
     private var downSince: ContinuousClock.Instant? = nil
     /// True once this link gave up because the worker is stopping while Redis fails.
     private(set) var gaveUp = false
+    /// Counts outages across the worker's links (metrics).
+    var outages: OutageTracker?
 
     init(address: RedisEndpoint, layout: FeatureStoreLayout, say: @escaping (String) -> Void, stopping: @escaping () -> Bool,
          stopNotice: OneTimeNotice, timeout: Duration = .seconds(5)) {
@@ -60,6 +62,7 @@ final class RedisLink {
                 if let since = downSince {
                     say(String(format: "Redis at %@ is back after %.1f s; resuming", address.description, seconds(.now - since)))
                     downSince = nil
+                    outages?.answered(self)
                 }
                 return value
             } catch let error as RedisError {
@@ -68,6 +71,7 @@ final class RedisLink {
                 if case .server(let m) = error, !error.isOutage, !m.hasPrefix("NOSCRIPT") { throw error }
                 if downSince == nil {
                     downSince = .now
+                    outages?.failed(self)
                     say("Redis unavailable during \(what): \(error). Consumption paused; retrying with back-off (100 ms → 5 s). No data is lost: the uncommitted unit is retried.")
                 }
                 if stopping() {
@@ -167,14 +171,17 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
     private var lastCommitAt: ContinuousClock.Instant? = nil
     private var abandoned = false
     private let grower: Grower
+    private let metrics: FeaturizeMetrics
 
     init(address: RedisEndpoint, layout: FeatureStoreLayout, capacity: Int, growthInterval: Duration, maxPendingPerField: Int,
-         say: @escaping (String) -> Void, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
+         metrics: FeaturizeMetrics, say: @escaping (String) -> Void, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
         self.capacity = capacity
         self.say = say
+        self.metrics = metrics
         self.link = RedisLink(address: address, layout: layout, say: say, stopping: stopping, stopNotice: stopNotice)
+        link.outages = metrics.redis
         self.grower = Grower(address: address, layout: layout, every: growthInterval, maxPendingPerField: maxPendingPerField,
-                             say: say, stopping: stopping, stopNotice: stopNotice)
+                             outages: metrics.redis, say: say, stopping: stopping, stopNotice: stopNotice)
         super.init()
         start(name: "featurize-committer")
     }
@@ -250,7 +257,11 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
         let u = c.unit
         let outcome: CommitOutcome?
         let t0 = ContinuousClock.now
-        defer { condition.lock(); commitSeconds += seconds(.now - t0); condition.unlock() }
+        defer {
+            let dt = ContinuousClock.now - t0
+            metrics.commitDuration.recordNanoseconds(dt.components.seconds * 1_000_000_000 + dt.components.attoseconds / 1_000_000_000)
+            condition.lock(); commitSeconds += seconds(dt); condition.unlock()
+        }
         do {
             outcome = try link.run("commit of \(u.topic)/\(u.partition) [\(u.firstOffset), \(u.lastOffset)]") { try $0.commit(u) }
         } catch FeatureStoreError.gap(_, let p, let progress, _) {
@@ -265,6 +276,7 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
             let first = fencedNoticed.insert(token).inserted
             fenced.append((p, token)); fencedUnits += 1
             condition.unlock()
+            metrics.fencedUnits.increment()
             if first {
                 say("FENCED: unit \(u.topic)/\(p) [\(u.firstOffset), \(u.lastOffset)] not committed — lease token \(token) is no longer "
                     + "valid (partition now \(owner.map { "held by \($0)" } ?? "without an owner")); the new owner re-reads these offsets")
@@ -280,11 +292,14 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
         lastCommitAt = .now
         switch outcome {
         case .committed:
-            if u.rows > 0 { batches += 1 }
+            if u.rows > 0 { batches += 1; metrics.batches.increment() }
             rows += Int64(u.rows)
             deadLetters += Int64(u.deadLetters.count)
+            metrics.rows.increment(by: u.rows)
+            metrics.committed(deadLetters: u.deadLetters)
         case .duplicate(let progress):
             duplicates += 1
+            metrics.duplicateUnits.increment()
             say("unit \(u.topic)/\(u.partition) [\(u.firstOffset), \(u.lastOffset)] was already committed (progress \(progress)); skipped as a duplicate")
         }
         condition.unlock()
@@ -312,11 +327,12 @@ final class Grower: BackgroundLoop, @unchecked Sendable {
 
     let maxPendingPerField: Int
 
-    init(address: RedisEndpoint, layout: FeatureStoreLayout, every: Duration, maxPendingPerField: Int,
+    init(address: RedisEndpoint, layout: FeatureStoreLayout, every: Duration, maxPendingPerField: Int, outages: OutageTracker?,
          say: @escaping (String) -> Void, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
         self.every = every
         self.maxPendingPerField = maxPendingPerField
         link = RedisLink(address: address, layout: layout, say: say, stopping: stopping, stopNotice: stopNotice)
+        link.outages = outages
         super.init()
         start(name: "featurize-grower")
     }

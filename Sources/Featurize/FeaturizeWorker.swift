@@ -251,6 +251,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     let stopFlag = Atomic<Bool>(false)
     let shouldStop: (@Sendable () -> Bool)?
     let log: @Sendable (String) -> Void
+    let metrics: FeaturizeMetrics
 
     // Owned by the run thread.
     var link: RedisLink!
@@ -274,6 +275,23 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         unitByPartition = index.map { $0?.unit }
         threadOfPartition = thread
         summary.partitions = states.keys.sorted()
+        metrics.leasesHeld.record(states.count)
+        updateLag()
+    }
+
+    /// Each owned partition's lag: the high watermark librdkafka last learnt (from fetch
+    /// responses; no broker call) minus the next offset this worker reads.
+    func updateLag() {
+        guard let consumer else { metrics.setLag([:]); return }
+        var lags: [Int32: Int64] = [:]
+        for st in states.values {
+            if let high = consumer.cachedWatermarks(topic: options.topic, partition: st.partition)?.high, high >= 0 {
+                lags[st.partition] = high - st.tracker.next
+            } else {
+                lags[st.partition] = 0
+            }
+        }
+        metrics.setLag(lags)
     }
     var summary: FeaturizeSummary
     /// One per handling thread; thread t handles the partitions with threadOfPartition[p] == t.
@@ -312,6 +330,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         self.featurizer = featurizer
         self.shouldStop = shouldStop
         self.log = log
+        self.metrics = FeaturizeMetrics(reasons: F.batchKind == .transitions ? RejectReason.behavior : RejectReason.criteo)
         self.summary = FeaturizeSummary(worker: options.workerId, partitions: [], raw: options.raw)
         let threads = max(1, options.parseThreads)
         contexts = (0..<threads).map { _ in HandlerContext(scratch: featurizer.makeScratch()) }
@@ -359,6 +378,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         consumer = try KafkaConsumer(config: kafkaConfig)
         link = RedisLink(address: options.redisAddress, layout: layout, say: { [unowned self] in say($0) },
                          stopping: { [unowned self] in stopping }, stopNotice: stopNotice)
+        link.outages = metrics.redis
 
         // Partitions (retry until the topic exists and the broker answers).
         var partitionCount = 0
@@ -395,7 +415,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
             guard let line = try withRedis("start of the \(F.inputName) featurizer", { try featurizer.start(store) }) else { return finish(start) }
             say(line)
             committer = Committer(address: options.redisAddress, layout: layout, capacity: 4, growthInterval: options.growthInterval,
-                                  maxPendingPerField: options.maxPendingCategories,
+                                  maxPendingPerField: options.maxPendingCategories, metrics: metrics,
                                   say: { [unowned self] in say($0) }, stopping: { [unowned self] in stopping }, stopNotice: stopNotice)
             switch options.assignment {
             case .lease:
@@ -431,6 +451,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                 if now - lastHeartbeat >= .seconds(1) {
                     lastHeartbeat = now
                     if try withRedis("heartbeat", { try heartbeat(paused: paused) }) == nil { break }
+                    updateLag()
                     guard try rebalance() else { break }
                 }
                 if now - lastPressureCheck >= .milliseconds(100) {
@@ -439,11 +460,13 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                     let over = pending.filter { $0.value >= options.maxPending }
                     if !over.isEmpty && !paused {
                         paused = true; pauseStarted = now
+                        metrics.paused.record(1)
                         // Commit what we hold so trainers can see it, then pause.
                         try flushAll(force: true)
                         say("PAUSED (back-pressure): feature shard(s) \(over.keys.sorted().map { "\($0): \(over[$0]!) pending" }.joined(separator: ", ")) ≥ --max-pending \(options.maxPending); waiting for trainers")
                     } else if over.isEmpty && paused {
                         paused = false
+                        metrics.paused.record(0)
                         say(String(format: "resumed after %.1f s of back-pressure", seconds(now - pauseStarted)))
                     }
                 }
@@ -509,6 +532,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                 continue
             }
             summary.messages += Int64(got)
+            metrics.messages.increment(by: got)
             let clientErrors = consumer.takeClientErrors()
             if clientErrors.count > 0 { kafkaTrouble(clientErrors.last ?? "client error") }
             // Consumer errors are part of an outage: one line when it starts, one when it ends —
@@ -613,6 +637,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                         + "featurize worker moved it (its lease on \(f.topic)/\(f.partition) was lost?); run featurize again")
                 }
                 summary.offsetResets += 1
+                metrics.offsetResets.increment()
                 say("OFFSET RESET on \(f): progress moved back \(from) → \(earliest); reading the partition again from the broker's "
                     + "earliest offset (counted in \(options.prefix):offsetreset:applied)")
                 st.tracker.rewind(to: earliest)
@@ -665,6 +690,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     func kafkaTrouble(_ what: String) {
         guard kafkaTroubleSince == nil else { return }
         kafkaTroubleSince = .now
+        metrics.kafka.failed(self)
         say("Kafka unavailable: \(what). librdkafka keeps reconnecting (back-off up to reconnect.backoff.max.ms); "
             + "consumption resumes where it stopped when the broker is back — nothing is lost")
     }
@@ -673,6 +699,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     func kafkaAnswered() {
         guard let since = kafkaTroubleSince else { return }
         kafkaTroubleSince = nil
+        metrics.kafka.answered(self)
         say(String(format: "Kafka answers again (%.1f s after the outage was reported); consuming", seconds(ContinuousClock.now - since)))
     }
 
@@ -742,6 +769,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         if st.startedAt == nil { st.startedAt = .now }
         st.lost += lost
         retentionLock.withLock { summary.lostUpstream += lost }
+        metrics.lostUpstream.increment(by: lost)
         say("RETENTION GAP on \(options.topic)/\(st.partition): need offset \(from) but the broker's earliest retained offset is \(low); "
             + "\(lost) rows were LOST UPSTREAM (deleted by Kafka retention before any worker read them). "
             + "Counted in \(options.prefix):lost; continuing at \(low). Increase retention or add featurize workers.")

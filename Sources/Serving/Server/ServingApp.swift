@@ -23,6 +23,7 @@ import Features
 import Hummingbird
 import HummingbirdCore
 import NIOCore
+import Observability
 import ServiceLifecycle
 
 /// Settings of one `streamrec serve` process.
@@ -192,7 +193,11 @@ public func buildServingApplication(settings: ServeSettings, state: ServingState
 /// (the CLI waits for SIGINT/SIGTERM through `Streaming.ShutdownSignals`, the mechanism every
 /// streamrec command shares); when it returns, the service group shuts down gracefully.
 public func runServingServer(settings: ServeSettings, waitForShutdown: @escaping @Sendable () -> Void) async throws {
-    let (app, state, _) = buildServingApplication(settings: settings)
+    // The process's registry (bootstrapped into swift-metrics), so anything else in the process
+    // that records through swift-metrics shows on the same GET /metrics.
+    let state = ServingState(metrics: ServingMetrics(registry: .process), limits: settings.limits,
+                             featureStore: settings.featureStore.map { FeatureStoreClient(settings: $0, log: serveLog) })
+    let (app, _, _) = buildServingApplication(settings: settings, state: state)
     if let store = state.featureStore {
         // One PING at start so the log says at once whether the feature store answers (an
         // outage is logged by the client itself).
