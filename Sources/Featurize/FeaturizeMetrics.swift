@@ -20,7 +20,7 @@ final class FeaturizeMetrics: @unchecked Sendable {
     let leasesLost = Counter(label: Metric.featurizeLeasesLost.name)
     let leasesHeld = Gauge(label: Metric.featurizeLeasesHeld.name)
     let paused = Gauge(label: Metric.featurizePaused.name)
-    let commitDuration = Timer(label: Metric.featurizeCommitDuration.name)
+    let commitDuration = CoreMetrics.Timer(label: Metric.featurizeCommitDuration.name)
     let redis = OutageTracker(outages: Counter(label: Metric.featurizeRedisOutages.name), up: Gauge(label: Metric.featurizeRedisUp.name))
     let kafka = OutageTracker(outages: Counter(label: Metric.featurizeKafkaOutages.name), up: Gauge(label: Metric.featurizeKafkaUp.name))
 

@@ -389,6 +389,8 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
             let answer = kafkaCalls.call(timeout: .seconds(6), stopping: { stopping }) {
                 Result { () throws(KafkaError) in try consumer.partitionCount(topic: topic, timeout: .seconds(5)) }
             }
+            // No answer at start is an outage too (the metric; the line is said once, here).
+            if case .success? = answer { metrics.kafka.answered(self) } else if !stopping { metrics.kafka.failed(self) }
             switch answer {
             case .success(let n)?: partitionCount = n
             case .failure(let error)?:

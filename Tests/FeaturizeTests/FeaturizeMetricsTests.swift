@@ -80,6 +80,47 @@ struct FeaturizeMetricsTests {
         #expect(Double(summary.messages) == m.value("streamrec_featurize_messages_total"))
     }
 
+    @Test("a Redis outage shows as redis_up 0 and one outage, and its end as redis_up 1; Kafka away at start as kafka_up 0")
+    func outages() throws {
+        let redis = try PersistentRedisServer()
+        defer { redis.destroy() }
+        let cluster = try startBroker(.mock, topics: ["outage": 2])
+        defer { cluster.stop() }
+        let rows = syntheticRows(400, seed: 9)
+        try produce(rows, topic: "outage", bootstrap: cluster.bootstrapServers, partitions: 2)
+        let statsFile = FileManager.default.temporaryDirectory.appendingPathComponent("metrics-\(UUID().uuidString).stats")
+        defer { try? FileManager.default.removeItem(at: statsFile) }
+        try statsFor(rows).write(to: statsFile)
+        let port = try freeLoopbackPort()
+        let worker = try StreamrecProcess(["featurize", "--topic", "outage", "--bootstrap", cluster.bootstrapServers,
+                                           "--redis", redis.address, "--stats", statsFile.path, "--batch-size", "100",
+                                           "--linger-ms", "50", "--feature-shards", "2", "--metrics-port", "\(port)"])
+        func scrape() -> PrometheusText? { try? scrapeMetrics(port: port) }
+        #expect(poll(for: 60) { scrape()?.value("streamrec_featurize_rows_total") == 400 }, "\(worker.stderr)")
+        #expect(scrape()?.value("streamrec_featurize_redis_outages_total") == 0)
+        redis.stop()
+        // The heartbeat (every second) fails at once against a stopped server.
+        #expect(poll(for: 30) { scrape()?.value("streamrec_featurize_redis_up") == 0 }, "\(worker.stderr)")
+        #expect(scrape()?.value("streamrec_featurize_redis_outages_total") == 1)
+        try redis.start()
+        #expect(poll(for: 30) { scrape()?.value("streamrec_featurize_redis_up") == 1 }, "\(worker.stderr)")
+        #expect(scrape()?.value("streamrec_featurize_redis_outages_total") == 1, "one outage, however many connections saw it")
+        worker.signal(SIGTERM)
+        #expect(worker.wait(timeout: .seconds(30)) == 0, "\(worker.stderr)")
+
+        // A broker that never answers: the worker waits for the topic's metadata, reported as Kafka down.
+        let dead = try freeLoopbackPort()
+        let waiting = try StreamrecProcess(["featurize", "--topic", "outage", "--bootstrap", "127.0.0.1:\(dead)",
+                                            "--redis", redis.address, "--stats", statsFile.path, "--metrics-port", "0"])
+        var metricsPort: Int? = nil
+        #expect(poll(for: 30) { metricsPort = announcedMetricsPort(in: waiting.stderr); return metricsPort != nil })
+        let p = try #require(metricsPort)
+        #expect(poll(for: 30) { (try? scrapeMetrics(port: p))?.value("streamrec_featurize_kafka_up") == 0 }, "\(waiting.stderr)")
+        #expect((try scrapeMetrics(port: p)).value("streamrec_featurize_kafka_outages_total") == 1)
+        waiting.signal(SIGTERM)
+        #expect(waiting.wait(timeout: .seconds(30)) == 0, "\(waiting.stderr)")
+    }
+
     @Test("--metrics-port on a port already taken fails with a message that says what to do")
     func portTaken() throws {
         let redis = try RedisServerFixture()
@@ -94,5 +135,14 @@ struct FeaturizeMetricsTests {
         #expect(status != nil && status != 0)
         #expect(worker.stderr.contains("cannot serve metrics on 127.0.0.1:\(redis.port)") && worker.stderr.contains("--metrics-port"),
                 "\(worker.stderr)")
+        // The same from featurize.metrics_port in --config.
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("metrics-\(UUID().uuidString).yaml")
+        defer { try? FileManager.default.removeItem(at: config) }
+        try "featurize:\n  metrics_port: \(redis.port)\n".write(to: config, atomically: true, encoding: .utf8)
+        let fromFile = try StreamrecProcess(["featurize", "--config", config.path, "--topic", "none", "--bootstrap", "127.0.0.1:1",
+                                             "--redis", "127.0.0.1:\(redis.port)", "--stats", statsFile.path])
+        let fileStatus = fromFile.wait(timeout: .seconds(30))
+        #expect(fileStatus != nil && fileStatus != 0)
+        #expect(fromFile.stderr.contains("cannot serve metrics on 127.0.0.1:\(redis.port)"), "\(fromFile.stderr)")
     }
 }

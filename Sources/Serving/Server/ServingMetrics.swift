@@ -31,7 +31,7 @@ public final class ServingMetrics: Sendable {
     private let freshness: Recorder
     /// Per-label metrics, made on first use (the label sets are bounded: known routes, status codes).
     private let labelled = Mutex<[String: Counter]>([:])
-    private let timers = Mutex<[String: Timer]>([:])
+    private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
     /// The served version's info series (replaced when the version changes).
     private let info = Mutex<(key: String, gauge: Gauge)?>(nil)
 
@@ -67,7 +67,7 @@ public final class ServingMetrics: Sendable {
         counter(Metric.serveRequests, ["endpoint": endpoint, "status": String(status)]).increment()
         let timer = timers.withLock { all in
             if let t = all[endpoint] { return t }
-            let t = Timer(label: Metric.serveRequestDuration.name, dimensions: [("endpoint", endpoint)], factory: registry.factory)
+            let t = CoreMetrics.Timer(label: Metric.serveRequestDuration.name, dimensions: [("endpoint", endpoint)], factory: registry.factory)
             all[endpoint] = t
             return t
         }

@@ -11,9 +11,9 @@ final class TrainerMetrics: @unchecked Sendable {
     let compute = FloatingPointCounter(label: Metric.trainerStepSeconds.name, dimensions: [("phase", "compute")])
     let communication = FloatingPointCounter(label: Metric.trainerStepSeconds.name, dimensions: [("phase", "communication")])
     let dataWait = FloatingPointCounter(label: Metric.trainerStepSeconds.name, dimensions: [("phase", "data_wait")])
-    let stepDuration = Timer(label: Metric.trainerStepDuration.name)
-    let checkpointStall = Timer(label: Metric.trainerCheckpointStall.name)
-    let checkpointWrite = Timer(label: Metric.trainerCheckpointWrite.name)
+    let stepDuration = CoreMetrics.Timer(label: Metric.trainerStepDuration.name)
+    let checkpointStall = CoreMetrics.Timer(label: Metric.trainerCheckpointStall.name)
+    let checkpointWrite = CoreMetrics.Timer(label: Metric.trainerCheckpointWrite.name)
     let checkpoints = Counter(label: Metric.trainerCheckpoints.name)
     let lastCheckpointStep = Gauge(label: Metric.trainerLastCheckpointStep.name)
     /// One gauge per loss term / progressive figure, made as the model first reports it.
