@@ -165,6 +165,7 @@ public final class Trainer {
         }
         let coordinator = collectives.isCoordinator
         if coordinator { metrics.step.record(model.step); metrics.ranks.record(collectives.participants) }
+        var lastModelMetrics = Date.distantPast
         let start = Date()
         var windowStart = Date(), windowSamples = 0
         var steps = 0
@@ -248,7 +249,12 @@ public final class Trainer {
                 stepSeconds += timing.compute + timing.communication
                 metrics.step.record(model.step)
                 metrics.samples.increment(by: agreed.samples)
-                metrics.record(modelMetrics: model.metrics)
+                // At most once a second: a model's metrics may be costly (Wide&Deep's progressive
+                // AUC sorts its 100k-row window), and a scrape comes every few seconds.
+                if Date().timeIntervalSince(lastModelMetrics) >= 1 {
+                    metrics.record(modelMetrics: model.metrics)
+                    lastModelMetrics = Date()
+                }
             }
             windowSamples += agreed.samples
             steps += 1
@@ -272,6 +278,7 @@ public final class Trainer {
             stall += held
             metrics.checkpointStall.recordSeconds(held)
         }
+        if coordinator && steps > 0 { metrics.record(modelMetrics: model.metrics) }
         try writer?.finish()
         return TrainSummary(steps: steps, samples: samplesTrained, seconds: Date().timeIntervalSince(start),
                             metrics: model.metrics, lastCheckpoint: writer?.written.last?.url,
