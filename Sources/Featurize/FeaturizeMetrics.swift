@@ -53,11 +53,13 @@ final class FeaturizeMetrics: @unchecked Sendable {
         for (reason, n) in byReason { deadLetterCounter(reason).increment(by: n) }
     }
 
-    /// Sets each owned partition's lag; partitions no longer owned lose their series.
-    func setLag(_ lags: [Int32: Int64]) {
+    /// Sets each owned partition's lag (nil: not known yet, the series keeps its last value or
+    /// does not exist yet); partitions no longer owned lose their series.
+    func setLag(_ lags: [Int32: Int64?]) {
         lock.withLock {
             for (p, g) in lag where lags[p] == nil { g.destroy(); lag[p] = nil }
-            for (p, value) in lags {
+            for (p, known) in lags {
+                guard let value = known else { continue }
                 let g = lag[p] ?? Gauge(label: Metric.featurizePartitionLag.name, dimensions: [("partition", String(p))])
                 lag[p] = g
                 g.record(max(0, value))

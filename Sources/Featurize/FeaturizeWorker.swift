@@ -283,13 +283,10 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     /// responses; no broker call) minus the next offset this worker reads.
     func updateLag() {
         guard let consumer else { metrics.setLag([:]); return }
-        var lags: [Int32: Int64] = [:]
+        var lags: [Int32: Int64?] = [:]
         for st in states.values {
-            if let high = consumer.cachedWatermarks(topic: options.topic, partition: st.partition)?.high, high >= 0 {
-                lags[st.partition] = high - st.tracker.next
-            } else {
-                lags[st.partition] = 0
-            }
+            // Unknown until librdkafka's first fetch response for the partition (no series yet).
+            lags[st.partition] = consumer.cachedWatermarks(topic: options.topic, partition: st.partition).map { $0.high - st.tracker.next }
         }
         metrics.setLag(lags)
     }

@@ -80,6 +80,41 @@ struct FeaturizeMetricsTests {
         #expect(Double(summary.messages) == m.value("streamrec_featurize_messages_total"))
     }
 
+    @Test("paused by back-pressure: paused 1, and the lag of each partition is what it has not read (lag + messages + lost = produced)")
+    func lagUnderBackPressure() throws {
+        let redis = try RedisServerFixture()
+        defer { redis.stop() }
+        let cluster = try startBroker(.mock, topics: ["lag": 2])
+        defer { cluster.stop() }
+        // Enough that the worker cannot read it all between two back-pressure checks (every 100 ms).
+        // (The mock broker keeps ~5 MiB per partition: what retention drops counts as lost upstream.)
+        let rows = syntheticRows(36_000, seed: 13)
+        try produce(rows, topic: "lag", bootstrap: cluster.bootstrapServers, partitions: 2)
+        let statsFile = FileManager.default.temporaryDirectory.appendingPathComponent("metrics-\(UUID().uuidString).stats")
+        defer { try? FileManager.default.removeItem(at: statsFile) }
+        try statsFor(Array(rows.prefix(5_000))).write(to: statsFile)
+        let port = try freeLoopbackPort()
+        // No trainer: once each feature stream holds --max-pending batches the worker stops reading.
+        let worker = try StreamrecProcess(["featurize", "--topic", "lag", "--bootstrap", cluster.bootstrapServers,
+                                           "--redis", "127.0.0.1:\(redis.port)", "--stats", statsFile.path, "--batch-size", "100",
+                                           "--linger-ms", "50", "--feature-shards", "2", "--max-pending", "3", "--metrics-port", "\(port)"])
+        var m = try PrometheusText("")
+        let settled = poll(for: 60) {
+            guard let s = try? scrapeMetrics(port: port), s.value("streamrec_featurize_paused") == 1,
+                  let l0 = s.value("streamrec_featurize_partition_lag", ["partition": "0"]),
+                  let l1 = s.value("streamrec_featurize_partition_lag", ["partition": "1"]),
+                  let read = s.value("streamrec_featurize_messages_total"),
+                  let lost = s.value("streamrec_featurize_lost_upstream_total") else { return false }
+            m = s
+            return l0 + l1 + read + lost == Double(rows.count)
+        }
+        #expect(settled, "\(m.samples.filter { $0.name.hasPrefix("streamrec_featurize") })\n\(worker.stderr)")
+        #expect((m.value("streamrec_featurize_partition_lag") ?? 0) > 0, "paused before reading everything")
+        #expect((m.value("streamrec_featurize_batches_total") ?? 0) >= 6, "3 pending batches per stream before the pause")
+        worker.signal(SIGTERM)
+        #expect(worker.wait(timeout: .seconds(30)) == 0, "\(worker.stderr)")
+    }
+
     @Test("a Redis outage shows as redis_up 0 and one outage, and its end as redis_up 1; Kafka away at start as kafka_up 0")
     func outages() throws {
         let redis = try PersistentRedisServer()
