@@ -47,6 +47,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // MARK: C libraries (system-library targets; shim headers expose macros as functions)
@@ -74,17 +76,24 @@ let package = Package(
             "StreamRecNumerics", "FileAccess", .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "Training", dependencies: ["StreamRecNumerics", "Features", "Models", "Checkpoint", "Cluster", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Training", dependencies: ["StreamRecNumerics", "Features", "Models", "Checkpoint", "Cluster", "Observability", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Cluster", dependencies: ["CMPI"]),
         .target(name: "Streaming", dependencies: ["CRdKafka", "CHiredis", "CRedisTLS", .product(name: "Logging", package: "swift-log")]),
-        // The log handler (text/json) and, with the metrics, what every command bootstraps.
-        .target(name: "Observability", dependencies: [.product(name: "Logging", package: "swift-log")]),
         .target(name: "FeatureStore", dependencies: ["Features", "Streaming", .product(name: "Crypto", package: "swift-crypto")]),
+        // Logs and metrics of every process: the log handler (text/json), the metric names and
+        // help (one catalogue), the Prometheus registry behind swift-metrics, and the small
+        // GET /metrics endpoint of featurize and the trainer.
+        .target(name: "Observability", dependencies: [
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "Featurize", dependencies: ["Features", "Streaming", "FeatureStore", "Observability", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "TrainerService", dependencies: ["Training", "FeatureStore", "Streaming", "Cluster", "Features", "Models", "Checkpoint", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "TrainerService", dependencies: ["Training", "FeatureStore", "Streaming", "Cluster", "Features", "Models", "Checkpoint", "Observability", .product(name: "Logging", package: "swift-log")]),
         // Serving reads the feature store (FeatureStore, Streaming: hiredis) but not Training: no Open MPI.
         .target(name: "Serving", dependencies: [
-            "Features", "Models", "Checkpoint", "FeatureStore", "Streaming", .product(name: "Logging", package: "swift-log"),
+            "Features", "Models", "Checkpoint", "FeatureStore", "Streaming", "Observability", .product(name: "Logging", package: "swift-log"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -111,15 +120,15 @@ let package = Package(
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "Features", "Checkpoint", "StreamRecNumerics", "TestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "NativeTests", dependencies: ["Cluster", "Streaming", "TestSupport"]),
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "Streaming", "TestSupport", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "ClusterTests", dependencies: ["TestSupport", "streamrec", "Features", "FeatureStore", "Streaming", "StreamRecNumerics", "TrainerService"]),
+        .testTarget(name: "ClusterTests", dependencies: ["TestSupport", "Observability", "streamrec", "Features", "FeatureStore", "Streaming", "StreamRecNumerics", "TrainerService"]),
         .testTarget(name: "FeatureStoreTests", dependencies: ["FeatureStore", "Features", "Streaming", "TestSupport"]),
-        .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "FeatureStore", "Features", "Streaming", "StreamRecNumerics", "TestSupport", "streamrec", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "FeaturizeTests", dependencies: ["Featurize", "Observability", "FeatureStore", "Features", "Streaming", "StreamRecNumerics", "TestSupport", "streamrec", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ServingTests", dependencies: [
             "Serving", "Training", "Models", "Features", "Checkpoint", "FeatureStore", "Streaming", "StreamRecNumerics", "TestSupport",
-            .product(name: "Logging", package: "swift-log"),
+            "Observability", .product(name: "Logging", package: "swift-log"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         .testTarget(name: "DashboardTests", dependencies: ["Dashboard", "FeatureStore", "Streaming", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["streamrec", "TestSupport", "Models"], exclude: ["Fixtures"]),
+        .testTarget(name: "CLITests", dependencies: ["streamrec", "TestSupport", "Models", "Observability", "Yams"], exclude: ["Fixtures"]),
     ]
 )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs an `mpirun … streamrec train …` job so that SIGTERM/SIGINT stop it cleanly with exit 0.
 #   bash cluster/train.sh -np 2 [--ompi-server file:URI] .build/release/streamrec train --source redis …
+# Add --metrics-port 9100 to serve rank 0's GET /metrics where cluster/prometheus.yml scrapes it.
 # Arguments are mpirun's, unchanged. Why: mpirun forwards SIGTERM to every rank (which stop
 # cleanly, final checkpoint and all) but then reports exit 1 by design, so a service manager
 # would record a failure. This is `streamrec supervise --max-failures 0`: the signal goes to

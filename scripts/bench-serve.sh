@@ -301,7 +301,7 @@ PY
     RELOAD=$(timeout $((RELOADS * 4 + 90)) python3 "$WORK/loadgen.py" "{\"port\": $PORT, \"path\": \"$ENDPOINT\", \"body\": \"$D/body1.json\", \"rate\": $RATE, \"steady\": 5, \"loadgen\": \"$LOADGEN\", \"work\": \"$D\", \
         \"reloads\": $RELOADS, \"gap\": $RELOAD_GAP, \"ckpt_root\": \"$D/ckpt\", \"base\": \"$BASE\", \"first_step\": 1000, \"pid\": $SERVER_PID}")
     log "fixed rate $RATE req/s $ENDPOINT 1-$UNIT with $RELOADS reloads: $RELOAD"
-    METRICS=$(curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^streamrec_serve_(reloads_total|rejected_checkpoints_total|model_step|model_load_seconds) ')
+    METRICS=$(curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^streamrec_serve_(reloads_total|rejected_checkpoints_total|model_step|model_load_seconds)[ {]')
     log "server: $(echo "$METRICS" | tr '\n' ' ')"
     log "load average after the reload stage: $(cut -d' ' -f1-3 /proc/loadavg)"
     python3 - "$RELOAD" "$MODEL_BYTES" "$RSS_LOADED" "$FIXED" "$RATE" "$PARAM_BYTES" "$ENDPOINT 1-$UNIT" <<'PY' | tee -a "$RESULTS"

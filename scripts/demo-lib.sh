@@ -11,6 +11,9 @@ demo_settings() {
   export STREAMREC_REDIS_PORT="${STREAMREC_REDIS_PORT:-6379}"
   HTTP_PORT="${STREAMREC_HTTP_PORT:-8080}"
   DASH_PORT="${STREAMREC_DASHBOARD_PORT:-8090}"
+  # GET /metrics of trainer rank 0 and the featurize workers (cluster/prometheus.yml scrapes these):
+  # trainer $METRICS_PORT, featurize worker k $METRICS_PORT + 1 + k.
+  METRICS_PORT="${STREAMREC_METRICS_PORT:-9100}"
   REDIS="127.0.0.1:$STREAMREC_REDIS_PORT"
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   export OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_btl=self,vader,tcp

@@ -57,10 +57,12 @@ step "services: serve, 2 featurize --kind behavior workers, mpirun -np 2 train (
 bg serve "$BIN" serve --checkpoints "$DEMO/checkpoints" --port "$HTTP_PORT" --redis "$REDIS"
 for k in 0 1; do
   bg "featurize-$k" "$BIN" featurize --kind behavior --topic behavior --bootstrap "$BOOTSTRAP" \
-     --redis "$REDIS" --batch-size 64 --linger-ms 200 --feature-shards 8
+     --redis "$REDIS" --batch-size 64 --linger-ms 200 --feature-shards 8 \
+     --metrics-port $((METRICS_PORT + 1 + k))
 done
 bg train "$BIN" supervise -- mpirun -np 2 --ompi-server "file:$URI" "$BIN" train --source redis --redis "$REDIS" --config "$CONFIG" \
-   --feature-shards 8 --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every 100 --keep 5 --log-every 100
+   --feature-shards 8 --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every 100 --keep 5 --log-every 100 \
+   --metrics-port "$METRICS_PORT"
 
 demo_dashboard behavior
 
@@ -114,6 +116,7 @@ Everything is still running (logs in $DEMO):
   dashboard: http://127.0.0.1:$DASH_PORT/
   curl -s -X POST localhost:$HTTP_PORT/v1/recommend -d '{"user": "1", "n": 10}'
   curl -s 'localhost:$HTTP_PORT/v1/popular?n=10'
+  curl -s localhost:$METRICS_PORT/metrics   (trainer rank 0; featurize: $((METRICS_PORT + 1)), $((METRICS_PORT + 2)); see cluster/prometheus.yml)
   $BIN status --redis $REDIS
   $BIN ckpt list $DEMO/checkpoints
 Stop everything with: bash scripts/demo-rl.sh --stop

@@ -67,12 +67,14 @@ step "services: serve, 2 featurize workers, mpirun -np 2 train"
 bg serve "$BIN" serve --checkpoints "$DEMO/checkpoints" --port "$HTTP_PORT"
 for k in 0 1; do   # two workers share the partitions by lease (either takes over if the other dies)
   bg "featurize-$k" "$BIN" featurize --topic criteo --bootstrap "$BOOTSTRAP" \
-     --redis "$REDIS" --stats "$DEMO/features.stats" --batch-size 1000 --linger-ms 300 --feature-shards 8
+     --redis "$REDIS" --stats "$DEMO/features.stats" --batch-size 1000 --linger-ms 300 --feature-shards 8 \
+     --metrics-port $((METRICS_PORT + 1 + k))
 done
 bg train "$BIN" supervise -- mpirun -np 2 --ompi-server "file:$URI" "$BIN" train --source redis --redis "$REDIS" \
    --config configs/widedeep.yaml --preset "$PRESET" --stats "$DEMO/features.stats" --feature-shards 8 \
    --checkpoint-dir "$DEMO/checkpoints" --checkpoint-every "$CKPT_EVERY" --keep 5 --log-every 10 \
-   --freshness-log "$DEMO/freshness.jsonl"
+   --freshness-log "$DEMO/freshness.jsonl" \
+   --metrics-port "$METRICS_PORT"
 
 demo_dashboard criteo
 
@@ -126,6 +128,7 @@ if [[ $KEEP == 1 ]]; then
 Everything is still running (logs in $DEMO):
   dashboard: http://127.0.0.1:$DASH_PORT/
   curl -s localhost:$HTTP_PORT/v1/model ; curl -s localhost:$HTTP_PORT/metrics
+  curl -s localhost:$METRICS_PORT/metrics   (trainer rank 0; featurize: $((METRICS_PORT + 1)), $((METRICS_PORT + 2)); see cluster/prometheus.yml)
   $BIN status --redis $REDIS
   $BIN ckpt list $DEMO/checkpoints
 Stop everything with: bash scripts/demo.sh --stop

@@ -56,6 +56,7 @@ struct Featurize: ParsableCommand {
 
     @OptionGroup(title: "Redis") var store: RedisOptions
     @OptionGroup(title: "Logging") var logging: LogOptions
+    @OptionGroup(title: "Metrics") var metrics: MetricsOptions
 
     @Option(help: "Feature statistics file from `streamrec stats` (dense min/max, dictionary snapshot).")
     var stats: String?
@@ -151,6 +152,7 @@ struct Featurize: ParsableCommand {
         // Which broker and store a worker uses, and why: a default it fell back to is otherwise
         // only visible as an outage.
         let who = shard.map { "\($0)/\(shards ?? 1)" } ?? "\(ProcessInfo.processInfo.processIdentifier)"
+        try metrics.start(port: metrics.metricsPort ?? file.metricsPort, logger: logger.tagged("featurize[\(who)]"))
         var config = kafkaSettings.config
         if config["client.id"] == nil { config["client.id"] = "streamrec-featurize-\(shard.map(String.init) ?? "\(ProcessInfo.processInfo.processIdentifier)")" }
         let topicName = topic ?? file.topic ?? kind.defaultTopic
@@ -212,13 +214,14 @@ struct FeaturizeSettings {
     var batchSize: Int?, lingerMs: Int?, growthIntervalMs: Int?, maxPendingCategories: Int?, parseThreads: Int?, maxPending: Int?, featureShards: Int?
 
     var kind: String?
+    var metricsPort: Int?
 
     init() {}
 
     init(_ file: SettingsFile) throws {
         let f = try file.section("featurize")
         try f.checkKeys(["kind", "topic", "stats", "batch_size", "linger_ms", "growth_interval_ms", "max_pending_categories",
-                         "parse_threads", "max_pending", "feature_shards"],
+                         "parse_threads", "max_pending", "feature_shards", "metrics_port"],
                         moved: ["bootstrap": "move it to kafka.bootstrap (one kafka: section for every command)",
                                 "kafka_properties": "move them to kafka.consumer (or kafka.client for every client)"])
         topic = try f.string("topic")
@@ -231,6 +234,7 @@ struct FeaturizeSettings {
         parseThreads = try f.positiveInt("parse_threads")
         maxPending = try f.positiveInt("max_pending")
         featureShards = try f.positiveInt("feature_shards")
+        metricsPort = try f.nonNegativeInt("metrics_port")
     }
 }
 

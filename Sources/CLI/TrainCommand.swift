@@ -58,6 +58,7 @@ struct Train: ParsableCommand {
     var peerTimeout: Double = 60
     @OptionGroup(title: "Redis (--source redis)") var store: RedisOptions
     @OptionGroup(title: "Logging") var logging: LogOptions
+    @OptionGroup(title: "Metrics (rank 0 only)") var metrics: MetricsOptions
 
     /// The trainer's logger (after `logging.start`): training lines on stdout, the rank as context.
     var logger: Logger {
@@ -95,6 +96,10 @@ struct Train: ParsableCommand {
         BLAS.setThreads(cfg.train.blasThreads)
         let stop = ShutdownSignals.install()
         stop.onSignal { sig in logger.info("received \(ShutdownSignals.name(of: sig)): finishing the step, then checkpointing and stopping") }
+        // Rank 0 (mpirun's world rank, known before MPI starts; never a joiner) serves the metrics.
+        if !join, (ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] ?? "0") == "0" {
+            try metrics.start(port: metrics.metricsPort, logger: logger)
+        }
         if source == .file, let data { try checkFileFormat(data, kind: cfg.kind) }
         if source == .redis {
             try runOnline(cfg, redis: try store.resolve(settings), stop: stop)

@@ -12,8 +12,11 @@ public struct CheckpointRecord: Sendable {
     public var wallTimeSeconds: Double
     public var metrics: [String: Double]
     public var streamPositions: [String: String]
+    /// When the newest trained batch was produced (its oldest event, ms since the epoch), if known.
+    public var newestEventProducedMs: Int64?
     public init(step: Int, samplesTrained: Int, wallTimeSeconds: Double,
-                metrics: [String: Double] = [:], streamPositions: [String: String] = [:]) {
+                metrics: [String: Double] = [:], streamPositions: [String: String] = [:], newestEventProducedMs: Int64? = nil) {
+        self.newestEventProducedMs = newestEventProducedMs
         self.step = step
         self.samplesTrained = samplesTrained
         self.wallTimeSeconds = wallTimeSeconds

@@ -139,6 +139,10 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
     public var dictionary: String?
     /// Every file in the checkpoint except the manifest itself.
     public var files: [String: FileDigest]
+    /// When the newest batch trained into this version was produced: its oldest event's time (ms
+    /// since the epoch). Serve observes event → served freshness from it. Absent in versions
+    /// written before it existed, or when no trained batch carried a time.
+    public var newestEventProducedMs: Int64? = nil
 
     public init(
         modelKind: String,
@@ -179,6 +183,7 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
         case streamPositions = "stream_positions"
         case dictionary
         case files
+        case newestEventProducedMs = "newest_event_produced_ms"
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -195,6 +200,7 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
         try c.encode(streamPositions, forKey: .streamPositions)
         try c.encode(dictionary, forKey: .dictionary) // explicit null: "no dictionary"
         try c.encode(files, forKey: .files)
+        try c.encodeIfPresent(newestEventProducedMs, forKey: .newestEventProducedMs)
     }
 
     /// Current time as ISO 8601 UTC, e.g. "2025-01-31T12:00:00Z".

@@ -39,6 +39,8 @@ final class RedisLink {
     private var downSince: ContinuousClock.Instant? = nil
     /// True once this link gave up because the worker is stopping while Redis fails.
     private(set) var gaveUp = false
+    /// Counts outages across the worker's links (metrics).
+    var outages: OutageTracker?
 
     init(address: RedisEndpoint, layout: FeatureStoreLayout, logger: Logger, stopping: @escaping () -> Bool,
          stopNotice: OneTimeNotice, timeout: Duration = .seconds(5)) {
@@ -61,6 +63,7 @@ final class RedisLink {
                 if let since = downSince {
                     logger.info("\(String(format: "Redis at %@ is back after %.1f s; resuming", address.description, (.now - since).seconds))")
                     downSince = nil
+                    outages?.answered(self)
                 }
                 return value
             } catch let error as RedisError {
@@ -69,6 +72,7 @@ final class RedisLink {
                 if case .server(let m) = error, !error.isOutage, !m.hasPrefix("NOSCRIPT") { throw error }
                 if downSince == nil {
                     downSince = .now
+                    outages?.failed(self)
                     logger.warning("Redis unavailable during \(what): \(error). Consumption paused; retrying with back-off (100 ms → 5 s). No data is lost: the uncommitted unit is retried.")
                 }
                 if stopping() {
@@ -168,14 +172,17 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
     private var lastCommitAt: ContinuousClock.Instant? = nil
     private var abandoned = false
     private let grower: Grower
+    private let metrics: FeaturizeMetrics
 
     init(address: RedisEndpoint, layout: FeatureStoreLayout, capacity: Int, growthInterval: Duration, maxPendingPerField: Int,
-         logger: Logger, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
+         metrics: FeaturizeMetrics, logger: Logger, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
         self.capacity = capacity
         self.logger = logger
+        self.metrics = metrics
         self.link = RedisLink(address: address, layout: layout, logger: logger, stopping: stopping, stopNotice: stopNotice)
+        link.outages = metrics.redis
         self.grower = Grower(address: address, layout: layout, every: growthInterval, maxPendingPerField: maxPendingPerField,
-                             logger: logger, stopping: stopping, stopNotice: stopNotice)
+                             outages: metrics.redis, logger: logger, stopping: stopping, stopNotice: stopNotice)
         super.init()
         start(name: "featurize-committer")
     }
@@ -251,7 +258,11 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
         let u = c.unit
         let outcome: CommitOutcome?
         let t0 = ContinuousClock.now
-        defer { condition.lock(); commitSeconds += (.now - t0).seconds; condition.unlock() }
+        defer {
+            let dt = ContinuousClock.now - t0
+            metrics.commitDuration.recordNanoseconds(dt.components.seconds * 1_000_000_000 + dt.components.attoseconds / 1_000_000_000)
+            condition.lock(); commitSeconds += dt.seconds; condition.unlock()
+        }
         do {
             outcome = try link.run("commit of \(u.topic)/\(u.partition) [\(u.firstOffset), \(u.lastOffset)]") { try $0.commit(u) }
         } catch FeatureStoreError.gap(_, let p, let progress, _) {
@@ -266,6 +277,7 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
             let first = fencedNoticed.insert(token).inserted
             fenced.append((p, token)); fencedUnits += 1
             condition.unlock()
+            metrics.fencedUnits.increment()
             if first {
                 logger.warning(.init(stringLiteral: "FENCED: unit \(u.topic)/\(p) [\(u.firstOffset), \(u.lastOffset)] not committed — lease token \(token) is no longer "
                     + "valid (partition now \(owner.map { "held by \($0)" } ?? "without an owner")); the new owner re-reads these offsets"))
@@ -281,11 +293,14 @@ final class Committer: BackgroundLoop, @unchecked Sendable {
         lastCommitAt = .now
         switch outcome {
         case .committed:
-            if u.rows > 0 { batches += 1 }
+            if u.rows > 0 { batches += 1; metrics.batches.increment() }
             rows += Int64(u.rows)
             deadLetters += Int64(u.deadLetters.count)
+            metrics.rows.increment(by: u.rows)
+            metrics.committed(deadLetters: u.deadLetters)
         case .duplicate(let progress):
             duplicates += 1
+            metrics.duplicateUnits.increment()
             logger.info("unit \(u.topic)/\(u.partition) [\(u.firstOffset), \(u.lastOffset)] was already committed (progress \(progress)); skipped as a duplicate")
         }
         condition.unlock()
@@ -313,11 +328,12 @@ final class Grower: BackgroundLoop, @unchecked Sendable {
 
     let maxPendingPerField: Int
 
-    init(address: RedisEndpoint, layout: FeatureStoreLayout, every: Duration, maxPendingPerField: Int,
+    init(address: RedisEndpoint, layout: FeatureStoreLayout, every: Duration, maxPendingPerField: Int, outages: OutageTracker?,
          logger: Logger, stopping: @escaping () -> Bool, stopNotice: OneTimeNotice) {
         self.every = every
         self.maxPendingPerField = maxPendingPerField
         link = RedisLink(address: address, layout: layout, logger: logger, stopping: stopping, stopNotice: stopNotice)
+        link.outages = outages
         super.init()
         start(name: "featurize-grower")
     }

@@ -253,6 +253,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     let stopFlag = Atomic<Bool>(false)
     let shouldStop: (@Sendable () -> Bool)?
     let logger: Logger
+    let metrics: FeaturizeMetrics
 
     // Owned by the run thread.
     var link: RedisLink!
@@ -276,6 +277,20 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         unitByPartition = index.map { $0?.unit }
         threadOfPartition = thread
         summary.partitions = states.keys.sorted()
+        metrics.leasesHeld.record(states.count)
+        updateLag()
+    }
+
+    /// Each owned partition's lag: the high watermark librdkafka last learnt (from fetch
+    /// responses; no broker call) minus the next offset this worker reads.
+    func updateLag() {
+        guard let consumer else { metrics.setLag([:]); return }
+        var lags: [Int32: Int64?] = [:]
+        for st in states.values {
+            // Unknown until librdkafka's first fetch response for the partition (no series yet).
+            lags[st.partition] = consumer.cachedWatermarks(topic: options.topic, partition: st.partition).map { $0.high - st.tracker.next }
+        }
+        metrics.setLag(lags)
     }
     var summary: FeaturizeSummary
     /// One per handling thread; thread t handles the partitions with threadOfPartition[p] == t.
@@ -318,6 +333,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         var logger = logger.tagged("featurize[\(who)]")
         logger[metadataKey: "worker"] = .string(options.workerId)
         self.logger = logger
+        self.metrics = FeaturizeMetrics(reasons: F.batchKind == .transitions ? RejectReason.behavior : RejectReason.criteo)
         self.summary = FeaturizeSummary(worker: options.workerId, partitions: [], raw: options.raw)
         let threads = max(1, options.parseThreads)
         contexts = (0..<threads).map { _ in HandlerContext(scratch: featurizer.makeScratch()) }
@@ -361,6 +377,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         consumer = try KafkaConsumer(config: kafkaConfig)
         link = RedisLink(address: options.redisAddress, layout: layout, logger: logger,
                          stopping: { [unowned self] in stopping }, stopNotice: stopNotice)
+        link.outages = metrics.redis
 
         // Partitions (retry until the topic exists and the broker answers).
         var partitionCount = 0
@@ -371,6 +388,8 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
             let answer = kafkaCalls.call(timeout: .seconds(6), stopping: { stopping }) {
                 Result { () throws(KafkaError) in try consumer.partitionCount(topic: topic, timeout: .seconds(5)) }
             }
+            // No answer at start is an outage too (the metric; the line is said once, here).
+            if case .success? = answer { metrics.kafka.answered(self) } else if !stopping { metrics.kafka.failed(self) }
             switch answer {
             case .success(let n)?: partitionCount = n
             case .failure(let error)?:
@@ -397,7 +416,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
             guard let line = try withRedis("start of the \(F.inputName) featurizer", { try featurizer.start(store) }) else { return finish(start) }
             logger.info("\(line)")
             committer = Committer(address: options.redisAddress, layout: layout, capacity: 4, growthInterval: options.growthInterval,
-                                  maxPendingPerField: options.maxPendingCategories,
+                                  maxPendingPerField: options.maxPendingCategories, metrics: metrics,
                                   logger: logger, stopping: { [unowned self] in stopping }, stopNotice: stopNotice)
             switch options.assignment {
             case .lease:
@@ -433,6 +452,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                 if now - lastHeartbeat >= .seconds(1) {
                     lastHeartbeat = now
                     if try withRedis("heartbeat", { try heartbeat(paused: paused) }) == nil { break }
+                    updateLag()
                     guard try rebalance() else { break }
                 }
                 if now - lastPressureCheck >= .milliseconds(100) {
@@ -441,11 +461,13 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                     let over = pending.filter { $0.value >= options.maxPending }
                     if !over.isEmpty && !paused {
                         paused = true; pauseStarted = now
+                        metrics.paused.record(1)
                         // Commit what we hold so trainers can see it, then pause.
                         try flushAll(force: true)
                         logger.warning("PAUSED (back-pressure): feature shard(s) \(over.keys.sorted().map { "\($0): \(over[$0]!) pending" }.joined(separator: ", ")) ≥ --max-pending \(options.maxPending); waiting for trainers")
                     } else if over.isEmpty && paused {
                         paused = false
+                        metrics.paused.record(0)
                         logger.info("\(String(format: "resumed after %.1f s of back-pressure", (now - pauseStarted).seconds))")
                     }
                 }
@@ -511,6 +533,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                 continue
             }
             summary.messages += Int64(got)
+            metrics.messages.increment(by: got)
             let clientErrors = consumer.takeClientErrors()
             if clientErrors.count > 0 { kafkaTrouble(clientErrors.last ?? "client error") }
             // Consumer errors are part of an outage: one line when it starts, one when it ends —
@@ -615,6 +638,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
                         + "featurize worker moved it (its lease on \(f.topic)/\(f.partition) was lost?); run featurize again")
                 }
                 summary.offsetResets += 1
+                metrics.offsetResets.increment()
                 logger.warning(.init(stringLiteral: "OFFSET RESET on \(f): progress moved back \(from) → \(earliest); reading the partition again from the broker's "
                     + "earliest offset (counted in \(options.prefix):offsetreset:applied)"))
                 st.tracker.rewind(to: earliest)
@@ -667,6 +691,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     func kafkaTrouble(_ what: String) {
         guard kafkaTroubleSince == nil else { return }
         kafkaTroubleSince = .now
+        metrics.kafka.failed(self)
         logger.warning(.init(stringLiteral: "Kafka unavailable: \(what). librdkafka keeps reconnecting (back-off up to reconnect.backoff.max.ms); "
             + "consumption resumes where it stopped when the broker is back — nothing is lost"))
     }
@@ -675,6 +700,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
     func kafkaAnswered() {
         guard let since = kafkaTroubleSince else { return }
         kafkaTroubleSince = nil
+        metrics.kafka.answered(self)
         logger.info("\(String(format: "Kafka answers again (%.1f s after the outage was reported); consuming", (ContinuousClock.now - since).seconds))")
     }
 
@@ -744,6 +770,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
         if st.startedAt == nil { st.startedAt = .now }
         st.lost += lost
         retentionLock.withLock { summary.lostUpstream += lost }
+        metrics.lostUpstream.increment(by: lost)
         logger.error(.init(stringLiteral: "RETENTION GAP on \(options.topic)/\(st.partition): need offset \(from) but the broker's earliest retained offset is \(low); "
             + "\(lost) rows were LOST UPSTREAM (deleted by Kafka retention before any worker read them). "
             + "Counted in \(options.prefix):lost; continuing at \(low). Increase retention or add featurize workers."))

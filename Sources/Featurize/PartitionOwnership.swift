@@ -144,6 +144,7 @@ extension FeaturizeEngine {
         guard !gone.isEmpty else { return }
         for p in gone { states[p] = nil }
         summary.leasesLost += Int64(gone.count)
+        metrics.leasesLost.increment(by: gone.count)
         logger.warning(.init(stringLiteral: "LEASE LOST on partitions \(gone.map(String.init).joined(separator: ",")) of \(options.topic): \(how). Another worker "
             + "continues them from the progress in Redis; nothing more of them is committed from here (fencing token)"))
         try reassign()

@@ -5,7 +5,9 @@ import Checkpoint
 import Cluster
 import Features
 import FeatureStore
+import Metrics
 import Models
+import Observability
 import Streaming
 import Training
 
@@ -86,6 +88,8 @@ public final class OnlineTrainer: StepBoundaryHandler {
     let logger: Logger
     var state: ClusterState
     var freshness: FreshnessLog?
+    /// Event produced → trained, per trained batch (rank 0; a no-op without a metrics backend).
+    let freshnessSeconds = Recorder(label: Metric.trainerFreshness.name)
     /// Joiners admitted whose DECR of sr:train:joiners has not reached Redis yet (rank 0).
     var undecrementedJoiners = 0
     /// Rank 0's history points not yet in Redis (a failed write); written with the next one.
@@ -287,6 +291,10 @@ public final class OnlineTrainer: StepBoundaryHandler {
             if pos > (source.positions[shard] ?? .start) { source.positions[shard] = pos }
             if comm.rank == 0 {
                 let produced = StreamPosition(words: all[(i + 5)..<(i + 7)] + [0, 0]).ms
+                if produced > 0 {
+                    freshnessSeconds.record(Double(max(0, trainedMs - produced)) / 1000)
+                    if produced > (trainer.newestEventProducedMs ?? 0) { trainer.newestEventProducedMs = produced }
+                }
                 // The stream id's ms part is when featurize appended the batch to Redis.
                 freshness?.record(["event": "trained", "step": model.step, "shard": shard, "produced_ms": produced,
                                    "appended_ms": pos.ms, "trained_ms": trainedMs])

@@ -38,7 +38,8 @@ final class TinyModelFixture: @unchecked Sendable {
     /// Trains one more step (so versions differ) and writes checkpoint `step` (into `store`, the
     /// fixture's root by default).
     @discardableResult
-    func write(step: Int, train: Bool = true, stats: FeatureStats? = nil, to store: CheckpointStore? = nil) throws -> URL {
+    func write(step: Int, train: Bool = true, stats: FeatureStats? = nil, to store: CheckpointStore? = nil,
+               newestEventProducedMs: Int64? = nil) throws -> URL {
         if train {
             let lines = rows.map { "1\t" + $0 }
             let batch = BatchPacker.pack(lines: lines, encoder: FeatureEncoder(stats: self.stats), batchSize: 64).batches[0]
@@ -46,7 +47,7 @@ final class TinyModelFixture: @unchecked Sendable {
         }
         let snap = WideDeepCheckpoint.snapshot(model: model, stats: stats ?? self.stats,
                                                record: .init(step: step, samplesTrained: step * 64, wallTimeSeconds: 1,
-                                                             metrics: ["auc": 0.5]))
+                                                             metrics: ["auc": 0.5], newestEventProducedMs: newestEventProducedMs))
         return try WideDeepCheckpoint.write(snap, to: store ?? self.store)
     }
 

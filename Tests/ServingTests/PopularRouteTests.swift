@@ -2,6 +2,7 @@
 // client, against real redis-servers (each test starts its own on a free port and removes it).
 import Foundation
 import Logging
+import Observability
 import Testing
 import Hummingbird
 import HummingbirdTesting
@@ -180,8 +181,8 @@ private func probeOtherRoutes(port: Int, predictBody: String, for duration: Dura
             let tieA = body.items.firstIndex(where: { $0.item == "tie-a" }), tieB = body.items.firstIndex(where: { $0.item == "tie-b" })
             #expect(tieA != nil && tieB == tieA.map { $0 + 1 }, "equal counts are ordered by item id")
             #expect(state.metrics.requests(endpoint: "/v1/popular", status: 200) == 6)
-            let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
-            #expect(metrics.contains("streamrec_serve_requests_total{endpoint=\"/v1/popular\",status=\"200\"} 6"))
+            let metrics = try PrometheusText(String(buffer: try await client.execute(uri: "/metrics", method: .get).body))
+            #expect(metrics.value("streamrec_serve_requests_total", ["endpoint": "/v1/popular", "status": "200"]) == 6)
         }
     }
 

@@ -2,6 +2,7 @@
 // watcher, metrics and limits as Wide&Deep, against real redis-servers where state is read.
 import Foundation
 import Logging
+import Observability
 import Testing
 import Hummingbird
 import HummingbirdTesting
@@ -137,11 +138,11 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
             let without = try await recommend(client, ["user": "u3", "n": 3, "exclude": [plain.items[0].item, "unknown-key"]])
             #expect(without.items.map(\.item) == Array(try await recommend(client, ["user": "u3", "n": 4]).items.map(\.item).dropFirst()))
             #expect(state.metrics.recommendations(source: "popular") == 2)
-            let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
-            #expect(metrics.contains("streamrec_serve_requests_total{endpoint=\"/v1/recommend\",status=\"200\"}"))
-            #expect(metrics.contains("streamrec_serve_request_duration_seconds_bucket{endpoint=\"/v1/recommend\",le=\"+Inf\"}"))
-            #expect(metrics.contains("streamrec_serve_recommendations_total{source=\"popular\"} 2"))
-            #expect(metrics.contains("streamrec_serve_model_kind{kind=\"reinforce\"} 1"))
+            let metrics = try PrometheusText(String(buffer: try await client.execute(uri: "/metrics", method: .get).body))
+            #expect((metrics.value("streamrec_serve_requests_total", ["endpoint": "/v1/recommend", "status": "200"]) ?? 0) > 0)
+            #expect((metrics.value("streamrec_serve_request_duration_seconds_bucket", ["endpoint": "/v1/recommend", "le": "+Inf"]) ?? 0) > 0)
+            #expect(metrics.value("streamrec_serve_recommendations_total", ["source": "popular"]) == 2)
+            #expect(metrics.value("streamrec_serve_model_info", ["kind": "reinforce"]) == 1)
             let info = try JSONSerialization.jsonObject(with: Data(String(buffer: try await client.execute(uri: "/v1/model", method: .get).body).utf8)) as? [String: Any]
             #expect(info?["model_kind"] as? String == "reinforce" && info?["routes"] as? [String] == ["/v1/recommend"])
         }
@@ -265,9 +266,9 @@ private func expectRanking(_ answer: RecommendAnswer, _ expected: [(item: String
             }
             let ok = try await recommend(client, ["history": ["i2"], "n": 1])
             #expect(ok.items.count == 1)
-            let m = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
-            #expect(m.contains("streamrec_serve_requests_total{endpoint=\"/v1/recommend\",status=\"400\"} 19"))
-            #expect(m.contains("streamrec_serve_requests_total{endpoint=\"/v1/recommend\",status=\"413\"} 3"))
+            let m = try PrometheusText(String(buffer: try await client.execute(uri: "/metrics", method: .get).body))
+            #expect(m.value("streamrec_serve_requests_total", ["endpoint": "/v1/recommend", "status": "400"]) == 19)
+            #expect(m.value("streamrec_serve_requests_total", ["endpoint": "/v1/recommend", "status": "413"]) == 3)
         }
     }
 

@@ -28,6 +28,11 @@ import TestSupport
         let predict = try runProcess(curl, ["-s", "-X", "POST", "-H", "Content-Type: application/json", "--data-binary",
                                             jsonBody(["rows": [fx.rows[0]]]), "http://127.0.0.1:\(port)/v1/predict"])
         #expect(predict.stdout.contains("\"model_version\":\"step-000000000003\""))
+        // GET /metrics of the real process (its metrics on the process's registry, bootstrapped into swift-metrics).
+        let m = try scrapeMetrics(port: port)
+        #expect(m.value("streamrec_serve_requests_total", ["endpoint": "/v1/predict", "status": "200"]) == 1)
+        #expect(m.value("streamrec_serve_model_step") == 3 && m.value("streamrec_serve_reloads_total") == 1)
+        #expect(m.types["streamrec_serve_request_duration_seconds"] == "histogram")
         kill(process.processIdentifier, SIGTERM)
         let exited = await eventually(30) { !process.isRunning }
         #expect(exited)

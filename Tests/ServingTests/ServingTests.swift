@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Observability
 import Testing
 import Hummingbird
 import HummingbirdTesting
@@ -109,9 +110,10 @@ private func modelStep(_ client: some TestClientProtocol) async throws -> Int? {
 
             try fx.write(step: 400)  // a good version after bad ones is picked up
             #expect(try await eventually { try await modelStep(client) == 400 })
-            let metrics = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
-            #expect(metrics.contains("streamrec_serve_rejected_checkpoints_total 2"))
-            #expect(metrics.contains("streamrec_serve_reloads_total 3"))
+            let metrics = try PrometheusText(String(buffer: try await client.execute(uri: "/metrics", method: .get).body))
+            #expect(metrics.value("streamrec_serve_rejected_checkpoints_total") == 2)
+            #expect(metrics.value("streamrec_serve_rejected_checkpoints_total", ["reason": "invalid_checkpoint"]) == 2)
+            #expect(metrics.value("streamrec_serve_reloads_total") == 3)
         }
     }
 
@@ -236,8 +238,8 @@ private func modelStep(_ client: some TestClientProtocol) async throws -> Int? {
             #expect(errorMessage(wrong)?.contains("got 3") == true)
             // Still serving after all of that.
             #expect(try await post(client, jsonBody(["rows": [fx.rows[0]]])).status == .ok)
-            let m = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
-            #expect(m.contains("streamrec_serve_requests_total{endpoint=\"/v1/predict\",status=\"400\"} 18"))
+            let m = try PrometheusText(String(buffer: try await client.execute(uri: "/metrics", method: .get).body))
+            #expect(m.value("streamrec_serve_requests_total", ["endpoint": "/v1/predict", "status": "400"]) == 18)
         }
     }
 
@@ -251,16 +253,46 @@ private func modelStep(_ client: some TestClientProtocol) async throws -> Int? {
             _ = try await post(client, jsonBody(["rows": Array(fx.rows.prefix(3))]))
             let r = try await client.execute(uri: "/metrics", method: .get)
             #expect(r.status == .ok)
-            let text = String(buffer: r.body)
-            for name in ["streamrec_serve_requests_total{endpoint=\"/v1/predict\",status=\"200\"} 1",
-                         "streamrec_serve_request_duration_seconds_bucket{endpoint=\"/v1/predict\",le=\"+Inf\"} 1",
-                         "streamrec_serve_request_duration_seconds_sum", "streamrec_serve_request_duration_seconds_count",
-                         "streamrec_serve_rows_predicted_total 3", "streamrec_serve_reloads_total 1",
-                         "streamrec_serve_rejected_checkpoints_total 0", "streamrec_serve_model_step 42",
-                         "streamrec_serve_model_info{version=\"step-000000000042\"} 1",
-                         "streamrec_serve_model_load_seconds", "streamrec_serve_model_loaded 1"] {
-                #expect(text.contains(name), "missing \(name)")
-            }
+            let m = try PrometheusText(String(buffer: r.body))
+            #expect(m.value("streamrec_serve_requests_total", ["endpoint": "/v1/predict", "status": "200"]) == 1)
+            #expect(m.value("streamrec_serve_request_duration_seconds_bucket", ["endpoint": "/v1/predict", "le": "+Inf"]) == 1)
+            #expect(m.value("streamrec_serve_request_duration_seconds_count", ["endpoint": "/v1/predict"]) == 1)
+            #expect((m.value("streamrec_serve_request_duration_seconds_sum", ["endpoint": "/v1/predict"]) ?? -1) > 0)
+            #expect(m.value("streamrec_serve_rows_predicted_total") == 3)
+            #expect(m.value("streamrec_serve_reloads_total") == 1)
+            #expect(m.value("streamrec_serve_rejected_checkpoints_total") == 0)
+            #expect(m.value("streamrec_serve_model_step") == 42)
+            #expect(m.value("streamrec_serve_model_info", ["version": "step-000000000042", "kind": "widedeep"]) == 1)
+            #expect((m.value("streamrec_serve_model_load_seconds") ?? 0) > 0)
+            #expect(m.value("streamrec_serve_model_loaded") == 1)
+            #expect(m.types["streamrec_serve_request_duration_seconds"] == "histogram")
+            // Every family the catalogue lists for serve is exposed, and nothing outside it.
+            for def in Metric.of(.serve) { #expect(def.seriesNames.contains { m.names.contains($0) }, "missing \(def.name)") }
+            for name in m.names { #expect(Metric.definition(ofSeries: name)?.component == .serve, "\(name) is not in the catalogue") }
+        }
+    }
+
+    @Test("freshness: a version whose manifest says when its newest batch was produced is observed at load")
+    func freshnessHistogram() async throws {
+        let fx = try TinyModelFixture()
+        let produced = Int64(Date().timeIntervalSince1970 * 1000) - 7_000
+        try fx.write(step: 5, newestEventProducedMs: produced)
+        let (app, _, _) = makeApp(fx)
+        try await app.test(.router) { client in
+            #expect(try await eventually { try await modelStep(client) == 5 })
+            let m = try PrometheusText(String(buffer: try await client.execute(uri: "/metrics", method: .get).body))
+            #expect(m.value("streamrec_serve_freshness_seconds_count") == 1)
+            let age = m.value("streamrec_serve_freshness_seconds_sum") ?? -1
+            #expect(age >= 7 && age < 60, "freshness \(age) s for a version produced 7 s ago")
+            #expect(m.value("streamrec_serve_freshness_seconds_bucket", ["le": "5.0"]) == 0)
+            #expect(m.value("streamrec_serve_freshness_seconds_bucket", ["le": "10.0"]) == 1)
+            #expect(m.value("streamrec_serve_model_newest_event_timestamp_seconds") == Double(produced) / 1000)
+            // A version without the field (written before it existed) loads and is not observed.
+            try fx.write(step: 6)
+            #expect(try await eventually { try await modelStep(client) == 6 })
+            let after = try PrometheusText(String(buffer: try await client.execute(uri: "/metrics", method: .get).body))
+            #expect(after.value("streamrec_serve_freshness_seconds_count") == 1)
+            #expect(after.value("streamrec_serve_model_newest_event_timestamp_seconds") == 0)
         }
     }
 

@@ -16,10 +16,11 @@ enum RLCheckpointFiles {
     /// Writes a version (atomic; LATEST updated last).
     static func write(kind: String, config: JSONValue, tensors: [ModelTensor], keys: BehaviorKeys, record: CheckpointRecord,
                       to store: CheckpointStore) throws -> URL {
-        let manifest = CheckpointManifest(
+        var manifest = CheckpointManifest(
             modelKind: kind, modelConfig: config, step: record.step,
             samplesTrained: record.samplesTrained, wallTimeSeconds: record.wallTimeSeconds,
             metrics: record.metrics, streamPositions: record.streamPositions, dictionary: nil)
+        manifest.newestEventProducedMs = record.newestEventProducedMs
         return try store.write(step: record.step, manifest: manifest, files: [
             .safetensors(metadata: ["format": "streamrec-\(kind)", "step": String(record.step)], tensors: tensors.map(\.safeTensor)),
         ] + keys.files.sorted { $0.key < $1.key }.map { .data($0.key, Data($0.value)) })

@@ -32,10 +32,11 @@ public enum ReinforceCheckpoint {
     /// Writes a snapshot as a new version in `store` (atomic; LATEST updated last).
     @discardableResult
     public static func write(_ snap: Snapshot, to store: CheckpointStore) throws -> URL {
-        let manifest = CheckpointManifest(
+        var manifest = CheckpointManifest(
             modelKind: modelKind, modelConfig: configJSON(snap.model.config), step: snap.record.step,
             samplesTrained: snap.record.samplesTrained, wallTimeSeconds: snap.record.wallTimeSeconds,
             metrics: snap.record.metrics, streamPositions: snap.record.streamPositions, dictionary: nil)
+        manifest.newestEventProducedMs = snap.record.newestEventProducedMs
         let tensors = snap.model.exportTensors(includeOptimizer: true).map(\.safeTensor)
         return try store.write(step: snap.record.step, manifest: manifest, files: [
             .safetensors(metadata: ["format": "streamrec-reinforce", "step": String(snap.record.step)], tensors: tensors),

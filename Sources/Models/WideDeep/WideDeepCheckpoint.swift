@@ -29,11 +29,12 @@ public enum WideDeepCheckpoint {
     @discardableResult
     public static func write(_ snap: Snapshot, to store: CheckpointStore) throws -> URL {
         let configJSON = try JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(snap.model.config))
-        let manifest = CheckpointManifest(
+        var manifest = CheckpointManifest(
             modelKind: modelKind, modelConfig: configJSON, step: snap.record.step,
             samplesTrained: snap.record.samplesTrained, wallTimeSeconds: snap.record.wallTimeSeconds,
             metrics: snap.record.metrics, streamPositions: snap.record.streamPositions,
             dictionary: statsFileName)
+        manifest.newestEventProducedMs = snap.record.newestEventProducedMs
         let tensors = snap.model.exportTensors(includeOptimizer: true).map(\.safeTensor)
         return try store.write(step: snap.record.step, manifest: manifest, files: [
             .safetensors(metadata: ["format": "streamrec-widedeep", "step": String(snap.record.step)], tensors: tensors),

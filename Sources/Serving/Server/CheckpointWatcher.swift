@@ -131,7 +131,7 @@ public final class CheckpointWatcher: Service, Sendable {
         switch result {
         case .success(let model):
             let old = slot.replace(with: model)
-            metrics.recordReload(loadSeconds: model.info.loadSeconds)
+            metrics.recordReload(model: model)
             logger.info(.init(stringLiteral: "serving \(model.version) (\(model.kind), step \(model.step)) loaded in \(String(format: "%.3f", model.info.loadSeconds)) s"
                 + (old.map { ", replacing \($0.version)" } ?? "")))
             // Once per lineage, not on every reload.

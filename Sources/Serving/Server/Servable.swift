@@ -29,6 +29,9 @@ public struct ServableInfo: Sendable {
     public let loadSeconds: Double
     /// Size of `model.safetensors` on disk.
     public let modelFileBytes: Int
+    /// When the newest batch trained into this version was produced (ms since the epoch), if
+    /// the manifest says (`newest_event_produced_ms`): freshness.
+    public let newestEventProducedMs: Int64?
 
     public init(manifest: CheckpointManifest, directory: URL, loadSeconds: Double, modelFileBytes: Int) {
         kind = manifest.modelKind
@@ -40,6 +43,7 @@ public struct ServableInfo: Sendable {
         loadedAt = Date()
         self.loadSeconds = loadSeconds
         self.modelFileBytes = modelFileBytes
+        newestEventProducedMs = manifest.newestEventProducedMs
     }
 }
 

@@ -25,6 +25,7 @@ import Features
 import Hummingbird
 import HummingbirdCore
 import NIOCore
+import Observability
 import ServiceLifecycle
 
 /// Settings of one `streamrec serve` process.
@@ -199,7 +200,11 @@ public func buildServingApplication(settings: ServeSettings, state: ServingState
 /// streamrec command shares); when it returns, the service group shuts down gracefully.
 public func runServingServer(settings: ServeSettings, logger: Logger = Logger(label: "serve"),
                              waitForShutdown: @escaping @Sendable () -> Void) async throws {
-    let (app, state, _) = buildServingApplication(settings: settings, logger: logger)
+    // The process's registry (bootstrapped into swift-metrics), so anything else in the process
+    // that records through swift-metrics shows on the same GET /metrics.
+    let state = ServingState(metrics: ServingMetrics(registry: .process), limits: settings.limits,
+                             featureStore: settings.featureStore.map { FeatureStoreClient(settings: $0, logger: logger) })
+    let (app, _, _) = buildServingApplication(settings: settings, state: state, logger: logger)
     if let store = state.featureStore {
         // One PING at start so the log says at once whether the feature store answers (an
         // outage is logged by the client itself).

@@ -139,7 +139,12 @@ public final class Trainer {
     /// Called on the writer thread once a checkpoint version is in place (step, directory).
     public var onCheckpointWritten: (@Sendable (Int, URL) -> Void)?
     public var wallTimeBefore: Double
+    /// When the newest batch trained so far was produced (its oldest event, ms since the epoch;
+    /// nil while unknown), recorded in each checkpoint for serve's freshness histogram. Updated
+    /// from this participant's batches; `OnlineTrainer` adds every rank's (rank 0 writes).
+    public var newestEventProducedMs: Int64?
     private var writer: CheckpointWriter?
+    let metrics = TrainerMetrics()
 
     public init(model: any TrainableModel, settings: TrainSettings, source: BatchSource,
                 collectives: Collectives = LocalCollectives(), store: CheckpointStore?,
@@ -166,8 +171,17 @@ public final class Trainer {
     public func run() throws -> TrainSummary {
         if collectives.isCoordinator, let store {
             writer = CheckpointWriter(store: store, logger: logger)
-            writer?.onWritten = onCheckpointWritten
+            let user = onCheckpointWritten, metrics = self.metrics
+            writer?.onWritten = { [weak writer] step, url in
+                metrics.checkpoints.increment()
+                metrics.lastCheckpointStep.record(step)
+                if let seconds = writer?.written.last?.seconds { metrics.checkpointWrite.recordSeconds(seconds) }
+                user?(step, url)
+            }
         }
+        let coordinator = collectives.isCoordinator
+        if coordinator { metrics.step.record(model.step); metrics.ranks.record(collectives.participants) }
+        var lastModelMetrics = Date.distantPast
         let start = Date()
         var windowStart = Date(), windowSamples = 0
         var steps = 0
@@ -187,6 +201,10 @@ public final class Trainer {
         while true {
             // 1. What this participant has for the step.
             var local: SourcedBatch?
+            // data_wait: the iteration's time that was not the agreement, the step or a checkpoint.
+            let tPoll = Date()
+            var stepSeconds = 0.0
+            defer { if coordinator { metrics.dataWait.increment(by: max(0, Date().timeIntervalSince(tPoll) - stepSeconds)) } }
             if !exhausted {
                 switch try source.poll(timeout: 0.05) {
                 case .batch(let b): local = b
@@ -205,6 +223,11 @@ public final class Trainer {
             let t0 = Date()
             let agreed = try watched { try collectives.agree(signals) }
             comm += Date().timeIntervalSince(t0)
+            if coordinator {
+                metrics.communication.increment(by: Date().timeIntervalSince(t0))
+                stepSeconds += Date().timeIntervalSince(t0)
+                metrics.ranks.record(collectives.participants)
+            }
             if agreed.stop > 0 { stopReason = "stop requested"; break }
             // Stop only when no rank had a batch this step: a batch polled by one rank and
             // dropped here would still be safe (positions unchanged), but this keeps it simple.
@@ -233,8 +256,23 @@ public final class Trainer {
             }
             compute += timing.compute
             comm += timing.communication
+            if let produced = local?.producedAtMs, produced > 0, produced > (newestEventProducedMs ?? 0) { newestEventProducedMs = produced }
             try watched { try afterStep?(local) }
             samplesTrained += agreed.samples
+            if coordinator {
+                metrics.compute.increment(by: timing.compute)
+                metrics.communication.increment(by: timing.communication)
+                metrics.stepDuration.recordSeconds(timing.compute + timing.communication)
+                stepSeconds += timing.compute + timing.communication
+                metrics.step.record(model.step)
+                metrics.samples.increment(by: agreed.samples)
+                // At most once a second: a model's metrics may be costly (Wide&Deep's progressive
+                // AUC sorts its 100k-row window), and a scrape comes every few seconds.
+                if Date().timeIntervalSince(lastModelMetrics) >= 1 {
+                    metrics.record(modelMetrics: model.metrics)
+                    lastModelMetrics = Date()
+                }
+            }
             windowSamples += agreed.samples
             steps += 1
             lastStepAt = Date()
@@ -247,7 +285,10 @@ public final class Trainer {
                 windowStart = Date(); windowSamples = 0
             }
             if collectives.isCoordinator, settings.checkpointEvery > 0, model.step % settings.checkpointEvery == 0 {
-                stall += checkpoint(start: start)
+                let held = checkpoint(start: start)
+                stall += held
+                stepSeconds += held
+                metrics.checkpointStall.recordSeconds(held)
                 lastCheckpointStep = model.step
             }
         }
@@ -261,8 +302,11 @@ public final class Trainer {
         // The final version, unless this step already has one (e.g. a restart that found no new
         // data: the version it resumed from stays as written, metrics and all).
         if collectives.isCoordinator, !leftJob, lastCheckpointStep != model.step, let store, !store.hasVersion(step: model.step), writer != nil {
-            stall += checkpoint(start: start)
+            let held = checkpoint(start: start)
+            stall += held
+            metrics.checkpointStall.recordSeconds(held)
         }
+        if coordinator && steps > 0 { metrics.record(modelMetrics: model.metrics) }
         try writer?.finish()
         return TrainSummary(steps: steps, samples: samplesTrained, seconds: Date().timeIntervalSince(start),
                             metrics: model.metrics, lastCheckpoint: writer?.written.last?.url,
@@ -281,7 +325,8 @@ public final class Trainer {
         defer { afterCheckpoint?() }
         let record = CheckpointRecord(step: model.step, samplesTrained: samplesTrained,
                                       wallTimeSeconds: wallTimeBefore + Date().timeIntervalSince(start),
-                                      metrics: model.metrics, streamPositions: positions)
+                                      metrics: model.metrics, streamPositions: positions,
+                                      newestEventProducedMs: newestEventProducedMs)
         writer.submit(model.snapshot(record: record))
         return Date().timeIntervalSince(t0)
     }
