@@ -6,7 +6,7 @@ import Observability
 /// `--metrics-port` and `--metrics-host` of the commands without an HTTP server of their own
 /// (featurize, train): GET /metrics on a small endpoint beside the worker loop or MPI.
 struct MetricsOptions: ParsableArguments {
-    @Option(help: "Serve GET /metrics (Prometheus text) on this port; 0 = any free port, announced on stderr. Default: off (featurize: featurize.metrics_port in --config).")
+    @Option(help: "Serve GET /metrics (Prometheus text) on this port; 0 = any free port, announced in the log. Default: off (featurize: featurize.metrics_port in --config).")
     var metricsPort: Int?
 
     @Option(help: "Address the metrics endpoint binds. Default 127.0.0.1 (this host only).")

@@ -109,7 +109,20 @@ struct FeaturizeMetricsTests {
             return l0 + l1 + read + lost == Double(rows.count)
         }
         #expect(settled, "\(m.samples.filter { $0.name.hasPrefix("streamrec_featurize") })\n\(worker.stderr)")
-        #expect((m.value("streamrec_featurize_partition_lag") ?? 0) > 0, "paused before reading everything")
+        // Rows produced while it is paused are lag (whether or not it had read everything before).
+        let read = m.value("streamrec_featurize_messages_total") ?? 0
+        let more = syntheticRows(2_000, seed: 14)
+        try produce(more, topic: "lag", bootstrap: cluster.bootstrapServers, partitions: 2)
+        let grew = poll(for: 20) {
+            guard let s = try? scrapeMetrics(port: port), let l0 = s.value("streamrec_featurize_partition_lag", ["partition": "0"]),
+                  let l1 = s.value("streamrec_featurize_partition_lag", ["partition": "1"]),
+                  let lost = s.value("streamrec_featurize_lost_upstream_total") else { return false }
+            m = s
+            return l0 + l1 + read + lost == Double(rows.count + more.count)
+        }
+        #expect(grew, "lag counts the rows produced during the pause: \(m.samples.filter { $0.name.hasPrefix("streamrec_featurize") })")
+        #expect(m.value("streamrec_featurize_messages_total") == read, "nothing read while paused")
+        #expect((m.value("streamrec_featurize_partition_lag") ?? 0) >= 2_000)
         #expect((m.value("streamrec_featurize_batches_total") ?? 0) >= 6, "3 pending batches per stream before the pause")
         worker.signal(SIGTERM)
         #expect(worker.wait(timeout: .seconds(30)) == 0, "\(worker.stderr)")
