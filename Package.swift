@@ -87,6 +87,7 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Featurize", dependencies: ["Features", "Streaming", "FeatureStore", "Observability", .product(name: "Logging", package: "swift-log")]),
@@ -99,7 +100,7 @@ let package = Package(
         ]),
         // The live dashboard (`streamrec dashboard`): reads Redis, serve and the checkpoints; no Open MPI.
         .target(name: "Dashboard", dependencies: [
-            "FeatureStore", "Streaming", "Checkpoint", .product(name: "Logging", package: "swift-log"),
+            "FeatureStore", "Streaming", "Checkpoint", "Observability", .product(name: "Logging", package: "swift-log"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),

@@ -5,6 +5,7 @@
 
 import Foundation
 import Logging
+import Observability
 import Hummingbird
 import HummingbirdCore
 import NIOCore
@@ -103,14 +104,5 @@ public func runDashboardServer(settings: DashboardSettings, collector: Dashboard
     let app = Application(router: buildDashboardRouter(refresher: refresher, refreshSeconds: settings.refreshSeconds),
                           configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "streamrec-dashboard"),
                           logger: logger)
-    var configuration = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [], logger: app.logger)
-    configuration.maximumGracefulShutdownDuration = .seconds(5)
-    let group = ServiceGroup(configuration: configuration)
-    let waiter = Thread {
-        waitForShutdown()
-        Task { await group.triggerGracefulShutdown() }
-    }
-    waiter.name = "dashboard-shutdown"
-    waiter.start()
-    try await group.run()
+    try await runUntilShutdown(app, maximumGrace: .seconds(5), threadName: "dashboard-shutdown", waitForShutdown: waitForShutdown)
 }

@@ -218,19 +218,10 @@ public func runServingServer(settings: ServeSettings, logger: Logger = Logger(la
             }
         }
     }
-    var configuration = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [], logger: app.logger)
-    // Requests still being received are bounded by shutdownGrace (RequestReadTimeoutHandler); this
-    // bounds everything else (a slow response, a client that never reads): after it, the server
-    // is cancelled and its connections closed.
-    configuration.maximumGracefulShutdownDuration = settings.timeouts.shutdown
-    let group = ServiceGroup(configuration: configuration)
-    let waiter = Thread {
-        waitForShutdown()
-        Task { await group.triggerGracefulShutdown() }
-    }
-    waiter.name = "serve-shutdown"
-    waiter.start()
-    try await group.run()
+    // Requests still being received are bounded by shutdownGrace (RequestReadTimeoutHandler); the
+    // grace bounds everything else (a slow response, a client that never reads): after it, the
+    // server is cancelled and its connections closed.
+    try await runUntilShutdown(app, maximumGrace: settings.timeouts.shutdown, threadName: "serve-shutdown", waitForShutdown: waitForShutdown)
 }
 
 // MARK: - Handlers
