@@ -199,6 +199,7 @@ struct Featurize: ParsableCommand {
         }
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
+        KafkaLog.shared.finish()
         print("summary " + String(decoding: try enc.encode(summary), as: UTF8.self))
         // Everything is committed or left to be re-read. Exit without closing the consumer: with
         // explicit assignment there is no group to leave, and librdkafka's close can wait for a

@@ -83,6 +83,19 @@ public final class KafkaLog: Sendable {
         return line != nil
     }
 
+    /// At exit: an outage still going on is summarised now (its count would be lost otherwise).
+    public func finish() {
+        var line: String?
+        let logger: Logger = state.withLock { s in
+            guard let o = s.outage else { return s.logger }
+            s.outage = nil
+            line = "Kafka connection errors: \(o.suppressed + 1) in \(Self.seconds(o.last - o.started)) s (\(o.suppressed) not printed), "
+                + "still failing when the process stopped"
+            return s.logger
+        }
+        if let line { logger.warning("\(line)") }
+    }
+
     private func scheduleQuietCheck() {
         DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(1)) { [self] in
             endOutageIfQuiet()

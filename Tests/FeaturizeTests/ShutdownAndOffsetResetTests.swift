@@ -112,6 +112,8 @@ struct ShutdownAndOffsetResetTests {
         #expect(trouble.count == 1, "one line for the outage: \(trouble)")
         #expect(trouble.first?["component"] as? String == "kafka" && trouble.first?["level"] as? String == "warning")
         #expect(!worker.stderr.contains("|FAIL|"), "no raw librdkafka lines")
+        #expect(objects.contains { ($0["message"] as? String)?.hasSuffix("still failing when the process stopped") == true },
+                "the outage's count is said at exit")
         #expect(objects.contains { $0["level"] as? String == "warning" && ($0["message"] as? String)?.hasPrefix("Kafka unavailable") == true })
     }
 

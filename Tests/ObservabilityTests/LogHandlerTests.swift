@@ -76,6 +76,12 @@ struct KafkaLogTests {
         router.receive(level: 3, facility: "FAIL", message: "Disconnected", now: t0 + .seconds(61))
         #expect(log.lines.count == 3)
         #expect(router.outages == 2)
+        // Stopping during an outage still says how many there were.
+        router.finish()
+        #expect(log.lines.last == "warning: Kafka connection errors: 2 in 1.0 s (1 not printed), still failing when the process stopped",
+                "\(log.lines)")
+        router.finish()
+        #expect(log.lines.count == 4, "said once")
         // Something else keeps its level and text.
         router.receive(level: 4, facility: "CONFWARN", message: "Configuration property x is a producer property")
         #expect(log.lines.last == "warning: Configuration property x is a producer property facility=CONFWARN")
