@@ -82,7 +82,7 @@ final class RedisLink {
                     return nil
                 }
                 connection?.close()
-                let end = ContinuousClock.now + .milliseconds(Int64(delay * 1000))
+                let end = ContinuousClock.now + .seconds(delay)
                 while !stopping() && ContinuousClock.now < end { Thread.sleep(forTimeInterval: 0.05) }
                 delay = min(delay * 2, 5)
             }

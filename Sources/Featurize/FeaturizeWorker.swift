@@ -581,7 +581,7 @@ public final class FeaturizeEngine<F: Featurizer>: @unchecked Sendable {
 
     /// Sleeps `seconds` in short steps, returning early once stopping.
     func sleepUnlessStopping(_ seconds: Double) {
-        let end = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        let end = ContinuousClock.now + .seconds(seconds)
         while !stopping && ContinuousClock.now < end { Thread.sleep(forTimeInterval: 0.05) }
     }
 
