@@ -14,6 +14,11 @@ public struct PrometheusText: Sendable {
     /// The `# TYPE` of each family.
     public let types: [String: String]
 
+    /// No samples (what an unreadable scrape reads as).
+    public static let empty = PrometheusText(samples: [], types: [:])
+
+    private init(samples: [PrometheusSample], types: [String: String]) { self.samples = samples; self.types = types }
+
     /// Parses `text`; throws on a line that is not a comment or a sample.
     public init(_ text: String) throws {
         var samples: [PrometheusSample] = []

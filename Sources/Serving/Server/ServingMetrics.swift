@@ -106,7 +106,7 @@ public final class ServingMetrics: Sendable {
     public func recordTimedOutConnection(phase: String) { counter(Metric.serveTimedOutConnections, ["phase": phase]).increment() }
 
     /// The metrics as a scrape shows them (the query methods below read them back from it).
-    func scrape() -> PrometheusText { (try? PrometheusText(registry.render())) ?? (try! PrometheusText("")) }
+    func scrape() -> PrometheusText { (try? PrometheusText(registry.render())) ?? .empty }
 
     public var reloads: UInt64 { UInt64(scrape().value(Metric.serveReloads.name) ?? 0) }
     public var rejectedCheckpoints: UInt64 { UInt64(scrape().value(Metric.serveRejectedCheckpoints.name) ?? 0) }
